@@ -1,0 +1,1 @@
+"""The Dagster layer of the campaign platform: spec models, the asset factory, the CLI."""

@@ -1,0 +1,303 @@
+"""The `orchestrator` command line: validate, run and report on campaigns."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator_assets.errors import OrchestratorError, SpecError
+from orchestrator_assets.settings import Settings, ensure_dagster_home
+
+console = Console(highlight=False)
+errors = Console(stderr=True, highlight=False)
+
+STATUS_STYLE = {
+    "pr_open": "green", "merged": "bold green", "no_change": "dim", "pending": "yellow",
+    "awaiting_review": "cyan", "change_failed": "red", "verification_failed": "red",
+    "pr_failed": "red", "rejected": "magenta", "closed": "magenta", "skipped": "dim",
+}  # fmt: skip
+
+
+def _instance():
+    from dagster import DagsterInstance
+
+    ensure_dagster_home(Settings())
+    return DagsterInstance.get()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Apply one change across many repositories, verified, reviewed and delivered as PRs.
+
+    State lives in the Dagster instance in DAGSTER_HOME (default: .dagster_home in the project),
+    so everything done here shows in the UI (`make dev`).
+    """
+    ctx.obj = {"debug": debug}
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+def validate(files: tuple[Path, ...]) -> None:
+    """Check campaign files and report every problem with file, field and reason."""
+    from orchestrator_assets.catalog import load_one
+
+    settings = Settings()
+    bad = 0
+    for path in files:
+        try:
+            campaign = load_one(path, settings)
+        except SpecError as exc:
+            bad += 1
+            for problem in exc.problems:
+                errors.print(f"[red]✗[/] {problem.render(exc.file)}", soft_wrap=True)
+            continue
+        spec = campaign.spec
+        console.print(
+            f"[green]✓[/] {path}: campaign {spec.name!r}, {len(spec.targets)} target(s), "
+            f"{spec.transformation.kind} transformation, {len(spec.verifiers)} verifier(s)"
+        )
+    if bad:
+        raise SystemExit(1)
+
+
+def _adhoc_spec(name, repos, command, verifiers, base, description, review):
+    from orchestrator_assets.spec import parse_campaign
+
+    parsed = []
+    for value in verifiers:
+        vname, sep, cmd = value.partition(":")
+        if not sep or not vname.strip() or not cmd.strip():
+            raise OrchestratorError(
+                f"--verifier {value!r}: expected NAME:COMMAND, e.g. 'test:pytest -q'"
+            )
+        parsed.append({"name": vname.strip(), "command": cmd.strip()})
+    data = {
+        "name": name,
+        "description": description or f"Ad-hoc campaign: {command}",
+        "targets": [{"repo": r, **({"base": base} if base else {})} for r in repos],
+        "transformation": {"kind": "deterministic", "command": command},
+        "verifiers": parsed,
+        "review": {"policy": review},
+    }
+    return parse_campaign(data, file="(command line)", base_dir=Path.cwd())
+
+
+@cli.command()
+@click.option("--file", "file", type=click.Path(path_type=Path), help="Campaign file to run.")
+@click.option("--campaign", "campaign_name", help="Name of a campaign in the campaigns folder.")
+@click.option("--target", "targets", multiple=True, help="Only these targets (slugs); repeatable.")
+@click.option("--name", help="Ad hoc: the campaign name (written to campaigns/NAME.yaml).")
+@click.option(
+    "--repo", "repos", multiple=True, help="Ad hoc: a repository URL or path; repeatable."
+)
+@click.option("--command", help="Ad hoc: the deterministic command to run in each workspace.")
+@click.option("--verifier", "verifiers", multiple=True, help="Ad hoc: NAME:COMMAND; repeatable.")
+@click.option("--base", help="Ad hoc: base branch (default: each repository's default branch).")
+@click.option("--description", help="Ad hoc: campaign description.")
+@click.option(
+    "--review", type=click.Choice(["auto", "required"]), default="auto", show_default=True
+)
+@click.option("--force", is_flag=True, help="Ad hoc: overwrite a different campaigns/NAME.yaml.")
+@click.option("--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def run(
+    file,
+    campaign_name,
+    targets,
+    name,
+    repos,
+    command,
+    verifiers,
+    base,
+    description,
+    review,
+    force,
+    output,
+):
+    """Run a campaign through Dagster: each target as far as it can go, then print the report.
+
+    Either --file/--campaign, or the ad-hoc form: --name, --repo (repeatable), --command and
+    --verifier NAME:COMMAND (repeatable). Re-running repeats nothing that is done.
+    """
+    from orchestrator_assets.catalog import load_catalog, load_one
+    from orchestrator_assets.runner import run_campaign
+    from orchestrator_assets.spec import dump_campaign
+
+    settings = Settings()
+    adhoc = name or repos or command or verifiers
+    if sum(bool(x) for x in (file, campaign_name, adhoc)) != 1:
+        raise OrchestratorError(
+            "give exactly one of --file, --campaign, or the ad-hoc --name/--repo/--command form"
+        )
+    if file:
+        campaign = load_one(file, settings)
+    elif campaign_name:
+        campaign = load_catalog(settings).get(campaign_name)
+    else:
+        missing = [
+            flag
+            for flag, v in (("--name", name), ("--repo", repos), ("--command", command))
+            if not v
+        ]
+        if missing:
+            raise OrchestratorError(f"the ad-hoc form needs {', '.join(missing)}")
+        spec = _adhoc_spec(name, repos, command, verifiers, base, description, review)
+        path = settings.campaigns_dir / f"{spec.name}.yaml"
+        text = dump_campaign(spec)
+        if path.exists() and path.read_text() != text and not force:
+            raise OrchestratorError(
+                f"{path} already exists with a different campaign; pass --force to overwrite it "
+                f"or use --file {path}"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        console.print(f"wrote {path}")
+        campaign = load_one(path, settings)
+    instance = _instance()
+
+    def emit(stage: str, message: str) -> None:
+        style = "red" if ("failed" in message or "FAILED" in message) else ""
+        line = f"[dim]{stage:>13}[/] {message}"
+        console.print(f"[{style}]{line}[/]" if style else line, soft_wrap=True)
+
+    console.print(
+        f"[bold]campaign {campaign.spec.name}[/] ({len(campaign.spec.targets)} targets) · "
+        f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}"
+    )
+    outcome = run_campaign(campaign, instance, settings, list(targets) or None, emit)
+    if outcome.skipped_final:
+        console.print(
+            f"left alone (merged, closed or rejected): {', '.join(outcome.skipped_final)}"
+        )
+    _print_report(outcome.report, output)
+    if outcome.failed_runs:
+        errors.print(
+            f"[red]{len(outcome.failed_runs)} run(s) failed: {', '.join(outcome.failed_runs)}[/]"
+        )
+        raise SystemExit(1)
+
+
+def _print_report(frame, output: str) -> None:
+    from orchestrator_assets.report import status_counts
+
+    if output == "json":
+        records = json.loads(frame.to_json(orient="records"))
+        click.echo(json.dumps(records, indent=2))
+        return
+    table = Table(show_lines=False)
+    for column in (
+        "target",
+        "status",
+        "files",
+        "failed verifier",
+        "pull request",
+        "cost $",
+        "reason",
+    ):
+        table.add_column(column, overflow="fold")
+    for row in frame.itertuples():
+        style = STATUS_STYLE.get(row.status, "")
+        table.add_row(
+            row.target, f"[{style}]{row.status}[/]" if style else row.status,
+            str(row.files_changed), row.failed_verifiers or "", row.pr_url or "",
+            f"{row.cost_usd:.4f}", (row.reason or "")[:120],
+        )  # fmt: skip
+    console.print(table)
+    counts = ", ".join(f"{k}: {v}" for k, v in status_counts(frame).items())
+    console.print(f"{len(frame)} targets ({counts}); total cost ${frame['cost_usd'].sum():.4f}")
+
+
+@cli.command()
+@click.argument("campaign")
+@click.option("--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def report(campaign: str, output: str) -> None:
+    """Print a campaign's report: one row per target with status, PR and cost."""
+    from orchestrator_assets.catalog import load_catalog
+    from orchestrator_assets.report import build_report
+
+    loaded = load_catalog(Settings()).get(campaign)
+    _print_report(build_report(_instance(), loaded.spec), output)
+
+
+@cli.command(name="list")
+@click.option("--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def list_campaigns(output: str) -> None:
+    """List the campaigns with how many targets are in each status."""
+    from orchestrator_assets.catalog import load_catalog
+    from orchestrator_assets.report import build_report, status_counts
+
+    catalog = load_catalog(Settings())
+    instance = _instance()
+    rows = []
+    for name, loaded in sorted(catalog.campaigns.items()):
+        frame = build_report(instance, loaded.spec)
+        rows.append({"campaign": name, "file": str(loaded.file), "targets": len(frame),
+                     "statuses": status_counts(frame),
+                     "cost_usd": round(float(frame["cost_usd"].sum()), 6)})  # fmt: skip
+    if output == "json":
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        table = Table()
+        for column in ("campaign", "targets", "statuses", "cost $", "file"):
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            statuses = ", ".join(f"{k}: {v}" for k, v in row["statuses"].items())
+            table.add_row(
+                row["campaign"],
+                str(row["targets"]),
+                statuses,
+                f"{row['cost_usd']:.4f}",
+                row["file"],
+            )
+        console.print(table)
+    for error in catalog.errors:
+        errors.print(
+            f"[yellow]skipped invalid campaign file[/] {error.file} "
+            f"(run `orchestrator validate {error.file}`)"
+        )
+
+
+def main() -> None:
+    """Entry point: user mistakes become one clear line; tracebacks only with --debug."""
+    warnings.filterwarnings("ignore")
+    debug = "--debug" in sys.argv[1:]
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        errors.print("aborted")
+        raise SystemExit(130) from None
+    except click.ClickException as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except SpecError as exc:
+        if debug:
+            raise
+        for problem in exc.problems:
+            errors.print(f"[red]error:[/] {problem.render(exc.file)}", soft_wrap=True)
+        raise SystemExit(2) from None
+    except OrchestratorError as exc:
+        if debug:
+            raise
+        errors.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        raise SystemExit(2) from None
+    except SystemExit:
+        raise
+    except Exception as exc:
+        if debug:
+            raise
+        errors.print(
+            f"[red]error:[/] {type(exc).__name__}: {exc}\n(run with --debug for the traceback)"
+        )
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Reading a campaign's state back from Dagster's event log (the only place it is kept)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TypeVar
+
+import dagster as dg
+from dagster import AssetCheckKey, AssetKey, DagsterInstance
+from dagster._core.event_api import PartitionKeyFilter
+from pydantic import BaseModel
+
+from orchestrator_assets.records import ChangeRecord, PullRequestRecord, VerificationRecord
+from orchestrator_assets.spec import CampaignSpec
+
+RECORD = "record"  # metadata key holding a stage's full record as JSON
+REMOVED = "target_removed"  # observation metadata marking a target that left the campaign
+PAGE = 1000
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def asset_key(spec: CampaignSpec, stage: str) -> AssetKey:
+    """The key of one of a campaign's assets: `<campaign>/<stage>`."""
+    return AssetKey([spec.id, stage])
+
+
+def _latest_events(
+    instance: DagsterInstance,
+    key: AssetKey,
+    partitions: Sequence[str] | None,
+    observations: bool,
+    metadata_key: str,
+) -> dict[str, dg.EventLogEntry]:
+    """The newest materialization (or observation) per partition that carries `metadata_key`."""
+    fetch = instance.fetch_observations if observations else instance.fetch_materializations
+    latest: dict[str, dg.EventLogEntry] = {}
+    chunks: Iterable[Sequence[str] | None] = (
+        [partitions[i : i + PAGE] for i in range(0, len(partitions), PAGE)]
+        if partitions is not None
+        else [None]
+    )
+    for chunk in chunks:
+        cursor = None
+        while True:
+            result = fetch(
+                dg.AssetRecordsFilter(asset_key=key, asset_partitions=chunk),
+                limit=PAGE,
+                cursor=cursor,
+                ascending=False,
+            )
+            for record in result.records:
+                entry = record.event_log_entry
+                partition = record.partition_key
+                if (
+                    partition is not None
+                    and partition not in latest
+                    and metadata_key in _metadata(entry)
+                ):
+                    latest[partition] = entry
+            if not result.has_more:
+                break
+            cursor = result.cursor
+    return latest
+
+
+def _metadata(entry: dg.EventLogEntry) -> dict:
+    event = entry.dagster_event
+    data = event.event_specific_data if event else None
+    inner = getattr(data, "materialization", None) or getattr(data, "asset_observation", None)
+    return dict(inner.metadata) if inner is not None else {}
+
+
+def latest_records(
+    instance: DagsterInstance,
+    key: AssetKey,
+    model: type[M],
+    partitions: Sequence[str] | None = None,
+) -> dict[str, M]:
+    """The newest record of type `model` per partition of asset `key`."""
+    records: dict[str, M] = {}
+    for partition, entry in _latest_events(instance, key, partitions, False, RECORD).items():
+        records[partition] = model.model_validate(_metadata(entry)[RECORD].value)
+    return records
+
+
+def latest_changes(instance, spec, partitions=None) -> dict[str, ChangeRecord]:
+    """The newest change record per target."""
+    return latest_records(instance, asset_key(spec, "change"), ChangeRecord, partitions)
+
+
+def latest_verifications(instance, spec, partitions=None) -> dict[str, VerificationRecord]:
+    """The newest verification record per target."""
+    return latest_records(instance, asset_key(spec, "verification"), VerificationRecord, partitions)
+
+
+def latest_pull_requests(instance, spec, partitions=None) -> dict[str, PullRequestRecord]:
+    """The newest pull-request record per target."""
+    return latest_records(instance, asset_key(spec, "pull_request"), PullRequestRecord, partitions)
+
+
+def removed_targets(instance: DagsterInstance, spec: CampaignSpec) -> set[str]:
+    """Targets marked as removed from the campaign (their latest mark says so)."""
+    events = _latest_events(instance, asset_key(spec, "change"), None, True, REMOVED)
+    return {partition for partition, entry in events.items() if _metadata(entry)[REMOVED].value}
+
+
+def latest_check_evaluations(
+    instance: DagsterInstance, spec: CampaignSpec, partition: str
+) -> dict[str, tuple[bool, str | None]]:
+    """Per verifier check: (passed, head sha it checked) of its newest evaluation for a target."""
+    key = asset_key(spec, "verification")
+    check_keys = [AssetCheckKey(key, v.check_name) for v in spec.verifiers]
+    if not check_keys:
+        return {}
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        check_keys, partition_filter=PartitionKeyFilter(key=partition)
+    )
+    found: dict[str, tuple[bool, str | None]] = {}
+    for check_key, record in latest.items():
+        event = record.event.dagster_event if record.event else None
+        evaluation = event.event_specific_data if event else None
+        if evaluation is None or not hasattr(evaluation, "passed"):
+            continue
+        head = evaluation.metadata.get("head_sha")
+        found[check_key.name] = (bool(evaluation.passed), head.value if head else None)
+    return found

@@ -1,0 +1,112 @@
+"""Stage records as Dagster metadata: numbers to plot, markdown to read, the record to reload."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pandas as pd
+
+from orchestrator_assets.history import RECORD
+from orchestrator_assets.records import ChangeRecord, PullRequestRecord, VerificationRecord
+from orchestrator_assets.report import report_markdown, status_counts
+
+
+def _fenced(text: str, lang: str = "") -> dg.MarkdownMetadataValue:
+    fence = "````" if "```" in text else "```"
+    return dg.MetadataValue.md(f"{fence}{lang}\n{text.rstrip()}\n{fence}")
+
+
+def change_metadata(record: ChangeRecord) -> dict:
+    """Metadata of one target's `change` materialization."""
+    meta: dict = {
+        RECORD: dg.MetadataValue.json(record.model_dump(mode="json")),
+        "outcome": record.outcome.value,
+        "repo": record.repo,
+        "branch": record.branch,
+        "base_branch": record.base_branch or "",
+        "base_sha": record.base_sha or "",
+        "head_sha": record.head_sha or "",
+        "files_changed": len(record.files),
+        "insertions": record.insertions,
+        "deletions": record.deletions,
+        "cost_usd": float(record.cost_usd),
+        "duration_s": float(record.duration_s),
+        "reused": record.reused,
+    }
+    if record.reason:
+        meta["reason"] = record.reason
+    if record.diff:
+        note = "\n(diff truncated)" if record.diff_truncated else ""
+        meta["diff"] = dg.MetadataValue.md(f"```diff\n{record.diff.rstrip()}\n```{note}")
+    if record.output_tail:
+        meta["output"] = _fenced(record.output_tail)
+    return meta
+
+
+def check_metadata(record: VerificationRecord, verifier: str) -> tuple[bool, dict]:
+    """(passed, metadata) of one verifier's check evaluation for one target."""
+    result = next((r for r in record.results if r.name == verifier), None)
+    meta: dict = {"head_sha": record.head_sha or ""}
+    if result is None:
+        reason = record.error or record.skipped_reason or "verifier did not run"
+        meta["reason"] = reason
+        # Nothing to verify (no change) is not a failure; a crash before the verifier ran is.
+        return record.error is None and record.head_sha is None, meta
+    meta.update(
+        {
+            "exit_code": result.exit_code,
+            "duration_s": float(result.duration_s),
+            "timed_out": result.timed_out,
+            "command": result.command,
+            "output": _fenced(result.output_tail or "(no output)"),
+        }
+    )
+    return result.passed, meta
+
+
+def verification_metadata(record: VerificationRecord) -> dict:
+    """Metadata of one target's `verification` materialization."""
+    meta: dict = {
+        RECORD: dg.MetadataValue.json(record.model_dump(mode="json")),
+        "head_sha": record.head_sha or "",
+        "passed": record.passed,
+        "verifiers_failed": len(record.failed_verifiers),
+        "duration_s": float(record.duration_s),
+        "reused": record.reused,
+    }
+    if record.skipped_reason:
+        meta["skipped"] = record.skipped_reason
+    if record.error:
+        meta["error"] = record.error
+    if record.failed_verifiers:
+        meta["failed"] = ", ".join(record.failed_verifiers)
+    return meta
+
+
+def pull_request_metadata(record: PullRequestRecord) -> dict:
+    """Metadata of one target's `pull_request` materialization."""
+    meta: dict = {
+        RECORD: dg.MetadataValue.json(record.model_dump(mode="json")),
+        "outcome": record.outcome,
+        "duration_s": float(record.duration_s),
+    }
+    if record.url:
+        meta["url"] = dg.MetadataValue.url(record.url)
+    if record.number is not None:
+        meta["number"] = record.number
+    if record.state:
+        meta["state"] = record.state
+    if record.reason:
+        meta["reason"] = record.reason
+    return meta
+
+
+def report_metadata(frame: pd.DataFrame) -> dict:
+    """Metadata of the `report` materialization: the table, totals and counts per status."""
+    meta: dict = {
+        "report": dg.MetadataValue.md(report_markdown(frame)),
+        "dagster/row_count": len(frame),
+        "targets": len(frame),
+        "cost_usd": float(frame["cost_usd"].sum()) if len(frame) else 0.0,
+    }
+    meta.update({f"status_{k}": v for k, v in status_counts(frame).items()})
+    return meta

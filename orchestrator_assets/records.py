@@ -1,0 +1,84 @@
+"""What each stage produced for one target: plain models stored in materialization metadata."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from orchestrator_assets.status import ChangeOutcome
+
+
+class ChangeRecord(BaseModel):
+    """The result of a transformation on one target."""
+
+    outcome: ChangeOutcome
+    reason: str | None = None
+    repo: str
+    base_branch: str | None = None
+    base_sha: str | None = None
+    branch: str
+    head_sha: str | None = None
+    files: list[str] = Field(default_factory=list)
+    insertions: int = 0
+    deletions: int = 0
+    diff: str = ""
+    diff_truncated: bool = False
+    fingerprint: str
+    output_tail: str = ""
+    duration_s: float = 0.0
+    cost_usd: float = 0.0
+    reused: bool = False
+
+
+class VerifierResult(BaseModel):
+    """One verifier's run against a change."""
+
+    name: str
+    passed: bool
+    exit_code: int
+    duration_s: float
+    output_tail: str = ""
+    timed_out: bool = False
+    command: str = ""
+
+
+class VerificationRecord(BaseModel):
+    """Every verifier's result for one head commit (or why none ran)."""
+
+    head_sha: str | None = None
+    results: list[VerifierResult] = Field(default_factory=list)
+    skipped_reason: str | None = None
+    error: str | None = None
+    duration_s: float = 0.0
+    reused: bool = False
+
+    @property
+    def passed(self) -> bool:
+        """True when verification ran and every verifier passed."""
+        return (
+            self.head_sha is not None and self.error is None and all(r.passed for r in self.results)
+        )
+
+    @property
+    def failed_verifiers(self) -> list[str]:
+        """Names of the verifiers that failed."""
+        return [r.name for r in self.results if not r.passed]
+
+
+PullRequestOutcome = Literal[
+    "opened", "updated", "unchanged", "no_change", "blocked", "awaiting_review", "failed",
+    "not_reopened",
+]  # fmt: skip
+
+
+class PullRequestRecord(BaseModel):
+    """What happened to a target's pull request in one run."""
+
+    outcome: PullRequestOutcome
+    reason: str | None = None
+    number: int | None = None
+    url: str | None = None
+    state: Literal["open", "merged", "closed"] | None = None
+    head_sha: str | None = None
+    duration_s: float = 0.0

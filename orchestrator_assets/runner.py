@@ -1,0 +1,154 @@
+"""Running a campaign through Dagster from the CLI: one in-process run per range of targets."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import dagster as dg
+import pandas as pd
+from dagster import DagsterEventType, DagsterInstance
+from dagster._core.utils import make_new_run_id
+
+from orchestrator_assets.catalog import Campaign
+from orchestrator_assets.errors import OrchestratorError
+from orchestrator_assets.factory import build_campaign_definitions
+from orchestrator_assets.partitions import contiguous_ranges, range_tags, sync_partitions
+from orchestrator_assets.report import build_report
+from orchestrator_assets.settings import Settings
+from orchestrator_assets.status import TargetStatus
+from resources.build import build_resources
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+Emit = Callable[[str, str], None]  # (stage, message)
+
+
+@dataclass
+class RunOutcome:
+    """What `run_campaign` did: the Dagster runs it made and the report afterwards."""
+
+    run_ids: list[str] = field(default_factory=list)
+    failed_runs: list[str] = field(default_factory=list)
+    skipped_final: list[str] = field(default_factory=list)
+    report: pd.DataFrame | None = None
+
+
+class ProgressWatcher:
+    """Follows a run's event log on a thread and passes user log lines and failures to `emit`."""
+
+    def __init__(self, instance: DagsterInstance, run_id: str, emit: Emit, interval: float = 0.3):
+        self.instance, self.run_id, self.emit, self.interval = instance, run_id, emit, interval
+        self._stop = threading.Event()
+        self._cursor: str | None = None
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> ProgressWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._poll()  # whatever arrived after the last poll
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._poll()
+
+    def _poll(self) -> None:
+        try:
+            while True:
+                conn = self.instance.get_records_for_run(
+                    self.run_id, cursor=self._cursor, limit=500
+                )
+                for record in conn.records:
+                    self._show(record.event_log_entry)
+                self._cursor = conn.cursor
+                if not conn.has_more:
+                    return
+        except Exception:  # the run may not be stored yet
+            return
+
+    def _show(self, entry: dg.EventLogEntry) -> None:
+        stage = (entry.step_key or "").split("__")[-1] or "run"
+        event = entry.dagster_event
+        if event is None:
+            if entry.level >= logging.INFO:
+                self.emit(stage, entry.user_message)
+        elif event.event_type == DagsterEventType.STEP_FAILURE:
+            error = event.step_failure_data.error
+            self.emit(stage, f"step failed: {error.message.strip() if error else 'unknown'}")
+        elif event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION and entry.step_key:
+            pass  # per-target verifier lines are logged by the asset itself
+
+
+def campaign_definitions(campaign: Campaign, settings: Settings) -> dg.Definitions:
+    """The campaign's definitions bound to the platform's resources."""
+    return dg.Definitions.merge(
+        build_campaign_definitions(campaign.spec, campaign.profile),
+        dg.Definitions(resources=build_resources(settings)),
+    )
+
+
+def run_campaign(
+    campaign: Campaign,
+    instance: DagsterInstance,
+    settings: Settings,
+    targets: Sequence[str] | None = None,
+    emit: Emit = lambda stage, message: None,
+) -> RunOutcome:
+    """Advance the campaign's targets as far as they can go, and rebuild its report.
+
+    Targets already merged, closed or rejected are left alone; everything else runs through
+    change, verification and pull request, each stage repeating nothing that is done.
+    """
+    spec = campaign.spec
+    if spec.transformation.kind == "agentic":
+        raise OrchestratorError(
+            f"{campaign.file}: transformation.kind: agentic campaigns need the coding agent, "
+            "which this version does not ship yet; use a deterministic transformation"
+        )
+    keys = [t.key for t in spec.targets]
+    unknown = [k for k in targets or [] if k not in keys]
+    if unknown:
+        raise OrchestratorError(
+            f"{campaign.file}: unknown target(s) {', '.join(unknown)}; known: {', '.join(keys)}"
+        )
+    plan = sync_partitions(instance, spec)
+    if plan.add:
+        emit("discovery", f"added {len(plan.add)} target(s): {', '.join(plan.add[:10])}")
+    if plan.removed:
+        emit("discovery", f"marked {len(plan.removed)} removed target(s) as skipped")
+    before = build_report(instance, spec)
+    final = {
+        row.target
+        for row in before.itertuples()
+        if TargetStatus(row.status).is_final and row.target in keys
+    }
+    outcome = RunOutcome(skipped_final=sorted(final & set(targets or keys)))
+    todo = [k for k in (targets or keys) if k not in final]
+    defs = campaign_definitions(campaign, settings)
+    job = defs.resolve_job_def(f"{spec.id}_targets")
+    ordered = instance.get_dynamic_partitions(spec.partitions_name)
+    for start, end in contiguous_ranges(ordered, todo):
+        run_id = make_new_run_id()
+        single = start == end
+        emit("run", f"run {run_id[:8]} over {start if single else f'{start} … {end}'}")
+        with ProgressWatcher(instance, run_id, emit):
+            result = job.execute_in_process(
+                instance=instance,
+                run_id=run_id,
+                partition_key=start if single else None,
+                tags=None if single else range_tags(start, end),
+                run_config=QUIET,
+                raise_on_error=False,
+            )
+        outcome.run_ids.append(run_id)
+        if not result.success:
+            outcome.failed_runs.append(run_id)
+    report_job = defs.resolve_job_def(f"{spec.id}_report")
+    report_job.execute_in_process(instance=instance, run_config=QUIET, raise_on_error=False)
+    outcome.report = build_report(instance, spec)
+    return outcome

@@ -1,0 +1,326 @@
+"""Campaign specs: the pydantic models for `campaigns/*.yaml` and how they are loaded."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from croniter import croniter
+from jinja2 import Environment, StrictUndefined, TemplateSyntaxError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from orchestrator_assets.errors import Problem, SpecError
+from orchestrator_assets.slugs import CAMPAIGN_NAME_RE, dagster_name, slug_problem, target_slug
+from orchestrator_assets.spec_errors import problems_from_validation, yaml_problem
+
+Command = str | list[str]
+
+
+def to_argv(command: Command) -> list[str]:
+    """A command as an argv list: a string is split like a shell would, but no shell runs."""
+    return shlex.split(command) if isinstance(command, str) else list(command)
+
+
+def _check_command(value: Command) -> Command:
+    try:
+        argv = to_argv(value)
+    except ValueError as exc:
+        raise ValueError(f"cannot split command: {exc}") from None
+    if not argv or not argv[0]:
+        raise ValueError("command is empty")
+    return value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Target(_Model):
+    """One repository of a campaign."""
+
+    repo: str = Field(description="repository URL or local path (relative to the campaign file)")
+    base: str | None = Field(default=None, description="base branch; default: the repo's HEAD")
+    slug: str | None = Field(default=None, description="partition key; default: owner__name")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"repo": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _resolve(self, info: ValidationInfo) -> Target:
+        if not self.repo.strip():
+            raise ValueError("repo is empty")
+        base_dir = (info.context or {}).get("base_dir")
+        if base_dir is not None and _is_local_path(self.repo):
+            self.repo = str((Path(base_dir) / Path(self.repo).expanduser()).resolve())
+        if self.slug is None:
+            try:
+                self.slug = target_slug(self.repo)
+            except ValueError as exc:
+                raise ValueError(str(exc)) from None
+        problem = slug_problem(self.slug)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    @property
+    def key(self) -> str:
+        """The target's partition key."""
+        assert self.slug is not None
+        return self.slug
+
+
+def _is_local_path(repo: str) -> bool:
+    if "://" in repo:
+        return False
+    head = repo.split("/", 1)[0]
+    return not (":" in head and "@" in head)  # scp-like git@host:path is remote
+
+
+class DeterministicTransformation(_Model):
+    """A command (with args and env) run in the target's workspace."""
+
+    kind: Literal["deterministic"]
+    command: Command
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    timeout_s: int | None = Field(default=None, gt=0)
+
+    _check = field_validator("command")(_check_command)
+
+    def argv(self) -> list[str]:
+        """The full argv to run."""
+        return to_argv(self.command) + list(self.args)
+
+
+class AgenticTransformation(_Model):
+    """A prompt given to a coding agent in the target's workspace."""
+
+    kind: Literal["agentic"]
+    prompt: str = Field(min_length=1)
+    agent: Literal["claude-code"] = "claude-code"
+    model: str | None = None
+    max_turns: int | None = Field(default=None, gt=0)
+    max_budget_usd: float | None = Field(default=None, gt=0)
+    allowed_tools: list[str] | None = None
+    timeout_s: int | None = Field(default=None, gt=0)
+
+
+Transformation = Annotated[
+    DeterministicTransformation | AgenticTransformation, Field(discriminator="kind")
+]
+
+
+class Verifier(_Model):
+    """A named command that must pass in the sandbox before a PR is opened."""
+
+    name: str
+    command: Command
+    timeout_s: int = Field(default=600, gt=0, alias="timeout")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    _check = field_validator("command")(_check_command)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not CAMPAIGN_NAME_RE.match(value):
+            raise ValueError(
+                f"{value!r} is not a valid verifier name: lowercase letters, digits, '_' and '-', "
+                "starting with a letter"
+            )
+        return value
+
+    @property
+    def check_name(self) -> str:
+        """The name of this verifier's asset check."""
+        return dagster_name(self.name)
+
+    def argv(self) -> list[str]:
+        """The argv to run."""
+        return to_argv(self.command)
+
+
+class PullRequestTemplate(_Model):
+    """How the pull request of each target reads; title and body are Jinja templates."""
+
+    title: str = "{{ campaign.name }}: automated change"
+    body: str = (
+        "{{ campaign.description }}\n\n"
+        "{{ summary }}\n\n"
+        "### Verifiers\n\n{{ verifier_table }}\n\n"
+        "Cost: ${{ '%.4f' | format(cost_usd) }}\n\n"
+        "_Opened by campaign `{{ campaign.name }}` for `{{ target.slug }}`._\n"
+    )
+    labels: list[str] = Field(default_factory=list)
+    draft: bool = False
+
+    @field_validator("title", "body")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        try:
+            TEMPLATES.from_string(value)
+        except TemplateSyntaxError as exc:
+            raise ValueError(f"template error at line {exc.lineno}: {exc.message}") from None
+        return value
+
+
+TEMPLATES = Environment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+
+
+class Review(_Model):
+    """Whether a human decides before a PR opens."""
+
+    policy: Literal["auto", "required"] = "auto"
+    timeout: str | None = Field(default=None, description="e.g. 24h; used by the review loop")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"policy": value} if isinstance(value, str) else value
+
+
+class CampaignSpec(_Model):
+    """One campaign: what to change where, how to check it and how to deliver it."""
+
+    name: str
+    description: str = ""
+    targets: list[Target] = Field(min_length=1)
+    transformation: Transformation
+    verifiers: list[Verifier] = Field(default_factory=list)
+    profile: str | None = None
+    branch: str | None = None
+    pull_request: PullRequestTemplate = Field(default_factory=PullRequestTemplate)
+    review: Review = Field(default_factory=Review)
+    schedule: str | None = None
+    budget_usd: float | None = Field(default=None, ge=0)
+    concurrency: int = Field(default=4, ge=1, le=64)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not CAMPAIGN_NAME_RE.match(value):
+            raise ValueError(
+                f"{value!r} is not a valid campaign name: a slug of lowercase letters, digits, "
+                "'_' and '-', starting with a letter, at most 63 characters"
+            )
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None and not croniter.is_valid(value):
+            raise ValueError(f"{value!r} is not a valid cron expression (e.g. '0 6 * * 1')")
+        return value
+
+    @field_validator("branch")
+    @classmethod
+    def _branch(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not value.startswith("campaign/") or value.strip("/") == "campaign":
+            raise ValueError(
+                f"{value!r}: campaign branches must live under 'campaign/' so that a campaign "
+                "never pushes to another branch"
+            )
+        if any(c in value for c in " ~^:?*[\\") or ".." in value or value.endswith((".lock", "/")):
+            raise ValueError(f"{value!r} is not a valid git branch name")
+        return value
+
+    @model_validator(mode="after")
+    def _unique(self) -> CampaignSpec:
+        seen: dict[str, int] = {}
+        for i, target in enumerate(self.targets):
+            if target.key in seen:
+                raise ValueError(
+                    f"targets.{i}: target {target.key!r} appears twice "
+                    f"(also targets.{seen[target.key]}); give one an explicit `slug:`"
+                )
+            seen[target.key] = i
+        names: dict[str, int] = {}
+        for i, verifier in enumerate(self.verifiers):
+            if verifier.check_name in names:
+                raise ValueError(f"verifiers.{i}: verifier name {verifier.name!r} is used twice")
+            names[verifier.check_name] = i
+        return self
+
+    @property
+    def id(self) -> str:
+        """The campaign as a Dagster identifier (group name, asset key prefix)."""
+        return dagster_name(self.name)
+
+    @property
+    def branch_name(self) -> str:
+        """The campaign branch pushed to every target."""
+        return self.branch or f"campaign/{self.name}"
+
+    @property
+    def partitions_name(self) -> str:
+        """The name of the campaign's dynamic partitions definition."""
+        return f"{self.id}_targets"
+
+    def target(self, key: str) -> Target | None:
+        """The target with partition key `key`, if the campaign still has it."""
+        return next((t for t in self.targets if t.key == key), None)
+
+    def transformation_fingerprint(self) -> str:
+        """A digest of everything that determines a change besides the base commit."""
+        payload = {
+            "transformation": self.transformation.model_dump(mode="json"),
+            "branch": self.branch_name,
+            "title": self.pull_request.title,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def parse_campaign(data: Any, *, file: str, base_dir: Path) -> CampaignSpec:
+    """Validate already-parsed YAML; raise `SpecError` naming every problem."""
+    if not isinstance(data, dict):
+        raise SpecError(file, [Problem("", "a campaign file must be a YAML mapping")])
+    try:
+        return CampaignSpec.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        raise SpecError(file, problems_from_validation(exc)) from None
+
+
+def load_campaign(path: Path) -> CampaignSpec:
+    """Read and validate one campaign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(str(path), [Problem("", "no such file")])
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SpecError(str(path), [yaml_problem(exc)]) from None
+    return parse_campaign(data, file=str(path), base_dir=path.parent)
+
+
+def campaign_files(directory: Path) -> list[Path]:
+    """The campaign files in a folder (every `*.yaml`/`*.yml` but the profiles file)."""
+    if not directory.is_dir():
+        return []
+    files = [*directory.glob("*.yaml"), *directory.glob("*.yml")]
+    return sorted(p for p in files if p.stem != "profiles")
+
+
+def dump_campaign(spec: CampaignSpec) -> str:
+    """The spec as YAML, the way a user would write it."""
+    data = spec.model_dump(mode="json", exclude_defaults=True, by_alias=True)
+    data = {"name": spec.name, **{k: v for k, v in data.items() if k != "name"}}
+    data["transformation"] = spec.transformation.model_dump(mode="json", exclude_defaults=True)
+    data["transformation"]["kind"] = spec.transformation.kind
+    return yaml.safe_dump(data, sort_keys=False)

@@ -1,0 +1,343 @@
+"""The three stages of one target, free of Dagster: make the change, verify it, deliver the PR.
+
+Each takes plain values and returns a record; the Dagster layer only wires them and stores the
+records. Each is idempotent: given the record of its previous run it repeats nothing that is done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator_assets.records import (
+    ChangeRecord,
+    PullRequestRecord,
+    VerificationRecord,
+    VerifierResult,
+)
+from orchestrator_assets.spec import TEMPLATES, CampaignSpec, DeterministicTransformation, Target
+from orchestrator_assets.status import ChangeOutcome
+from resources.forges.base import Forge, ForgeError, PullRequestDraft
+from resources.git import GitError, author_env, run_git
+from resources.repo_cache import RepoCache
+from resources.sandboxes.base import SandboxProvider
+
+Log = Callable[[str], None]
+DIFF_LIMIT = 20_000
+
+
+@dataclass
+class Workbench:
+    """The outside systems a stage works with."""
+
+    forge: Forge
+    cache: RepoCache
+    sandboxes: SandboxProvider
+    author: tuple[str, str] = ("Campaign Bot", "campaigns@localhost")
+    network: bool = False
+    default_timeout_s: int = 900
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+# change ----------------------------------------------------------------------------------------
+
+
+def make_change(
+    spec: CampaignSpec,
+    target: Target,
+    prior: ChangeRecord | None,
+    bench: Workbench,
+    log: Log = _quiet,
+) -> ChangeRecord:
+    """Apply the campaign's transformation to one target and push the campaign branch."""
+    started = time.monotonic()
+    base = ChangeRecord(
+        outcome=ChangeOutcome.FAILED,
+        repo=target.repo,
+        branch=spec.branch_name,
+        fingerprint=spec.transformation_fingerprint(),
+    )
+    try:
+        record = _make_change(spec, target, prior, bench, base, log)
+    except (ForgeError, GitError) as exc:
+        record = base.model_copy(update={"reason": str(exc)})
+    record.duration_s = round(time.monotonic() - started, 3)
+    return record
+
+
+def _make_change(
+    spec: CampaignSpec,
+    target: Target,
+    prior: ChangeRecord | None,
+    bench: Workbench,
+    base: ChangeRecord,
+    log: Log,
+) -> ChangeRecord:
+    repo = bench.forge.resolve(target.repo, target.base, spec.branch_name)
+    base = base.model_copy(update={"base_branch": repo.base_branch, "base_sha": repo.base_sha})
+    if _still_current(prior, base, repo.branch_sha):
+        assert prior is not None
+        log(f"{target.key}: change is up to date ({prior.outcome}), nothing to redo")
+        return prior.model_copy(update={"reused": True})
+    transformation = spec.transformation
+    if not isinstance(transformation, DeterministicTransformation):
+        return base.model_copy(
+            update={"reason": "agentic transformations need the agent, which is not set up here"}
+        )
+    with bench.sandboxes.open(f"change-{target.key}") as sandbox:
+        ws = sandbox.workspace
+        mirror = bench.cache.checkout(repo.clone_url, ws, repo.base_sha, spec.branch_name)
+        sandbox.readable_paths.append(mirror)
+        config_digest = _digest(ws / ".git" / "config")
+        result = sandbox.exec(
+            transformation.argv(),
+            env=transformation.env,
+            timeout_s=transformation.timeout_s or bench.default_timeout_s,
+            network=bench.network,
+        )
+        if _digest(ws / ".git" / "config") != config_digest:
+            return base.model_copy(update={"reason": "the transformation modified .git/config"})
+        if not result.ok:
+            return base.model_copy(
+                update={
+                    "reason": f"transformation failed: {result.describe_failure()}",
+                    "output_tail": result.output_tail,
+                }
+            )
+        run_git(["add", "--all"], ws)
+        if not run_git(["status", "--porcelain"], ws).strip():
+            log(f"{target.key}: no change")
+            return base.model_copy(
+                update={"outcome": ChangeOutcome.NO_CHANGE, "output_tail": result.output_tail}
+            )
+        head = _commit(ws, spec, repo.base_sha, repo.branch_sha, bench)
+        if head != repo.branch_sha:
+            bench.forge.push_branch(target.repo, ws, spec.branch_name, head, repo.branch_sha)
+        files, insertions, deletions = _diff_stat(ws, repo.base_sha, head)
+        diff = run_git(["diff", "--no-color", "--no-ext-diff", repo.base_sha, head], ws)
+        log(f"{target.key}: changed {len(files)} file(s), +{insertions} -{deletions}")
+        return base.model_copy(
+            update={
+                "outcome": ChangeOutcome.CHANGED,
+                "head_sha": head,
+                "files": files,
+                "insertions": insertions,
+                "deletions": deletions,
+                "diff": diff[:DIFF_LIMIT],
+                "diff_truncated": len(diff) > DIFF_LIMIT,
+                "output_tail": result.output_tail,
+            }
+        )
+
+
+def _still_current(prior: ChangeRecord | None, now: ChangeRecord, branch_sha: str | None) -> bool:
+    """True when the previous change was made from the same inputs and is still on the forge."""
+    if prior is None or prior.outcome == ChangeOutcome.FAILED:
+        return False
+    same_inputs = prior.base_sha == now.base_sha and prior.fingerprint == now.fingerprint
+    if prior.outcome == ChangeOutcome.NO_CHANGE:
+        return same_inputs
+    return same_inputs and prior.head_sha is not None and prior.head_sha == branch_sha
+
+
+def _commit(
+    ws: Path, spec: CampaignSpec, base_sha: str, branch_sha: str | None, bench: Workbench
+) -> str:
+    """Commit the workspace; reuse the campaign branch's commit when it holds the same tree."""
+    tree = run_git(["write-tree"], ws).strip()
+    if branch_sha:
+        try:
+            info = run_git(["log", "-1", "--format=%T %P", branch_sha], ws).split()
+        except GitError:
+            info = []
+        if info == [tree, base_sha]:
+            run_git(["reset", "--quiet", "--soft", branch_sha], ws)
+            return branch_sha
+    summary = spec.description.strip().splitlines()[0] if spec.description.strip() else ""
+    message = f"{spec.name}: {summary or 'automated change'}\n\nCampaign: {spec.name}\n"
+    run_git(["commit", "--quiet", "--no-verify", "-m", message], ws, env=author_env(*bench.author))
+    return run_git(["rev-parse", "HEAD"], ws).strip()
+
+
+def _diff_stat(ws: Path, base: str, head: str) -> tuple[list[str], int, int]:
+    files, insertions, deletions = [], 0, 0
+    for line in run_git(["diff", "--numstat", "--no-renames", base, head], ws).splitlines():
+        added, removed, name = line.split("\t", 2)
+        files.append(name)
+        insertions += int(added) if added.isdigit() else 0
+        deletions += int(removed) if removed.isdigit() else 0
+    return files, insertions, deletions
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else ""
+
+
+# verification ----------------------------------------------------------------------------------
+
+
+def verify_change(
+    spec: CampaignSpec,
+    target: Target,
+    change: ChangeRecord | None,
+    prior: VerificationRecord | None,
+    bench: Workbench,
+    log: Log = _quiet,
+) -> VerificationRecord:
+    """Run every verifier in a fresh sandbox at the change's head commit."""
+    started = time.monotonic()
+    if change is None or change.outcome != ChangeOutcome.CHANGED or not change.head_sha:
+        why = "no change" if change and change.outcome == ChangeOutcome.NO_CHANGE else None
+        return VerificationRecord(skipped_reason=why or "the change failed or has not run")
+    wanted = [(v.name, " ".join(v.argv())) for v in spec.verifiers]
+    if (
+        prior is not None
+        and prior.passed
+        and prior.head_sha == change.head_sha
+        and [(r.name, r.command) for r in prior.results] == wanted
+    ):
+        log(f"{target.key}: verification of {change.head_sha[:8]} already passed")
+        return prior.model_copy(update={"reused": True})
+    results: list[VerifierResult] = []
+    try:
+        with bench.sandboxes.open(f"verify-{target.key}") as sandbox:
+            repo = bench.forge.resolve(target.repo, change.base_branch, spec.branch_name)
+            mirror = bench.cache.checkout(repo.clone_url, sandbox.workspace, change.head_sha)
+            sandbox.readable_paths.append(mirror)
+            for verifier in spec.verifiers:
+                run = sandbox.exec(
+                    verifier.argv(), timeout_s=verifier.timeout_s, network=bench.network
+                )
+                result = VerifierResult(
+                    name=verifier.name,
+                    passed=run.ok,
+                    exit_code=run.exit_code,
+                    duration_s=run.duration_s,
+                    output_tail=run.output_tail,
+                    timed_out=run.timed_out,
+                    command=" ".join(verifier.argv()),
+                )
+                results.append(result)
+                mark = "passed" if run.ok else f"FAILED ({run.describe_failure()})"
+                log(f"{target.key}: verifier {verifier.name} {mark}")
+    except (ForgeError, GitError) as exc:
+        return VerificationRecord(
+            head_sha=change.head_sha,
+            results=results,
+            error=f"cannot prepare the verification sandbox: {exc}",
+            duration_s=round(time.monotonic() - started, 3),
+        )
+    return VerificationRecord(
+        head_sha=change.head_sha, results=results, duration_s=round(time.monotonic() - started, 3)
+    )
+
+
+# pull request ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Gate:
+    """What decides whether a target may get a PR: its checks and its review."""
+
+    evaluations: dict[str, tuple[bool, str | None]]  # verifier -> (passed, head sha checked)
+    approved: bool = False
+
+
+def deliver_pull_request(
+    spec: CampaignSpec,
+    target: Target,
+    change: ChangeRecord | None,
+    verification: VerificationRecord | None,
+    gate: Gate,
+    bench: Workbench,
+    log: Log = _quiet,
+) -> PullRequestRecord:
+    """Open or update the target's pull request when its change passed every verifier."""
+    started = time.monotonic()
+
+    def done(**fields) -> PullRequestRecord:
+        return PullRequestRecord(duration_s=round(time.monotonic() - started, 3), **fields)
+
+    if change is None or change.outcome != ChangeOutcome.CHANGED or not change.head_sha:
+        return done(outcome="no_change", reason="nothing to propose")
+    head = change.head_sha
+    failing = [
+        v.name
+        for v in spec.verifiers
+        if gate.evaluations.get(v.check_name, (False, None)) != (True, head)
+    ]
+    if failing or verification is None or verification.head_sha != head:
+        reason = f"verifiers not passed for {head[:8]}: {', '.join(failing) or 'verification'}"
+        return done(outcome="blocked", reason=reason, head_sha=head)
+    if spec.review.policy == "required" and not gate.approved:
+        return done(
+            outcome="awaiting_review", reason="waiting for a review decision", head_sha=head
+        )
+    try:
+        draft = PullRequestDraft(
+            head=spec.branch_name,
+            base=change.base_branch or "main",
+            title=render_title(spec, target, change).strip(),
+            body=render_body(spec, target, change, verification),
+            labels=spec.pull_request.labels,
+            draft=spec.pull_request.draft,
+        )
+        existing = bench.forge.find_pull_request(target.repo, spec.branch_name)
+        if existing is not None and existing.state != "open":
+            log(f"{target.key}: pull request #{existing.number} is {existing.state}; not reopened")
+            return done(
+                outcome="not_reopened",
+                number=existing.number,
+                url=existing.url,
+                state=existing.state,
+                head_sha=head,
+            )
+        if existing is None:
+            pr = bench.forge.create_pull_request(target.repo, draft)
+            outcome = "opened"
+        else:
+            pr = bench.forge.update_pull_request(target.repo, existing.number, draft)
+            outcome = "updated" if pr.updated_at != existing.updated_at else "unchanged"
+    except ForgeError as exc:
+        return done(outcome="failed", reason=str(exc), head_sha=head)
+    log(f"{target.key}: pull request #{pr.number} {outcome}: {pr.url}")
+    return done(outcome=outcome, number=pr.number, url=pr.url, state=pr.state, head_sha=head)
+
+
+def _context(spec: CampaignSpec, target: Target, change: ChangeRecord, verification=None) -> dict:
+    rows = ["| verifier | result | duration |", "| --- | --- | --- |"]
+    for r in verification.results if verification else []:
+        rows.append(f"| {r.name} | {'passed' if r.passed else 'failed'} | {r.duration_s:.1f}s |")
+    files = "\n".join(f"- `{f}`" for f in change.files[:50])
+    more = f"\n- … and {len(change.files) - 50} more" if len(change.files) > 50 else ""
+    summary = (
+        f"Changes {len(change.files)} file(s) (+{change.insertions} -{change.deletions}) "
+        f"on `{change.base_branch}`:\n\n{files}{more}"
+    )
+    return {
+        "campaign": spec,
+        "target": target,
+        "change": change,
+        "summary": summary,
+        "verifier_table": "\n".join(rows) if verification and verification.results else "none",
+        "cost_usd": change.cost_usd,
+    }
+
+
+def render_title(spec: CampaignSpec, target: Target, change: ChangeRecord) -> str:
+    """The PR title for a target."""
+    return TEMPLATES.from_string(spec.pull_request.title).render(**_context(spec, target, change))
+
+
+def render_body(
+    spec: CampaignSpec, target: Target, change: ChangeRecord, verification: VerificationRecord
+) -> str:
+    """The PR body for a target: the template with summary, verifier table and cost."""
+    ctx = _context(spec, target, change, verification)
+    return TEMPLATES.from_string(spec.pull_request.body).render(**ctx)

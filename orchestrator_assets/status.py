@@ -1,0 +1,47 @@
+"""The one status vocabulary used by the report, the CLI and the UI."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class TargetStatus(StrEnum):
+    """Where one target of a campaign stands."""
+
+    PENDING = "pending"  # known target, not (fully) processed yet
+    NO_CHANGE = "no_change"
+    CHANGE_FAILED = "change_failed"
+    VERIFICATION_FAILED = "verification_failed"
+    AWAITING_REVIEW = "awaiting_review"
+    REJECTED = "rejected"
+    PR_FAILED = "pr_failed"  # verified, but the forge refused or failed to open the PR
+    PR_OPEN = "pr_open"
+    MERGED = "merged"
+    CLOSED = "closed"
+    SKIPPED = "skipped"  # target removed from the campaign; its history is kept
+
+    @property
+    def is_final(self) -> bool:
+        """True when nothing the platform does on its own moves the target further."""
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset(
+    {TargetStatus.MERGED, TargetStatus.CLOSED, TargetStatus.REJECTED, TargetStatus.SKIPPED}
+)
+
+
+class ChangeOutcome(StrEnum):
+    """What a transformation produced for one target."""
+
+    CHANGED = "changed"
+    NO_CHANGE = "no_change"
+    FAILED = "failed"
+
+
+class PullRequestState(StrEnum):
+    """The states a pull request moves through on a forge."""
+
+    OPEN = "open"
+    MERGED = "merged"
+    CLOSED = "closed"

@@ -1,0 +1,1 @@
+"""Outside systems behind small interfaces: sandboxes, forges, the repository cache."""

@@ -1,0 +1,24 @@
+"""The one place that builds resources from configuration."""
+
+from __future__ import annotations
+
+import os
+
+from orchestrator_assets.settings import Settings
+from resources.dagster_resources import ForgeResource, RepoCacheResource, SandboxResource
+
+
+def build_resources(settings: Settings) -> dict[str, object]:
+    """The Dagster resources every campaign's assets use, from settings and the environment."""
+    isolation = os.environ.get("ORCHESTRATOR_SANDBOX_ISOLATION", "auto")
+    return {
+        "sandbox": SandboxResource(
+            root=str(settings.workspaces_dir),
+            isolation=isolation,  # type: ignore[arg-type]
+            hidden_paths=[str(settings.data_dir), str(settings.dagster_home)],
+        ),
+        "forge": ForgeResource(
+            author_name=settings.git_author_name, author_email=settings.git_author_email
+        ),
+        "repo_cache": RepoCacheResource(root=str(settings.cache_dir)),
+    }

@@ -1,0 +1,55 @@
+"""Thin Dagster resources around the plain sandbox, forge and cache classes."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import dagster as dg
+
+from resources.forges.local import LocalForge
+from resources.repo_cache import RepoCache
+from resources.sandboxes.local import LocalSandboxProvider
+
+
+class SandboxResource(dg.ConfigurableResource):
+    """Provisions the sandboxes targets run in (local: temp workspaces under bubblewrap)."""
+
+    provider: Literal["local"] = "local"
+    root: str
+    isolation: Literal["auto", "bwrap", "none"] = "auto"
+    hidden_paths: list[str] = []
+
+    @cached_property
+    def _provider(self) -> LocalSandboxProvider:
+        return LocalSandboxProvider(
+            Path(self.root), hidden_paths=[Path(p) for p in self.hidden_paths],
+            isolation=self.isolation,
+        )  # fmt: skip
+
+    def get(self) -> LocalSandboxProvider:
+        """The sandbox provider."""
+        return self._provider
+
+
+class ForgeResource(dg.ConfigurableResource):
+    """Where repositories and pull requests live (local: repositories on this machine)."""
+
+    kind: Literal["local"] = "local"
+    author_name: str = "Campaign Bot"
+    author_email: str = "campaigns@localhost"
+
+    def get(self) -> LocalForge:
+        """The forge client."""
+        return LocalForge(merge_author=(self.author_name, self.author_email))
+
+
+class RepoCacheResource(dg.ConfigurableResource):
+    """The local mirror cache that workspaces are cloned from."""
+
+    root: str
+
+    def get(self) -> RepoCache:
+        """The cache."""
+        return RepoCache(Path(self.root))

@@ -1,0 +1,102 @@
+"""Git as the platform runs it on the host: argv only, hooks and repository config disarmed.
+
+Target repositories are untrusted. Every git command the platform runs goes through `run_git`,
+which turns off hooks (also in a `receive-pack` spawned by a push to a local repository, which
+inherits the `-c` settings through GIT_CONFIG_PARAMETERS), fsmonitor and credential prompts, and
+ignores the user's and the system's git config.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+HARDENING = [
+    "-c", "core.hooksPath=/dev/null",
+    "-c", "core.fsmonitor=false",
+    "-c", "protocol.file.allow=always",
+    "-c", "advice.detachedHead=false",
+    "-c", "init.defaultBranch=main",
+    "-c", "gc.auto=0",
+]  # fmt: skip
+
+
+class GitError(RuntimeError):
+    """A git command failed; carries the command and git's own message."""
+
+    def __init__(self, args: list[str], code: int, stderr: str):
+        self.args_ = args
+        self.code = code
+        self.stderr = stderr.strip()
+        super().__init__(f"git {' '.join(args[:3])} failed ({code}): {self.stderr[-500:]}")
+
+
+def git_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment git runs with: no user/system config, no prompts, no pagers."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "LANG": "C.UTF-8",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": "/dev/null",
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_ASKPASS": "/bin/false",
+        "SSH_ASKPASS": "/bin/false",
+        "GIT_PAGER": "cat",
+        "GIT_OPTIONAL_LOCKS": "0",
+    }
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run_git(
+    args: list[str],
+    cwd: Path | None = None,
+    *,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+    timeout: float = 600,
+) -> str:
+    """Run `git ARGS` and return stdout; raise `GitError` on failure when `check`."""
+    proc = subprocess.run(
+        ["git", *HARDENING, *args],
+        cwd=cwd,
+        env=git_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    if check and proc.returncode != 0:
+        raise GitError(args, proc.returncode, proc.stderr)
+    return proc.stdout
+
+
+def ls_remote(url: str) -> dict[str, str]:
+    """The refs of a remote repository: `{"HEAD": sha, "refs/heads/main": sha, ...}`.
+
+    Also maps `"HEAD->"` to the branch HEAD points at (the remote's default branch).
+    """
+    out = run_git(["ls-remote", "--symref", url], timeout=120)
+    refs: dict[str, str] = {}
+    for line in out.splitlines():
+        if line.startswith("ref: "):
+            target, name = line[5:].split("\t", 1)
+            if name == "HEAD":
+                refs["HEAD->"] = target.removeprefix("refs/heads/")
+            continue
+        sha, _, name = line.partition("\t")
+        refs[name] = sha
+    return refs
+
+
+def author_env(name: str, email: str) -> dict[str, str]:
+    """Environment that makes `name <email>` the author and committer of a commit."""
+    return {
+        "GIT_AUTHOR_NAME": name,
+        "GIT_AUTHOR_EMAIL": email,
+        "GIT_COMMITTER_NAME": name,
+        "GIT_COMMITTER_EMAIL": email,
+    }

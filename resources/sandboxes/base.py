@@ -1,0 +1,69 @@
+"""The sandbox interface every provider implements."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Protocol
+
+from pydantic import BaseModel
+
+OutputCallback = Callable[[str], None]
+
+
+class ExecResult(BaseModel):
+    """What one command did: exit code, how long it took, the tail of its output."""
+
+    argv: list[str]
+    exit_code: int
+    duration_s: float
+    output_tail: str
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when the command exited 0 within its timeout."""
+        return self.exit_code == 0 and not self.timed_out
+
+    def describe_failure(self) -> str:
+        """One line saying how the command failed."""
+        cmd = " ".join(self.argv)[:200]
+        if self.timed_out:
+            return f"`{cmd}` timed out after {self.duration_s:.0f}s"
+        if self.exit_code < 0:
+            return f"`{cmd}` was killed by signal {-self.exit_code}"
+        return f"`{cmd}` exited with code {self.exit_code}"
+
+
+class Sandbox(Protocol):
+    """One provisioned sandbox with a workspace."""
+
+    @property
+    def workspace(self) -> Path:
+        """The workspace as a host path."""
+        ...
+
+    def exec(
+        self,
+        argv: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        timeout_s: float = 600,
+        network: bool = False,
+        on_output: OutputCallback | None = None,
+    ) -> ExecResult:
+        """Run `argv` in the workspace (no shell) and report how it went."""
+        ...
+
+
+class SandboxProvider(Protocol):
+    """Provisions sandboxes and cleans them up."""
+
+    def open(self, label: str) -> AbstractContextManager[Sandbox]:
+        """A new sandbox with an empty workspace, removed when the context exits."""
+        ...
+
+    def close_all(self) -> None:
+        """Kill every running command and remove every open sandbox."""
+        ...

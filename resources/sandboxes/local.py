@@ -1,0 +1,225 @@
+"""The local sandbox: a temporary workspace on the host, isolated with bubblewrap when present."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from resources.sandboxes.base import ExecResult, OutputCallback
+
+log = logging.getLogger(__name__)
+
+TAIL_LINES = 80
+# Places on the host a sandboxed command must not read: credentials of the user running the
+# platform. Hidden behind empty tmpfs mounts when they exist.
+SECRET_PATHS = (
+    "~/.ssh", "~/.gnupg", "~/.aws", "~/.kube", "~/.docker", "~/.config", "~/.netrc",
+    "~/.git-credentials", "~/.claude", "~/.claude.json", "~/.pypirc",
+)  # fmt: skip
+
+
+def bwrap_path() -> str | None:
+    """The bubblewrap binary, or None when it is not installed."""
+    return shutil.which("bwrap")
+
+
+def default_path() -> str:
+    """PATH inside a sandbox: the platform's own Python environment first, then the system's."""
+    return os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"])
+
+
+class LocalSandbox:
+    """One workspace directory; commands run in it with the provider's isolation."""
+
+    def __init__(self, provider: LocalSandboxProvider, workspace: Path):
+        self._provider = provider
+        self._workspace = workspace
+        self._procs: set[subprocess.Popen] = set()
+        self._lock = threading.Lock()
+        self.readable_paths: list[Path] = []  # extra host paths mounted read-only (git mirrors)
+
+    @property
+    def workspace(self) -> Path:
+        """The workspace as a host path."""
+        return self._workspace
+
+    def exec(
+        self,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        timeout_s: float = 600,
+        network: bool = False,
+        on_output: OutputCallback | None = None,
+    ) -> ExecResult:
+        """Run `argv` in the workspace (no shell); output is merged and its tail kept."""
+        full_env = {
+            "PATH": default_path(),
+            "HOME": "/tmp",
+            "TMPDIR": "/tmp",
+            "LANG": "C.UTF-8",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "CI": "true",
+            **(env or {}),
+        }
+        command = self._provider.wrap(list(argv), self, full_env, network)
+        started = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                command,
+                cwd=self._workspace,
+                env=full_env if not self._provider.isolated else {"PATH": "/usr/bin:/bin"},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            return ExecResult(
+                argv=list(argv),
+                exit_code=127,
+                duration_s=0.0,
+                output_tail=f"cannot start {argv[0]!r}: {exc.strerror}",
+            )
+        with self._lock:
+            self._procs.add(proc)
+        tail: deque[str] = deque(maxlen=TAIL_LINES)
+        reader = threading.Thread(target=_pump, args=(proc, tail, on_output), daemon=True)
+        reader.start()
+        timed_out = False
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _kill_group(proc)
+            proc.wait()
+        finally:
+            reader.join(timeout=5)
+            with self._lock:
+                self._procs.discard(proc)
+        return ExecResult(
+            argv=list(argv),
+            exit_code=proc.returncode,
+            duration_s=round(time.monotonic() - started, 3),
+            output_tail="".join(tail)[-8000:],
+            timed_out=timed_out,
+        )
+
+    def kill_all(self) -> None:
+        """Kill every command still running in this sandbox."""
+        with self._lock:
+            procs = list(self._procs)
+        for proc in procs:
+            _kill_group(proc)
+
+
+def _pump(proc: subprocess.Popen, tail: deque[str], on_output: OutputCallback | None) -> None:
+    assert proc.stdout is not None
+    for raw in iter(proc.stdout.readline, b""):
+        line = raw.decode("utf-8", errors="replace")
+        tail.append(line)
+        if on_output:
+            on_output(line.rstrip("\n"))
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+class LocalSandboxProvider:
+    """Workspaces under `root`; commands isolated with bubblewrap unless `isolation` is off."""
+
+    _warned = False
+
+    def __init__(self, root: Path, *, hidden_paths: Sequence[Path] = (), isolation: str = "auto"):
+        self.root = Path(root)
+        self.hidden_paths = [Path(p) for p in hidden_paths]
+        bwrap = bwrap_path()
+        if isolation == "bwrap" and not bwrap:
+            raise RuntimeError("isolation 'bwrap' was asked for but bubblewrap is not installed")
+        self._bwrap = bwrap if isolation in ("auto", "bwrap") else None
+        self._open: set[LocalSandbox] = set()
+        self._lock = threading.Lock()
+        if not self._bwrap and not LocalSandboxProvider._warned:
+            LocalSandboxProvider._warned = True
+            log.warning(
+                "bubblewrap (bwrap) is not installed: sandbox commands run as plain processes "
+                "with access to the host. Install it (apt-get install bubblewrap) to isolate them."
+            )
+
+    @property
+    def isolated(self) -> bool:
+        """True when commands run under bubblewrap."""
+        return self._bwrap is not None
+
+    @contextmanager
+    def open(self, label: str) -> Iterator[LocalSandbox]:
+        """A new sandbox with an empty workspace; removed on success, failure and cancellation."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        parent = Path(tempfile.mkdtemp(prefix=f"{label[:40]}-", dir=self.root))
+        workspace = parent / "workspace"
+        workspace.mkdir()
+        sandbox = LocalSandbox(self, workspace)
+        with self._lock:
+            self._open.add(sandbox)
+        try:
+            yield sandbox
+        finally:
+            sandbox.kill_all()
+            with self._lock:
+                self._open.discard(sandbox)
+            shutil.rmtree(parent, ignore_errors=True)
+
+    def close_all(self) -> None:
+        """Kill every running command and remove every open sandbox (run cancelled)."""
+        with self._lock:
+            sandboxes = list(self._open)
+        for sandbox in sandboxes:
+            sandbox.kill_all()
+            shutil.rmtree(sandbox.workspace.parent, ignore_errors=True)
+
+    def wrap(
+        self, argv: list[str], sandbox: LocalSandbox, env: dict[str, str], network: bool
+    ) -> list[str]:
+        """The argv that runs `argv` with this provider's isolation."""
+        if not self._bwrap:
+            return argv
+        ws = str(sandbox.workspace)
+        cmd = [
+            self._bwrap,
+            "--die-with-parent", "--new-session",
+            "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+            "--ro-bind", "/", "/",
+            "--dev", "/dev", "--proc", "/proc",
+            "--tmpfs", "/tmp", "--tmpfs", "/var/tmp", "--tmpfs", "/run",
+        ]  # fmt: skip
+        if not network:
+            cmd.append("--unshare-net")
+        for hidden in [*self.hidden_paths, *(Path(p).expanduser() for p in SECRET_PATHS)]:
+            if hidden.exists():
+                flag = "--tmpfs" if hidden.is_dir() else "--ro-bind"
+                cmd += [flag, str(hidden)] if hidden.is_dir() else [flag, "/dev/null", str(hidden)]
+        for path in sandbox.readable_paths:
+            cmd += ["--ro-bind", str(path), str(path)]
+        cmd += ["--bind", ws, ws]
+        git_dir = sandbox.workspace / ".git"
+        if git_dir.exists():
+            # The platform runs git on the host in this workspace: a command that could write
+            # .git/config or .git/hooks could make the host run its code.
+            cmd += ["--ro-bind", str(git_dir), str(git_dir)]
+        cmd += ["--chdir", ws, "--clearenv"]
+        for key, value in env.items():
+            cmd += ["--setenv", key, value]
+        return [*cmd, "--", *argv]

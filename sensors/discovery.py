@@ -1,0 +1,48 @@
+"""The discovery sensor: keeps a campaign's partitions equal to its targets."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+
+from orchestrator_assets import history
+from orchestrator_assets.partitions import plan_sync, removal_events
+from orchestrator_assets.spec import CampaignSpec
+
+
+def build_discovery_sensor(spec: CampaignSpec) -> dg.SensorDefinition:
+    """A sensor that adds partitions for new targets and marks removed ones (history kept)."""
+
+    @dg.sensor(
+        name=f"{spec.id}_discovery",
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Keeps the partitions of campaign {spec.name} equal to its targets.",
+    )
+    def discovery(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+        existing = context.instance.get_dynamic_partitions(spec.partitions_name)
+        if context.cursor:
+            marked = set(json.loads(context.cursor).get("removed", []))
+        else:
+            marked = history.removed_targets(context.instance, spec) if existing else set()
+        plan = plan_sync(existing, [t.key for t in spec.targets], marked)
+        now_marked = (marked | set(plan.removed)) - set(plan.restored)
+        cursor = json.dumps({"removed": sorted(now_marked)})
+        if plan.empty:
+            context.update_cursor(cursor)
+            return dg.SkipReason(f"{len(existing)} partitions match the campaign's targets")
+        requests = (
+            [dg.AddDynamicPartitionsRequest(spec.partitions_name, plan.add)] if plan.add else []
+        )
+        context.log.info(
+            f"added {len(plan.add)}, marked removed {len(plan.removed)}, "
+            f"restored {len(plan.restored)}"
+        )
+        return dg.SensorResult(
+            dynamic_partitions_requests=requests,
+            asset_events=removal_events(spec, plan),
+            cursor=cursor,
+        )
+
+    return discovery
