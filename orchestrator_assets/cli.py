@@ -185,6 +185,13 @@ def run(
         raise SystemExit(1)
 
 
+def _text(value: object) -> str:
+    """A report cell as text: empty for missing values (None or NaN)."""
+    import pandas as pd
+
+    return "" if value is None or pd.isna(value) else str(value)
+
+
 def _print_report(frame, output: str) -> None:
     from orchestrator_assets.report import status_counts
 
@@ -193,24 +200,20 @@ def _print_report(frame, output: str) -> None:
         click.echo(json.dumps(records, indent=2))
         return
     table = Table(show_lines=False)
-    for column in (
-        "target",
-        "status",
-        "files",
-        "failed verifier",
-        "pull request",
-        "cost $",
-        "reason",
-    ):
-        table.add_column(column, overflow="fold")
+    for column in ("target", "status", "files", "PR", "cost $"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("reason", overflow="fold")
     for row in frame.itertuples():
         style = STATUS_STYLE.get(row.status, "")
+        pr = f"#{int(row.pr_number)}" if _text(row.pr_number) else ""
         table.add_row(
             row.target, f"[{style}]{row.status}[/]" if style else row.status,
-            str(row.files_changed), row.failed_verifiers or "", row.pr_url or "",
-            f"{row.cost_usd:.4f}", (row.reason or "")[:120],
+            str(row.files_changed), pr, f"{row.cost_usd:.4f}", _text(row.reason)[:160],
         )  # fmt: skip
     console.print(table)
+    for row in frame.itertuples():
+        if _text(row.pr_url):
+            console.print(f"  {row.target}: {row.pr_url}", soft_wrap=True)
     counts = ", ".join(f"{k}: {v}" for k, v in status_counts(frame).items())
     console.print(f"{len(frame)} targets ({counts}); total cost ${frame['cost_usd'].sum():.4f}")
 

@@ -1,7 +1,5 @@
 """The per-campaign asset factory: one asset group, its partitions, checks, jobs and automation."""
 
-from __future__ import annotations
-
 from collections.abc import Iterator
 
 import dagster as dg

@@ -89,7 +89,9 @@ def build_report(instance: DagsterInstance, spec: CampaignSpec) -> pd.DataFrame:
                 "repo": current[key].repo if key in current else (change.repo if change else None),
             }
         )
-    return pd.DataFrame(rows, columns=COLUMNS)
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    frame["pr_number"] = frame["pr_number"].astype("Int64")
+    return frame
 
 
 def status_counts(frame: pd.DataFrame) -> dict[str, int]:

@@ -135,7 +135,7 @@ def run_campaign(
     for start, end in contiguous_ranges(ordered, todo):
         run_id = make_new_run_id()
         single = start == end
-        emit("run", f"run {run_id[:8]} over {start if single else f'{start} … {end}'}")
+        emit("run", f"{run_id[:8]} over {start if single else f'{start} … {end}'}")
         with ProgressWatcher(instance, run_id, emit):
             result = job.execute_in_process(
                 instance=instance,
