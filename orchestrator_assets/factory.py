@@ -1,5 +1,6 @@
 """The per-campaign asset factory: one asset group, its partitions, checks, jobs and automation."""
 
+import warnings
 from collections.abc import Iterator
 
 import dagster as dg
@@ -33,6 +34,11 @@ from resources.dagster_resources import ForgeResource, RepoCacheResource, Sandbo
 from sensors.discovery import build_discovery_sensor
 from sensors.report import build_report_sensor
 from sensors.schedules import build_schedule
+
+# Per-partition checks and backfill policies are the documented way to run many targets per run;
+# their beta/preview notices would otherwise print on every load of the code location.
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 
 def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Definitions:

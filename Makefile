@@ -1,0 +1,43 @@
+# Two commands do all the set-up: `make demo` and `make test`. Each installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export DAGSTER_HOME
+
+.PHONY: demo test lint dev system-deps clean
+
+$(BIN)/orchestrator: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev]"
+	@touch $@
+
+# bubblewrap isolates the local sandbox; installed from Debian's packages when we are root.
+system-deps:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing bubblewrap (sandbox isolation)"; \
+	    (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null) || echo "WARNING: could not install bubblewrap"; \
+	  else echo "WARNING: bubblewrap (bwrap) is not installed: sandboxes run without isolation"; fi; }
+
+demo: $(BIN)/orchestrator system-deps
+	$(BIN)/python -m orchestrator_assets.demo_fleet .demo
+	$(BIN)/orchestrator run --file campaigns/modernize-python.yaml
+	@echo
+	@echo "Pull requests are JSON records in .demo/acme/<repo>.git/pulls/."
+	@echo "See the campaign in the Dagster UI: make dev, then open http://127.0.0.1:3000"
+	@echo "(asset group modernize_python: partitions, verifier checks and the report)."
+
+lint: $(BIN)/orchestrator
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: $(BIN)/orchestrator system-deps lint
+	$(BIN)/pytest -q
+
+dev: $(BIN)/orchestrator system-deps
+	$(BIN)/python -c "from orchestrator_assets.settings import Settings, ensure_dagster_home; ensure_dagster_home(Settings())"
+	$(BIN)/dagster dev -w workspace.yaml
+
+clean:
+	rm -rf .demo .orchestrator .dagster_home

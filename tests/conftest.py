@@ -1,0 +1,137 @@
+"""Shared fixtures: a fleet of real git repositories, a platform with its own Dagster home."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator_assets.demo_fleet import RepoSpec, create_fleet
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+ORCHESTRATOR = str(Path(sys.executable).parent / "orchestrator")
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip locally (loudly) when a real part is missing; under CI=true that is a failure."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"CI=true and {reason}")
+    pytest.skip(f"SKIPPED, NOT TESTED: {reason}")
+
+
+@pytest.fixture
+def bwrap() -> None:
+    """Tests that need bubblewrap for sandbox isolation."""
+    require(shutil.which("bwrap") is not None, "bubblewrap (bwrap) is not installed")
+
+
+# A codemod every test fleet shares: rename OLD to NEW in app.py; exit 3 when app.py says BROKEN.
+CODEMOD = (
+    "python -c \"import pathlib, sys; p = pathlib.Path('app.py'); s = p.read_text(); "
+    "sys.exit(3) if 'BROKEN' in s else p.write_text(s.replace('OLD', 'NEW'))\""
+)
+TEST = "from app import GREETING\n\n\ndef test_greeting():\n    assert GREETING in ('OLD', 'NEW')\n"
+STRICT_TEST = "from app import GREETING\n\n\ndef test_greeting():\n    assert GREETING == 'OLD'\n"
+
+
+def app_repo(name: str, app: str, test: str = TEST, branch: str = "main", **kw) -> RepoSpec:
+    """A tiny Python repository with app.py and a test."""
+    return RepoSpec(name, {"app.py": app, "tests/test_app.py": test}, branch=branch, **kw)
+
+
+FLEET = [
+    app_repo("alpha", "GREETING = 'OLD'\n"),  # changed, verified -> PR
+    app_repo("beta", "GREETING = 'OLD'\n", branch="master"),  # default branch is master
+    app_repo("gamma", "GREETING = 'NEW'\n"),  # nothing to change
+    app_repo("delta", "GREETING = 'OLD'  # BROKEN\n"),  # the codemod fails here
+    app_repo("epsilon", "GREETING = 'OLD'\n", STRICT_TEST),  # the change breaks its test
+]
+
+
+@dataclass
+class Platform:
+    """A platform installation in a temporary directory: campaigns, data and Dagster home."""
+
+    root: Path
+    env: dict[str, str]
+
+    @property
+    def campaigns(self) -> Path:
+        return self.root / "campaigns"
+
+    @property
+    def fleet(self) -> Path:
+        return self.root / "fleet"
+
+    def make_fleet(self, repos: list[RepoSpec] = FLEET) -> list[Path]:
+        return create_fleet(self.fleet, repos)
+
+    def write_campaign(self, name: str = "rename", targets: list | None = None, **fields) -> Path:
+        data = {
+            "name": name,
+            "description": "Rename OLD to NEW.",
+            "targets": targets if targets is not None else [str(p) for p in self.make_fleet()],
+            "transformation": {"kind": "deterministic", "command": CODEMOD},
+            "verifiers": [{"name": "test", "command": "python -m pytest -q -p no:cacheprovider"}],
+            **fields,
+        }
+        path = self.campaigns / f"{name}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            [ORCHESTRATOR, *args], env=self.env, capture_output=True, text=True, timeout=600
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"orchestrator {args} failed:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def instance(self):
+        from dagster import DagsterInstance
+
+        return DagsterInstance.from_config(self.env["DAGSTER_HOME"])
+
+    def settings(self):
+        from orchestrator_assets.settings import Settings
+
+        return Settings()
+
+    def run(self, path: Path, targets: list[str] | None = None):
+        from orchestrator_assets.catalog import load_one
+        from orchestrator_assets.runner import run_campaign
+
+        settings = self.settings()
+        campaign = load_one(path, settings)
+        with self.instance() as instance:
+            return run_campaign(campaign, instance, settings, targets)
+
+
+@pytest.fixture
+def platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Platform:
+    """A fresh platform: its own campaigns folder, data folder and DAGSTER_HOME."""
+    from orchestrator_assets.settings import Settings, ensure_dagster_home
+
+    env = {
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        "ORCHESTRATOR_DATA_DIR": str(tmp_path / "data"),
+        "ORCHESTRATOR_CAMPAIGNS_DIR": str(tmp_path / "campaigns"),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    ensure_dagster_home(Settings())
+    return Platform(root=tmp_path, env={**os.environ, **env})
+
+
+def statuses(frame) -> dict[str, str]:
+    """target -> status of a report frame."""
+    return dict(zip(frame["target"], frame["status"], strict=True))
