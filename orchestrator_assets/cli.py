@@ -15,8 +15,8 @@ from rich.table import Table
 from orchestrator_assets.errors import OrchestratorError, SpecError
 from orchestrator_assets.settings import Settings, ensure_dagster_home
 
-console = Console(highlight=False)
-errors = Console(stderr=True, highlight=False)
+console = Console(highlight=False, soft_wrap=True)
+errors = Console(stderr=True, highlight=False, soft_wrap=True)
 
 STATUS_STYLE = {
     "pr_open": "green", "merged": "bold green", "no_change": "dim", "pending": "yellow",
