@@ -1,9 +1,9 @@
 """Git as the platform runs it on the host: argv only, hooks and repository config disarmed.
 
 Target repositories are untrusted. Every git command the platform runs goes through `run_git`,
-which turns off hooks (also in a `receive-pack` spawned by a push to a local repository, which
-inherits the `-c` settings through GIT_CONFIG_PARAMETERS), fsmonitor and credential prompts, and
-ignores the user's and the system's git config.
+which turns off hooks, fsmonitor and credential prompts, and ignores the user's and the system's
+git config. A push to a repository on this machine spawns `receive-pack` inside the target, and
+git clears `-c` settings for such local transports: pushes name `SAFE_RECEIVE_PACK` instead.
 """
 
 from __future__ import annotations
@@ -20,6 +20,10 @@ HARDENING = [
     "-c", "init.defaultBranch=main",
     "-c", "gc.auto=0",
 ]  # fmt: skip
+
+
+# The receive-pack a push runs in a local target repository: with that repository's hooks off.
+SAFE_RECEIVE_PACK = "git -c core.hooksPath=/dev/null -c core.fsmonitor=false receive-pack"
 
 
 class GitError(RuntimeError):

@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from resources.forges.base import ForgeError, PullRequest, PullRequestDraft, ResolvedRepo
-from resources.git import GitError, author_env, ls_remote, run_git
+from resources.git import SAFE_RECEIVE_PACK, GitError, author_env, ls_remote, run_git
 
 BRANCH_PREFIX = "campaign/"
 
@@ -80,7 +80,11 @@ class LocalForge:
             raise ForgeError(f"{url}: refusing to push to {branch!r}: not a campaign branch")
         lease = f"--force-with-lease=refs/heads/{branch}:{expected or ''}"
         try:
-            run_git(["push", "--quiet", lease, str(path), f"{sha}:refs/heads/{branch}"], workspace)
+            run_git(
+                ["push", "--quiet", f"--receive-pack={SAFE_RECEIVE_PACK}", lease, str(path),
+                 f"{sha}:refs/heads/{branch}"],
+                workspace,
+            )  # fmt: skip
         except GitError as exc:
             raise ForgeError(f"{url}: push of {branch} failed: {exc.stderr}") from None
 
