@@ -25,11 +25,7 @@ def build_schedule(spec: CampaignSpec, job: dg.UnresolvedAssetJobDefinition):
         ranges = contiguous_ranges(ordered, wanted)
         if not ranges:
             return dg.SkipReason("no partitions yet: the discovery sensor has not run")
-        stamp = (
-            context.scheduled_execution_time.isoformat()
-            if context.scheduled_execution_time
-            else "now"
-        )
+        stamp = context.scheduled_execution_time.isoformat()
         return [
             dg.RunRequest(run_key=f"{stamp}:{start}", tags=range_tags(start, end))
             for start, end in ranges
