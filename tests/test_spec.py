@@ -79,7 +79,10 @@ def test_every_problem_is_reported_with_its_field(tmp_path: Path):
     [
         ({"targets": None}, "targets: required field is missing"),
         ({"schedule": "61 * * * *"}, "schedule: '61 * * * *' is not a valid cron"),
-        ({"targets": [{"repo": "x/y", "slug": "Acme/Billing"}]}, "targets.0: 'Acme/Billing' is not a valid target slug"),
+        (
+            {"targets": [{"repo": "x/y", "slug": "Acme/Billing"}]},
+            "targets.0: 'Acme/Billing' is not a valid target slug",
+        ),
         ({"targets": ["a/b.git", "c/a/b"]}, "appears twice"),
         ({"branch": "main"}, "branch: 'main': campaign branches must live under 'campaign/'"),
         ({"transformation": {"kind": "magic"}}, "transformation: Input tag 'magic'"),
