@@ -20,6 +20,7 @@ def build_report_sensor(spec: CampaignSpec, report_job: dg.UnresolvedAssetJobDef
         description=f"Rebuilds the report of campaign {spec.name} after its runs.",
     )
     def refresh(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
-        return dg.RunRequest(run_key=f"report-{asset_event.storage_id}")
+        # One report run per pull_request materialization the sensor has not seen yet.
+        return dg.RunRequest(run_key=f"report-{asset_event.run_id}-{asset_event.timestamp}")
 
     return refresh

@@ -133,3 +133,23 @@ def test_schedule_requests_one_run_per_range_of_targets(platform: Platform):
     assert first.tags["dagster/asset_partition_range_end"] == "acme__a"
     assert second.tags["dagster/asset_partition_range_start"] == "acme__b"
     assert first.run_key != second.run_key and first.run_key.startswith("2026-11-25T03:00")
+
+
+@pytest.mark.usefixtures("bwrap")
+def test_report_refresh_sensor_requests_a_report_after_prs(platform: Platform):
+    path = platform.write_campaign("fresh", targets=[str(platform.make_fleet()[0])])
+
+    def tick():
+        # Definitions load with an instance open, as in a code server (Dagster keeps a global
+        # pointer to the current instance's state storage while loading).
+        with platform.instance() as instance:
+            defs = build_definitions(platform.settings())
+            sensor = defs.resolve_sensor_def("fresh_report_refresh")
+            repo = defs.get_repository_def()
+            context = dg.build_sensor_context(instance=instance, repository_def=repo)
+            return sensor, sensor.evaluate_tick(context).run_requests
+
+    assert not tick()[1]  # nothing delivered yet
+    platform.run(path)
+    sensor, (request,) = tick()
+    assert sensor.job_name == "fresh_report" and request.run_key.startswith("report-")

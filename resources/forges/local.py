@@ -180,9 +180,16 @@ class LocalForge:
             return self._write(pulls, merged)
 
     def close_pull_request(self, url: str, number: int, comment: str | None = None) -> PullRequest:
-        """Close a pull request without merging (a comment is appended to its body)."""
+        """Close a pull request without merging (a comment is appended to its body).
+
+        Closing a closed PR changes nothing; a merged PR cannot be closed.
+        """
         with self._locked(url) as pulls:
             pr = self._get(pulls, url, number)
+            if pr.state == "closed":
+                return pr
+            if pr.state == "merged":
+                raise ForgeError(f"{url}: pull request #{number} is merged and cannot be closed")
             body = pr.body + (f"\n\n---\n{comment}" if comment else "")
             closed = pr.model_copy(
                 update={"state": "closed", "body": body, "updated_at": datetime.now(UTC)}
@@ -197,9 +204,10 @@ def _merge_into(repo: Path, base: str, head: str, author: tuple[str, str], numbe
     if run_git(["merge-base", base_sha, head_sha], repo).strip() == base_sha:
         new = head_sha  # fast-forward
     else:
-        tree = run_git(["merge-tree", "--write-tree", base_sha, head_sha], repo, check=False)
-        if not tree.strip() or len(tree.split()[0]) != 40:
-            raise ForgeError(f"{repo}: {head} does not merge cleanly into {base}")
+        try:  # exits 1 on conflicts (still printing a tree, with conflict markers in it)
+            tree = run_git(["merge-tree", "--write-tree", base_sha, head_sha], repo)
+        except GitError:
+            raise ForgeError(f"{repo}: {head} does not merge cleanly into {base}") from None
         new = run_git(
             ["commit-tree", tree.split()[0], "-p", base_sha, "-p", head_sha,
              "-m", f"Merge pull request #{number} from {head}"],

@@ -73,8 +73,11 @@ class LocalSandbox:
             "CI": "true",
             **(env or {}),
         }
-        command = self._provider.wrap(list(argv), self, full_env, network)
         started = time.monotonic()
+        missing = _missing_executable(argv[0], full_env["PATH"], self._workspace)
+        if missing:
+            return ExecResult(argv=list(argv), exit_code=127, duration_s=0.0, output_tail=missing)
+        command = self._provider.wrap(list(argv), self, full_env, network)
         try:
             proc = subprocess.Popen(
                 command,
@@ -124,6 +127,19 @@ class LocalSandbox:
             _kill_group(proc)
 
 
+def _missing_executable(program: str, path: str, workspace: Path) -> str | None:
+    """Why `program` cannot be started, or None. Checked before bubblewrap starts, which would
+    otherwise report a missing command as its own exit code 1."""
+    if "/" in program:
+        found = (workspace / program) if not program.startswith("/") else Path(program)
+        if found.is_file() and os.access(found, os.X_OK):
+            return None
+        return f"cannot start {program!r}: no such executable file"
+    if shutil.which(program, path=path):
+        return None
+    return f"cannot start {program!r}: command not found on PATH ({path})"
+
+
 def _pump(proc: subprocess.Popen, tail: deque[str], on_output: OutputCallback | None) -> None:
     assert proc.stdout is not None
     for raw in iter(proc.stdout.readline, b""):
@@ -152,7 +168,7 @@ class LocalSandboxProvider:
         self._bwrap = bwrap if isolation in ("auto", "bwrap") else None
         self._open: set[LocalSandbox] = set()
         self._lock = threading.Lock()
-        if not self._bwrap and not LocalSandboxProvider._warned:
+        if isolation == "auto" and not bwrap and not LocalSandboxProvider._warned:
             LocalSandboxProvider._warned = True
             log.warning(
                 "bubblewrap (bwrap) is not installed: sandbox commands run as plain processes "
@@ -189,6 +205,8 @@ class LocalSandboxProvider:
         for sandbox in sandboxes:
             sandbox.kill_all()
             shutil.rmtree(sandbox.workspace.parent, ignore_errors=True)
+            with self._lock:
+                self._open.discard(sandbox)
 
     def wrap(
         self, argv: list[str], sandbox: LocalSandbox, env: dict[str, str], network: bool
@@ -209,8 +227,12 @@ class LocalSandboxProvider:
             cmd.append("--unshare-net")
         for hidden in [*self.hidden_paths, *(Path(p).expanduser() for p in SECRET_PATHS)]:
             if hidden.exists():
-                flag = "--tmpfs" if hidden.is_dir() else "--ro-bind"
-                cmd += [flag, str(hidden)] if hidden.is_dir() else [flag, "/dev/null", str(hidden)]
+                # A hidden file reads as empty (--dev-bind: a plain bind of /dev/null is nodev).
+                cmd += (
+                    ["--tmpfs", str(hidden)]
+                    if hidden.is_dir()
+                    else ["--dev-bind", "/dev/null", str(hidden)]
+                )
         for path in sandbox.readable_paths:
             cmd += ["--ro-bind", str(path), str(path)]
         cmd += ["--bind", ws, ws]
