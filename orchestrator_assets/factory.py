@@ -67,6 +67,17 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
             context.log.warning(f"not targets of {spec.name} any more, skipped: {', '.join(gone)}")
         return [k for k in keys if spec.target(k) is not None]
 
+    def each_target(context, keys, wb: Workbench, work, failed):
+        """(key, record) per target as each finishes; `concurrency` targets at a time."""
+        return fan_out(
+            keys,
+            lambda k, log: work(spec.target(k), log),
+            failed,
+            max_workers=spec.concurrency,
+            log=context.log.info,
+            cancel=wb.sandboxes.close_all,
+        )
+
     @dg.asset(
         key=change_key,
         partitions_def=partitions,
@@ -96,13 +107,12 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
                 fingerprint=spec.transformation_fingerprint(),
             )
 
-        for key, record in fan_out(
+        for key, record in each_target(
+            context,
             keys,
-            lambda k, log: make_change(spec, spec.target(k), priors.get(k), wb, log),  # type: ignore[arg-type]
+            wb,
+            lambda t, log: make_change(spec, t, priors.get(t.key), wb, log),
             failed,
-            max_workers=spec.concurrency,
-            log=context.log.info,
-            cancel=wb.sandboxes.close_all,
         ):
             if record.outcome == ChangeOutcome.FAILED:
                 context.log.error(f"{key}: change failed: {record.reason}")
@@ -147,20 +157,12 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
             head = change_record.head_sha if change_record else None
             return VerificationRecord(head_sha=head, error=f"unexpected error: {exc}")
 
-        for key, record in fan_out(
+        for key, record in each_target(
+            context,
             keys,
-            lambda k, log: verify_change(
-                spec,
-                spec.target(k),
-                changes.get(k),
-                priors.get(k),
-                wb,
-                log,  # type: ignore[arg-type]
-            ),
+            wb,
+            lambda t, log: verify_change(spec, t, changes.get(t.key), priors.get(t.key), wb, log),
             failed,
-            max_workers=spec.concurrency,
-            log=context.log.info,
-            cancel=wb.sandboxes.close_all,
         ):
             outcomes[key] = record
             context.add_asset_metadata(verification_metadata(record), partition_key=key)
@@ -234,20 +236,14 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
         def failed(key: str, exc: BaseException) -> PullRequestRecord:
             return PullRequestRecord(outcome="failed", reason=f"unexpected error: {exc}")
 
-        for key, record in fan_out(
+        for key, record in each_target(
+            context,
             keys,
-            lambda k, log: deliver_pull_request(
-                spec,
-                spec.target(k),
-                changes.get(k),
-                verifications.get(k),
-                gates[k],
-                wb,
-                log,  # type: ignore[arg-type]
+            wb,
+            lambda t, log: deliver_pull_request(
+                spec, t, changes.get(t.key), verifications.get(t.key), gates[t.key], wb, log
             ),
             failed,
-            max_workers=spec.concurrency,
-            log=context.log.info,
         ):
             if record.outcome == "failed":
                 context.log.error(f"{key}: pull request failed: {record.reason}")
