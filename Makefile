@@ -12,13 +12,19 @@ $(BIN)/orchestrator: pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev]"
 	@touch $@
 
-# bubblewrap isolates the local sandbox; installed from Debian's packages when we are root.
+# bubblewrap isolates the local sandbox; chromium renders the UI in tests/test_ui.py. Both are
+# installed from Debian's packages when we are root.
 system-deps:
 	@command -v bwrap >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing bubblewrap (sandbox isolation)"; \
 	    (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null) || echo "WARNING: could not install bubblewrap"; \
 	  else echo "WARNING: bubblewrap (bwrap) is not installed: sandboxes run without isolation"; fi; }
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (headless browser for the UI test)"; \
+	    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "WARNING: could not install chromium"; \
+	  else echo "WARNING: chromium is not installed: the UI test's browser part is skipped"; fi; }
 
 demo: $(BIN)/orchestrator system-deps
 	$(BIN)/python -m orchestrator_assets.demo_fleet .demo

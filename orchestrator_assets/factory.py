@@ -166,9 +166,15 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
         ):
             outcomes[key] = record
             context.add_asset_metadata(verification_metadata(record), partition_key=key)
-            if not single and record.head_sha:
+        yield dg.MaterializeResult()
+        if not single:
+            # Each target's evaluation points at the materialization it checks (stored by the
+            # yield above), so the UI shows it as the target's current check result.
+            ran = [k for k, r in outcomes.items() if r.head_sha]
+            checked = history.latest_materializations(context.instance, verification_key, ran)
+            for key in ran:
                 for verifier in spec.verifiers:
-                    passed, meta = check_metadata(record, verifier.name)
+                    passed, meta = check_metadata(outcomes[key], verifier.name)
                     context.log_event(
                         dg.AssetCheckEvaluation(
                             asset_key=verification_key,
@@ -176,9 +182,9 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
                             passed=passed,
                             partition=key,
                             metadata=meta,
+                            target_materialization_data=checked.get(key),
                         )
                     )
-        yield dg.MaterializeResult()
         for verifier in spec.verifiers:
             if single:
                 # A one-target run: Dagster records this result against the target's partition,

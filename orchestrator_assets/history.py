@@ -7,6 +7,9 @@ from typing import TypeVar
 
 import dagster as dg
 from dagster import AssetCheckKey, AssetKey, DagsterInstance
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
 from dagster._core.event_api import PartitionKeyFilter
 from pydantic import BaseModel
 
@@ -103,6 +106,26 @@ def removed_targets(instance: DagsterInstance, spec: CampaignSpec) -> set[str]:
     """Targets marked as removed from the campaign (their latest mark says so)."""
     events = _latest_events(instance, asset_key(spec, "change"), None, True, REMOVED)
     return {partition for partition, entry in events.items() if _metadata(entry)[REMOVED].value}
+
+
+def latest_materializations(
+    instance: DagsterInstance, key: AssetKey, partitions: Sequence[str]
+) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
+    """A pointer to the newest materialization of each partition (what a check evaluates)."""
+    found: dict[str, AssetCheckEvaluationTargetMaterializationData] = {}
+    for start in range(0, len(partitions), PAGE):
+        chunk = partitions[start : start + PAGE]
+        result = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=chunk),
+            limit=len(chunk) * 4,
+            ascending=False,
+        )
+        for record in result.records:
+            if record.partition_key is not None and record.partition_key not in found:
+                found[record.partition_key] = AssetCheckEvaluationTargetMaterializationData(
+                    storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
+                )
+    return found
 
 
 def latest_check_evaluations(
