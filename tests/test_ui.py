@@ -281,3 +281,80 @@ def test_browser_renders_the_verification_partitions(platform: Platform):
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert int.from_bytes(data[16:20], "big") == 1400  # IHDR width
     assert png.stat().st_size > BLANK_PNG_BYTES, f"{png} looks blank"
+
+
+LAUNCH_BACKFILL = """
+mutation Launch($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}
+"""
+DAEMON = str(Path(sys.executable).parent / "dagster-daemon")
+BACKFILL_TIMEOUT_S = 300
+
+
+def test_backfill_launched_from_the_ui_does_the_same_work(platform: Platform):
+    """The UI's "materialize all partitions" → the daemon → the same statuses and PRs as a run."""
+    from dagster import DagsterRunStatus, RunsFilter
+    from dagster._core.execution.backfill import BulkActionStatus
+
+    from orchestrator_assets.catalog import load_one
+    from orchestrator_assets.partitions import sync_partitions
+    from orchestrator_assets.report import build_report
+    from tests.conftest import statuses
+
+    path = platform.write_campaign()
+    spec = load_one(path, platform.settings()).spec
+    with platform.instance() as instance:
+        sync_partitions(instance, spec)  # what the discovery sensor does on its first tick
+    selection = [
+        {"path": ["rename", stage]} for stage in ("change", "verification", "pull_request")
+    ]
+    with webserver(platform) as base:
+        answer = graphql(
+            base,
+            LAUNCH_BACKFILL,
+            {"params": {"assetSelection": selection, "partitionNames": TARGETS}},
+        )["launchPartitionBackfill"]
+    assert answer["__typename"] == "LaunchBackfillSuccess", answer
+    backfill_id = answer["backfillId"]
+
+    log_path = platform.root / "daemon.log"
+    with log_path.open("wb") as log:
+        daemon = subprocess.Popen(
+            [DAEMON, "run", "-w", str(PROJECT_ROOT / "workspace.yaml")],
+            env=platform.env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + BACKFILL_TIMEOUT_S
+        with platform.instance() as instance:
+            while True:
+                backfill = instance.get_backfill(backfill_id)
+                if backfill.status != BulkActionStatus.REQUESTED:
+                    break
+                if daemon.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"backfill did not finish:\n{tail(log_path)}")
+                time.sleep(1)
+            runs = instance.get_runs(RunsFilter(tags={"dagster/backfill": backfill_id}))
+            while any(not r.is_finished for r in runs) and time.monotonic() < deadline:
+                time.sleep(1)
+                runs = instance.get_runs(RunsFilter(tags={"dagster/backfill": backfill_id}))
+            report = build_report(instance, spec)
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        daemon.wait(timeout=30)
+    assert backfill.status == BulkActionStatus.COMPLETED_SUCCESS, tail(log_path)
+    # single-run backfill policy: all targets in one run, which succeeded
+    assert [r.status for r in runs] == [DagsterRunStatus.SUCCESS]
+    assert statuses(report) == {
+        "acme__alpha": "pr_open",
+        "acme__beta": "pr_open",
+        "acme__gamma": "no_change",
+        "acme__delta": "change_failed",
+        "acme__epsilon": "verification_failed",
+    }
+    assert (platform.fleet / "acme" / "alpha.git" / "pulls" / "1.json").exists()
