@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -163,3 +164,22 @@ def _commit_file(bare: Path, name: str, text: str) -> None:
     subprocess.run([*git, "add", name], check=True)
     subprocess.run([*git, "commit", "-qm", f"update {name}"], check=True)
     subprocess.run([*git, "push", "-q", "origin", "HEAD"], check=True)
+
+
+def test_report_frame_is_stored_by_the_io_manager(platform: Platform):
+    from orchestrator_assets.catalog import load_one
+    from orchestrator_assets.runner import campaign_definitions
+
+    path = platform.write_campaign()
+    outcome = platform.run(path)
+    defs = campaign_definitions(load_one(path, platform.settings()), platform.settings())
+    with platform.instance() as instance:
+        stored = defs.load_asset_value(AssetKey(["rename", "report"]), instance=instance)
+        (event,) = instance.fetch_materializations(AssetKey(["rename", "report"]), limit=1).records
+    assert statuses(stored) == statuses(outcome.report)
+    assert list(stored.columns[:2]) == ["target", "status"]
+    metadata = event.asset_materialization.metadata
+    assert re.search(
+        r"\|\s*acme__epsilon\s*\|\s*verification_failed\s*\|", metadata["report"].value
+    )
+    assert metadata["status_pr_open"].value == 2 and metadata["cost_usd"].value == 0.0
