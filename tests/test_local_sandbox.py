@@ -262,3 +262,15 @@ def test_describe_failure_wording():
     assert result(exit_code=2).describe_failure() == "`make test` exited with code 2"
     assert result(exit_code=-9).describe_failure() == "`make test` was killed by signal 9"
     assert result(exit_code=0).ok and not result(exit_code=0, timed_out=True).ok
+
+
+def test_platform_python_tools_work_even_from_a_hidden_location(bwrap: None, tmp_path: Path):
+    """The default tools come from the platform's own environment, wherever it is installed
+    (a project checked out under /tmp, which sandboxes see as an empty tmpfs, for one)."""
+    import sys
+
+    provider = make_provider(tmp_path / "sandboxes", "bwrap", hidden_paths=[Path(sys.prefix)])
+    with provider.open("tools") as sb:
+        result = sb.exec([sys.executable, "-c", "import pytest, sys; print(sys.prefix)"])
+    assert result.ok, result.output_tail
+    assert sys.prefix in result.output_tail

@@ -39,6 +39,11 @@ def default_path() -> str:
     return os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"])
 
 
+def python_prefixes() -> list[Path]:
+    """The platform's virtual environment and the Python installation it was made from."""
+    return sorted({Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()})
+
+
 class LocalSandbox:
     """One workspace directory; commands run in it with the provider's isolation."""
 
@@ -233,7 +238,9 @@ class LocalSandboxProvider:
                     if hidden.is_dir()
                     else ["--dev-bind", "/dev/null", str(hidden)]
                 )
-        for path in sandbox.readable_paths:
+        # The platform's Python environment provides the default tools (python, ruff, pytest);
+        # it may live under /tmp or a hidden path, so it is mounted back, read-only.
+        for path in (*python_prefixes(), *sandbox.readable_paths):
             cmd += ["--ro-bind", str(path), str(path)]
         cmd += ["--bind", ws, ws]
         git_dir = sandbox.workspace / ".git"
