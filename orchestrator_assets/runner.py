@@ -80,8 +80,6 @@ class ProgressWatcher:
         elif event.event_type == DagsterEventType.STEP_FAILURE:
             error = event.step_failure_data.error
             self.emit(stage, f"step failed: {error.message.strip() if error else 'unknown'}")
-        elif event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION and entry.step_key:
-            pass  # per-target verifier lines are logged by the asset itself
 
 
 def campaign_definitions(campaign: Campaign, settings: Settings) -> dg.Definitions:
