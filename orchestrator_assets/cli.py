@@ -32,6 +32,15 @@ def _instance():
     return DagsterInstance.get()
 
 
+OUTPUT = click.option(
+    "--output",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="A table for people, or JSON (a list of objects) for scripts.",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.pass_context
@@ -107,7 +116,7 @@ def _adhoc_spec(name, repos, command, verifiers, base, description, review):
     "--review", type=click.Choice(["auto", "required"]), default="auto", show_default=True
 )
 @click.option("--force", is_flag=True, help="Ad hoc: overwrite a different campaigns/NAME.yaml.")
-@click.option("--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@OUTPUT
 def run(
     file,
     campaign_name,
@@ -126,6 +135,9 @@ def run(
 
     Either --file/--campaign, or the ad-hoc form: --name, --repo (repeatable), --command and
     --verifier NAME:COMMAND (repeatable). Re-running repeats nothing that is done.
+
+    Exits 0 when every run completed (a target's own failure is a status in the report), 1 when
+    a Dagster run failed, 2 for a mistake in the command or the campaign file.
     """
     from orchestrator_assets.catalog import load_catalog, load_one
     from orchestrator_assets.runner import run_campaign
@@ -220,7 +232,7 @@ def _print_report(frame, output: str) -> None:
 
 @cli.command()
 @click.argument("campaign")
-@click.option("--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@OUTPUT
 def report(campaign: str, output: str) -> None:
     """Print a campaign's report: one row per target with status, PR and cost."""
     from orchestrator_assets.catalog import load_catalog
@@ -231,7 +243,7 @@ def report(campaign: str, output: str) -> None:
 
 
 @cli.command(name="list")
-@click.option("--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@OUTPUT
 def list_campaigns(output: str) -> None:
     """List the campaigns with how many targets are in each status."""
     from orchestrator_assets.catalog import load_catalog
