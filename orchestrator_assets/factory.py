@@ -18,17 +18,12 @@ from orchestrator_assets.profiles import Profile
 from orchestrator_assets.records import (
     ChangeRecord,
     PullRequestRecord,
+    TargetOutcome,
     VerificationRecord,
 )
 from orchestrator_assets.report import build_report
 from orchestrator_assets.spec import CampaignSpec
-from orchestrator_assets.stages import (
-    Gate,
-    Workbench,
-    deliver_pull_request,
-    make_change,
-    verify_change,
-)
+from orchestrator_assets.stages import Gate, Workbench, advance_target
 from orchestrator_assets.status import ChangeOutcome
 from resources.dagster_resources import ForgeResource, RepoCacheResource, SandboxResource
 from sensors.discovery import build_discovery_sensor
@@ -44,80 +39,47 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Definitions:
     """Everything Dagster needs for one campaign: assets, checks, jobs, sensors, schedule."""
     partitions = dg.DynamicPartitionsDefinition(name=spec.partitions_name)
-    policy = dg.BackfillPolicy.single_run()
-    change_key = history.asset_key(spec, "change")
-    verification_key = history.asset_key(spec, "verification")
-    pr_key = history.asset_key(spec, "pull_request")
+    keys = {stage: history.asset_key(spec, stage) for stage in ("change", "verification")}
+    keys["pull_request"] = history.asset_key(spec, "pull_request")
+    change_key, verification_key, pr_key = (
+        keys["change"],
+        keys["verification"],
+        keys["pull_request"],
+    )
     tags = {"campaign": spec.name}
 
-    def bench(sandbox: SandboxResource, forge: ForgeResource, cache: RepoCacheResource):
-        return Workbench(
-            forge=forge.get(),
-            cache=cache.get(),
-            sandboxes=sandbox.get(),
-            author=(forge.author_name, forge.author_email),
-            network=profile.network == "full",
-            default_timeout_s=profile.timeout_s,
-        )
-
-    def targets_of(context: dg.AssetExecutionContext) -> list[str]:
-        keys = list(context.partition_keys)
-        gone = [k for k in keys if spec.target(k) is None]
-        if gone:
-            context.log.warning(f"not targets of {spec.name} any more, skipped: {', '.join(gone)}")
-        return [k for k in keys if spec.target(k) is not None]
-
-    def each_target(context, keys, wb: Workbench, work, failed):
-        """(key, record) per target as each finishes; `concurrency` targets at a time."""
-        return fan_out(
-            keys,
-            lambda k, log: work(spec.target(k), log),
-            failed,
-            max_workers=spec.concurrency,
-            log=context.log.info,
-            cancel=wb.sandboxes.close_all,
-        )
-
-    @dg.asset(
-        key=change_key,
-        partitions_def=partitions,
-        backfill_policy=policy,
-        group_name=spec.id,
-        pool="sandbox",
-        kinds={"git"},
-        description=f"The change of campaign {spec.name} on each target: the transformation's "
-        "commit on the campaign branch, pushed to the forge.",
-    )
-    def change(
-        context: dg.AssetExecutionContext,
-        sandbox: SandboxResource,
-        forge: ForgeResource,
-        repo_cache: RepoCacheResource,
-    ) -> None:
-        keys = targets_of(context)
-        wb = bench(sandbox, forge, repo_cache)
-        priors = history.latest_changes(context.instance, spec, keys)
-
-        def failed(key: str, exc: BaseException) -> ChangeRecord:
-            return ChangeRecord(
-                outcome=ChangeOutcome.FAILED,
-                reason=f"unexpected error: {exc}",
-                repo=spec.target(key).repo,  # type: ignore[union-attr]
-                branch=spec.branch_name,
-                fingerprint=spec.transformation_fingerprint(),
-            )
-
-        for key, record in each_target(
-            context,
-            keys,
-            wb,
-            lambda t, log: make_change(spec, t, priors.get(t.key), wb, log),
-            failed,
-        ):
-            if record.outcome == ChangeOutcome.FAILED:
-                context.log.error(f"{key}: change failed: {record.reason}")
-            context.add_asset_metadata(change_metadata(record), partition_key=key)
-
+    # The three per-target assets are computed by one step, so that each target goes through
+    # change, verification and pull request as soon as it can, and its events are written while
+    # other targets' git and tool work goes on (instead of all at the end of three steps).
+    # Outputs are skippable: each target's materializations are logged as it finishes.
+    specs = [
+        dg.AssetSpec(
+            change_key,
+            partitions_def=partitions,
+            group_name=spec.id,
+            skippable=True,
+            kinds={"git"},
+            description=f"The change of campaign {spec.name} on each target: the "
+            "transformation's commit on the campaign branch, pushed to the forge.",
+        ),
+        dg.AssetSpec(
+            verification_key,
+            partitions_def=partitions,
+            group_name=spec.id,
+            skippable=True,
+            deps=[change_key],
+            description="Every verifier of the campaign, run in a fresh sandbox at the change's "
+            "head commit; one blocking check per verifier.",
+        ),
+        dg.AssetSpec(
+            pr_key,
+            partitions_def=partitions,
+            group_name=spec.id,
+            skippable=True,
+            deps=[verification_key],
+            description="The pull request of each target whose change passed every verifier.",
+        ),
+    ]
     check_specs = [
         dg.AssetCheckSpec(
             v.check_name,
@@ -129,52 +91,101 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
         for v in spec.verifiers
     ]
 
-    @dg.asset(
-        key=verification_key,
-        partitions_def=partitions,
-        backfill_policy=policy,
-        group_name=spec.id,
-        deps=[change],
+    @dg.multi_asset(
+        name=f"{spec.id}__targets",
+        specs=specs,
         check_specs=check_specs,
+        can_subset=True,
+        backfill_policy=dg.BackfillPolicy.single_run(),
         pool="sandbox",
-        description="Every verifier of the campaign, run in a fresh sandbox at the change's head.",
     )
-    def verification(
+    def targets(
         context: dg.AssetExecutionContext,
         sandbox: SandboxResource,
         forge: ForgeResource,
         repo_cache: RepoCacheResource,
-    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-        keys = targets_of(context)
-        wb = bench(sandbox, forge, repo_cache)
-        changes = history.latest_changes(context.instance, spec, keys)
-        priors = history.latest_verifications(context.instance, spec, keys)
+    ) -> Iterator[dg.AssetCheckResult]:
+        stages = {k.path[-1] for k in context.selected_asset_keys}
+        run_keys = list(context.partition_keys)
+        gone = [k for k in run_keys if spec.target(k) is None]
+        if gone:
+            context.log.warning(f"not targets of {spec.name} any more, skipped: {', '.join(gone)}")
+        todo = [k for k in run_keys if spec.target(k) is not None]
+        instance = context.instance
+        changes = history.latest_changes(instance, spec, todo)
+        verifications = history.latest_verifications(instance, spec, todo)
+        gates: dict[str, Gate] = {}
+        if "pull_request" in stages and "verification" not in stages:
+            gates = {
+                k: Gate(evaluations=history.latest_check_evaluations(instance, spec, k))
+                for k in todo
+            }
+        wb = Workbench(
+            forge=forge.get(),
+            cache=repo_cache.get(),
+            sandboxes=sandbox.get(),
+            author=(forge.author_name, forge.author_email),
+            network=profile.network == "full",
+            default_timeout_s=profile.timeout_s,
+        )
         single = context.has_partition_key
-        outcomes: dict[str, VerificationRecord] = {}
+        verified: dict[str, VerificationRecord] = {}
 
-        def failed(key: str, exc: BaseException) -> VerificationRecord:
-            change_record = changes.get(key)
-            head = change_record.head_sha if change_record else None
-            return VerificationRecord(head_sha=head, error=f"unexpected error: {exc}")
+        def work(key: str, log) -> TargetOutcome:
+            return advance_target(
+                spec, spec.target(key), stages, changes.get(key), verifications.get(key),  # type: ignore[arg-type]
+                gates.get(key), wb, log,
+            )  # fmt: skip
 
-        for key, record in each_target(
-            context,
-            keys,
-            wb,
-            lambda t, log: verify_change(spec, t, changes.get(t.key), priors.get(t.key), wb, log),
+        def failed(key: str, exc: BaseException) -> TargetOutcome:
+            reason = f"unexpected error: {exc}"
+            return TargetOutcome(
+                change=ChangeRecord(
+                    outcome=ChangeOutcome.FAILED, reason=reason, repo=spec.target(key).repo,  # type: ignore[union-attr]
+                    branch=spec.branch_name, fingerprint=spec.transformation_fingerprint(),
+                ) if "change" in stages else None,
+                pull_request=PullRequestRecord(outcome="failed", reason=reason)
+                if "pull_request" in stages and "change" not in stages else None,
+            )  # fmt: skip
+
+        for key, outcome in fan_out(
+            todo,
+            work,
             failed,
+            max_workers=spec.concurrency,
+            log=context.log.info,
+            cancel=wb.sandboxes.close_all,
         ):
-            outcomes[key] = record
-            context.add_asset_metadata(verification_metadata(record), partition_key=key)
-        yield dg.MaterializeResult()
-        if not single:
-            # Each target's evaluation points at the materialization it checks (stored by the
-            # yield above), so the UI shows it as the target's current check result.
-            ran = [k for k, r in outcomes.items() if r.head_sha]
-            checked = history.latest_materializations(context.instance, verification_key, ran)
-            for key in ran:
+            record_target(context, key, outcome, single)
+            if outcome.verification is not None:
+                verified[key] = outcome.verification
+        yield from check_results(context, verified, single)
+
+    def record_target(context, key: str, outcome: TargetOutcome, single: bool) -> None:
+        """Log one target's materializations (and check evaluations) as soon as it is done."""
+        if outcome.change is not None:
+            if outcome.change.outcome == ChangeOutcome.FAILED:
+                context.log.error(f"{key}: change failed: {outcome.change.reason}")
+            context.log_event(
+                dg.AssetMaterialization(
+                    change_key, partition=key, metadata=change_metadata(outcome.change)
+                )
+            )
+        record = outcome.verification
+        if record is not None:
+            context.log_event(
+                dg.AssetMaterialization(
+                    verification_key, partition=key, metadata=verification_metadata(record)
+                )
+            )
+            if not single and record.head_sha:
+                # Each evaluation points at the materialization it checks, so the UI shows it
+                # as the target's current check result.
+                target = history.latest_materializations(
+                    context.instance, verification_key, [key]
+                ).get(key)
                 for verifier in spec.verifiers:
-                    passed, meta = check_metadata(outcomes[key], verifier.name)
+                    passed, meta = check_metadata(record, verifier.name)
                     context.log_event(
                         dg.AssetCheckEvaluation(
                             asset_key=verification_key,
@@ -182,28 +193,43 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
                             passed=passed,
                             partition=key,
                             metadata=meta,
-                            target_materialization_data=checked.get(key),
+                            target_materialization_data=target,
                         )
                     )
-        for verifier in spec.verifiers:
+        if outcome.pull_request is not None:
+            if outcome.pull_request.outcome == "failed":
+                context.log.error(f"{key}: pull request failed: {outcome.pull_request.reason}")
+            context.log_event(
+                dg.AssetMaterialization(
+                    pr_key, partition=key, metadata=pull_request_metadata(outcome.pull_request)
+                )
+            )
+
+    def check_results(
+        context, verified: dict[str, VerificationRecord], single: bool
+    ) -> Iterator[dg.AssetCheckResult]:
+        """The result every selected check must yield once per step."""
+        for check_key in context.selected_asset_check_keys:
+            name = next(v.name for v in spec.verifiers if v.check_name == check_key.name)
             if single:
-                # A one-target run: Dagster records this result against the target's partition,
-                # and a failure blocks pull_request in this run.
-                record = outcomes.get(context.partition_key) or VerificationRecord(
-                    skipped_reason="not a target"
+                # A one-target run: Dagster records this result against the target's partition.
+                record = verified.get(context.partition_key) or VerificationRecord(
+                    skipped_reason="not a target of the campaign"
                 )
-                passed, meta = check_metadata(record, verifier.name)
+                passed, meta = check_metadata(record, name)
                 yield dg.AssetCheckResult(
-                    check_name=verifier.check_name, passed=passed, metadata=meta
-                )
+                    asset_key=verification_key, check_name=check_key.name, passed=passed,
+                    metadata=meta,
+                )  # fmt: skip
                 continue
             # A range run: Dagster records this one against no partition, and a blocking
             # failure would hold back every target of the run. Each target's own evaluation was
-            # logged above; this is a summary that only warns.
-            ran = [k for k, r in outcomes.items() if r.head_sha]
-            bad = [k for k in ran if not check_metadata(outcomes[k], verifier.name)[0]]
+            # logged as it finished; this is a summary that only warns.
+            ran = [k for k, r in verified.items() if r.head_sha]
+            bad = [k for k in ran if not check_metadata(verified[k], name)[0]]
             yield dg.AssetCheckResult(
-                check_name=verifier.check_name,
+                asset_key=verification_key,
+                check_name=check_key.name,
                 passed=not bad,
                 severity=dg.AssetCheckSeverity.WARN,
                 description=f"summary of {len(ran)} target(s); each target has its own result",
@@ -215,50 +241,9 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
             )
 
     @dg.asset(
-        key=pr_key,
-        partitions_def=partitions,
-        backfill_policy=policy,
-        group_name=spec.id,
-        deps=[verification],
-        pool="forge_write",
-        description="The pull request of each target whose change passed every verifier.",
-    )
-    def pull_request(
-        context: dg.AssetExecutionContext,
-        sandbox: SandboxResource,
-        forge: ForgeResource,
-        repo_cache: RepoCacheResource,
-    ) -> None:
-        keys = targets_of(context)
-        wb = bench(sandbox, forge, repo_cache)
-        changes = history.latest_changes(context.instance, spec, keys)
-        verifications = history.latest_verifications(context.instance, spec, keys)
-
-        gates = {
-            k: Gate(evaluations=history.latest_check_evaluations(context.instance, spec, k))
-            for k in keys
-        }
-
-        def failed(key: str, exc: BaseException) -> PullRequestRecord:
-            return PullRequestRecord(outcome="failed", reason=f"unexpected error: {exc}")
-
-        for key, record in each_target(
-            context,
-            keys,
-            wb,
-            lambda t, log: deliver_pull_request(
-                spec, t, changes.get(t.key), verifications.get(t.key), gates[t.key], wb, log
-            ),
-            failed,
-        ):
-            if record.outcome == "failed":
-                context.log.error(f"{key}: pull request failed: {record.reason}")
-            context.add_asset_metadata(pull_request_metadata(record), partition_key=key)
-
-    @dg.asset(
         key=history.asset_key(spec, "report"),
         group_name=spec.id,
-        deps=[pull_request],
+        deps=[pr_key],
         kinds={"pandas"},
         description=f"One row per target of campaign {spec.name}: status, shas, verifier "
         "results, pull request, cost and duration.",
@@ -267,10 +252,9 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
         frame = build_report(context.instance, spec)
         return dg.Output(frame, metadata=report_metadata(frame))
 
-    target_selection = dg.AssetSelection.assets(change, verification, pull_request)
     targets_job = dg.define_asset_job(
         f"{spec.id}_targets",
-        selection=target_selection,
+        selection=dg.AssetSelection.assets(change_key, verification_key, pr_key),
         tags=tags,
         executor_def=dg.in_process_executor,
         description=f"Advance every selected target of campaign {spec.name} (change, "
@@ -284,7 +268,7 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
     )
     schedules = [build_schedule(spec, targets_job)] if spec.schedule else []
     return dg.Definitions(
-        assets=[change, verification, pull_request, report],
+        assets=[targets, report],
         jobs=[targets_job, report_job],
         sensors=[build_discovery_sensor(spec), build_report_sensor(spec, report_job)],
         schedules=schedules,

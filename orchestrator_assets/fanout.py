@@ -31,11 +31,16 @@ def fan_out(
     lines: queue.Queue[str] = queue.Queue()
 
     def drain() -> None:
+        # One log message per drain: each message is an event-log write, which costs as much as
+        # a small git command, so many targets' lines share one.
+        batch = []
         while True:
             try:
-                log(lines.get_nowait())
+                batch.append(lines.get_nowait())
             except queue.Empty:
-                return
+                break
+        if batch:
+            log("\n".join(batch))
 
     def run(key: str) -> R:
         try:

@@ -82,3 +82,11 @@ class PullRequestRecord(BaseModel):
     state: Literal["open", "merged", "closed"] | None = None
     head_sha: str | None = None
     duration_s: float = 0.0
+
+
+class TargetOutcome(BaseModel):
+    """What one run did for one target: the records of the stages it ran (None: not run)."""
+
+    change: ChangeRecord | None = None
+    verification: VerificationRecord | None = None
+    pull_request: PullRequestRecord | None = None

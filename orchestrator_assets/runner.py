@@ -72,11 +72,12 @@ class ProgressWatcher:
             return
 
     def _show(self, entry: dg.EventLogEntry) -> None:
-        stage = (entry.step_key or "").split("__")[-1] or "run"
+        stage = (entry.step_key or "").split("__")[-1] or "run"  # `<campaign>__targets`
         event = entry.dagster_event
         if event is None:
             if entry.level >= logging.INFO:
-                self.emit(stage, entry.user_message)
+                for line in entry.user_message.splitlines():
+                    self.emit(stage, line)
         elif event.event_type == DagsterEventType.STEP_FAILURE:
             error = event.step_failure_data.error
             self.emit(stage, f"step failed: {error.message.strip() if error else 'unknown'}")

@@ -15,6 +15,7 @@ from pathlib import Path
 from orchestrator_assets.records import (
     ChangeRecord,
     PullRequestRecord,
+    TargetOutcome,
     VerificationRecord,
     VerifierResult,
 )
@@ -341,3 +342,52 @@ def render_body(
     """The PR body for a target: the template with summary, verifier table and cost."""
     ctx = _context(spec, target, change, verification)
     return TEMPLATES.from_string(spec.pull_request.body).render(**ctx)
+
+
+# one target through the stages ------------------------------------------------------------------
+
+STAGES = ("change", "verification", "pull_request")
+
+
+def gate_from(spec: CampaignSpec, verification: VerificationRecord, approved: bool) -> Gate:
+    """The PR gate as the verifier checks of `verification` evaluate it."""
+    results = {r.name: r.passed for r in verification.results}
+    return Gate(
+        evaluations={
+            v.check_name: (results.get(v.name, False), verification.head_sha)
+            for v in spec.verifiers
+        },
+        approved=approved,
+    )
+
+
+def advance_target(
+    spec: CampaignSpec,
+    target: Target,
+    stages: set[str],
+    prior_change: ChangeRecord | None,
+    prior_verification: VerificationRecord | None,
+    prior_gate: Gate | None,
+    bench: Workbench,
+    log: Log = _quiet,
+) -> TargetOutcome:
+    """Take one target through the selected stages, each as soon as the one before is done.
+
+    A stage that is not selected uses the target's previous record (and, for the PR, the gate
+    its recorded check evaluations give).
+    """
+    outcome = TargetOutcome()
+    change = prior_change
+    if "change" in stages:
+        change = outcome.change = make_change(spec, target, prior_change, bench, log)
+    verification = prior_verification
+    gate = prior_gate or Gate(evaluations={})
+    if "verification" in stages:
+        verification = verify_change(spec, target, change, prior_verification, bench, log)
+        outcome.verification = verification
+        gate = gate_from(spec, verification, gate.approved)
+    if "pull_request" in stages:
+        outcome.pull_request = deliver_pull_request(
+            spec, target, change, verification, gate, bench, log
+        )
+    return outcome

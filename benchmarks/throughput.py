@@ -1,0 +1,231 @@
+"""Throughput of the platform against a bare baseline, and a scale run at 10,000 targets.
+
+    python benchmarks/throughput.py --repos 200 --json out.json
+    python benchmarks/throughput.py --scale 10000 --json scale.json
+
+The throughput run makes three identical fleets and, in one invocation, runs the same campaign
+(ruff's UP codemod, pytest as verifier, commit, push, PR) through `orchestrator run`, through a
+partition backfill launched via the webserver and executed by the daemon's run queue, and as a
+bare shell pipeline with the same parallelism.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.fleet import CODEMOD, VERIFIER, make_fleet  # noqa: E402
+
+BIN = Path(sys.executable).parent
+HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def platform_env(home: Path) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home / "dagster_home"),
+        "ORCHESTRATOR_DATA_DIR": str(home / "data"),
+        "ORCHESTRATOR_CAMPAIGNS_DIR": str(home / "campaigns"),
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    (home / "dagster_home").mkdir(parents=True, exist_ok=True)
+    (home / "dagster_home" / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    return env
+
+
+def write_campaign(home: Path, name: str, repos: list[Path], concurrency: int) -> Path:
+    path = home / "campaigns" / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    spec = {
+        "name": name,
+        "description": "Benchmark: ruff UP codemod.",
+        "targets": [str(r) for r in repos],
+        "transformation": {"kind": "deterministic", "command": CODEMOD},
+        "verifiers": [{"name": "test", "command": VERIFIER, "timeout": 300}],
+        "concurrency": concurrency,
+    }
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def count_prs(repos: list[Path]) -> int:
+    return sum(1 for r in repos if (r / "pulls" / "1.json").exists())
+
+
+def run_platform(home: Path, repos: list[Path], concurrency: int) -> float:
+    env = platform_env(home)
+    path = write_campaign(home, "bench", repos, concurrency)
+    started = time.monotonic()
+    proc = subprocess.run(
+        [str(BIN / "orchestrator"), "run", "--file", str(path), "--output", "json"],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"orchestrator run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return elapsed
+
+
+@contextmanager
+def service(argv: list[str], env: dict[str, str], log: Path):
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def graphql(base: str, query: str, variables: dict) -> dict:
+    body = json.dumps({"query": query, "variables": variables}).encode()
+    request = urllib.request.Request(
+        f"{base}/graphql", data=body, headers={"Content-Type": "application/json"}
+    )
+    with HTTP.open(request, timeout=120) as resp:
+        return json.loads(resp.read())
+
+
+LAUNCH = """
+mutation Launch($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+def run_backfill(home: Path, repos: list[Path], concurrency: int) -> float:
+    """Launch a backfill of every partition as the UI does, and let the daemon run it."""
+    env = platform_env(home)
+    path = write_campaign(home, "bench_bf", repos, concurrency)
+    # The discovery sensor's first tick, done directly: the partitions must exist to backfill.
+    sync = (
+        "import sys; sys.path.insert(0, sys.argv[2]);"
+        "from dagster import DagsterInstance;"
+        "from orchestrator_assets.spec import load_campaign;"
+        "from orchestrator_assets.partitions import sync_partitions;"
+        "sync_partitions(DagsterInstance.get(), load_campaign(sys.argv[1]))"
+    )
+    subprocess.run([sys.executable, "-c", sync, str(path), str(ROOT)], env=env, check=True)
+    port = 39000 + os.getpid() % 1000
+    base = f"http://127.0.0.1:{port}"
+    webserver = [str(BIN / "dagster-webserver"), "-w", str(ROOT / "workspace.yaml"),
+                 "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
+    with service(webserver, env, home / "webserver.log"):
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with HTTP.open(f"{base}/server_info", timeout=5):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("webserver did not start") from None
+                time.sleep(0.5)
+        keys = [f"fleet__{r.stem}" for r in repos]
+        selection = [{"path": ["bench_bf", s]} for s in ("change", "verification", "pull_request")]
+        started = time.monotonic()
+        answer = graphql(base, LAUNCH, {"params": {"assetSelection": selection,
+                                                    "partitionNames": keys}})  # fmt: skip
+        result = answer["data"]["launchPartitionBackfill"]
+        if result["__typename"] != "LaunchBackfillSuccess":
+            raise SystemExit(f"backfill not launched: {result}")
+        daemon = [str(BIN / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml")]
+        with service(daemon, env, home / "daemon.log"):
+            deadline = time.monotonic() + 3600
+            while count_prs(repos) < len(repos) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            return time.monotonic() - started
+
+
+def run_baseline(repos: list[Path], concurrency: int) -> float:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    started = time.monotonic()
+    subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "baseline.sh"), str(concurrency), CODEMOD, VERIFIER],
+        input="\n".join(str(r) for r in repos), text=True, env=env, check=True,
+    )  # fmt: skip
+    return time.monotonic() - started
+
+
+def throughput(args: argparse.Namespace, work: Path) -> dict:
+    say(f"generating 3 fleets of {args.repos} repositories ({args.files} modules each) in {work}")
+    fleets = {k: make_fleet(work / f"fleet-{k}", args.repos, args.files) for k in
+              ("platform", "backfill", "baseline")}  # fmt: skip
+    result: dict = {"repos": args.repos, "files": args.files, "concurrency": args.concurrency}
+    say("baseline (shell pipeline) …")
+    result["baseline_s"] = round(run_baseline(fleets["baseline"], args.concurrency), 2)
+    say(f"  {result['baseline_s']} s")
+    say("platform (orchestrator run) …")
+    result["platform_s"] = round(run_platform(work / "p", fleets["platform"], args.concurrency), 2)
+    say(f"  {result['platform_s']} s, PRs: {count_prs(fleets['platform'])}")
+    if not args.skip_backfill:
+        say("platform (backfill through the daemon's run queue) …")
+        result["backfill_s"] = round(
+            run_backfill(work / "b", fleets["backfill"], args.concurrency), 2
+        )
+        say(f"  {result['backfill_s']} s, PRs: {count_prs(fleets['backfill'])}")
+        result["backfill_ratio"] = round(result["backfill_s"] / result["baseline_s"], 3)
+    result["ratio"] = round(result["platform_s"] / result["baseline_s"], 3)
+    result["overhead_per_target_s"] = round(
+        (result["platform_s"] - result["baseline_s"]) / args.repos, 4
+    )
+    result["prs"] = count_prs(fleets["platform"])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--repos", type=int, default=200, help="fleet size (default 200)")
+    parser.add_argument("--files", type=int, default=3, help="modules per repository")
+    parser.add_argument("--concurrency", type=int, default=4, help="targets at once (both sides)")
+    parser.add_argument("--skip-backfill", action="store_true", help="only orchestrator run")
+    parser.add_argument("--scale", type=int, default=0, help="run the scale run with N targets")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--workdir", type=Path, help="keep generated data here")
+    args = parser.parse_args()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-"))
+    if args.scale:
+        from benchmarks.scale import scale_run
+
+        result = scale_run(args.scale, work)
+    else:
+        result = throughput(args, work)
+    say(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    say(
+        f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MB"
+    )
+
+
+if __name__ == "__main__":
+    main()
