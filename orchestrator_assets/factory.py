@@ -213,9 +213,11 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
             name = next(v.name for v in spec.verifiers if v.check_name == check_key.name)
             if single:
                 # A one-target run: Dagster records this result against the target's partition.
-                record = verified.get(context.partition_key) or VerificationRecord(
-                    skipped_reason="not a target of the campaign"
-                )
+                # Nothing verified (no change, change failed): no result, so the check reads as
+                # skipped for the target, as in a range run.
+                record = verified.get(context.partition_key)
+                if record is None or record.head_sha is None:
+                    continue
                 passed, meta = check_metadata(record, name)
                 yield dg.AssetCheckResult(
                     asset_key=verification_key, check_name=check_key.name, passed=passed,
