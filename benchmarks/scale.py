@@ -17,11 +17,13 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child started by a big parent
+# would report the parent's peak.
 LOAD_DEFS = (
-    "import resource, sys; sys.path.insert(0, sys.argv[1]);"
+    "import re, sys; sys.path.insert(0, sys.argv[1]);"
     "from orchestrator_assets.definitions import build_definitions;"
     "defs = build_definitions(); defs.get_repository_def().get_all_jobs();"
-    "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    "print(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))"
 )
 
 
