@@ -1,26 +1,46 @@
-"""Refreshes a campaign's report whenever pull requests were (re)delivered."""
+"""Refreshes a campaign's report once pull requests were (re)delivered and its runs are done."""
 
 from __future__ import annotations
 
 import dagster as dg
+from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 
 from orchestrator_assets import history
 from orchestrator_assets.spec import CampaignSpec
 
 
 def build_report_sensor(spec: CampaignSpec, report_job: dg.UnresolvedAssetJobDefinition):
-    """An asset sensor that requests the report job after new `pull_request` materializations."""
+    """A sensor that requests the report job after new `pull_request` materializations.
 
-    @dg.asset_sensor(
-        asset_key=history.asset_key(spec, "pull_request"),
-        job=report_job,
+    It waits while a run of the campaign's targets is in progress (a backfill writes one
+    materialization per target; the report is built once, after the last).
+    """
+    pr_key = history.asset_key(spec, "pull_request")
+    stage_keys = {history.asset_key(spec, s) for s in ("change", "verification", "pull_request")}
+
+    @dg.sensor(
         name=f"{spec.id}_report_refresh",
+        job=report_job,
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Rebuilds the report of campaign {spec.name} after its runs.",
     )
-    def refresh(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
-        # One report run per pull_request materialization the sensor has not seen yet.
-        return dg.RunRequest(run_key=f"report-{asset_event.run_id}-{asset_event.timestamp}")
+    def refresh(context: dg.SensorEvaluationContext):
+        latest = context.instance.fetch_materializations(pr_key, limit=1).records
+        if not latest:
+            return dg.SkipReason("no pull request delivered yet")
+        newest = latest[0].storage_id
+        if newest <= int(context.cursor or 0):
+            return dg.SkipReason("the report is up to date")
+        running = [
+            run
+            for run in context.instance.get_runs(dg.RunsFilter(statuses=IN_PROGRESS_RUN_STATUSES))
+            if run.asset_selection and run.asset_selection & stage_keys
+        ]
+        if running:
+            return dg.SkipReason(f"waiting for {len(running)} run(s) of the campaign to finish")
+        return dg.SensorResult(
+            run_requests=[dg.RunRequest(run_key=f"report-{newest}")], cursor=str(newest)
+        )
 
     return refresh

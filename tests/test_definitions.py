@@ -137,19 +137,35 @@ def test_schedule_requests_one_run_per_range_of_targets(platform: Platform):
 
 @pytest.mark.usefixtures("bwrap")
 def test_report_refresh_sensor_requests_a_report_after_prs(platform: Platform):
+    from dagster._core.utils import make_new_run_id
+
     path = platform.write_campaign("fresh", targets=[str(platform.make_fleet()[0])])
 
-    def tick():
+    def tick(cursor=None):
         # Definitions load with an instance open, as in a code server (Dagster keeps a global
         # pointer to the current instance's state storage while loading).
         with platform.instance() as instance:
             defs = build_definitions(platform.settings())
             sensor = defs.resolve_sensor_def("fresh_report_refresh")
             repo = defs.get_repository_def()
-            context = dg.build_sensor_context(instance=instance, repository_def=repo)
-            return sensor, sensor.evaluate_tick(context).run_requests
+            context = dg.build_sensor_context(instance=instance, repository_def=repo, cursor=cursor)
+            return sensor, sensor.evaluate_tick(context)
 
-    assert not tick()[1]  # nothing delivered yet
+    assert "no pull request delivered yet" in tick()[1].skip_message
     platform.run(path)
-    sensor, (request,) = tick()
+    sensor, result = tick()
+    (request,) = result.run_requests
     assert sensor.job_name == "fresh_report" and request.run_key.startswith("report-")
+    assert "up to date" in tick(result.cursor)[1].skip_message  # nothing new since
+
+    # while a run of the campaign's targets is in progress, it waits
+    with platform.instance() as instance:
+        instance.add_run(
+            dg.DagsterRun(
+                job_name="__ASSET_JOB",
+                run_id=make_new_run_id(),
+                status=dg.DagsterRunStatus.STARTED,
+                asset_selection=frozenset({AssetKey(["fresh", "change"])}),
+            )
+        )
+    assert "waiting for 1 run(s)" in tick()[1].skip_message

@@ -1,0 +1,44 @@
+"""The benchmarks keep working (their timings are not asserted: machines are noisy)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(tmp_path: Path, *args: str) -> dict:
+    out = tmp_path / "out.json"
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), *args, "--json", str(out),
+         "--workdir", str(tmp_path / "work")],
+        check=True, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    return json.loads(out.read_text())
+
+
+@pytest.mark.usefixtures("bwrap")
+def test_throughput_benchmark_runs_platform_and_baseline_on_the_same_fleet(tmp_path: Path):
+    result = run(tmp_path, "--repos", "3", "--skip-backfill")
+    assert {"repos", "platform_s", "baseline_s", "ratio", "overhead_per_target_s"} <= set(result)
+    assert result["repos"] == 3 and result["prs"] == 3  # the platform really opened every PR
+    assert result["ratio"] == round(result["platform_s"] / result["baseline_s"], 3)
+    baseline = sorted((tmp_path / "work" / "fleet-baseline" / "fleet").glob("*.git"))
+    for repo in baseline:  # the baseline really pushed its change
+        branches = subprocess.run(["git", "-C", str(repo), "branch", "--list", "campaign/*"],
+                                  capture_output=True, text=True, check=True).stdout  # fmt: skip
+        assert "campaign/baseline" in branches
+
+
+def test_scale_benchmark_measures_discovery_report_and_memory(tmp_path: Path):
+    result = run(tmp_path, "--scale", "40")
+    assert result["targets"] == 40 and result["report_rows"] == 40
+    assert result["report_statuses"] == {"pr_open": 36, "verification_failed": 4}
+    for key in ("discovery_first_tick_s", "discovery_steady_tick_s", "report_s"):
+        assert result[key] >= 0
+    assert result["code_location_peak_mb"] > 0 and result["code_location_bare_mb"] > 0
