@@ -5,7 +5,11 @@ BIN := $(VENV)/bin
 DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export DAGSTER_HOME
 
-.PHONY: demo test lint dev system-deps clean
+.PHONY: demo test lint dev system-deps agent-cli clean
+
+# The Claude Code CLI, from npm, into the project (.tools/claude); pinned so runs are repeatable.
+CLAUDE_CODE_VERSION ?= 2.1.197
+CLAUDE_BIN := .tools/claude/node_modules/.bin/claude
 
 $(BIN)/orchestrator: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +30,14 @@ system-deps:
 	    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "WARNING: could not install chromium"; \
 	  else echo "WARNING: chromium is not installed: the UI test's browser part is skipped"; fi; }
 
-demo: $(BIN)/orchestrator system-deps
+$(CLAUDE_BIN):
+	@command -v npm >/dev/null 2>&1 || { echo "npm is needed to install the Claude Code CLI"; exit 1; }
+	mkdir -p .tools/claude
+	npm install --silent --no-audit --no-fund --prefix .tools/claude @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
+
+agent-cli: $(CLAUDE_BIN)
+
+demo: $(BIN)/orchestrator system-deps agent-cli
 	$(BIN)/python -m orchestrator_assets.demo_fleet .demo
 	$(BIN)/orchestrator run --file campaigns/modernize-python.yaml
 	@echo
@@ -38,12 +49,12 @@ lint: $(BIN)/orchestrator
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: $(BIN)/orchestrator system-deps lint
+test: $(BIN)/orchestrator system-deps agent-cli lint
 	$(BIN)/pytest -q
 
-dev: $(BIN)/orchestrator system-deps
+dev: $(BIN)/orchestrator system-deps agent-cli
 	$(BIN)/python -c "from orchestrator_assets.settings import Settings, ensure_dagster_home; ensure_dagster_home(Settings())"
 	$(BIN)/dagster dev -w workspace.yaml
 
 clean:
-	rm -rf .demo .orchestrator .dagster_home
+	rm -rf .demo .orchestrator .dagster_home .tools

@@ -2,10 +2,12 @@
 
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import dagster as dg
 
 from orchestrator_assets import history
+from orchestrator_assets.budget import Budget
 from orchestrator_assets.fanout import fan_out
 from orchestrator_assets.metadata import (
     change_metadata,
@@ -25,7 +27,12 @@ from orchestrator_assets.report import build_report
 from orchestrator_assets.spec import CampaignSpec
 from orchestrator_assets.stages import Gate, Workbench, advance_target
 from orchestrator_assets.status import ChangeOutcome
-from resources.dagster_resources import ForgeResource, RepoCacheResource, SandboxResource
+from resources.dagster_resources import (
+    AgentResource,
+    ForgeResource,
+    RepoCacheResource,
+    SandboxResource,
+)
 from sensors.discovery import build_discovery_sensor
 from sensors.report import build_report_sensor
 from sensors.schedules import build_schedule
@@ -104,6 +111,7 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
         sandbox: SandboxResource,
         forge: ForgeResource,
         repo_cache: RepoCacheResource,
+        agent: AgentResource,
     ) -> Iterator[dg.AssetCheckResult]:
         stages = {k.path[-1] for k in context.selected_asset_keys}
         run_keys = list(context.partition_keys)
@@ -120,6 +128,8 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
                 k: Gate(evaluations=history.latest_check_evaluations(instance, spec, k))
                 for k in todo
             }
+        budget_notes: list[str] = []  # appended from worker threads, logged on this one
+        spent = sum(r.total_cost_usd for r in history.latest_changes(instance, spec).values())
         wb = Workbench(
             forge=forge.get(),
             cache=repo_cache.get(),
@@ -127,6 +137,10 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
             author=(forge.author_name, forge.author_email),
             network=profile.network == "full",
             default_timeout_s=profile.timeout_s,
+            agent=agent.get() if spec.transformation.kind == "agentic" else None,
+            agent_homes=Path(agent.homes) if agent.homes else None,
+            transcripts=Path(agent.transcripts) if agent.transcripts else None,
+            budget=Budget(spec.budget_usd, spent, budget_notes.append),
         )
         single = context.has_partition_key
         verified: dict[str, VerificationRecord] = {}
@@ -157,6 +171,8 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
             cancel=wb.sandboxes.close_all,
         ):
             record_target(context, key, outcome, single)
+            while budget_notes:
+                context.log.warning(f"campaign {spec.name}: {budget_notes.pop(0)}")
             if outcome.verification is not None:
                 verified[key] = outcome.verification
         yield from check_results(context, verified, single)

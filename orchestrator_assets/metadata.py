@@ -34,6 +34,25 @@ def change_metadata(record: ChangeRecord) -> dict:
     }
     if record.reason:
         meta["reason"] = record.reason
+    meta["total_cost_usd"] = float(record.total_cost_usd)
+    if record.agent is not None:
+        agent = record.agent
+        meta.update(
+            {
+                "model": agent.model or "",
+                "session_id": agent.session_id,
+                "input_tokens": agent.input_tokens,
+                "output_tokens": agent.output_tokens,
+                "cache_read_tokens": agent.cache_read_tokens,
+                "cache_write_tokens": agent.cache_write_tokens,
+                "num_turns": agent.num_turns,
+                "agent_duration_s": float(agent.duration_s),
+            }
+        )
+        if agent.final_message:
+            meta["agent_message"] = dg.MetadataValue.md(agent.final_message)
+        if agent.transcript:
+            meta["transcript"] = dg.MetadataValue.path(agent.transcript)
     if record.diff:
         note = "\n(diff truncated)" if record.diff_truncated else ""
         meta["diff"] = dg.MetadataValue.md(f"```diff\n{record.diff.rstrip()}\n```{note}")

@@ -9,6 +9,22 @@ from pydantic import BaseModel, Field
 from orchestrator_assets.status import ChangeOutcome
 
 
+class AgentSummary(BaseModel):
+    """What the agent run behind a change reported."""
+
+    session_id: str
+    model: str | None = None
+    num_turns: int = 0
+    duration_s: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    model_usage: dict[str, dict] = Field(default_factory=dict)
+    final_message: str = ""
+    transcript: str | None = Field(default=None, description="path of the stored event stream")
+
+
 class ChangeRecord(BaseModel):
     """The result of a transformation on one target."""
 
@@ -27,8 +43,10 @@ class ChangeRecord(BaseModel):
     fingerprint: str
     output_tail: str = ""
     duration_s: float = 0.0
-    cost_usd: float = 0.0
+    cost_usd: float = Field(default=0.0, description="what this run cost")
+    total_cost_usd: float = Field(default=0.0, description="what all runs for the target cost")
     reused: bool = False
+    agent: AgentSummary | None = None
 
 
 class VerifierResult(BaseModel):

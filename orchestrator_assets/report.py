@@ -29,6 +29,8 @@ def target_status(
         return TargetStatus.PENDING, None
     if change.outcome == ChangeOutcome.FAILED:
         return TargetStatus.CHANGE_FAILED, change.reason
+    if change.outcome == ChangeOutcome.SKIPPED:
+        return TargetStatus.SKIPPED, change.reason
     if change.outcome == ChangeOutcome.NO_CHANGE:
         return TargetStatus.NO_CHANGE, None
     if verification is None or verification.head_sha != change.head_sha:
@@ -84,7 +86,7 @@ def build_report(instance: DagsterInstance, spec: CampaignSpec) -> pd.DataFrame:
                 "pr_number": pr.number if pr and pr.number else None,
                 "pr_url": pr.url if pr else None,
                 "pr_state": pr.state if pr else None,
-                "cost_usd": change.cost_usd if change else 0.0,
+                "cost_usd": change.total_cost_usd if change else 0.0,
                 "duration_s": round(sum(stage_durations), 3),
                 "repo": current[key].repo if key in current else (change.repo if change else None),
             }

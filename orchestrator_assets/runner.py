@@ -19,6 +19,7 @@ from orchestrator_assets.partitions import contiguous_ranges, range_tags, sync_p
 from orchestrator_assets.report import build_report
 from orchestrator_assets.settings import Settings
 from orchestrator_assets.status import TargetStatus
+from resources.agents.claude_code import find_cli
 from resources.build import build_resources
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
@@ -104,10 +105,10 @@ def run_campaign(
     change, verification and pull request, each stage repeating nothing that is done.
     """
     spec = campaign.spec
-    if spec.transformation.kind == "agentic":
+    if spec.transformation.kind == "agentic" and find_cli() is None:
         raise OrchestratorError(
-            f"{campaign.file}: transformation.kind: agentic campaigns need the coding agent, "
-            "which this version does not ship yet; use a deterministic transformation"
+            f"{campaign.file}: transformation.kind: agentic campaigns need the Claude Code CLI; "
+            "install it with `make agent-cli` (or set CLAUDE_BIN)"
         )
     keys = [t.key for t in spec.targets]
     unknown = [k for k in targets or [] if k not in keys]

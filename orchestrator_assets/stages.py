@@ -7,24 +7,36 @@ records. Each is idempotent: given the record of its previous run it repeats not
 from __future__ import annotations
 
 import hashlib
+import json
 import time
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestrator_assets.budget import Budget
+from orchestrator_assets.prompts import build_prompt
 from orchestrator_assets.records import (
+    AgentSummary,
     ChangeRecord,
     PullRequestRecord,
     TargetOutcome,
     VerificationRecord,
     VerifierResult,
 )
-from orchestrator_assets.spec import TEMPLATES, CampaignSpec, DeterministicTransformation, Target
+from orchestrator_assets.spec import (
+    TEMPLATES,
+    AgenticTransformation,
+    CampaignSpec,
+    DeterministicTransformation,
+    Target,
+)
 from orchestrator_assets.status import ChangeOutcome
+from resources.agents.base import Agent, AgentRequest
 from resources.forges.base import Forge, ForgeError, PullRequestDraft
 from resources.git import GitError, author_env, run_git
 from resources.repo_cache import RepoCache
-from resources.sandboxes.base import SandboxProvider
+from resources.sandboxes.base import ExecResult, Sandbox, SandboxProvider
 
 Log = Callable[[str], None]
 DIFF_LIMIT = 20_000
@@ -40,6 +52,10 @@ class Workbench:
     author: tuple[str, str] = ("Campaign Bot", "campaigns@localhost")
     network: bool = False
     default_timeout_s: int = 900
+    agent: Agent | None = None
+    agent_homes: Path | None = None  # per campaign and target: the agent's session store
+    transcripts: Path | None = None  # per campaign and target: the agent's event streams
+    budget: Budget = field(default_factory=lambda: Budget(None))
 
 
 def _quiet(_: str) -> None:
@@ -85,37 +101,43 @@ def _make_change(
     if _still_current(prior, base, repo.branch_sha):
         assert prior is not None
         log(f"{target.key}: change is up to date ({prior.outcome}), nothing to redo")
-        return prior.model_copy(update={"reused": True})
+        return prior.model_copy(update={"reused": True, "cost_usd": 0.0})
+    base.total_cost_usd = prior.total_cost_usd if prior else 0.0
     transformation = spec.transformation
-    if not isinstance(transformation, DeterministicTransformation):
-        return base.model_copy(
-            update={"reason": "agentic transformations need the agent, which is not set up here"}
-        )
+    if isinstance(transformation, AgenticTransformation):
+        if bench.agent is None:
+            return base.model_copy(
+                update={"reason": "the Claude Code CLI is not installed (run `make agent-cli`)"}
+            )
+        if not bench.budget.may_start():
+            log(f"{target.key}: skipped, the campaign's budget is spent")
+            return base.model_copy(
+                update={
+                    "outcome": ChangeOutcome.SKIPPED,
+                    "reason": f"budget: {bench.budget.describe()}",
+                }
+            )
     with bench.sandboxes.open(f"change-{target.key}") as sandbox:
         ws = sandbox.workspace
         mirror = bench.cache.checkout(repo.clone_url, ws, repo.base_sha, spec.branch_name)
         sandbox.readable_paths.append(mirror)
         config_digest = _digest(ws / ".git" / "config")
-        result = sandbox.exec(
-            transformation.argv(),
-            env=transformation.env,
-            timeout_s=transformation.timeout_s or bench.default_timeout_s,
-            network=bench.network,
-        )
+        if isinstance(transformation, AgenticTransformation):
+            base, failure = _run_agent(spec, target, repo.base_branch, sandbox, bench, base, log)
+            output = base.agent.final_message if base.agent else ""
+        else:
+            result = _run_command(transformation, sandbox, bench)
+            failure = None if result.ok else f"transformation failed: {result.describe_failure()}"
+            output = result.output_tail
         if _digest(ws / ".git" / "config") != config_digest:
             return base.model_copy(update={"reason": "the transformation modified .git/config"})
-        if not result.ok:
-            return base.model_copy(
-                update={
-                    "reason": f"transformation failed: {result.describe_failure()}",
-                    "output_tail": result.output_tail,
-                }
-            )
+        if failure:
+            return base.model_copy(update={"reason": failure, "output_tail": output})
         run_git(["add", "--all"], ws)
         if not run_git(["status", "--porcelain"], ws).strip():
             log(f"{target.key}: no change")
             return base.model_copy(
-                update={"outcome": ChangeOutcome.NO_CHANGE, "output_tail": result.output_tail}
+                update={"outcome": ChangeOutcome.NO_CHANGE, "output_tail": output}
             )
         head = _commit(ws, spec, repo.base_sha, repo.branch_sha, bench)
         if head != repo.branch_sha:
@@ -132,14 +154,83 @@ def _make_change(
                 "deletions": deletions,
                 "diff": diff[:DIFF_LIMIT],
                 "diff_truncated": len(diff) > DIFF_LIMIT,
-                "output_tail": result.output_tail,
+                "output_tail": output,
             }
         )
 
 
+def _run_command(
+    transformation: DeterministicTransformation, sandbox: Sandbox, bench: Workbench
+) -> ExecResult:
+    return sandbox.exec(
+        transformation.argv(),
+        env=transformation.env,
+        timeout_s=transformation.timeout_s or bench.default_timeout_s,
+        network=bench.network,
+    )
+
+
+def _run_agent(
+    spec: CampaignSpec,
+    target: Target,
+    base_branch: str,
+    sandbox: Sandbox,
+    bench: Workbench,
+    base: ChangeRecord,
+    log: Log,
+) -> tuple[ChangeRecord, str | None]:
+    """Run the agent in the sandbox; the record gains its cost and summary, and why it failed."""
+    assert bench.agent is not None and isinstance(spec.transformation, AgenticTransformation)
+    settings = spec.transformation
+    share = spec.budget_usd / len(spec.targets) if spec.budget_usd else None
+    limits = [x for x in (settings.max_budget_usd, share) if x]
+    home_root = bench.agent_homes or sandbox.workspace.parent / "agent-home"
+    request = AgentRequest(
+        prompt=build_prompt(spec, target, base_branch),
+        session_id=str(uuid.uuid4()),
+        model=settings.model,
+        max_turns=settings.max_turns,
+        max_budget_usd=min(limits) if limits else None,
+        allowed_tools=settings.allowed_tools,
+        timeout_s=settings.timeout_s or bench.default_timeout_s,
+        home=home_root / spec.id / target.key,
+    )
+    result = bench.agent.run(sandbox, request, lambda line: log(f"{target.key}: {line}"))
+    bench.budget.add(result.cost_usd)
+    transcript = None
+    if bench.transcripts is not None:
+        path = bench.transcripts / spec.id / target.key / f"{result.session_id}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(e) + "\n" for e in result.transcript))
+        transcript = str(path)
+    summary = AgentSummary(
+        session_id=result.session_id,
+        model=settings.model or next(iter(result.model_usage), None),
+        num_turns=result.num_turns,
+        duration_s=result.duration_s,
+        input_tokens=result.input_tokens,
+        output_tokens=result.output_tokens,
+        cache_read_tokens=result.cache_read_tokens,
+        cache_write_tokens=result.cache_write_tokens,
+        model_usage={k: v.model_dump() for k, v in result.model_usage.items()},
+        final_message=result.final_message,
+        transcript=transcript,
+    )
+    log(f"{target.key}: agent {'done' if result.ok else 'FAILED'} in {result.num_turns} turn(s), "
+        f"${result.cost_usd:.4f}")  # fmt: skip
+    record = base.model_copy(
+        update={
+            "agent": summary,
+            "cost_usd": result.cost_usd,
+            "total_cost_usd": base.total_cost_usd + result.cost_usd,
+        }
+    )
+    return record, None if result.ok else result.error
+
+
 def _still_current(prior: ChangeRecord | None, now: ChangeRecord, branch_sha: str | None) -> bool:
     """True when the previous change was made from the same inputs and is still on the forge."""
-    if prior is None or prior.outcome == ChangeOutcome.FAILED:
+    if prior is None or prior.outcome in (ChangeOutcome.FAILED, ChangeOutcome.SKIPPED):
         return False
     same_inputs = prior.base_sha == now.base_sha and prior.fingerprint == now.fingerprint
     if prior.outcome == ChangeOutcome.NO_CHANGE:

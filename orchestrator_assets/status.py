@@ -37,6 +37,7 @@ class ChangeOutcome(StrEnum):
     CHANGED = "changed"
     NO_CHANGE = "no_change"
     FAILED = "failed"
+    SKIPPED = "skipped"  # not attempted: the campaign's budget was spent
 
 
 class PullRequestState(StrEnum):

@@ -5,7 +5,12 @@ from __future__ import annotations
 import os
 
 from orchestrator_assets.settings import Settings
-from resources.dagster_resources import ForgeResource, RepoCacheResource, SandboxResource
+from resources.dagster_resources import (
+    AgentResource,
+    ForgeResource,
+    RepoCacheResource,
+    SandboxResource,
+)
 
 
 def build_resources(settings: Settings) -> dict[str, object]:
@@ -21,4 +26,9 @@ def build_resources(settings: Settings) -> dict[str, object]:
             author_name=settings.git_author_name, author_email=settings.git_author_email
         ),
         "repo_cache": RepoCacheResource(root=str(settings.cache_dir)),
+        "agent": AgentResource(
+            cli=os.environ.get("CLAUDE_BIN", ""),
+            homes=str(settings.data_dir / "agent-homes"),
+            transcripts=str(settings.data_dir / "transcripts"),
+        ),
     }

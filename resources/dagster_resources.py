@@ -8,6 +8,7 @@ from typing import Literal
 
 import dagster as dg
 
+from resources.agents.claude_code import ClaudeCodeAgent, find_cli
 from resources.forges.local import LocalForge
 from resources.repo_cache import RepoCache
 from resources.sandboxes.local import LocalSandboxProvider
@@ -53,3 +54,21 @@ class RepoCacheResource(dg.ConfigurableResource):
     def get(self) -> RepoCache:
         """The cache."""
         return RepoCache(Path(self.root))
+
+
+class AgentResource(dg.ConfigurableResource):
+    """The coding agent for agentic campaigns (Claude Code CLI).
+
+    The model endpoint and key come from the environment of the process running the step
+    (ANTHROPIC_API_KEY, optionally ANTHROPIC_BASE_URL); they are passed to the CLI only.
+    """
+
+    kind: Literal["claude-code"] = "claude-code"
+    cli: str = ""
+    homes: str = ""
+    transcripts: str = ""
+
+    def get(self) -> ClaudeCodeAgent | None:
+        """The agent, or None when its CLI is not installed."""
+        path = find_cli(self.cli or None)
+        return ClaudeCodeAgent(path) if path else None

@@ -86,8 +86,10 @@ def test_user_mistakes_are_one_clear_line(platform: Platform):
 
     path = platform.write_campaign("agent", targets=["/srv/acme/x.git"],
                                    transformation={"kind": "agentic", "prompt": "hi"})  # fmt: skip
+    platform.env["CLAUDE_BIN"] = str(platform.root / "no-claude-here")
     proc = platform.cli("run", "--file", str(path), check=False)
-    assert proc.returncode == 2 and "agentic campaigns need the coding agent" in proc.stderr
+    assert proc.returncode == 2 and "agentic campaigns need the Claude Code CLI" in proc.stderr
+    assert "make agent-cli" in proc.stderr
 
     path = platform.write_campaign("one", targets=["/srv/acme/x.git"])
     proc = platform.cli("run", "--file", str(path), "--target", "acme__nope", check=False)

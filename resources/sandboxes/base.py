@@ -44,6 +44,9 @@ class Sandbox(Protocol):
         """The workspace as a host path."""
         ...
 
+    readable_paths: list[Path]  # host paths the commands may read (mounted read-only)
+    writable_paths: list[Path]  # host paths the commands may write besides the workspace
+
     def exec(
         self,
         argv: list[str],

@@ -53,6 +53,7 @@ class LocalSandbox:
         self._procs: set[subprocess.Popen] = set()
         self._lock = threading.Lock()
         self.readable_paths: list[Path] = []  # extra host paths mounted read-only (git mirrors)
+        self.writable_paths: list[Path] = []  # extra host paths mounted read-write (agent home)
 
     @property
     def workspace(self) -> Path:
@@ -242,6 +243,8 @@ class LocalSandboxProvider:
         # it may live under /tmp or a hidden path, so it is mounted back, read-only.
         for path in (*python_prefixes(), *sandbox.readable_paths):
             cmd += ["--ro-bind", str(path), str(path)]
+        for path in sandbox.writable_paths:
+            cmd += ["--bind", str(path), str(path)]
         cmd += ["--bind", ws, ws]
         git_dir = sandbox.workspace / ".git"
         if git_dir.exists():
