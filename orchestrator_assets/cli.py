@@ -78,7 +78,19 @@ def validate(files: tuple[Path, ...]) -> None:
         raise SystemExit(1)
 
 
-def _adhoc_spec(name, repos, command, verifiers, base, description, review):
+def _name_from(text: str) -> str:
+    """A campaign name from the first words of a prompt or command."""
+    import re
+
+    words = re.findall(r"[a-z0-9]+", text.lower())[:5]
+    return (
+        ("-".join(words) or "adhoc")[:40].strip("-")
+        if words and words[0][0].isalpha()
+        else ("adhoc-" + "-".join(words))[:40].strip("-")
+    )
+
+
+def _adhoc_spec(name, repos, command, prompt, model, verifiers, base, description, review):
     from orchestrator_assets.spec import parse_campaign
 
     parsed = []
@@ -91,9 +103,13 @@ def _adhoc_spec(name, repos, command, verifiers, base, description, review):
         parsed.append({"name": vname.strip(), "command": cmd.strip()})
     data = {
         "name": name,
-        "description": description or f"Ad-hoc campaign: {command}",
+        "description": description or f"Ad-hoc campaign: {prompt or command}",
         "targets": [{"repo": r, **({"base": base} if base else {})} for r in repos],
-        "transformation": {"kind": "deterministic", "command": command},
+        "transformation": (
+            {"kind": "agentic", "prompt": prompt, **({"model": model} if model else {})}
+            if prompt
+            else {"kind": "deterministic", "command": command}
+        ),
         "verifiers": parsed,
         "review": {"policy": review},
     }
@@ -109,6 +125,8 @@ def _adhoc_spec(name, repos, command, verifiers, base, description, review):
     "--repo", "repos", multiple=True, help="Ad hoc: a repository URL or path; repeatable."
 )
 @click.option("--command", help="Ad hoc: the deterministic command to run in each workspace.")
+@click.option("--prompt", help="Ad hoc: what the coding agent should change in each repository.")
+@click.option("--model", help="Ad hoc, with --prompt: the model the agent uses.")
 @click.option("--verifier", "verifiers", multiple=True, help="Ad hoc: NAME:COMMAND; repeatable.")
 @click.option("--base", help="Ad hoc: base branch (default: each repository's default branch).")
 @click.option("--description", help="Ad hoc: campaign description.")
@@ -124,6 +142,8 @@ def run(
     name,
     repos,
     command,
+    prompt,
+    model,
     verifiers,
     base,
     description,
@@ -133,8 +153,10 @@ def run(
 ):
     """Run a campaign through Dagster: each target as far as it can go, then print the report.
 
-    Either --file/--campaign, or the ad-hoc form: --name, --repo (repeatable), --command and
-    --verifier NAME:COMMAND (repeatable). Re-running repeats nothing that is done.
+    Either --file/--campaign, or the ad-hoc form: --repo (repeatable), --command (a
+    deterministic change) or --prompt (the coding agent), --verifier NAME:COMMAND (repeatable)
+    and optionally --name (default: derived from the command or prompt). Re-running repeats
+    nothing that is done.
 
     Exits 0 when every run completed (a target's own failure is a status in the report), 1 when
     a Dagster run failed, 2 for a mistake in the command or the campaign file.
@@ -144,24 +166,25 @@ def run(
     from orchestrator_assets.spec import dump_campaign
 
     settings = Settings()
-    adhoc = name or repos or command or verifiers
+    adhoc = name or repos or command or prompt or verifiers
     if sum(bool(x) for x in (file, campaign_name, adhoc)) != 1:
         raise OrchestratorError(
-            "give exactly one of --file, --campaign, or the ad-hoc --name/--repo/--command form"
+            "give exactly one of --file, --campaign, or the ad-hoc --repo with --command or "
+            "--prompt form"
         )
     if file:
         campaign = load_one(file, settings)
     elif campaign_name:
         campaign = load_catalog(settings).get(campaign_name)
     else:
-        missing = [
-            flag
-            for flag, v in (("--name", name), ("--repo", repos), ("--command", command))
-            if not v
-        ]
-        if missing:
-            raise OrchestratorError(f"the ad-hoc form needs {', '.join(missing)}")
-        spec = _adhoc_spec(name, repos, command, verifiers, base, description, review)
+        if not repos:
+            raise OrchestratorError("the ad-hoc form needs --repo (one or more)")
+        if bool(command) == bool(prompt):
+            raise OrchestratorError("the ad-hoc form needs one of --command or --prompt")
+        name = name or _name_from(prompt or command)
+        spec = _adhoc_spec(
+            name, repos, command, prompt, model, verifiers, base, description, review
+        )
         path = settings.campaigns_dir / f"{spec.name}.yaml"
         text = dump_campaign(spec)
         if path.exists() and path.read_text() != text and not force:
@@ -240,6 +263,83 @@ def report(campaign: str, output: str) -> None:
 
     loaded = load_catalog(Settings()).get(campaign)
     _print_report(build_report(_instance(), loaded.spec), output)
+
+
+@cli.command()
+@click.argument("campaign")
+@click.argument("target")
+@click.option("--agent", "agent", is_flag=True, help="Print the agent's transcript as well.")
+def logs(campaign: str, target: str, agent: bool) -> None:
+    """Print a target's verifier output and, with --agent, the agent's transcript."""
+    from orchestrator_assets import history
+    from orchestrator_assets.catalog import load_catalog
+
+    spec = load_catalog(Settings()).get(campaign).spec
+    if spec.target(target) is None:
+        known = ", ".join(t.key for t in spec.targets)
+        raise OrchestratorError(f"campaign {campaign!r} has no target {target!r}; known: {known}")
+    instance = _instance()
+    change = history.latest_changes(instance, spec, [target]).get(target)
+    verification = history.latest_verifications(instance, spec, [target]).get(target)
+    if change is None:
+        console.print(f"{target}: not run yet")
+        return
+    console.print(
+        f"[bold]change[/] {change.outcome}" + (f": {change.reason}" if change.reason else "")
+    )
+    if change.output_tail and not change.agent:
+        console.print(change.output_tail.rstrip(), markup=False)
+    for result in verification.results if verification else []:
+        mark = "[green]passed[/]" if result.passed else "[red]failed[/]"
+        console.print(f"[bold]verifier {result.name}[/] {mark} (exit {result.exit_code}, "
+                      f"{result.duration_s:.1f}s): {result.command}")  # fmt: skip
+        console.print(result.output_tail.rstrip() or "(no output)", markup=False)
+    if agent:
+        _print_transcript(change)
+
+
+def _print_transcript(change) -> None:
+    from pathlib import Path
+
+    summary = change.agent
+    if summary is None:
+        console.print("no agent ran for this change")
+        return
+    console.print(f"[bold]agent session[/] {summary.session_id} · {summary.num_turns} turn(s) · "
+                  f"${change.cost_usd:.4f} · {summary.model or ''}")  # fmt: skip
+    path = Path(summary.transcript) if summary.transcript else None
+    if path is None or not path.exists():
+        console.print("(transcript not stored on this machine)")
+    else:
+        for line in path.read_text().splitlines():
+            for text in _transcript_lines(json.loads(line)):
+                console.print(text, markup=False)
+    if summary.final_message:
+        console.print("[bold]final message[/]")
+        console.print(summary.final_message, markup=False)
+
+
+def _transcript_lines(event: dict) -> list[str]:
+    """Readable lines for one stored agent event."""
+    kind = event.get("type")
+    if kind == "system":
+        return [f"[session {event.get('session_id')} · model {event.get('model')}]"]
+    if kind == "result":
+        return [f"[result {event.get('subtype')} · {event.get('num_turns')} turns · "
+                f"${event.get('total_cost_usd', 0):.4f}]"]  # fmt: skip
+    lines = []
+    for block in (event.get("message") or {}).get("content") or []:
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "text":
+            lines.append(f"{kind}: {block.get('text', '').strip()}")
+        elif block.get("type") == "tool_use":
+            lines.append(f"→ {block.get('name')} {json.dumps(block.get('input'))[:300]}")
+        elif block.get("type") == "tool_result":
+            content = block.get("content")
+            text = content if isinstance(content, str) else json.dumps(content)
+            lines.append(f"← {text[:300]}")
+    return lines
 
 
 @cli.command(name="list")
