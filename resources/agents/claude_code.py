@@ -71,7 +71,8 @@ class ClaudeCodeAgent:
     ) -> AgentResult:
         """Run the CLI to completion and report what it did (never raises for CLI failures)."""
         home = request.home
-        (home / ".claude").mkdir(parents=True, exist_ok=True)
+        for sub in (".claude", "tmp"):
+            (home / sub).mkdir(parents=True, exist_ok=True)
         sandbox.writable_paths.append(home)
         sandbox.readable_paths.append(self.cli.resolve().parents[2])  # the npm package folder
         env = {
@@ -83,6 +84,7 @@ class ClaudeCodeAgent:
             "DISABLE_AUTOUPDATER": "1",
             "DISABLE_ERROR_REPORTING": "1",
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "CLAUDE_CODE_TMPDIR": str(home / "tmp"),
         }
         parser = StreamParser(request.session_id, on_event, secret_values(env))
         executed = sandbox.exec(
@@ -128,6 +130,11 @@ class StreamParser:
             self.result = event
         elif kind == "system" and event.get("subtype") == "init":
             self.on_event(f"agent session {event.get('session_id')} ({event.get('model')})")
+        elif kind == "system" and event.get("subtype") == "api_retry":
+            self.on_event(
+                f"agent: model API error {event.get('error_status')}, retry "
+                f"{event.get('attempt')}/{event.get('max_retries')}"
+            )
         elif kind == "assistant":
             for block in (event.get("message") or {}).get("content") or []:
                 self._show(block)

@@ -1,0 +1,212 @@
+"""Agentic campaigns with the real Claude Code CLI; only the model behind it is scripted."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from pathlib import Path
+
+import pytest
+from dagster import AssetKey, AssetRecordsFilter
+
+from orchestrator_assets.demo_fleet import create_repo
+from resources.agents.base import AgentRequest
+from resources.agents.claude_code import ClaudeCodeAgent
+from resources.sandboxes.local import LocalSandboxProvider
+from tests.conftest import STRICT_TEST, Platform, app_repo, statuses
+from tests.fake_model import ScriptedModel, error, last_user_text, require_claude, text, tool
+
+pytestmark = pytest.mark.usefixtures("bwrap")
+
+SECRET = "sk-test-" + uuid.uuid4().hex  # a key that must never be stored anywhere
+
+
+@pytest.fixture
+def model(monkeypatch: pytest.MonkeyPatch):
+    require_claude()
+    with ScriptedModel() as server:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
+        monkeypatch.setenv("CLAUDE_CODE_MAX_RETRIES", "0")  # an API error fails at once
+        yield server
+
+
+def workdir(body: dict) -> str:
+    """The working directory the CLI tells the model about (the target's workspace)."""
+    system = body.get("system")
+    blob = json.dumps(system) + json.dumps(body.get("messages"))
+    return re.search(r"[Ww]orking directory: ([^\s\\\\\"]+)", blob).group(1)
+
+
+def agentic(platform: Platform, repos: list[Path], prompt: str = "Rename OLD to NEW.", **extra):
+    return platform.write_campaign(
+        "agentic",
+        targets=[str(r) for r in repos],
+        transformation={"kind": "agentic", "prompt": prompt, "model": "claude-sonnet-4-5",
+                        "max_turns": 6},
+        concurrency=1,
+        **extra,
+    )  # fmt: skip
+
+
+def change_meta(platform: Platform, target: str) -> dict:
+    with platform.instance() as instance:
+        (record,) = instance.fetch_materializations(
+            AssetRecordsFilter(AssetKey(["agentic", "change"]), asset_partitions=[target]), limit=1
+        ).records
+    return {k: v.value for k, v in record.asset_materialization.metadata.items()}
+
+
+def test_agent_edits_files_and_the_pr_opens_with_its_cost(platform: Platform, model):
+    repo = create_repo(platform.fleet, app_repo("alpha", "GREETING = 'OLD'\n"))
+    model.script = [
+        tool("Bash", {"command": "sed -i s/OLD/NEW/ app.py", "description": "rename"}),
+        lambda body: tool("Read", {"file_path": f"{workdir(body)}/tests/test_app.py"}),
+        tool("Bash", {"command": "python -m pytest -q -p no:cacheprovider", "description": "t"}),
+        text("Renamed OLD to NEW; the tests pass."),
+    ]
+    outcome = platform.run(agentic(platform, [repo]))
+    assert statuses(outcome.report) == {"acme__alpha": "pr_open"}
+    assert (repo / "pulls" / "1.json").exists()
+
+    # the prompt: the request, the target, the base branch and the verifiers to run
+    prompt = last_user_text(model.conversation_requests[0]["json"])
+    assert "Rename OLD to NEW." in prompt and "acme__alpha" in prompt and "`main`" in prompt
+    assert "python -m pytest -q -p no:cacheprovider" in prompt
+
+    meta = change_meta(platform, "acme__alpha")
+    transcript = [json.loads(line) for line in Path(meta["transcript"]).read_text().splitlines()]
+    (result,) = [e for e in transcript if e["type"] == "result"]
+    assert meta["cost_usd"] == pytest.approx(result["total_cost_usd"]) and meta["cost_usd"] > 0
+    assert meta["input_tokens"] == result["usage"]["input_tokens"] == 4 * 100
+    assert meta["output_tokens"] == 4 * 20
+    assert meta["cache_read_tokens"] == 4 * 50 and meta["cache_write_tokens"] == 4 * 10
+    assert meta["num_turns"] == result["num_turns"] and meta["model"] == "claude-sonnet-4-5"
+    assert "the tests pass" in meta["agent_message"]
+    assert outcome.report.set_index("target").loc["acme__alpha", "cost_usd"] == pytest.approx(
+        result["total_cost_usd"]
+    )
+    # the tool calls really ran in the workspace: the pytest output came back to the model
+    assert any(
+        "1 passed" in json.dumps(r["json"]["messages"][-1]) for r in model.conversation_requests
+    )
+
+
+def test_agent_change_that_breaks_a_verifier_is_blocked(platform: Platform, model):
+    repo = create_repo(platform.fleet, app_repo("strict", "GREETING = 'OLD'\n", STRICT_TEST))
+    model.script = [
+        tool("Bash", {"command": "sed -i s/OLD/NEW/ app.py", "description": "rename"}),
+        text("Done."),
+    ]
+    outcome = platform.run(agentic(platform, [repo]))
+    assert statuses(outcome.report) == {"acme__strict": "verification_failed"}
+    assert not (repo / "pulls").exists() or not list((repo / "pulls").glob("*.json"))
+
+
+@pytest.mark.parametrize(
+    ("status", "words"),
+    [(500, "500"), (429, "429"), (529, "overloaded")],
+)
+def test_model_api_errors_fail_the_target_with_the_reason(
+    platform: Platform, model, status: int, words: str
+):
+    repo = create_repo(platform.fleet, app_repo("alpha", "GREETING = 'OLD'\n"))
+    model.script = [error(status, forever=True)]
+    outcome = platform.run(agentic(platform, [repo]))
+    row = outcome.report.set_index("target").loc["acme__alpha"]
+    assert row["status"] == "change_failed"
+    assert "the agent failed" in row["reason"] and words in row["reason"].lower()
+
+
+def test_turn_limit_fails_the_target(platform: Platform, model):
+    repo = create_repo(platform.fleet, app_repo("alpha", "GREETING = 'OLD'\n"))
+    model.script = [tool("Bash", {"command": "true", "description": "x"})] * 10
+    path = platform.write_campaign(
+        "agentic", targets=[str(repo)],
+        transformation={"kind": "agentic", "prompt": "Loop.", "max_turns": 2},
+    )  # fmt: skip
+    outcome = platform.run(path)
+    row = outcome.report.set_index("target").loc["acme__alpha"]
+    assert row["status"] == "change_failed" and "turn limit (2 turns)" in row["reason"]
+
+
+def test_budget_stops_new_agent_runs(platform: Platform, model):
+    repos = [
+        create_repo(platform.fleet, app_repo(n, "GREETING = 'OLD'\n")) for n in ("a", "b", "c")
+    ]
+    # each run: one response of 100k input tokens, about $0.30 with claude-sonnet-4-5 pricing
+    from tests.fake_model import Usage
+
+    big = Usage(input_tokens=100_000, output_tokens=10, cache_creation_input_tokens=0,
+                cache_read_input_tokens=0)  # fmt: skip
+    model.script = [text("nothing to do", usage=big)] * 3
+    outcome = platform.run(agentic(platform, repos, budget_usd=0.25))
+    got = statuses(outcome.report)
+    # a ran; its response cost more than its share ($0.25 / 3 targets, its --max-budget-usd)
+    reason_a = outcome.report.set_index("target").loc["acme__a", "reason"]
+    assert got["acme__a"] == "change_failed" and "reached its budget ($0.08)" in reason_a
+    assert got["acme__b"] == got["acme__c"] == "skipped"
+    reason = outcome.report.set_index("target").loc["acme__b", "reason"]
+    assert reason.startswith("budget: $0.30") and "of $0.25 spent" in reason
+    assert len(model.conversation_requests) == 1  # no further agent run started
+
+
+def test_secrets_are_redacted_from_the_transcript(platform: Platform, model):
+    repo = create_repo(platform.fleet, app_repo("alpha", "GREETING = 'OLD'\n"))
+    model.script = [
+        tool(
+            "Bash",
+            {
+                "command": "echo key=$ANTHROPIC_API_KEY; sed -i s/OLD/NEW/ app.py",
+                "description": "leak",
+            },
+        ),
+        text(f"The key was {SECRET}."),
+    ]
+    platform.run(agentic(platform, [repo]))
+    meta = change_meta(platform, "acme__alpha")
+    transcript = Path(meta["transcript"]).read_text()
+    assert "key=***" in transcript and SECRET not in transcript
+    assert SECRET not in json.dumps({k: str(v) for k, v in meta.items()})
+    logs = platform.cli("logs", "agentic", "acme__alpha", "--agent").stdout
+    assert "→ Bash" in logs and "key=***" in logs and SECRET not in logs
+
+
+def test_resume_continues_the_same_conversation(tmp_path: Path, model):
+    agent = ClaudeCodeAgent(Path(require_claude()))
+    provider = LocalSandboxProvider(tmp_path / "sandboxes")
+    session = str(uuid.uuid4())
+    home = tmp_path / "agent-home"
+    model.script = [
+        tool("Bash", {"command": "echo first > notes.txt", "description": "write"}),
+        text("wrote notes"),
+        text("second answer"),
+    ]
+    with provider.open("resume") as sandbox:
+        first = agent.run(
+            sandbox, AgentRequest(prompt="Write notes.", session_id=session, home=home)
+        )
+        assert first.ok and first.session_id == session
+        second = agent.run(
+            sandbox,
+            AgentRequest(prompt="Now say more.", session_id=session, resume=True, home=home),
+        )
+    assert second.ok, second.error
+    last = model.conversation_requests[-1]["json"]
+    assert last_user_text(last) == "Now say more."
+    assert "Write notes." in json.dumps(last["messages"])  # the earlier conversation came along
+    assert second.final_message == "second answer"
+
+
+def test_garbage_from_the_cli_is_a_clear_failure(tmp_path: Path):
+    fake = tmp_path / "claude"
+    fake.write_text("#!/bin/sh\necho 'this is not json'\nexit 3\n")
+    fake.chmod(0o755)
+    provider = LocalSandboxProvider(tmp_path / "sandboxes")
+    with provider.open("garbage") as sandbox:
+        result = ClaudeCodeAgent(fake, env={}).run(
+            sandbox, AgentRequest(prompt="x", session_id=str(uuid.uuid4()), home=tmp_path / "h")
+        )
+    assert not result.ok
+    assert "exited with code 3 without a result (1 unparsable line(s))" in result.error
