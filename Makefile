@@ -40,6 +40,9 @@ agent-cli: $(CLAUDE_BIN)
 demo: $(BIN)/orchestrator system-deps agent-cli
 	$(BIN)/python -m orchestrator_assets.demo_fleet .demo
 	$(BIN)/orchestrator run --file campaigns/modernize-python.yaml
+	@if [ -n "$$ANTHROPIC_API_KEY" ]; then \
+	  $(BIN)/orchestrator run --file campaigns/add-docstrings.yaml; \
+	else echo; echo "Set ANTHROPIC_API_KEY to also run the agentic example (campaigns/add-docstrings.yaml)."; fi
 	@echo
 	@echo "Pull requests are JSON records in .demo/acme/<repo>.git/pulls/."
 	@echo "See the campaign in the Dagster UI: make dev, then open http://127.0.0.1:3000"

@@ -137,11 +137,12 @@ def run_campaign(
         single = start == end
         emit("run", f"{run_id[:8]} over {start if single else f'{start} … {end}'}")
         with ProgressWatcher(instance, run_id, emit):
+            where = {"target": start} if single else {"targets": f"{start}...{end}"}
             result = job.execute_in_process(
                 instance=instance,
                 run_id=run_id,
                 partition_key=start if single else None,
-                tags=None if single else range_tags(start, end),
+                tags={"campaign": spec.name, **where, **({} if single else range_tags(start, end))},
                 run_config=QUIET,
                 raise_on_error=False,
             )

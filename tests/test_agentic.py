@@ -87,6 +87,14 @@ def test_agent_edits_files_and_the_pr_opens_with_its_cost(platform: Platform, mo
     assert outcome.report.set_index("target").loc["acme__alpha", "cost_usd"] == pytest.approx(
         result["total_cost_usd"]
     )
+    # the agent's progress streamed into the run log; the run is tagged with campaign and target
+    with platform.instance() as instance:
+        (run_id,) = outcome.run_ids
+        messages = "\n".join(e.user_message for e in instance.all_logs(run_id))
+        tags = instance.get_run_by_id(run_id).tags
+    assert "acme__alpha: agent → Bash sed -i s/OLD/NEW/ app.py" in messages
+    assert "acme__alpha: agent: Renamed OLD to NEW" in messages
+    assert tags["campaign"] == "agentic" and tags["target"] == "acme__alpha"
     # the tool calls really ran in the workspace: the pytest output came back to the model
     assert any(
         "1 passed" in json.dumps(r["json"]["messages"][-1]) for r in model.conversation_requests
