@@ -218,3 +218,38 @@ def test_garbage_from_the_cli_is_a_clear_failure(tmp_path: Path):
         )
     assert not result.ok
     assert "exited with code 3 without a result (1 unparsable line(s))" in result.error
+
+
+def test_adhoc_prompt_form_runs_the_agent(platform: Platform, model):
+    repo = create_repo(platform.fleet, app_repo("alpha", "GREETING = 'OLD'\n"))
+    model.script = [
+        tool("Bash", {"command": "sed -i s/OLD/NEW/ app.py", "description": "rename"}),
+        text("Renamed."),
+    ]
+    env_for_cli = {
+        "ANTHROPIC_BASE_URL": model.base_url,
+        "ANTHROPIC_API_KEY": SECRET,
+        "CLAUDE_CODE_MAX_RETRIES": "0",
+    }
+    platform.env.update(env_for_cli)
+    proc = platform.cli("run", "--repo", str(repo), "--prompt", "Rename OLD to NEW in app.py",
+                        "--verifier", "test:python -m pytest -q -p no:cacheprovider",
+                        "--output", "json")  # fmt: skip
+    written = platform.campaigns / "rename-old-to-new-in.yaml"
+    assert written.exists() and "kind: agentic" in written.read_text()
+    report = json.loads(proc.stdout[proc.stdout.index("[\n") :])
+    assert report[0]["status"] == "pr_open" and report[0]["cost_usd"] > 0
+    assert "agent → Bash sed -i s/OLD/NEW/ app.py" in proc.stdout  # live progress
+    assert SECRET not in proc.stdout + proc.stderr
+
+
+def test_an_agent_that_hangs_is_stopped_at_its_timeout(tmp_path: Path):
+    fake = tmp_path / "claude"
+    fake.write_text('#!/bin/sh\necho \'{"type":"system","subtype":"init"}\'\nsleep 60\n')
+    fake.chmod(0o755)
+    provider = LocalSandboxProvider(tmp_path / "sandboxes")
+    with provider.open("hang") as sandbox:
+        request = AgentRequest(prompt="x", session_id=str(uuid.uuid4()), home=tmp_path / "h",
+                               timeout_s=1)  # fmt: skip
+        result = ClaudeCodeAgent(fake, env={}).run(sandbox, request)
+    assert not result.ok and result.error == "the agent timed out after 1s"
