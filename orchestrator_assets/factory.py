@@ -141,6 +141,9 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
             agent_homes=Path(agent.homes) if agent.homes else None,
             transcripts=Path(agent.transcripts) if agent.transcripts else None,
             budget=Budget(spec.budget_usd, spent, budget_notes.append),
+            profile_setup=profile.setup,
+            setup_network=profile.setup_network == "full",
+            setup_timeout_s=profile.setup_timeout_s,
         )
         single = context.has_partition_key
         verified: dict[str, VerificationRecord] = {}

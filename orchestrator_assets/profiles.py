@@ -20,6 +20,13 @@ class Profile(BaseModel):
     provider: Literal["local"] = "local"
     network: Literal["none", "full"] = "none"
     timeout_s: int = Field(default=900, gt=0, description="default timeout of one command")
+    setup: list[str | list[str]] = Field(
+        default_factory=list, description="setup commands for campaigns that name none"
+    )
+    setup_network: Literal["none", "full"] = Field(
+        default="full", description="setup may reach the package registries"
+    )
+    setup_timeout_s: int = Field(default=900, gt=0, description="timeout of one setup command")
 
 
 class ProfilesFile(BaseModel):

@@ -68,6 +68,8 @@ class VerificationRecord(BaseModel):
     results: list[VerifierResult] = Field(default_factory=list)
     skipped_reason: str | None = None
     error: str | None = None
+    setup_failed: bool = False
+    setup_output: str = ""
     duration_s: float = 0.0
     reused: bool = False
 

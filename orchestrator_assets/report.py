@@ -29,12 +29,16 @@ def target_status(
         return TargetStatus.PENDING, None
     if change.outcome == ChangeOutcome.FAILED:
         return TargetStatus.CHANGE_FAILED, change.reason
+    if change.outcome == ChangeOutcome.SETUP_FAILED:
+        return TargetStatus.SETUP_FAILED, change.reason
     if change.outcome == ChangeOutcome.SKIPPED:
         return TargetStatus.SKIPPED, change.reason
     if change.outcome == ChangeOutcome.NO_CHANGE:
         return TargetStatus.NO_CHANGE, None
     if verification is None or verification.head_sha != change.head_sha:
         return TargetStatus.PENDING, "verification has not run for the current change"
+    if verification.setup_failed:
+        return TargetStatus.SETUP_FAILED, verification.error
     if not verification.passed:
         failed = verification.failed_verifiers
         reason = verification.error or f"verifier failed: {', '.join(failed)}"

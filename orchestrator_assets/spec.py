@@ -53,6 +53,16 @@ class Target(_Model):
     repo: str = Field(description="repository URL or local path (relative to the campaign file)")
     base: str | None = Field(default=None, description="base branch; default: the repo's HEAD")
     slug: str | None = Field(default=None, description="partition key; default: owner__name")
+    setup: list[Command] | None = Field(
+        default=None, description="replaces the campaign's setup for this target"
+    )
+    setup_extend: list[Command] = Field(
+        default_factory=list, description="runs after the campaign's setup for this target"
+    )
+
+    _check_setup = field_validator("setup", "setup_extend")(
+        lambda value: [_check_command(c) for c in value] if value else value
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -202,6 +212,11 @@ class CampaignSpec(_Model):
     targets: list[Target] = Field(min_length=1)
     transformation: Transformation
     verifiers: list[Verifier] = Field(default_factory=list)
+    setup: list[Command] = Field(
+        default_factory=list,
+        description="commands that prepare each workspace (install dependencies) before the "
+        "transformation and before the verifiers",
+    )
     profile: str | None = None
     branch: str | None = None
     pull_request: PullRequestTemplate = Field(default_factory=PullRequestTemplate)
@@ -209,6 +224,8 @@ class CampaignSpec(_Model):
     schedule: str | None = None
     budget_usd: float | None = Field(default=None, ge=0)
     concurrency: int = Field(default=4, ge=1, le=64)
+
+    _check_setup = field_validator("setup")(lambda value: [_check_command(c) for c in value])
 
     @field_validator("name")
     @classmethod
@@ -277,12 +294,19 @@ class CampaignSpec(_Model):
         """The target with partition key `key`, if the campaign still has it."""
         return next((t for t in self.targets if t.key == key), None)
 
-    def transformation_fingerprint(self) -> str:
+    def setup_for(self, target: Target, defaults: list[Command] = ()) -> list[list[str]]:
+        """The setup commands of one target: its own, or the campaign's (else the profile's
+        defaults), followed by its `setup_extend`."""
+        chosen = target.setup if target.setup is not None else (self.setup or list(defaults))
+        return [to_argv(c) for c in [*chosen, *target.setup_extend]]
+
+    def transformation_fingerprint(self, setup: list[list[str]] | None = None) -> str:
         """A digest of everything that determines a change besides the base commit."""
         payload = {
             "transformation": self.transformation.model_dump(mode="json"),
             "branch": self.branch_name,
             "title": self.pull_request.title,
+            "setup": setup or [],
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 

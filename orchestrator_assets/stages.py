@@ -56,6 +56,9 @@ class Workbench:
     agent_homes: Path | None = None  # per campaign and target: the agent's session store
     transcripts: Path | None = None  # per campaign and target: the agent's event streams
     budget: Budget = field(default_factory=lambda: Budget(None))
+    profile_setup: list = field(default_factory=list)  # setup when the campaign names none
+    setup_network: bool = True
+    setup_timeout_s: int = 900
 
 
 def _quiet(_: str) -> None:
@@ -78,7 +81,7 @@ def make_change(
         outcome=ChangeOutcome.FAILED,
         repo=target.repo,
         branch=spec.branch_name,
-        fingerprint=spec.transformation_fingerprint(),
+        fingerprint=spec.transformation_fingerprint(spec.setup_for(target, bench.profile_setup)),
     )
     try:
         record = _make_change(spec, target, prior, bench, base, log)
@@ -122,6 +125,16 @@ def _make_change(
         mirror = bench.cache.checkout(repo.clone_url, ws, repo.base_sha, spec.branch_name)
         sandbox.readable_paths.append(mirror)
         config_digest = _digest(ws / ".git" / "config")
+        failed_setup = run_setup(spec, target, sandbox, bench, log)
+        if failed_setup is not None:
+            return base.model_copy(
+                update={
+                    "outcome": ChangeOutcome.SETUP_FAILED,
+                    "reason": f"setup failed: {failed_setup.describe_failure()}",
+                    "output_tail": failed_setup.output_tail,
+                }
+            )
+        _exclude_untracked(ws)
         if isinstance(transformation, AgenticTransformation):
             base, failure = _run_agent(spec, target, repo.base_branch, sandbox, bench, base, log)
             output = base.agent.final_message if base.agent else ""
@@ -157,6 +170,37 @@ def _make_change(
                 "output_tail": output,
             }
         )
+
+
+def run_setup(
+    spec: CampaignSpec, target: Target, sandbox: Sandbox, bench: Workbench, log: Log
+) -> ExecResult | None:
+    """Run the target's setup commands in its sandbox; the first that fails, or None."""
+    commands = spec.setup_for(target, bench.profile_setup)
+    started = time.monotonic()
+    for argv in commands:
+        result = sandbox.exec(argv, timeout_s=bench.setup_timeout_s, network=bench.setup_network)
+        if not result.ok:
+            log(f"{target.key}: setup FAILED: {result.describe_failure()}")
+            return result
+    if commands:
+        log(f"{target.key}: setup done ({len(commands)} command(s), "
+            f"{time.monotonic() - started:.1f}s)")  # fmt: skip
+    return None
+
+
+def _exclude_untracked(ws: Path) -> None:
+    """Keep what setup created (a virtualenv, build output) out of the change."""
+    created = [
+        line[3:].strip('"')
+        for line in run_git(["status", "--porcelain", "--untracked-files=normal"], ws).splitlines()
+        if line.startswith("?? ")
+    ]
+    if created:
+        exclude = ws / ".git" / "info" / "exclude"
+        exclude.parent.mkdir(parents=True, exist_ok=True)
+        with exclude.open("a") as handle:
+            handle.write("".join(f"/{path}\n" for path in created))
 
 
 def _run_command(
@@ -302,6 +346,15 @@ def verify_change(
             repo = bench.forge.resolve(target.repo, change.base_branch, spec.branch_name)
             mirror = bench.cache.checkout(repo.clone_url, sandbox.workspace, change.head_sha)
             sandbox.readable_paths.append(mirror)
+            failed_setup = run_setup(spec, target, sandbox, bench, log)
+            if failed_setup is not None:
+                return VerificationRecord(
+                    head_sha=change.head_sha,
+                    error=f"setup failed: {failed_setup.describe_failure()}",
+                    setup_failed=True,
+                    setup_output=failed_setup.output_tail,
+                    duration_s=round(time.monotonic() - started, 3),
+                )
             for verifier in spec.verifiers:
                 run = sandbox.exec(
                     verifier.argv(), timeout_s=verifier.timeout_s, network=bench.network

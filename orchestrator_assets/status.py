@@ -10,6 +10,7 @@ class TargetStatus(StrEnum):
 
     PENDING = "pending"  # known target, not (fully) processed yet
     NO_CHANGE = "no_change"
+    SETUP_FAILED = "setup_failed"
     CHANGE_FAILED = "change_failed"
     VERIFICATION_FAILED = "verification_failed"
     AWAITING_REVIEW = "awaiting_review"
@@ -37,6 +38,7 @@ class ChangeOutcome(StrEnum):
     CHANGED = "changed"
     NO_CHANGE = "no_change"
     FAILED = "failed"
+    SETUP_FAILED = "setup_failed"  # a setup command failed; the transformation did not run
     SKIPPED = "skipped"  # not attempted: the campaign's budget was spent
 
 

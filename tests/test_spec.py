@@ -89,6 +89,8 @@ def test_every_problem_is_reported_with_its_field(tmp_path: Path):
         ({"review": {"policy": "sometimes"}}, "review.policy: "),
         ({"budget_usd": -1}, "budget_usd: "),
         ({"pull_request": {"title": "{{ oops"}}, "pull_request.title: template error"),
+        ({"setup": ["pip install -e .", ""]}, "setup: command is empty"),
+        ({"targets": [{"repo": "a/b", "setup_extend": ["'unclosed"]}]}, "cannot split command"),
         (
             {"verifiers": [{"name": "a", "command": "x"}, {"name": "a", "command": "y"}]},
             "used twice",

@@ -1,0 +1,100 @@
+"""Setup steps: a target's dependencies are installed before the transformation and verifiers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator_assets.demo_fleet import RepoSpec, create_repo
+from tests.conftest import Platform, statuses
+
+pytestmark = pytest.mark.usefixtures("bwrap")
+
+INSTALL = "python -m pip install --quiet --no-index --find-links vendor --target .deps greetlib"
+CONFTEST = (
+    "import pathlib, sys\n\nsys.path.insert(0, str(pathlib.Path(__file__).parent / '.deps'))\n"
+)
+APP = "from greetlib import greet\n\nGREETING = greet('OLD')\n"
+TEST = (
+    "from app import GREETING\n\n\ndef test_greeting():\n    assert GREETING.startswith('hello')\n"
+)
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small local dependency, built as a wheel (no registry involved)."""
+    root = tmp_path_factory.mktemp("greetlib")
+    (root / "greetlib").mkdir()
+    (root / "greetlib" / "__init__.py").write_text("def greet(name):\n    return f'hello {name}'\n")
+    (root / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+        '[project]\nname = "greetlib"\nversion = "0.1"\n'
+    )
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+         "--no-index", "-w", str(root / "dist"), str(root)],
+        check=True,
+    )  # fmt: skip
+    (built,) = (root / "dist").glob("greetlib-*.whl")
+    return built
+
+
+def needs_greetlib(platform: Platform, name: str, wheel: Path, branch: str = "main") -> Path:
+    """A repository whose tests import greetlib, vendored as a wheel, installed by setup."""
+    files = {"app.py": APP, "tests/test_app.py": TEST, "conftest.py": CONFTEST,
+             f"vendor/{wheel.name}": ""}  # fmt: skip
+    repo = create_repo(platform.fleet, RepoSpec(name, files, branch=branch))
+    # put the real wheel bytes in (RepoSpec files are text): commit it on the default branch
+    work = platform.root / f"work-{name}"
+    subprocess.run(["git", "clone", "-q", str(repo), str(work)], check=True)
+    (work / "vendor" / wheel.name).write_bytes(wheel.read_bytes())
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(work)]
+    subprocess.run([*git, "commit", "-qam", "vendor greetlib"], check=True)
+    subprocess.run([*git, "push", "-q", "origin", "HEAD"], check=True)
+    return repo
+
+
+def test_verifiers_pass_only_after_setup(platform: Platform, wheel: Path):
+    repo = needs_greetlib(platform, "alpha", wheel)
+    without = platform.write_campaign("nosetup", targets=[str(repo)])
+    assert statuses(platform.run(without).report) == {"acme__alpha": "verification_failed"}
+
+    with_setup = platform.write_campaign("withsetup", targets=[str(repo)], setup=[INSTALL])
+    outcome = platform.run(with_setup)
+    assert statuses(outcome.report) == {"acme__alpha": "pr_open"}
+    # what setup installed is not part of the change
+    assert outcome.report.set_index("target").loc["acme__alpha", "files_changed"] == 1
+    changed = subprocess.run(
+        ["git", "-C", str(repo), "diff", "--name-only", "main", "campaign/withsetup"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert changed == ["app.py"]
+
+
+def test_failing_setup_is_a_per_target_failure(platform: Platform, wheel: Path):
+    good = needs_greetlib(platform, "good", wheel, branch="master")
+    bad = needs_greetlib(platform, "bad", wheel)
+    path = platform.write_campaign(
+        "setup",
+        targets=[str(good), {"repo": str(bad), "setup_extend": [["python", "-c",
+                 "import sys; print('no compiler here'); sys.exit(7)"]]}],
+        setup=[INSTALL],
+    )  # fmt: skip
+    outcome = platform.run(path)
+    assert statuses(outcome.report) == {"acme__good": "pr_open", "acme__bad": "setup_failed"}
+    reason = outcome.report.set_index("target").loc["acme__bad", "reason"]
+    assert reason.startswith("setup failed: `python -c import sys;") and "code 7" in reason
+    assert (good / "pulls" / "1.json").read_text().count('"base": "master"') == 1
+
+
+def test_a_target_can_replace_the_setup(platform: Platform, wheel: Path):
+    repo = needs_greetlib(platform, "alpha", wheel)
+    path = platform.write_campaign(
+        "override",
+        targets=[{"repo": str(repo), "setup": [INSTALL]}],
+        setup=[["python", "-c", "raise SystemExit(1)"]],  # would fail: replaced for this target
+    )
+    assert statuses(platform.run(path).report) == {"acme__alpha": "pr_open"}
