@@ -21,6 +21,7 @@ from resources.sandboxes.base import ExecResult, OutputCallback
 log = logging.getLogger(__name__)
 
 TAIL_LINES = 80
+SANDBOX_WORKSPACE = "/workspace"  # where commands see the workspace under bubblewrap
 # Places on the host a sandboxed command must not read: credentials of the user running the
 # platform. Hidden behind empty tmpfs mounts when they exist.
 SECRET_PATHS = (
@@ -37,6 +38,21 @@ def bwrap_path() -> str | None:
 def default_path() -> str:
     """PATH inside a sandbox: the platform's own Python environment first, then the system's."""
     return os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"])
+
+
+def read_only_root() -> list[str]:
+    """bwrap arguments for a root that shows the host's read-only, on a tmpfs of its own (so
+    that mount points such as /workspace can be made in it)."""
+    args = ["--tmpfs", "/"]
+    for entry in sorted(os.listdir("/")):
+        path = f"/{entry}"
+        if entry in ("proc", "dev", "tmp", "run", SANDBOX_WORKSPACE.strip("/")):
+            continue
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        else:
+            args += ["--ro-bind", path, path]
+    return args
 
 
 def python_prefixes() -> list[Path]:
@@ -225,7 +241,7 @@ class LocalSandboxProvider:
             self._bwrap,
             "--die-with-parent", "--new-session",
             "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-            "--ro-bind", "/", "/",
+            *read_only_root(),
             "--dev", "/dev", "--proc", "/proc",
             "--tmpfs", "/tmp", "--tmpfs", "/var/tmp", "--tmpfs", "/run",
         ]  # fmt: skip
@@ -245,13 +261,15 @@ class LocalSandboxProvider:
             cmd += ["--ro-bind", str(path), str(path)]
         for path in sandbox.writable_paths:
             cmd += ["--bind", str(path), str(path)]
-        cmd += ["--bind", ws, ws]
+        # A stable path inside: what setup builds there (a virtualenv, an editable install) keeps
+        # working when the environment cache restores it into another sandbox.
+        cmd += ["--bind", ws, SANDBOX_WORKSPACE]
         git_dir = sandbox.workspace / ".git"
         if git_dir.exists():
             # The platform runs git on the host in this workspace: a command that could write
             # .git/config or .git/hooks could make the host run its code.
-            cmd += ["--ro-bind", str(git_dir), str(git_dir)]
-        cmd += ["--chdir", ws, "--clearenv"]
+            cmd += ["--ro-bind", str(git_dir), f"{SANDBOX_WORKSPACE}/.git"]
+        cmd += ["--chdir", SANDBOX_WORKSPACE, "--clearenv"]
         for key, value in env.items():
             cmd += ["--setenv", key, value]
         return [*cmd, "--", *argv]
