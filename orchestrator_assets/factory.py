@@ -29,6 +29,7 @@ from orchestrator_assets.stages import Gate, Workbench, advance_target
 from orchestrator_assets.status import ChangeOutcome
 from resources.dagster_resources import (
     AgentResource,
+    EnvCacheResource,
     ForgeResource,
     RepoCacheResource,
     SandboxResource,
@@ -112,6 +113,7 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
         forge: ForgeResource,
         repo_cache: RepoCacheResource,
         agent: AgentResource,
+        env_cache: EnvCacheResource,
     ) -> Iterator[dg.AssetCheckResult]:
         stages = {k.path[-1] for k in context.selected_asset_keys}
         run_keys = list(context.partition_keys)
@@ -144,6 +146,10 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
             profile_setup=profile.setup,
             setup_network=profile.setup_network == "full",
             setup_timeout_s=profile.setup_timeout_s,
+            profile_name=spec.profile or "default",
+            env_cache=env_cache.get(),
+            cache_paths=profile.cache_paths,
+            manifests=profile.manifests,
         )
         single = context.has_partition_key
         verified: dict[str, VerificationRecord] = {}

@@ -6,13 +6,29 @@ import dagster as dg
 import pandas as pd
 
 from orchestrator_assets.history import RECORD
-from orchestrator_assets.records import ChangeRecord, PullRequestRecord, VerificationRecord
+from orchestrator_assets.records import (
+    ChangeRecord,
+    PullRequestRecord,
+    SetupSummary,
+    VerificationRecord,
+)
 from orchestrator_assets.report import report_markdown, status_counts
 
 
 def _fenced(text: str, lang: str = "") -> dg.MarkdownMetadataValue:
     fence = "````" if "```" in text else "```"
     return dg.MetadataValue.md(f"{fence}{lang}\n{text.rstrip()}\n{fence}")
+
+
+def setup_metadata(setup: SetupSummary | None) -> dict:
+    """How the workspace was prepared: environment cache hit or miss, time, cached size."""
+    if setup is None:
+        return {}
+    return {
+        "setup_cache": setup.cache,
+        "setup_duration_s": float(setup.duration_s),
+        "setup_cache_bytes": setup.size_bytes,
+    }
 
 
 def change_metadata(record: ChangeRecord) -> dict:
@@ -35,6 +51,7 @@ def change_metadata(record: ChangeRecord) -> dict:
     if record.reason:
         meta["reason"] = record.reason
     meta["total_cost_usd"] = float(record.total_cost_usd)
+    meta.update(setup_metadata(record.setup))
     if record.agent is not None:
         agent = record.agent
         meta.update(
@@ -92,6 +109,7 @@ def verification_metadata(record: VerificationRecord) -> dict:
         "duration_s": float(record.duration_s),
         "reused": record.reused,
     }
+    meta.update(setup_metadata(record.setup))
     if record.skipped_reason:
         meta["skipped"] = record.skipped_reason
     if record.error:

@@ -6,10 +6,18 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from orchestrator_assets.errors import Problem, SpecError
 from orchestrator_assets.spec_errors import problems_from_validation, yaml_problem
+from resources.env_cache import DEFAULT_MANIFESTS
+
+
+def check_relative(path: str) -> str:
+    """A workspace-relative path: no absolute paths, no `..`."""
+    if not path or path.startswith("/") or ".." in path.split("/"):
+        raise ValueError(f"{path!r} must be a path inside the workspace (relative, without '..')")
+    return path
 
 
 class Profile(BaseModel):
@@ -27,6 +35,16 @@ class Profile(BaseModel):
         default="full", description="setup may reach the package registries"
     )
     setup_timeout_s: int = Field(default=900, gt=0, description="timeout of one setup command")
+    cache_paths: list[str] = Field(
+        default_factory=lambda: [".venv"],
+        description="workspace paths setup produces, kept in the environment cache",
+    )
+    manifests: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_MANIFESTS),
+        description="dependency manifests whose contents key the environment cache",
+    )
+
+    _paths = field_validator("cache_paths")(lambda v: [check_relative(p) for p in v])
 
 
 class ProfilesFile(BaseModel):

@@ -9,6 +9,16 @@ from pydantic import BaseModel, Field
 from orchestrator_assets.status import ChangeOutcome
 
 
+class SetupSummary(BaseModel):
+    """How a workspace was prepared: by running setup, or from the environment cache."""
+
+    cache: Literal["hit", "miss", "off"]
+    key: str | None = None
+    commands: int = 0
+    duration_s: float = 0.0
+    size_bytes: int = 0
+
+
 class AgentSummary(BaseModel):
     """What the agent run behind a change reported."""
 
@@ -47,6 +57,7 @@ class ChangeRecord(BaseModel):
     total_cost_usd: float = Field(default=0.0, description="what all runs for the target cost")
     reused: bool = False
     agent: AgentSummary | None = None
+    setup: SetupSummary | None = None
 
 
 class VerifierResult(BaseModel):
@@ -70,6 +81,7 @@ class VerificationRecord(BaseModel):
     error: str | None = None
     setup_failed: bool = False
     setup_output: str = ""
+    setup: SetupSummary | None = None
     duration_s: float = 0.0
     reused: bool = False
 

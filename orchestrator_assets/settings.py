@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     git_author_name: str = "Campaign Bot"
     git_author_email: str = "campaigns@localhost"
     branch_prefix: str = "campaign/"
+    env_cache_max_mb: int = Field(default=5120, gt=0, description="environment cache size limit")
 
     @cached_property
     def dagster_home(self) -> Path:
@@ -44,6 +45,11 @@ class Settings(BaseSettings):
     def cache_dir(self) -> Path:
         """Where the repository mirror cache lives."""
         return self.data_dir / "cache"
+
+    @property
+    def env_cache_dir(self) -> Path:
+        """Where cached environments (what setup produced) live."""
+        return self.data_dir / "env-cache"
 
     @property
     def workspaces_dir(self) -> Path:

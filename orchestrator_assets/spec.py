@@ -217,6 +217,9 @@ class CampaignSpec(_Model):
         description="commands that prepare each workspace (install dependencies) before the "
         "transformation and before the verifiers",
     )
+    cache_paths: list[str] | None = Field(
+        default=None, description="what setup produces, for the environment cache (profile's)"
+    )
     profile: str | None = None
     branch: str | None = None
     pull_request: PullRequestTemplate = Field(default_factory=PullRequestTemplate)
@@ -226,6 +229,13 @@ class CampaignSpec(_Model):
     concurrency: int = Field(default=4, ge=1, le=64)
 
     _check_setup = field_validator("setup")(lambda value: [_check_command(c) for c in value])
+
+    @field_validator("cache_paths")
+    @classmethod
+    def _cache_paths(cls, value: list[str] | None) -> list[str] | None:
+        from orchestrator_assets.profiles import check_relative
+
+        return [check_relative(p) for p in value] if value is not None else None
 
     @field_validator("name")
     @classmethod

@@ -20,6 +20,7 @@ from orchestrator_assets.records import (
     AgentSummary,
     ChangeRecord,
     PullRequestRecord,
+    SetupSummary,
     TargetOutcome,
     VerificationRecord,
     VerifierResult,
@@ -33,6 +34,7 @@ from orchestrator_assets.spec import (
 )
 from orchestrator_assets.status import ChangeOutcome
 from resources.agents.base import Agent, AgentRequest
+from resources.env_cache import DEFAULT_MANIFESTS, EnvCache, manifest_digest
 from resources.forges.base import Forge, ForgeError, PullRequestDraft
 from resources.git import GitError, author_env, run_git
 from resources.repo_cache import RepoCache
@@ -59,6 +61,10 @@ class Workbench:
     profile_setup: list = field(default_factory=list)  # setup when the campaign names none
     setup_network: bool = True
     setup_timeout_s: int = 900
+    profile_name: str = "default"
+    env_cache: EnvCache | None = None
+    cache_paths: list[str] = field(default_factory=lambda: [".venv"])
+    manifests: list[str] = field(default_factory=lambda: list(DEFAULT_MANIFESTS))
 
 
 def _quiet(_: str) -> None:
@@ -125,7 +131,8 @@ def _make_change(
         mirror = bench.cache.checkout(repo.clone_url, ws, repo.base_sha, spec.branch_name)
         sandbox.readable_paths.append(mirror)
         config_digest = _digest(ws / ".git" / "config")
-        failed_setup = run_setup(spec, target, sandbox, bench, log)
+        failed_setup, setup = run_setup(spec, target, sandbox, bench, log)
+        base.setup = setup
         if failed_setup is not None:
             return base.model_copy(
                 update={
@@ -174,19 +181,46 @@ def _make_change(
 
 def run_setup(
     spec: CampaignSpec, target: Target, sandbox: Sandbox, bench: Workbench, log: Log
-) -> ExecResult | None:
-    """Run the target's setup commands in its sandbox; the first that fails, or None."""
+) -> tuple[ExecResult | None, SetupSummary | None]:
+    """Prepare the workspace: restore the cached environment, or run the target's setup
+    commands (and cache what they produced). Returns the command that failed, if one did."""
     commands = spec.setup_for(target, bench.profile_setup)
+    if not commands:
+        return None, None
     started = time.monotonic()
+    ws = sandbox.workspace
+    cache_paths = spec.cache_paths if spec.cache_paths is not None else bench.cache_paths
+    inputs = {
+        "target": target.key,
+        "setup": commands,
+        "profile": bench.profile_name,
+        "manifests": manifest_digest(ws, bench.manifests),
+        "paths": cache_paths,
+    }
+    key = EnvCache.key(inputs)
+    if bench.env_cache is not None and cache_paths:
+        hit = bench.env_cache.restore(key, ws)
+        if hit is not None:
+            took = round(time.monotonic() - started, 3)
+            log(f"{target.key}: environment restored from the cache ({hit.size_bytes} bytes)")
+            summary = SetupSummary(cache="hit", key=key, commands=len(commands), duration_s=took,
+                                   size_bytes=hit.size_bytes)  # fmt: skip
+            return None, summary
     for argv in commands:
         result = sandbox.exec(argv, timeout_s=bench.setup_timeout_s, network=bench.setup_network)
         if not result.ok:
             log(f"{target.key}: setup FAILED: {result.describe_failure()}")
-            return result
-    if commands:
-        log(f"{target.key}: setup done ({len(commands)} command(s), "
-            f"{time.monotonic() - started:.1f}s)")  # fmt: skip
-    return None
+            return result, None
+    stored = None
+    if bench.env_cache is not None and cache_paths:
+        stored = bench.env_cache.store(key, ws, cache_paths, inputs)
+    took = round(time.monotonic() - started, 3)
+    log(f"{target.key}: setup done ({len(commands)} command(s), {took:.1f}s)")
+    return None, SetupSummary(
+        cache="miss" if stored is not None else "off",
+        key=key, commands=len(commands), duration_s=took,
+        size_bytes=stored.size_bytes if stored else 0,
+    )  # fmt: skip
 
 
 def _exclude_untracked(ws: Path) -> None:
@@ -346,7 +380,7 @@ def verify_change(
             repo = bench.forge.resolve(target.repo, change.base_branch, spec.branch_name)
             mirror = bench.cache.checkout(repo.clone_url, sandbox.workspace, change.head_sha)
             sandbox.readable_paths.append(mirror)
-            failed_setup = run_setup(spec, target, sandbox, bench, log)
+            failed_setup, setup = run_setup(spec, target, sandbox, bench, log)
             if failed_setup is not None:
                 return VerificationRecord(
                     head_sha=change.head_sha,
@@ -379,7 +413,10 @@ def verify_change(
             duration_s=round(time.monotonic() - started, 3),
         )
     return VerificationRecord(
-        head_sha=change.head_sha, results=results, duration_s=round(time.monotonic() - started, 3)
+        head_sha=change.head_sha,
+        results=results,
+        setup=setup,
+        duration_s=round(time.monotonic() - started, 3),
     )
 
 

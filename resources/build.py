@@ -7,6 +7,7 @@ import os
 from orchestrator_assets.settings import Settings
 from resources.dagster_resources import (
     AgentResource,
+    EnvCacheResource,
     ForgeResource,
     RepoCacheResource,
     SandboxResource,
@@ -26,6 +27,9 @@ def build_resources(settings: Settings) -> dict[str, object]:
             author_name=settings.git_author_name, author_email=settings.git_author_email
         ),
         "repo_cache": RepoCacheResource(root=str(settings.cache_dir)),
+        "env_cache": EnvCacheResource(
+            root=str(settings.env_cache_dir), max_mb=settings.env_cache_max_mb
+        ),
         "agent": AgentResource(
             cli=os.environ.get("CLAUDE_BIN", ""),
             homes=str(settings.data_dir / "agent-homes"),

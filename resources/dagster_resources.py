@@ -9,6 +9,7 @@ from typing import Literal
 import dagster as dg
 
 from resources.agents.claude_code import ClaudeCodeAgent, find_cli
+from resources.env_cache import EnvCache
 from resources.forges.local import LocalForge
 from resources.repo_cache import RepoCache
 from resources.sandboxes.local import LocalSandboxProvider
@@ -72,3 +73,14 @@ class AgentResource(dg.ConfigurableResource):
         """The agent, or None when its CLI is not installed."""
         path = find_cli(self.cli or None)
         return ClaudeCodeAgent(path) if path else None
+
+
+class EnvCacheResource(dg.ConfigurableResource):
+    """The environment cache: what setup produced, restored instead of running setup again."""
+
+    root: str
+    max_mb: int = 5120
+
+    def get(self) -> EnvCache:
+        """The cache."""
+        return EnvCache(Path(self.root), self.max_mb * 1024 * 1024)
