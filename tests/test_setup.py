@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -98,3 +99,73 @@ def test_a_target_can_replace_the_setup(platform: Platform, wheel: Path):
         setup=[["python", "-c", "raise SystemExit(1)"]],  # would fail: replaced for this target
     )
     assert statuses(platform.run(path).report) == {"acme__alpha": "pr_open"}
+
+
+def stage_meta(platform: Platform, campaign: str, stage: str, target: str) -> dict:
+    from dagster import AssetKey, AssetRecordsFilter
+
+    with platform.instance() as instance:
+        (record,) = instance.fetch_materializations(
+            AssetRecordsFilter(AssetKey([campaign, stage]), asset_partitions=[target]), limit=1
+        ).records
+    return {k: v.value for k, v in record.asset_materialization.metadata.items()}
+
+
+def commit_file(repo: Path, work: Path, name: str, text: str) -> None:
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(work)]
+    subprocess.run([*git, "pull", "-q"], check=True)
+    (work / name).write_text(text)
+    subprocess.run([*git, "add", name], check=True)
+    subprocess.run([*git, "commit", "-qm", f"update {name}"], check=True)
+    subprocess.run([*git, "push", "-q", "origin", "HEAD"], check=True)
+
+
+def test_environment_cache_hits_and_a_manifest_change_misses(platform: Platform, wheel: Path):
+    repo = needs_greetlib(platform, "alpha", wheel)
+    path = platform.write_campaign(
+        "cached", targets=[str(repo)], setup=[INSTALL], cache_paths=[".deps"]
+    )
+    assert statuses(platform.run(path).report) == {"acme__alpha": "pr_open"}
+    change = stage_meta(platform, "cached", "change", "acme__alpha")
+    verification = stage_meta(platform, "cached", "verification", "acme__alpha")
+    assert change["setup_cache"] == "miss" and change["setup_cache_bytes"] > 0
+    # the verification sandbox got the environment from the cache, and its tests passed on it
+    assert verification["setup_cache"] == "hit" and verification["passed"] is True
+
+    # upstream work that does not touch a manifest: the change is redone, setup is restored
+    work = platform.root / "work-alpha"
+    commit_file(repo, work, "README.md", "docs\n")
+    assert statuses(platform.run(path).report) == {"acme__alpha": "pr_open"}
+    assert stage_meta(platform, "cached", "change", "acme__alpha")["setup_cache"] == "hit"
+
+    # a dependency manifest changes: the cached environment no longer applies
+    commit_file(repo, work, "requirements.txt", "greetlib==0.1\n")
+    assert statuses(platform.run(path).report) == {"acme__alpha": "pr_open"}
+    assert stage_meta(platform, "cached", "change", "acme__alpha")["setup_cache"] == "miss"
+
+    info = json.loads(platform.cli("cache", "info", "--output", "json").stdout)
+    assert len(info) == 2 and {e["inputs"]["target"] for e in info} == {"acme__alpha"}
+    assert "evicted 2 environment(s)" in platform.cli("cache", "prune", "--max-mb", "0").stdout
+    assert json.loads(platform.cli("cache", "info", "--output", "json").stdout) == []
+
+
+def test_cache_evicts_least_recently_used_beyond_its_limit(tmp_path: Path):
+    from resources.env_cache import EnvCache
+
+    cache = EnvCache(tmp_path / "cache", max_bytes=2500)
+    for name in ("a", "b", "c"):
+        ws = tmp_path / f"ws-{name}"
+        (ws / ".venv").mkdir(parents=True)
+        (ws / ".venv" / "lib").write_bytes(b"x" * 1000)
+        cache.store(name, ws, [".venv", "missing"], {"target": name})
+    assert [e.key for e in cache.entries()] == ["b", "c"]  # a was evicted: 3000 > 2500
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    assert cache.restore("b", fresh).paths == [".venv"]  # b is now the most recently used
+    assert (fresh / ".venv" / "lib").read_bytes() == b"x" * 1000
+    ws = tmp_path / "ws-d"
+    (ws / ".venv").mkdir(parents=True)
+    (ws / ".venv" / "lib").write_bytes(b"y" * 1000)
+    cache.store("d", ws, [".venv"], {"target": "d"})
+    assert [e.key for e in cache.entries()] == ["b", "d"]  # c, least recently used, went
+    assert cache.restore("a", fresh) is None
