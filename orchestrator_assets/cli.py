@@ -135,6 +135,12 @@ def _adhoc_spec(name, repos, command, prompt, model, verifiers, base, descriptio
     "--review", type=click.Choice(["auto", "required"]), default="auto", show_default=True
 )
 @click.option("--force", is_flag=True, help="Ad hoc: overwrite a different campaigns/NAME.yaml.")
+@click.option(
+    "--no-cache",
+    "no_cache",
+    is_flag=True,
+    help="Redo changes, setup and verification even when their inputs did not change.",
+)
 @OUTPUT
 def run(
     file,
@@ -150,6 +156,7 @@ def run(
     description,
     review,
     force,
+    no_cache,
     output,
 ):
     """Run a campaign through Dagster: each target as far as it can go, then print the report.
@@ -208,7 +215,7 @@ def run(
         f"[bold]campaign {campaign.spec.name}[/] ({len(campaign.spec.targets)} targets) · "
         f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}"
     )
-    outcome = run_campaign(campaign, instance, settings, list(targets) or None, emit)
+    outcome = run_campaign(campaign, instance, settings, list(targets) or None, emit, no_cache)
     if outcome.skipped_final:
         console.print(
             f"left alone (merged, closed or rejected): {', '.join(outcome.skipped_final)}"

@@ -43,6 +43,8 @@ from sensors.schedules import build_schedule
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
+NO_CACHE_TAG = "orchestrator/no_cache"  # a run with this tag set to "true" reuses nothing
+
 
 def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Definitions:
     """Everything Dagster needs for one campaign: assets, checks, jobs, sensors, schedule."""
@@ -150,6 +152,7 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
             env_cache=env_cache.get(),
             cache_paths=profile.cache_paths,
             manifests=profile.manifests,
+            use_cache=context.run.tags.get(NO_CACHE_TAG) != "true",
         )
         single = context.has_partition_key
         verified: dict[str, VerificationRecord] = {}

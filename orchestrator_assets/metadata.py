@@ -47,6 +47,7 @@ def change_metadata(record: ChangeRecord) -> dict:
         "cost_usd": float(record.cost_usd),
         "duration_s": float(record.duration_s),
         "reused": record.reused,
+        "cached": record.reused,  # the recorded result of the same inputs, not a new run
     }
     if record.reason:
         meta["reason"] = record.reason

@@ -14,7 +14,7 @@ from dagster._core.utils import make_new_run_id
 
 from orchestrator_assets.catalog import Campaign
 from orchestrator_assets.errors import OrchestratorError
-from orchestrator_assets.factory import build_campaign_definitions
+from orchestrator_assets.factory import NO_CACHE_TAG, build_campaign_definitions
 from orchestrator_assets.partitions import contiguous_ranges, range_tags, sync_partitions
 from orchestrator_assets.report import build_report
 from orchestrator_assets.settings import Settings
@@ -98,6 +98,7 @@ def run_campaign(
     settings: Settings,
     targets: Sequence[str] | None = None,
     emit: Emit = lambda stage, message: None,
+    no_cache: bool = False,
 ) -> RunOutcome:
     """Advance the campaign's targets as far as they can go, and rebuild its report.
 
@@ -142,7 +143,12 @@ def run_campaign(
                 instance=instance,
                 run_id=run_id,
                 partition_key=start if single else None,
-                tags={"campaign": spec.name, **where, **({} if single else range_tags(start, end))},
+                tags={
+                    "campaign": spec.name,
+                    **where,
+                    **({} if single else range_tags(start, end)),
+                    **({NO_CACHE_TAG: "true"} if no_cache else {}),
+                },
                 run_config=QUIET,
                 raise_on_error=False,
             )

@@ -28,6 +28,18 @@ from orchestrator_assets.spec_errors import problems_from_validation, yaml_probl
 Command = str | list[str]
 
 
+def _platform_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("campaign-orchestrator")
+    except PackageNotFoundError:
+        return "dev"
+
+
+PLATFORM_VERSION = _platform_version()  # part of every step result's cache key
+
+
 def to_argv(command: Command) -> list[str]:
     """A command as an argv list: a string is split like a shell would, but no shell runs."""
     return shlex.split(command) if isinstance(command, str) else list(command)
@@ -317,6 +329,7 @@ class CampaignSpec(_Model):
             "branch": self.branch_name,
             "title": self.pull_request.title,
             "setup": setup or [],
+            "platform": PLATFORM_VERSION,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -65,6 +65,7 @@ class Workbench:
     env_cache: EnvCache | None = None
     cache_paths: list[str] = field(default_factory=lambda: [".venv"])
     manifests: list[str] = field(default_factory=lambda: list(DEFAULT_MANIFESTS))
+    use_cache: bool = True  # False: redo changes and setup whose inputs did not change
 
 
 def _quiet(_: str) -> None:
@@ -107,7 +108,7 @@ def _make_change(
 ) -> ChangeRecord:
     repo = bench.forge.resolve(target.repo, target.base, spec.branch_name)
     base = base.model_copy(update={"base_branch": repo.base_branch, "base_sha": repo.base_sha})
-    if _still_current(prior, base, repo.branch_sha):
+    if bench.use_cache and _still_current(prior, base, repo.branch_sha):
         assert prior is not None
         log(f"{target.key}: change is up to date ({prior.outcome}), nothing to redo")
         return prior.model_copy(update={"reused": True, "cost_usd": 0.0})
@@ -198,7 +199,7 @@ def run_setup(
         "paths": cache_paths,
     }
     key = EnvCache.key(inputs)
-    if bench.env_cache is not None and cache_paths:
+    if bench.env_cache is not None and cache_paths and bench.use_cache:
         hit = bench.env_cache.restore(key, ws)
         if hit is not None:
             took = round(time.monotonic() - started, 3)
@@ -367,7 +368,8 @@ def verify_change(
         return VerificationRecord(skipped_reason=why or "the change failed or has not run")
     wanted = [(v.name, " ".join(v.argv())) for v in spec.verifiers]
     if (
-        prior is not None
+        bench.use_cache
+        and prior is not None
         and prior.passed
         and prior.head_sha == change.head_sha
         and [(r.name, r.command) for r in prior.results] == wanted

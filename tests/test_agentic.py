@@ -253,3 +253,50 @@ def test_an_agent_that_hangs_is_stopped_at_its_timeout(tmp_path: Path):
                                timeout_s=1)  # fmt: skip
         result = ClaudeCodeAgent(fake, env={}).run(sandbox, request)
     assert not result.ok and result.error == "the agent timed out after 1s"
+
+
+def test_unchanged_inputs_reuse_the_agent_change_without_calling_the_model(
+    platform: Platform, model
+):
+    repo = create_repo(platform.fleet, app_repo("alpha", "GREETING = 'OLD'\n"))
+    model.script = [
+        tool("Bash", {"command": "sed -i s/OLD/NEW/ app.py", "description": "rename"}),
+        text("Renamed."),
+    ] * 3
+    path = agentic(platform, [repo])
+    first = platform.run(path)
+    calls = len(model.conversation_requests)
+    cost = first.report.set_index("target").loc["acme__alpha", "cost_usd"]
+    assert calls == 2 and cost > 0
+
+    # same base commit, same spec: the recorded change is reused, no agent run, no new cost
+    again = platform.run(path)
+    assert len(model.conversation_requests) == calls
+    meta = change_meta(platform, "acme__alpha")
+    assert meta["cached"] is True and meta["cost_usd"] == 0.0
+    assert again.report.set_index("target").loc["acme__alpha", "cost_usd"] == cost
+
+    # --no-cache forces a fresh agent run; so does a base commit that moved
+    from orchestrator_assets.catalog import load_one
+    from orchestrator_assets.runner import run_campaign
+
+    with platform.instance() as instance:
+        run_campaign(load_one(path, platform.settings()), instance, platform.settings(),
+                     no_cache=True)  # fmt: skip
+    assert len(model.conversation_requests) == calls + 2
+    assert change_meta(platform, "acme__alpha")["cached"] is False
+
+    work = platform.root / "work-alpha"
+    import subprocess
+
+    subprocess.run(["git", "clone", "-q", str(repo), str(work)], check=True)
+    (work / "NOTES.md").write_text("upstream\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(work)]
+    subprocess.run([*git, "add", "NOTES.md"], check=True)
+    subprocess.run([*git, "commit", "-qm", "upstream"], check=True)
+    subprocess.run([*git, "push", "-q", "origin", "HEAD"], check=True)
+    final = platform.run(path)
+    assert len(model.conversation_requests) == calls + 4
+    assert statuses(final.report) == {"acme__alpha": "pr_open"}
+    total = final.report.set_index("target").loc["acme__alpha", "cost_usd"]
+    assert total == pytest.approx(3 * cost)  # three agent runs, summed per target
