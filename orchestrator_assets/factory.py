@@ -98,7 +98,7 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
             partitions_def=partitions,
             description=f"Verifier `{' '.join(v.argv())}` passes at the change's head commit.",
         )
-        for v in spec.verifiers
+        for v in spec.all_verifiers()
     ]
 
     @dg.multi_asset(
@@ -212,7 +212,7 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
                 target = history.latest_materializations(
                     context.instance, verification_key, [key]
                 ).get(key)
-                for verifier in spec.verifiers:
+                for verifier in spec.verifiers_for(spec.target(key)):  # type: ignore[arg-type]
                     passed, meta = check_metadata(record, verifier.name)
                     context.log_event(
                         dg.AssetCheckEvaluation(
@@ -238,13 +238,18 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
     ) -> Iterator[dg.AssetCheckResult]:
         """The result every selected check must yield once per step."""
         for check_key in context.selected_asset_check_keys:
-            name = next(v.name for v in spec.verifiers if v.check_name == check_key.name)
+            name = next(v.name for v in spec.all_verifiers() if v.check_name == check_key.name)
+
+            def applies(key: str, name: str = name) -> bool:
+                target = spec.target(key)
+                return target is not None and name in {v.name for v in spec.verifiers_for(target)}
+
             if single:
                 # A one-target run: Dagster records this result against the target's partition.
                 # Nothing verified (no change, change failed): no result, so the check reads as
                 # skipped for the target, as in a range run.
                 record = verified.get(context.partition_key)
-                if record is None or record.head_sha is None:
+                if record is None or record.head_sha is None or not applies(context.partition_key):
                     continue
                 passed, meta = check_metadata(record, name)
                 yield dg.AssetCheckResult(
@@ -255,7 +260,7 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
             # A range run: Dagster records this one against no partition, and a blocking
             # failure would hold back every target of the run. Each target's own evaluation was
             # logged as it finished; this is a summary that only warns.
-            ran = [k for k, r in verified.items() if r.head_sha]
+            ran = [k for k, r in verified.items() if r.head_sha and applies(k)]
             bad = [k for k in ran if not check_metadata(verified[k], name)[0]]
             yield dg.AssetCheckResult(
                 asset_key=verification_key,

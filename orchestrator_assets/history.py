@@ -133,7 +133,7 @@ def latest_check_evaluations(
 ) -> dict[str, tuple[bool, str | None]]:
     """Per verifier check: (passed, head sha it checked) of its newest evaluation for a target."""
     key = asset_key(spec, "verification")
-    check_keys = [AssetCheckKey(key, v.check_name) for v in spec.verifiers]
+    check_keys = [AssetCheckKey(key, v.check_name) for v in spec.all_verifiers()]
     if not check_keys:
         return {}
     latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(

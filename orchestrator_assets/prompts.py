@@ -18,7 +18,8 @@ def build_prompt(spec: CampaignSpec, target: Target, base_branch: str) -> str:
         spec.transformation.prompt.strip(),
         "",
     ]
-    if spec.verifiers:
+    verifiers = spec.verifiers_for(target)
+    if verifiers:
         lines += [
             "## Before you finish",
             "",
@@ -26,7 +27,7 @@ def build_prompt(spec: CampaignSpec, target: Target, base_branch: str) -> str:
             "what fails, and run them again until they pass (they run again afterwards as the "
             "gate for the pull request):",
             "",
-            *[f"- {v.name}: `{' '.join(v.argv())}`" for v in spec.verifiers],
+            *[f"- {v.name}: `{' '.join(v.argv())}`" for v in verifiers],
             "",
         ]
     lines += [

@@ -12,7 +12,8 @@ from orchestrator_assets.status import ChangeOutcome, TargetStatus
 
 COLUMNS = [
     "target", "status", "reason", "base_sha", "head_sha", "files_changed", "verifiers",
-    "failed_verifiers", "pr_number", "pr_url", "pr_state", "cost_usd", "duration_s", "repo",
+    "failed_verifiers", "setup", "pr_number", "pr_url", "pr_state", "cost_usd", "duration_s",
+    "repo",
 ]  # fmt: skip
 
 
@@ -87,6 +88,7 @@ def build_report(instance: DagsterInstance, spec: CampaignSpec) -> pd.DataFrame:
                     f"{r.name}:{'pass' if r.passed else 'fail'}" for r in results
                 ),
                 "failed_verifiers": ", ".join(r.name for r in results if not r.passed),
+                "setup": _setup_applied(change),
                 "pr_number": pr.number if pr and pr.number else None,
                 "pr_url": pr.url if pr else None,
                 "pr_state": pr.state if pr else None,
@@ -98,6 +100,13 @@ def build_report(instance: DagsterInstance, spec: CampaignSpec) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=COLUMNS)
     frame["pr_number"] = frame["pr_number"].astype("Int64")
     return frame
+
+
+def _setup_applied(change: ChangeRecord | None) -> str:
+    """How the target's workspace was prepared: `none`, or the setup and its cache outcome."""
+    if change is None or change.setup is None:
+        return "none"
+    return f"{change.setup.commands} command(s), cache {change.setup.cache}"
 
 
 def status_counts(frame: pd.DataFrame) -> dict[str, int]:

@@ -71,6 +71,15 @@ class Target(_Model):
     setup_extend: list[Command] = Field(
         default_factory=list, description="runs after the campaign's setup for this target"
     )
+    verifiers: list[Verifier] = Field(
+        default_factory=list, description="added to the campaign's, or replacing one by name"
+    )
+    skip_verifiers: list[str] = Field(
+        default_factory=list, description="names of campaign verifiers not run for this target"
+    )
+    pr_base: str | None = Field(
+        default=None, description="the branch the PR targets (default: the base branch)"
+    )
 
     _check_setup = field_validator("setup", "setup_extend")(
         lambda value: [_check_command(c) for c in value] if value else value
@@ -175,6 +184,9 @@ class Verifier(_Model):
     def argv(self) -> list[str]:
         """The argv to run."""
         return to_argv(self.command)
+
+
+Target.model_rebuild()
 
 
 class PullRequestTemplate(_Model):
@@ -295,6 +307,15 @@ class CampaignSpec(_Model):
             if verifier.check_name in names:
                 raise ValueError(f"verifiers.{i}: verifier name {verifier.name!r} is used twice")
             names[verifier.check_name] = i
+        for i, target in enumerate(self.targets):
+            unknown = [
+                n for n in target.skip_verifiers if n not in {v.name for v in self.verifiers}
+            ]
+            if unknown:
+                raise ValueError(
+                    f"targets.{i}.skip_verifiers: {', '.join(map(repr, unknown))} is not a "
+                    f"verifier of the campaign (known: {', '.join(v.name for v in self.verifiers)})"
+                )
         return self
 
     @property
@@ -315,6 +336,21 @@ class CampaignSpec(_Model):
     def target(self, key: str) -> Target | None:
         """The target with partition key `key`, if the campaign still has it."""
         return next((t for t in self.targets if t.key == key), None)
+
+    def verifiers_for(self, target: Target) -> list[Verifier]:
+        """The verifiers that gate one target: the campaign's, less those it skips, with its own
+        added (or replacing one of the same name)."""
+        own = {v.name: v for v in target.verifiers}
+        chosen = [own.pop(v.name, v) for v in self.verifiers if v.name not in target.skip_verifiers]
+        return [*chosen, *own.values()]
+
+    def all_verifiers(self) -> list[Verifier]:
+        """Every verifier any target runs (one asset check each)."""
+        found: dict[str, Verifier] = {v.check_name: v for v in self.verifiers}
+        for target in self.targets:
+            for verifier in target.verifiers:
+                found.setdefault(verifier.check_name, verifier)
+        return list(found.values())
 
     def setup_for(self, target: Target, defaults: list[Command] = ()) -> list[list[str]]:
         """The setup commands of one target: its own, or the campaign's (else the profile's

@@ -366,7 +366,8 @@ def verify_change(
     if change is None or change.outcome != ChangeOutcome.CHANGED or not change.head_sha:
         why = "no change" if change and change.outcome == ChangeOutcome.NO_CHANGE else None
         return VerificationRecord(skipped_reason=why or "the change failed or has not run")
-    wanted = [(v.name, " ".join(v.argv())) for v in spec.verifiers]
+    verifiers = spec.verifiers_for(target)
+    wanted = [(v.name, " ".join(v.argv())) for v in verifiers]
     if (
         bench.use_cache
         and prior is not None
@@ -391,7 +392,7 @@ def verify_change(
                     setup_output=failed_setup.output_tail,
                     duration_s=round(time.monotonic() - started, 3),
                 )
-            for verifier in spec.verifiers:
+            for verifier in verifiers:
                 run = sandbox.exec(
                     verifier.argv(), timeout_s=verifier.timeout_s, network=bench.network
                 )
@@ -453,7 +454,7 @@ def deliver_pull_request(
     head = change.head_sha
     failing = [
         v.name
-        for v in spec.verifiers
+        for v in spec.verifiers_for(target)
         if gate.evaluations.get(v.check_name, (False, None)) != (True, head)
     ]
     if failing or verification is None or verification.head_sha != head:
@@ -466,7 +467,7 @@ def deliver_pull_request(
     try:
         draft = PullRequestDraft(
             head=spec.branch_name,
-            base=change.base_branch or "main",
+            base=target.pr_base or change.base_branch or "main",
             title=render_title(spec, target, change).strip(),
             body=render_body(spec, target, change, verification),
             labels=spec.pull_request.labels,
@@ -532,13 +533,15 @@ def render_body(
 STAGES = ("change", "verification", "pull_request")
 
 
-def gate_from(spec: CampaignSpec, verification: VerificationRecord, approved: bool) -> Gate:
+def gate_from(
+    spec: CampaignSpec, target: Target, verification: VerificationRecord, approved: bool
+) -> Gate:
     """The PR gate as the verifier checks of `verification` evaluate it."""
     results = {r.name: r.passed for r in verification.results}
     return Gate(
         evaluations={
             v.check_name: (results.get(v.name, False), verification.head_sha)
-            for v in spec.verifiers
+            for v in spec.verifiers_for(target)
         },
         approved=approved,
     )
@@ -568,7 +571,7 @@ def advance_target(
     if "verification" in stages:
         verification = verify_change(spec, target, change, prior_verification, bench, log)
         outcome.verification = verification
-        gate = gate_from(spec, verification, gate.approved)
+        gate = gate_from(spec, target, verification, gate.approved)
     if "pull_request" in stages:
         outcome.pull_request = deliver_pull_request(
             spec, target, change, verification, gate, bench, log
