@@ -169,3 +169,19 @@ def test_cache_evicts_least_recently_used_beyond_its_limit(tmp_path: Path):
     cache.store("d", ws, [".venv"], {"target": "d"})
     assert [e.key for e in cache.entries()] == ["b", "d"]  # c, least recently used, went
     assert cache.restore("a", fresh) is None
+
+
+def test_a_profile_gives_default_setup_and_cache_paths(platform: Platform, wheel: Path):
+    repo = needs_greetlib(platform, "alpha", wheel)
+    (platform.campaigns / "profiles.yaml").parent.mkdir(parents=True, exist_ok=True)
+    (platform.campaigns / "profiles.yaml").write_text(
+        "profiles:\n"
+        "  python:\n"
+        f"    setup: ['{INSTALL}']\n"
+        "    cache_paths: [.deps]\n"
+        "    setup_network: none\n"  # this setup needs no registry: --no-index
+    )
+    path = platform.write_campaign("byprofile", targets=[str(repo)], profile="python")
+    assert statuses(platform.run(path).report) == {"acme__alpha": "pr_open"}
+    verification = stage_meta(platform, "byprofile", "verification", "acme__alpha")
+    assert verification["setup_cache"] == "hit" and verification["passed"] is True
