@@ -300,3 +300,25 @@ def test_unchanged_inputs_reuse_the_agent_change_without_calling_the_model(
     assert statuses(final.report) == {"acme__alpha": "pr_open"}
     total = final.report.set_index("target").loc["acme__alpha", "cost_usd"]
     assert total == pytest.approx(3 * cost)  # three agent runs, summed per target
+
+
+def test_cli_installed_under_a_hidden_path_still_runs(tmp_path: Path):
+    """npm links `node_modules/.bin/claude` into the package; both may live where the sandbox
+    shows an empty tmpfs (a project checked out under /tmp)."""
+    package = tmp_path / "tools" / "node_modules" / "@anthropic-ai" / "claude-code" / "bin"
+    package.mkdir(parents=True)
+    real = package / "claude.exe"
+    result = {"type": "result", "subtype": "success", "is_error": False, "num_turns": 1,
+              "session_id": "s", "total_cost_usd": 0.5, "result": "ok"}  # fmt: skip
+    real.write_text(f"#!/bin/sh\necho '{json.dumps(result)}'\n")
+    real.chmod(0o755)
+    link_dir = tmp_path / "tools" / "node_modules" / ".bin"
+    link_dir.mkdir()
+    (link_dir / "claude").symlink_to("../@anthropic-ai/claude-code/bin/claude.exe")
+    provider = LocalSandboxProvider(tmp_path / "sandboxes")
+    with provider.open("hidden-cli") as sandbox:
+        run = ClaudeCodeAgent(link_dir / "claude", env={}).run(
+            sandbox, AgentRequest(prompt="x", session_id="s", home=tmp_path / "h")
+        )
+    assert run.ok, run.error
+    assert run.cost_usd == 0.5 and run.final_message == "ok"

@@ -44,9 +44,23 @@ class ClaudeCodeAgent:
         base = os.environ if env is None else env
         self.env = {k: v for k, v in base.items() if k in PASSED_THROUGH and v}
 
+    @property
+    def executable(self) -> Path:
+        """The CLI's real file (npm's `.bin/claude` is a symlink into the package)."""
+        return self.cli.resolve()
+
+    @property
+    def package_root(self) -> Path:
+        """The folder holding the CLI and its platform package, mounted into the sandbox."""
+        for parent in self.executable.parents:
+            if parent.name == "node_modules":
+                return parent
+        return self.executable.parent
+
     def argv(self, request: AgentRequest) -> list[str]:
         """The command line for one run."""
-        argv = [str(self.cli), "-p", request.prompt, "--output-format", "stream-json", "--verbose"]
+        argv = [str(self.executable), "-p", request.prompt, "--output-format", "stream-json"]
+        argv += ["--verbose"]
         if request.resume:
             argv += ["--resume", request.session_id]
         else:
@@ -74,7 +88,7 @@ class ClaudeCodeAgent:
         for sub in (".claude", "tmp"):
             (home / sub).mkdir(parents=True, exist_ok=True)
         sandbox.writable_paths.append(home)
-        sandbox.readable_paths.append(self.cli.resolve().parents[2])  # the npm package folder
+        sandbox.readable_paths.append(self.package_root)
         env = {
             **self.env,
             "HOME": str(home),
