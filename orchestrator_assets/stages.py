@@ -530,8 +530,6 @@ def render_body(
 
 # one target through the stages ------------------------------------------------------------------
 
-STAGES = ("change", "verification", "pull_request")
-
 
 def gate_from(
     spec: CampaignSpec, target: Target, verification: VerificationRecord, approved: bool
