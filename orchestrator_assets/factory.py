@@ -133,7 +133,12 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
                 for k in todo
             }
         budget_notes: list[str] = []  # appended from worker threads, logged on this one
-        spent = sum(r.total_cost_usd for r in history.latest_changes(instance, spec).values())
+        # The spend so far needs every target's record: read it only when there is a budget.
+        spent = (
+            sum(r.total_cost_usd for r in history.latest_changes(instance, spec).values())
+            if spec.budget_usd is not None
+            else 0.0
+        )
         wb = Workbench(
             forge=forge.get(),
             cache=repo_cache.get(),

@@ -41,6 +41,7 @@ class ChangeRecord(BaseModel):
     outcome: ChangeOutcome
     reason: str | None = None
     repo: str
+    clone_url: str | None = Field(default=None, description="where the forge serves the repo")
     base_branch: str | None = None
     base_sha: str | None = None
     branch: str

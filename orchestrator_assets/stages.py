@@ -107,7 +107,13 @@ def _make_change(
     log: Log,
 ) -> ChangeRecord:
     repo = bench.forge.resolve(target.repo, target.base, spec.branch_name)
-    base = base.model_copy(update={"base_branch": repo.base_branch, "base_sha": repo.base_sha})
+    base = base.model_copy(
+        update={
+            "base_branch": repo.base_branch,
+            "base_sha": repo.base_sha,
+            "clone_url": repo.clone_url,
+        }
+    )
     if bench.use_cache and _still_current(prior, base, repo.branch_sha):
         assert prior is not None
         log(f"{target.key}: change is up to date ({prior.outcome}), nothing to redo")
@@ -380,8 +386,11 @@ def verify_change(
     results: list[VerifierResult] = []
     try:
         with bench.sandboxes.open(f"verify-{target.key}") as sandbox:
-            repo = bench.forge.resolve(target.repo, change.base_branch, spec.branch_name)
-            mirror = bench.cache.checkout(repo.clone_url, sandbox.workspace, change.head_sha)
+            clone_url = (
+                change.clone_url
+                or bench.forge.resolve(target.repo, change.base_branch, spec.branch_name).clone_url
+            )  # records written before clone_url was kept
+            mirror = bench.cache.checkout(clone_url, sandbox.workspace, change.head_sha)
             sandbox.readable_paths.append(mirror)
             failed_setup, setup = run_setup(spec, target, sandbox, bench, log)
             if failed_setup is not None:
