@@ -207,15 +207,20 @@ def test_resume_continues_the_same_conversation(tmp_path: Path, model):
     assert second.final_message == "second answer"
 
 
-def test_garbage_from_the_cli_is_a_clear_failure(tmp_path: Path):
+def run_fake_cli(tmp_path: Path, script: str, timeout_s: float = 60):
+    """Run a stand-in for the CLI (a shell script) as the agent: for outputs the real CLI
+    cannot be made to produce."""
     fake = tmp_path / "claude"
-    fake.write_text("#!/bin/sh\necho 'this is not json'\nexit 3\n")
+    fake.write_text(f"#!/bin/sh\n{script}\n")
     fake.chmod(0o755)
-    provider = LocalSandboxProvider(tmp_path / "sandboxes")
-    with provider.open("garbage") as sandbox:
-        result = ClaudeCodeAgent(fake, env={}).run(
-            sandbox, AgentRequest(prompt="x", session_id=str(uuid.uuid4()), home=tmp_path / "h")
-        )
+    request = AgentRequest(prompt="x", session_id=str(uuid.uuid4()), home=tmp_path / "h",
+                           timeout_s=timeout_s)  # fmt: skip
+    with LocalSandboxProvider(tmp_path / "sandboxes").open("fake-cli") as sandbox:
+        return ClaudeCodeAgent(fake, env={}).run(sandbox, request)
+
+
+def test_garbage_from_the_cli_is_a_clear_failure(tmp_path: Path):
+    result = run_fake_cli(tmp_path, "echo 'this is not json'\nexit 3")
     assert not result.ok
     assert "exited with code 3 without a result (1 unparsable line(s))" in result.error
 
@@ -244,14 +249,9 @@ def test_adhoc_prompt_form_runs_the_agent(platform: Platform, model):
 
 
 def test_an_agent_that_hangs_is_stopped_at_its_timeout(tmp_path: Path):
-    fake = tmp_path / "claude"
-    fake.write_text('#!/bin/sh\necho \'{"type":"system","subtype":"init"}\'\nsleep 60\n')
-    fake.chmod(0o755)
-    provider = LocalSandboxProvider(tmp_path / "sandboxes")
-    with provider.open("hang") as sandbox:
-        request = AgentRequest(prompt="x", session_id=str(uuid.uuid4()), home=tmp_path / "h",
-                               timeout_s=1)  # fmt: skip
-        result = ClaudeCodeAgent(fake, env={}).run(sandbox, request)
+    result = run_fake_cli(
+        tmp_path, 'echo \'{"type":"system","subtype":"init"}\'\nsleep 60', timeout_s=1
+    )
     assert not result.ok and result.error == "the agent timed out after 1s"
 
 
