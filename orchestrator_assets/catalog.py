@@ -46,10 +46,21 @@ def resolve_profile(spec: CampaignSpec, profiles: ProfilesFile, file: str) -> Pr
     return profiles.profiles[name]
 
 
+def profile_verifiers(profiles: ProfilesFile):
+    """For `load_campaign`: the verifiers of a named profile (none for an unknown one, which
+    `resolve_profile` reports)."""
+
+    def lookup(name: str | None) -> list:
+        profile = profiles.profiles.get(name or profiles.default)
+        return list(profile.verifiers) if profile else []
+
+    return lookup
+
+
 def load_one(path: Path, settings: Settings) -> Campaign:
     """Load and fully check one campaign file (spec and profile)."""
-    spec = load_campaign(path)
     profiles = load_profiles(settings.resolved_profiles_file())
+    spec = load_campaign(path, profile_verifiers(profiles))
     return Campaign(spec=spec, file=path, profile=resolve_profile(spec, profiles, str(path)))
 
 
@@ -60,7 +71,7 @@ def load_catalog(settings: Settings) -> Catalog:
     ids: dict[str, Path] = {}
     for path in campaign_files(settings.campaigns_dir):
         try:
-            spec = load_campaign(path)
+            spec = load_campaign(path, profile_verifiers(profiles))
             profile = resolve_profile(spec, profiles, str(path))
         except SpecError as exc:
             catalog.errors.append(exc)

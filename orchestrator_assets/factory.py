@@ -142,9 +142,9 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
         wb = Workbench(
             forge=forge.get(),
             cache=repo_cache.get(),
-            sandboxes=sandbox.get(),
+            sandboxes=sandbox.get(profile.provider, profile.image, profile.limits()),
             author=(forge.author_name, forge.author_email),
-            network=profile.network == "full",
+            network=profile.commands_network,
             default_timeout_s=profile.timeout_s,
             agent=agent.get() if spec.transformation.kind == "agentic" else None,
             agent_homes=Path(agent.homes) if agent.homes else None,
@@ -158,6 +158,8 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
             cache_paths=profile.cache_paths,
             manifests=profile.manifests,
             use_cache=context.run.tags.get(NO_CACHE_TAG) != "true",
+            tags={"campaign": spec.name, "run_id": context.run_id},
+            environment=profile.environment_key(),
         )
         single = context.has_partition_key
         verified: dict[str, VerificationRecord] = {}

@@ -1,16 +1,30 @@
-"""Sandbox profiles: named sandbox setups a campaign refers to by name."""
+"""Sandbox profiles: named sandbox setups a campaign refers to by name.
+
+The profiles file is `campaigns/profiles.yaml` (or `ORCHESTRATOR_PROFILES_FILE`). Any field of any
+profile can be overridden from the environment with
+`ORCHESTRATOR_PROFILE__<PROFILE>__<FIELD>[__<SUBFIELD>]=<YAML value>` (profile names upper-cased,
+`-` written as `_`), and the default profile with `ORCHESTRATOR_DEFAULT_PROFILE`.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from orchestrator_assets.errors import Problem, SpecError
+from orchestrator_assets.spec import Verifier
 from orchestrator_assets.spec_errors import problems_from_validation, yaml_problem
 from resources.env_cache import DEFAULT_MANIFESTS
+from resources.sandboxes.docker import DEFAULT_IMAGE, ContainerLimits
+
+ENV_PREFIX = "ORCHESTRATOR_PROFILE__"
+DEFAULT_PROFILE_ENV = "ORCHESTRATOR_DEFAULT_PROFILE"
+Network = Literal["none", "model-only", "full"]
 
 
 def check_relative(path: str) -> str:
@@ -20,14 +34,35 @@ def check_relative(path: str) -> str:
     return path
 
 
-class Profile(BaseModel):
-    """How a target's sandbox is set up: provider, network and the default command timeout."""
+class Resources(BaseModel):
+    """Limits of one sandbox command (enforced by the docker provider)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    provider: Literal["local"] = "local"
-    network: Literal["none", "full"] = "none"
+    memory_mb: int | None = Field(default=None, ge=6, description="memory limit, no swap")
+    cpus: float | None = Field(default=None, gt=0, description="CPU limit (1.5 = one and a half)")
+
+
+class Profile(BaseModel):
+    """How a target's sandbox is set up: provider, image, limits, network and defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["local", "docker"] = "local"
+    image: str = Field(default=DEFAULT_IMAGE, description="sandbox image (docker provider)")
+    resources: Resources = Field(default_factory=Resources)
+    network: Network = Field(
+        default="none",
+        description="what commands may reach: none, model-only (the agent's model endpoint; "
+        "commands none) or full",
+    )
+    docker_network: str = Field(
+        default="host", description="the Docker network used when network is full"
+    )
     timeout_s: int = Field(default=900, gt=0, description="default timeout of one command")
+    verifiers: list[Verifier] = Field(
+        default_factory=list, description="verifiers every campaign on this profile runs"
+    )
     setup: list[str | list[str]] = Field(
         default_factory=list, description="setup commands for campaigns that name none"
     )
@@ -46,6 +81,32 @@ class Profile(BaseModel):
 
     _paths = field_validator("cache_paths")(lambda v: [check_relative(p) for p in v])
 
+    @field_validator("verifiers")
+    @classmethod
+    def _unique(cls, value: list[Verifier]) -> list[Verifier]:
+        names = [v.name for v in value]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"verifier name {twice[0]!r} is used twice")
+        return value
+
+    @property
+    def commands_network(self) -> bool:
+        """Whether transformations and verifiers may reach the network."""
+        return self.network == "full"
+
+    def limits(self) -> ContainerLimits:
+        """What every container of this profile is limited to."""
+        return ContainerLimits(
+            memory_mb=self.resources.memory_mb,
+            cpus=self.resources.cpus,
+            full_network=self.docker_network,
+        )
+
+    def environment_key(self) -> str:
+        """What about the sandbox shapes a change besides the workspace: part of its cache key."""
+        return f"docker:{self.image}" if self.provider == "docker" else "local"
+
 
 class ProfilesFile(BaseModel):
     """The profiles file: `profiles: {name: {...}}` and which one is the default."""
@@ -59,20 +120,86 @@ class ProfilesFile(BaseModel):
 BUILTIN = ProfilesFile(profiles={"default": Profile()})
 
 
-def load_profiles(path: Path) -> ProfilesFile:
-    """Read a profiles file (the built-in `default` profile when it does not exist)."""
-    if not path.exists():
-        return BUILTIN
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise SpecError(str(path), [yaml_problem(exc)]) from None
+def env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    """The profile fields set in the environment, as nested YAML data, and which variable set
+    each field (to name it in errors)."""
+    data: dict[str, Any] = {}
+    sources: dict[tuple[str, ...], str] = {}
+    for var, raw in sorted(environ.items()):
+        if not var.startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in var[len(ENV_PREFIX) :].split("__")]
+        if len(parts) < 2 or not all(parts):
+            raise SpecError(
+                var, [Problem("", "expected ORCHESTRATOR_PROFILE__<PROFILE>__<FIELD>=<value>")]
+            )
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError as exc:
+            raise SpecError(var, [yaml_problem(exc)]) from None
+        node = data.setdefault(parts[0], {})
+        for part in parts[1:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+        sources[tuple(parts)] = var
+    return data, sources
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_profiles(path: Path, environ: Mapping[str, str] | None = None) -> ProfilesFile:
+    """Read a profiles file (the built-in `default` profile when it does not exist), with the
+    environment's overrides applied."""
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise SpecError(str(path), [yaml_problem(exc)]) from None
+        if not isinstance(data, dict):
+            raise SpecError(str(path), [Problem("", "a profiles file must be a YAML mapping")])
+    overrides, sources = env_overrides(environ)
+    profiles = data.get("profiles") if isinstance(data.get("profiles"), dict) else {}
+    names = {_env_name(n): n for n in [*BUILTIN.profiles, *profiles]}
+    merged_profiles = {n: v or {} for n, v in {"default": {}, **profiles}.items()}
+    for env_name, fields in overrides.items():
+        name = names.get(env_name)
+        if name is None:
+            var = next(v for k, v in sources.items() if k[0] == env_name)
+            known = ", ".join(sorted(names.values()))
+            problem = Problem("", f"no profile {env_name!r} to override; known: {known}")
+            raise SpecError(var, [problem])
+        merged_profiles[name] = _deep_merge(merged_profiles[name], fields)
+    data = {**data, "profiles": merged_profiles}
+    if environ.get(DEFAULT_PROFILE_ENV):
+        data["default"] = environ[DEFAULT_PROFILE_ENV]
     try:
         loaded = ProfilesFile.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(str(path), problems_from_validation(exc)) from None
-    profiles = {**BUILTIN.profiles, **loaded.profiles}
-    if loaded.default not in profiles:
-        known = ", ".join(sorted(profiles))
-        raise SpecError(str(path), [Problem("default", f"unknown profile; known: {known}")])
-    return ProfilesFile(default=loaded.default, profiles=profiles)
+        problems = problems_from_validation(exc)
+        for problem in problems:
+            parts = problem.field.split(".")
+            if parts[0] == "profiles" and len(parts) > 2:
+                key = (_env_name(parts[1]), *parts[2:])
+                var = next((v for k, v in sources.items() if key[: len(k)] == k), None)
+                if var:
+                    problem.message += f" (set by {var})"
+        raise SpecError(str(path), problems) from None
+    if loaded.default not in loaded.profiles:
+        known = ", ".join(sorted(loaded.profiles))
+        where = DEFAULT_PROFILE_ENV if environ.get(DEFAULT_PROFILE_ENV) else "default"
+        raise SpecError(str(path), [Problem(where, f"unknown profile; known: {known}")])
+    return loaded
+
+
+def _env_name(profile: str) -> str:
+    return profile.lower().replace("-", "_")

@@ -122,19 +122,38 @@ def _is_local_path(repo: str) -> bool:
 
 
 class DeterministicTransformation(_Model):
-    """A command (with args and env) run in the target's workspace."""
+    """A command, or a container image, run with args and env in the target's workspace.
+
+    With `image`, the image runs with the workspace mounted at `/workspace` (its working
+    directory) and `args` as its arguments; `command`, if given, replaces its entrypoint.
+    """
 
     kind: Literal["deterministic"]
-    command: Command
+    command: Command | None = None
+    image: str | None = Field(default=None, min_length=1)
     args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     timeout_s: int | None = Field(default=None, gt=0)
 
-    _check = field_validator("command")(_check_command)
+    _check = field_validator("command")(lambda v: _check_command(v) if v is not None else v)
+
+    @model_validator(mode="after")
+    def _something_to_run(self) -> DeterministicTransformation:
+        if self.command is None and self.image is None:
+            raise ValueError("a deterministic transformation needs a `command` or an `image`")
+        return self
 
     def argv(self) -> list[str]:
-        """The full argv to run."""
-        return to_argv(self.command) + list(self.args)
+        """The full argv to run (with an image: what follows its entrypoint)."""
+        return (to_argv(self.command) if self.command is not None else []) + list(self.args)
+
+    def entrypoint(self) -> list[str] | None:
+        """The image's entrypoint replacement (None: the image's own)."""
+        return to_argv(self.command) if self.image and self.command is not None else None
+
+    def image_args(self) -> list[str]:
+        """The arguments given to the image."""
+        return list(self.args)
 
 
 class AgenticTransformation(_Model):
@@ -293,7 +312,16 @@ class CampaignSpec(_Model):
         return value
 
     @model_validator(mode="after")
-    def _unique(self) -> CampaignSpec:
+    def _unique(self, info: ValidationInfo) -> CampaignSpec:
+        names: dict[str, int] = {}
+        for i, verifier in enumerate(self.verifiers):
+            if verifier.check_name in names:
+                raise ValueError(f"verifiers.{i}: verifier name {verifier.name!r} is used twice")
+            names[verifier.check_name] = i
+        # The profile's verifiers come first; a campaign verifier of the same name replaces one.
+        base = (info.context or {}).get("base_verifiers") or []
+        if base:
+            self.verifiers = merge_verifiers(base, self.verifiers)
         seen: dict[str, int] = {}
         for i, target in enumerate(self.targets):
             if target.key in seen:
@@ -302,11 +330,6 @@ class CampaignSpec(_Model):
                     f"(also targets.{seen[target.key]}); give one an explicit `slug:`"
                 )
             seen[target.key] = i
-        names: dict[str, int] = {}
-        for i, verifier in enumerate(self.verifiers):
-            if verifier.check_name in names:
-                raise ValueError(f"verifiers.{i}: verifier name {verifier.name!r} is used twice")
-            names[verifier.check_name] = i
         for i, target in enumerate(self.targets):
             unknown = [
                 n for n in target.skip_verifiers if n not in {v.name for v in self.verifiers}
@@ -358,8 +381,11 @@ class CampaignSpec(_Model):
         chosen = target.setup if target.setup is not None else (self.setup or list(defaults))
         return [to_argv(c) for c in [*chosen, *target.setup_extend]]
 
-    def transformation_fingerprint(self, setup: list[list[str]] | None = None) -> str:
-        """A digest of everything that determines a change besides the base commit."""
+    def transformation_fingerprint(
+        self, setup: list[list[str]] | None = None, environment: str = "local"
+    ) -> str:
+        """A digest of everything that determines a change besides the base commit
+        (`environment`: the sandbox the change is made in, e.g. its image)."""
         payload = {
             "transformation": self.transformation.model_dump(mode="json"),
             "branch": self.branch_name,
@@ -367,21 +393,35 @@ class CampaignSpec(_Model):
             "setup": setup or [],
             "platform": PLATFORM_VERSION,
         }
+        if environment != "local":  # keeps the local sandbox's keys as they were
+            payload["environment"] = environment
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def parse_campaign(data: Any, *, file: str, base_dir: Path) -> CampaignSpec:
-    """Validate already-parsed YAML; raise `SpecError` naming every problem."""
+def merge_verifiers(base: list[Verifier], own: list[Verifier]) -> list[Verifier]:
+    """`base` (a profile's verifiers) extended by `own`; one of `own` with a name in `base`
+    replaces it in place."""
+    mine = {v.name: v for v in own}
+    return [*(mine.pop(v.name, v) for v in base), *mine.values()]
+
+
+def parse_campaign(
+    data: Any, *, file: str, base_dir: Path, base_verifiers: list[Verifier] | None = None
+) -> CampaignSpec:
+    """Validate already-parsed YAML; raise `SpecError` naming every problem. `base_verifiers`
+    are the profile's, which the campaign's extend."""
     if not isinstance(data, dict):
         raise SpecError(file, [Problem("", "a campaign file must be a YAML mapping")])
+    context = {"base_dir": base_dir, "base_verifiers": base_verifiers or []}
     try:
-        return CampaignSpec.model_validate(data, context={"base_dir": base_dir})
+        return CampaignSpec.model_validate(data, context=context)
     except ValidationError as exc:
         raise SpecError(file, problems_from_validation(exc)) from None
 
 
-def load_campaign(path: Path) -> CampaignSpec:
-    """Read and validate one campaign file."""
+def load_campaign(path: Path, base_verifiers: Any = None) -> CampaignSpec:
+    """Read and validate one campaign file. `base_verifiers(profile_name)` gives the verifiers
+    of the profile the campaign names (None: the default), which the campaign's extend."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(str(path), [Problem("", "no such file")])
@@ -389,7 +429,11 @@ def load_campaign(path: Path) -> CampaignSpec:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise SpecError(str(path), [yaml_problem(exc)]) from None
-    return parse_campaign(data, file=str(path), base_dir=path.parent)
+    base = None
+    if base_verifiers is not None and isinstance(data, dict):
+        named = data.get("profile")
+        base = base_verifiers(named if isinstance(named, str) else None)
+    return parse_campaign(data, file=str(path), base_dir=path.parent, base_verifiers=base)
 
 
 def campaign_files(directory: Path) -> list[Path]:

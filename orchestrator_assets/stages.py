@@ -66,6 +66,27 @@ class Workbench:
     cache_paths: list[str] = field(default_factory=lambda: [".venv"])
     manifests: list[str] = field(default_factory=lambda: list(DEFAULT_MANIFESTS))
     use_cache: bool = True  # False: redo changes and setup whose inputs did not change
+    tags: dict[str, str] = field(default_factory=dict)  # campaign and run, on every sandbox
+    environment: str = "local"  # the sandbox's image, part of a change's cache key
+    output_lines: int = 200  # lines of each command's output streamed into the run log
+
+    def open_sandbox(self, stage: str, target: Target):
+        """A sandbox for one stage of one target, tagged with campaign, target and run."""
+        return self.sandboxes.open(f"{stage}-{target.key}", {**self.tags, "target": target.key})
+
+    def streamer(self, target: Target, what: str, log: Log):
+        """An output callback that passes a command's first lines into the run log."""
+        left = [self.output_lines]
+
+        def on_output(line: str) -> None:
+            if left[0] > 0:
+                left[0] -= 1
+                log(f"{target.key} | {what}: {line}")
+            elif left[0] == 0:
+                left[0] -= 1
+                log(f"{target.key} | {what}: … (further output in the output tail)")
+
+        return on_output
 
 
 def _quiet(_: str) -> None:
@@ -88,7 +109,9 @@ def make_change(
         outcome=ChangeOutcome.FAILED,
         repo=target.repo,
         branch=spec.branch_name,
-        fingerprint=spec.transformation_fingerprint(spec.setup_for(target, bench.profile_setup)),
+        fingerprint=spec.transformation_fingerprint(
+            spec.setup_for(target, bench.profile_setup), bench.environment
+        ),
     )
     try:
         record = _make_change(spec, target, prior, bench, base, log)
@@ -133,7 +156,7 @@ def _make_change(
                     "reason": f"budget: {bench.budget.describe()}",
                 }
             )
-    with bench.sandboxes.open(f"change-{target.key}") as sandbox:
+    with bench.open_sandbox("change", target) as sandbox:
         ws = sandbox.workspace
         mirror = bench.cache.checkout(repo.clone_url, ws, repo.base_sha, spec.branch_name)
         sandbox.readable_paths.append(mirror)
@@ -153,7 +176,9 @@ def _make_change(
             base, failure = _run_agent(spec, target, repo.base_branch, sandbox, bench, base, log)
             output = base.agent.final_message if base.agent else ""
         else:
-            result = _run_command(transformation, sandbox, bench)
+            result = _run_command(
+                transformation, sandbox, bench, bench.streamer(target, "run", log)
+            )
             failure = None if result.ok else f"transformation failed: {result.describe_failure()}"
             output = result.output_tail
         if _digest(ws / ".git" / "config") != config_digest:
@@ -204,6 +229,8 @@ def run_setup(
         "manifests": manifest_digest(ws, bench.manifests),
         "paths": cache_paths,
     }
+    if bench.environment != "local":  # keeps the local sandbox's keys as they were
+        inputs["environment"] = bench.environment
     key = EnvCache.key(inputs)
     if bench.env_cache is not None and cache_paths and bench.use_cache:
         hit = bench.env_cache.restore(key, ws)
@@ -214,7 +241,12 @@ def run_setup(
                                    size_bytes=hit.size_bytes)  # fmt: skip
             return None, summary
     for argv in commands:
-        result = sandbox.exec(argv, timeout_s=bench.setup_timeout_s, network=bench.setup_network)
+        result = sandbox.exec(
+            argv,
+            timeout_s=bench.setup_timeout_s,
+            network=bench.setup_network,
+            on_output=bench.streamer(target, "setup", log),
+        )
         if not result.ok:
             log(f"{target.key}: setup FAILED: {result.describe_failure()}")
             return result, None
@@ -245,13 +277,28 @@ def _exclude_untracked(ws: Path) -> None:
 
 
 def _run_command(
-    transformation: DeterministicTransformation, sandbox: Sandbox, bench: Workbench
+    transformation: DeterministicTransformation,
+    sandbox: Sandbox,
+    bench: Workbench,
+    on_output: Callable[[str], None],
 ) -> ExecResult:
+    timeout_s = transformation.timeout_s or bench.default_timeout_s
+    if transformation.image:
+        return sandbox.run_image(
+            transformation.image,
+            transformation.image_args(),
+            entrypoint=transformation.entrypoint(),
+            env=transformation.env,
+            timeout_s=timeout_s,
+            network=bench.network,
+            on_output=on_output,
+        )
     return sandbox.exec(
         transformation.argv(),
         env=transformation.env,
-        timeout_s=transformation.timeout_s or bench.default_timeout_s,
+        timeout_s=timeout_s,
         network=bench.network,
+        on_output=on_output,
     )
 
 
@@ -385,7 +432,7 @@ def verify_change(
         return prior.model_copy(update={"reused": True})
     results: list[VerifierResult] = []
     try:
-        with bench.sandboxes.open(f"verify-{target.key}") as sandbox:
+        with bench.open_sandbox("verify", target) as sandbox:
             clone_url = (
                 change.clone_url
                 or bench.forge.resolve(target.repo, change.base_branch, spec.branch_name).clone_url
@@ -403,7 +450,10 @@ def verify_change(
                 )
             for verifier in verifiers:
                 run = sandbox.exec(
-                    verifier.argv(), timeout_s=verifier.timeout_s, network=bench.network
+                    verifier.argv(),
+                    timeout_s=verifier.timeout_s,
+                    network=bench.network,
+                    on_output=bench.streamer(target, verifier.name, log),
                 )
                 result = VerifierResult(
                     name=verifier.name,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import cached_property
+from functools import cache
 from pathlib import Path
 from typing import Literal
 
@@ -12,27 +12,48 @@ from resources.agents.claude_code import ClaudeCodeAgent, find_cli
 from resources.env_cache import EnvCache
 from resources.forges.local import LocalForge
 from resources.repo_cache import RepoCache
+from resources.sandboxes.docker import DEFAULT_IMAGE, ContainerLimits, DockerSandboxProvider
 from resources.sandboxes.local import LocalSandboxProvider
 
 
 class SandboxResource(dg.ConfigurableResource):
-    """Provisions the sandboxes targets run in (local: temp workspaces under bubblewrap)."""
+    """Provisions the sandboxes targets run in: local temp workspaces under bubblewrap, or
+    containers on a Docker engine, as a campaign's profile says."""
 
-    provider: Literal["local"] = "local"
     root: str
     isolation: Literal["auto", "bwrap", "none"] = "auto"
     hidden_paths: list[str] = []
 
-    @cached_property
-    def _provider(self) -> LocalSandboxProvider:
-        return LocalSandboxProvider(
-            Path(self.root), hidden_paths=[Path(p) for p in self.hidden_paths],
-            isolation=self.isolation,
+    def get(
+        self,
+        provider: str = "local",
+        image: str | None = None,
+        limits: ContainerLimits | None = None,
+    ) -> LocalSandboxProvider | DockerSandboxProvider:
+        """The sandbox provider a profile names (one per distinct setting, kept for reuse)."""
+        return _provider(
+            self.root, self.isolation, tuple(self.hidden_paths), provider, image,
+            limits or ContainerLimits(),
         )  # fmt: skip
 
-    def get(self) -> LocalSandboxProvider:
-        """The sandbox provider."""
-        return self._provider
+
+@cache
+def _provider(
+    root: str,
+    isolation: str,
+    hidden: tuple[str, ...],
+    provider: str,
+    image: str | None,
+    limits: ContainerLimits,
+) -> LocalSandboxProvider | DockerSandboxProvider:
+    # Kept per setting: providers track their open sandboxes, so a cancelled run can close them.
+    if provider == "docker":
+        return DockerSandboxProvider(Path(root), image or DEFAULT_IMAGE, limits)
+    if provider != "local":
+        raise ValueError(f"unknown sandbox provider {provider!r}")
+    return LocalSandboxProvider(
+        Path(root), hidden_paths=[Path(p) for p in hidden], isolation=isolation, limits=limits
+    )
 
 
 class ForgeResource(dg.ConfigurableResource):

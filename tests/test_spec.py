@@ -68,10 +68,18 @@ def test_every_problem_is_reported_with_its_field(tmp_path: Path):
     assert "name: 'Bad Name' is not a valid campaign name" in joined
     assert "targets: List should have at least 1 item" in joined
     assert "transformation.deterministic.comand: unknown field" in joined
-    assert "transformation.deterministic.command: required field is missing" in joined
     assert "schedule: 'every day' is not a valid cron expression" in joined
     assert "colour: unknown field" in joined
     assert "verifiers.0.command: command is empty" in joined
+
+
+def test_a_deterministic_transformation_needs_a_command_or_an_image(tmp_path: Path):
+    lines = problems(tmp_path, {**VALID, "transformation": {"kind": "deterministic"}})
+    assert any(
+        "transformation.deterministic: a deterministic transformation needs a `command` or an "
+        "`image`" in line
+        for line in lines
+    ), lines
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol
@@ -20,6 +20,7 @@ class ExecResult(BaseModel):
     duration_s: float
     output_tail: str
     timed_out: bool = False
+    oom_killed: bool = False
 
     @property
     def ok(self) -> bool:
@@ -31,6 +32,8 @@ class ExecResult(BaseModel):
         cmd = " ".join(self.argv)[:200]
         if self.timed_out:
             return f"`{cmd}` timed out after {self.duration_s:.0f}s"
+        if self.oom_killed:
+            return f"`{cmd}` was killed: out of memory"
         if self.exit_code < 0:
             return f"`{cmd}` was killed by signal {-self.exit_code}"
         return f"`{cmd}` exited with code {self.exit_code}"
@@ -38,6 +41,9 @@ class ExecResult(BaseModel):
 
 class Sandbox(Protocol):
     """One provisioned sandbox with a workspace."""
+
+    image: str | None  # the image commands run in; None: the host's own tools
+    tags: dict[str, str]  # campaign, target and run the sandbox belongs to
 
     @property
     def workspace(self) -> Path:
@@ -59,12 +65,30 @@ class Sandbox(Protocol):
         """Run `argv` in the workspace (no shell) and report how it went."""
         ...
 
+    def run_image(
+        self,
+        image: str,
+        args: list[str],
+        *,
+        entrypoint: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        timeout_s: float = 600,
+        network: bool = False,
+        on_output: OutputCallback | None = None,
+    ) -> ExecResult:
+        """Run a container image with the workspace mounted at /workspace (its working
+        directory) and `args` as its arguments."""
+        ...
+
 
 class SandboxProvider(Protocol):
     """Provisions sandboxes and cleans them up."""
 
-    def open(self, label: str) -> AbstractContextManager[Sandbox]:
-        """A new sandbox with an empty workspace, removed when the context exits."""
+    def open(
+        self, label: str, tags: Mapping[str, str] | None = None
+    ) -> AbstractContextManager[Sandbox]:
+        """A new sandbox with an empty workspace, removed when the context exits; `tags` name
+        the campaign, target and run it belongs to (on its containers and its marker file)."""
         ...
 
     def close_all(self) -> None:

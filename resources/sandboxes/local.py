@@ -8,15 +8,17 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
+from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 from resources.sandboxes.base import ExecResult, OutputCallback
+from resources.sandboxes.docker import ContainerLimits, DockerEngine, run_in_container
+from resources.sandboxes.workspaces import WorkspaceProvider
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +65,11 @@ def python_prefixes() -> list[Path]:
 class LocalSandbox:
     """One workspace directory; commands run in it with the provider's isolation."""
 
-    def __init__(self, provider: LocalSandboxProvider, workspace: Path):
+    image: str | None = None  # commands run with the host's tools, not an image's
+
+    def __init__(self, provider: LocalSandboxProvider, workspace: Path, tags: dict[str, str]):
         self._provider = provider
+        self.tags = tags
         self._workspace = workspace
         self._procs: set[subprocess.Popen] = set()
         self._lock = threading.Lock()
@@ -141,12 +146,18 @@ class LocalSandbox:
             timed_out=timed_out,
         )
 
+    def run_image(self, image: str, args: Sequence[str], **kwargs: Any) -> ExecResult:
+        """Run a container image with this workspace mounted at /workspace (Docker engine)."""
+        return run_in_container(self._provider, self, image, args, **kwargs)
+
     def kill_all(self) -> None:
         """Kill every command still running in this sandbox."""
         with self._lock:
             procs = list(self._procs)
         for proc in procs:
             _kill_group(proc)
+        if self._provider._engine is not None:
+            self._provider._engine.kill_owned_by(self)
 
 
 def _missing_executable(program: str, path: str, workspace: Path) -> str | None:
@@ -176,20 +187,29 @@ def _kill_group(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-class LocalSandboxProvider:
-    """Workspaces under `root`; commands isolated with bubblewrap unless `isolation` is off."""
+class LocalSandboxProvider(WorkspaceProvider):
+    """Workspaces under `root`; commands isolated with bubblewrap unless `isolation` is off.
+    Image transformations run in containers on the Docker engine, with `limits`."""
 
     _warned = False
+    provider_name = "local"
 
-    def __init__(self, root: Path, *, hidden_paths: Sequence[Path] = (), isolation: str = "auto"):
-        self.root = Path(root)
+    def __init__(
+        self,
+        root: Path,
+        *,
+        hidden_paths: Sequence[Path] = (),
+        isolation: str = "auto",
+        limits: ContainerLimits | None = None,
+    ):
+        super().__init__(root)
+        self.limits = limits or ContainerLimits()
+        self._engine: DockerEngine | None = None
         self.hidden_paths = [Path(p) for p in hidden_paths]
         bwrap = bwrap_path()
         if isolation == "bwrap" and not bwrap:
             raise RuntimeError("isolation 'bwrap' was asked for but bubblewrap is not installed")
         self._bwrap = bwrap if isolation in ("auto", "bwrap") else None
-        self._open: set[LocalSandbox] = set()
-        self._lock = threading.Lock()
         if isolation == "auto" and not bwrap and not LocalSandboxProvider._warned:
             LocalSandboxProvider._warned = True
             log.warning(
@@ -202,33 +222,16 @@ class LocalSandboxProvider:
         """True when commands run under bubblewrap."""
         return self._bwrap is not None
 
-    @contextmanager
-    def open(self, label: str) -> Iterator[LocalSandbox]:
-        """A new sandbox with an empty workspace; removed on success, failure and cancellation."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        parent = Path(tempfile.mkdtemp(prefix=f"{label[:40]}-", dir=self.root))
-        workspace = parent / "workspace"
-        workspace.mkdir()
-        sandbox = LocalSandbox(self, workspace)
-        with self._lock:
-            self._open.add(sandbox)
-        try:
-            yield sandbox
-        finally:
-            sandbox.kill_all()
-            with self._lock:
-                self._open.discard(sandbox)
-            shutil.rmtree(parent, ignore_errors=True)
+    def _new_sandbox(self, workspace: Path, tags: dict[str, str]) -> LocalSandbox:
+        return LocalSandbox(self, workspace, tags)
 
-    def close_all(self) -> None:
-        """Kill every running command and remove every open sandbox (run cancelled)."""
+    @property
+    def engine(self) -> DockerEngine:
+        """The Docker engine that runs image transformations (connected on first use)."""
         with self._lock:
-            sandboxes = list(self._open)
-        for sandbox in sandboxes:
-            sandbox.kill_all()
-            shutil.rmtree(sandbox.workspace.parent, ignore_errors=True)
-            with self._lock:
-                self._open.discard(sandbox)
+            if self._engine is None:
+                self._engine = DockerEngine(limits=self.limits)
+            return self._engine
 
     def wrap(
         self, argv: list[str], sandbox: LocalSandbox, env: dict[str, str], network: bool

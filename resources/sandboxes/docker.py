@@ -1,0 +1,338 @@
+"""The docker sandbox: every command runs in a fresh container from the profile's image.
+
+The workspace is a directory on the host, bind-mounted at `/workspace` (the working directory);
+its `.git` is mounted read-only on top, because the platform runs git on the host in it. A
+container per command gives each command its own network mode (setup may reach the registries,
+verifiers may not), and a timeout or an out-of-memory kill ends exactly that command. Containers
+carry labels naming campaign, target and run, so `orchestrator sandboxes prune` can find what a
+crashed run left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from resources.sandboxes.base import ExecResult, OutputCallback
+from resources.sandboxes.workspaces import WorkspaceProvider
+
+log = logging.getLogger(__name__)
+
+WORKSPACE = "/workspace"
+DEFAULT_IMAGE = "campaign-sandbox:latest"  # built by `make images` (images/Dockerfile.sandbox)
+LABEL = "org.campaign.sandbox"  # on every container the platform starts: the provider's name
+LABEL_PREFIX = "org.campaign."
+TAIL_LINES = 80
+BASE_ENV = {
+    "HOME": "/tmp",
+    "TMPDIR": "/tmp",
+    "LANG": "C.UTF-8",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "CI": "true",
+}
+
+
+class DockerUnavailable(RuntimeError):
+    """No Docker engine answers; the message says how to start one."""
+
+
+def docker_client() -> Any:
+    """A client of the Docker engine named by the environment (DOCKER_HOST, else the socket)."""
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        client = docker.from_env(timeout=120, max_pool_size=64)
+        client.ping()
+    except DockerException as exc:
+        where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        raise DockerUnavailable(
+            f"no Docker engine answers at {where} ({exc.__class__.__name__}); start one "
+            "(`make docker-engine` as root) or use a profile with provider: local"
+        ) from None
+    return client
+
+
+@dataclass(frozen=True)
+class ContainerLimits:
+    """What a profile sets for every container: memory, CPUs and the network for `full`."""
+
+    memory_mb: int | None = None
+    cpus: float | None = None
+    full_network: str = "host"
+
+
+@dataclass
+class ContainerRequest:
+    """One command to run in a container with a workspace mounted."""
+
+    image: str
+    command: list[str]
+    workspace: Path
+    entrypoint: Sequence[str] | None = None
+    readable: Sequence[Path] = ()
+    writable: Sequence[Path] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    network: bool = False
+    timeout_s: float = 600
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+class DockerEngine:
+    """Runs one-shot containers and keeps track of the running ones, so they can be killed."""
+
+    def __init__(self, client: Any = None, limits: ContainerLimits | None = None):
+        self.client = client or docker_client()
+        self.limits = limits or ContainerLimits()
+        self._running: dict[str, object] = {}  # container id -> owner (a sandbox)
+        self._lock = threading.Lock()
+
+    def _mounts(self, req: ContainerRequest) -> list[Any]:
+        from docker.types import Mount
+
+        mounts = [Mount(WORKSPACE, str(req.workspace), type="bind")]
+        if (req.workspace / ".git").is_dir():
+            mounts.append(
+                Mount(f"{WORKSPACE}/.git", str(req.workspace / ".git"), type="bind", read_only=True)
+            )
+        # Git mirrors (alternates) and the agent's files are seen at the same paths as on the host.
+        mounts += [Mount(str(p), str(p), type="bind", read_only=True) for p in req.readable]
+        mounts += [Mount(str(p), str(p), type="bind") for p in req.writable]
+        return mounts
+
+    def run(
+        self, req: ContainerRequest, on_output: OutputCallback | None = None, owner: object = None
+    ) -> ExecResult:
+        """Run `req` to completion (or its timeout) and report how it went; never raises for
+        what the command or its image did wrong."""
+        from docker.errors import APIError, ImageNotFound
+
+        argv = [*(req.entrypoint or []), *req.command]
+        started = time.monotonic()
+
+        def failed(code: int, message: str) -> ExecResult:
+            return ExecResult(
+                argv=argv or [req.image], exit_code=code,
+                duration_s=round(time.monotonic() - started, 3), output_tail=message,
+            )  # fmt: skip
+
+        limits = self.limits
+        kwargs: dict[str, Any] = {}
+        if limits.memory_mb:
+            kwargs["mem_limit"] = f"{limits.memory_mb}m"
+            kwargs["memswap_limit"] = f"{limits.memory_mb}m"  # no swap: the limit is the limit
+        if limits.cpus:
+            kwargs["nano_cpus"] = int(limits.cpus * 1e9)
+        try:
+            container = self.client.containers.create(
+                req.image,
+                command=list(req.command) or None,
+                entrypoint=list(req.entrypoint) if req.entrypoint is not None else None,
+                working_dir=WORKSPACE,
+                environment={**BASE_ENV, **req.env},
+                user=f"{os.getuid()}:{os.getgid()}",
+                network_mode=limits.full_network if req.network else "none",
+                mounts=self._mounts(req),
+                labels={LABEL: "docker", **{LABEL_PREFIX + k: v for k, v in req.labels.items()}},
+                tmpfs={"/tmp": "rw,exec,nosuid,size=1g", "/var/tmp": "rw,exec,nosuid"},
+                read_only=True,
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
+                pids_limit=4096,
+                stdin_open=False,
+                tty=False,
+                **kwargs,
+            )
+        except ImageNotFound:
+            return failed(
+                125,
+                f"image {req.image!r} not found on the Docker engine: build it "
+                "(`make images`) or load it (`docker load`)",
+            )
+        except APIError as exc:
+            return failed(125, f"cannot create a container from {req.image!r}: {_explain(exc)}")
+        with self._lock:
+            self._running[container.id] = owner
+        tail: deque[str] = deque(maxlen=TAIL_LINES)
+        timed_out = False
+        try:
+            try:
+                container.start()
+            except APIError as exc:
+                # e.g. `exec: "foo": executable file not found in $PATH`
+                what = argv[0] if argv else req.image
+                return failed(127, f"cannot start {what!r}: {_explain(exc)}")
+            pump = threading.Thread(
+                target=_pump_logs, args=(container, tail, on_output), daemon=True
+            )
+            pump.start()
+            try:
+                status = container.wait(timeout=req.timeout_s)
+                exit_code = int(status.get("StatusCode", -1))
+            except Exception:  # the wait timed out (requests' ReadTimeout / ConnectionError)
+                timed_out = True
+                with suppress(APIError):
+                    container.kill()
+                exit_code = int(container.wait(timeout=60).get("StatusCode", -1))
+            pump.join(timeout=10)
+            oom = False
+            with suppress(APIError):
+                container.reload()
+                oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
+            if oom:
+                tail.append(
+                    f"[sandbox] killed: out of memory (limit {limits.memory_mb} MB)\n"
+                    if limits.memory_mb
+                    else "[sandbox] killed: out of memory\n"
+                )
+            return ExecResult(
+                argv=argv or [req.image],
+                exit_code=exit_code,
+                duration_s=round(time.monotonic() - started, 3),
+                output_tail="".join(tail)[-8000:],
+                timed_out=timed_out,
+                oom_killed=oom,
+            )
+        finally:
+            with self._lock:
+                self._running.pop(container.id, None)
+            with suppress(APIError):
+                container.remove(force=True)
+
+    def kill_owned_by(self, owner: object) -> None:
+        """Kill the running containers started for `owner` (a sandbox being closed)."""
+        with self._lock:
+            ids = [cid for cid, who in self._running.items() if who is owner]
+        for cid in ids:
+            with suppress(Exception):
+                self.client.containers.get(cid).kill()
+
+
+def _explain(exc: Any) -> str:
+    return str(getattr(exc, "explanation", None) or exc)[:500]
+
+
+def _pump_logs(container: Any, tail: deque[str], on_output: OutputCallback | None) -> None:
+    pending = ""
+    try:
+        for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
+            pending += chunk.decode("utf-8", errors="replace")
+            *lines, pending = pending.split("\n")
+            for line in lines:
+                tail.append(line + "\n")
+                if on_output:
+                    on_output(line)
+    except Exception as exc:  # the container went away mid-stream: keep what was read
+        log.debug("log stream ended: %s", exc)
+    if pending:
+        tail.append(pending)
+        if on_output:
+            on_output(pending)
+
+
+class DockerSandbox:
+    """A workspace on the host whose commands run in containers from one image."""
+
+    def __init__(self, provider: DockerSandboxProvider, workspace: Path, tags: dict[str, str]):
+        self._provider = provider
+        self._workspace = workspace
+        self.tags = tags
+        self.image = provider.image
+        self.readable_paths: list[Path] = []
+        self.writable_paths: list[Path] = []
+
+    @property
+    def workspace(self) -> Path:
+        """The workspace as a host path."""
+        return self._workspace
+
+    def exec(
+        self,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        timeout_s: float = 600,
+        network: bool = False,
+        on_output: OutputCallback | None = None,
+    ) -> ExecResult:
+        """Run `argv` (no shell) in a container from the sandbox image."""
+        return self.run_image(
+            self.image, argv, env=env, timeout_s=timeout_s, network=network, on_output=on_output
+        )
+
+    def run_image(self, image: str, args: Sequence[str], **kwargs: Any) -> ExecResult:
+        """Run a container image with this workspace mounted at /workspace."""
+        return run_in_container(self._provider, self, image, args, **kwargs)
+
+    def kill_all(self) -> None:
+        """Kill every container still running for this sandbox."""
+        if self._provider._engine is not None:
+            self._provider._engine.kill_owned_by(self)
+
+
+class DockerSandboxProvider(WorkspaceProvider):
+    """Sandboxes whose commands run in containers from `image`, with the profile's limits."""
+
+    provider_name = "docker"
+
+    def __init__(self, root: Path, image: str, limits: ContainerLimits | None = None):
+        super().__init__(root)
+        self.image = image
+        self.limits = limits or ContainerLimits()
+        self._engine: DockerEngine | None = None
+
+    @property
+    def engine(self) -> DockerEngine:
+        """The Docker engine (connected on first use, so a bad engine fails one target clearly)."""
+        with self._lock:
+            if self._engine is None:
+                self._engine = DockerEngine(limits=self.limits)
+            return self._engine
+
+    def _new_sandbox(self, workspace: Path, tags: dict[str, str]) -> DockerSandbox:
+        return DockerSandbox(self, workspace, tags)
+
+
+def run_in_container(
+    provider: Any,
+    sandbox: Any,
+    image: str,
+    args: Sequence[str],
+    *,
+    entrypoint: Sequence[str] | None = None,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 600,
+    network: bool = False,
+    on_output: OutputCallback | None = None,
+) -> ExecResult:
+    """Run `image` with `sandbox`'s workspace and mounts on `provider`'s engine; a missing
+    engine is this command's failure, not an exception."""
+    try:
+        engine = provider.engine
+    except DockerUnavailable as exc:
+        return ExecResult(argv=[image, *args], exit_code=125, duration_s=0.0, output_tail=str(exc))
+    request = ContainerRequest(
+        image=image, command=list(args), entrypoint=entrypoint, workspace=sandbox.workspace,
+        readable=list(sandbox.readable_paths), writable=list(sandbox.writable_paths),
+        env=env or {}, network=network, timeout_s=timeout_s, labels=sandbox.tags,
+    )  # fmt: skip
+    return engine.run(request, on_output, owner=sandbox)
+
+
+def labelled_containers(client: Any) -> list[Any]:
+    """Every container (running or not) the platform started, by its label."""
+    return client.containers.list(all=True, filters={"label": LABEL})
+
+
+def container_tags(container: Any) -> dict[str, str]:
+    """The campaign, target and run a container's labels name."""
+    labels = container.labels or {}
+    return {k[len(LABEL_PREFIX) :]: v for k, v in labels.items() if k.startswith(LABEL_PREFIX)}
