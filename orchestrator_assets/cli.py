@@ -91,7 +91,34 @@ def _name_from(text: str) -> str:
     )
 
 
-def _adhoc_spec(name, repos, command, prompt, model, verifiers, base, description, review):
+def _adhoc_transformation(command, prompt, model, image, args, env) -> dict:
+    """The transformation of an ad-hoc campaign from the command line."""
+    import shlex
+
+    if prompt:
+        return {"kind": "agentic", "prompt": prompt, **({"model": model} if model else {})}
+    pairs = {}
+    for value in env:
+        key, sep, val = value.partition("=")
+        if not sep or not key.strip():
+            raise OrchestratorError(f"--env {value!r}: expected KEY=VALUE")
+        pairs[key.strip()] = val
+    try:
+        split = shlex.split(args) if args else []
+    except ValueError as exc:
+        raise OrchestratorError(f"--args {args!r}: cannot split: {exc}") from None
+    return {
+        "kind": "deterministic",
+        **({"command": command} if command else {}),
+        **({"image": image} if image else {}),
+        **({"args": split} if split else {}),
+        **({"env": pairs} if pairs else {}),
+    }
+
+
+def _adhoc_spec(
+    name, repos, transformation, verifiers, base, description, review, profile, summary
+):
     from orchestrator_assets.spec import parse_campaign
 
     parsed = []
@@ -104,15 +131,12 @@ def _adhoc_spec(name, repos, command, prompt, model, verifiers, base, descriptio
         parsed.append({"name": vname.strip(), "command": cmd.strip()})
     data = {
         "name": name,
-        "description": description or f"Ad-hoc campaign: {prompt or command}",
+        "description": description or f"Ad-hoc campaign: {summary}",
         "targets": [{"repo": r, **({"base": base} if base else {})} for r in repos],
-        "transformation": (
-            {"kind": "agentic", "prompt": prompt, **({"model": model} if model else {})}
-            if prompt
-            else {"kind": "deterministic", "command": command}
-        ),
+        "transformation": transformation,
         "verifiers": parsed,
         "review": {"policy": review},
+        **({"profile": profile} if profile else {}),
     }
     return parse_campaign(data, file="(command line)", base_dir=Path.cwd())
 
@@ -126,6 +150,16 @@ def _adhoc_spec(name, repos, command, prompt, model, verifiers, base, descriptio
     "--repo", "repos", multiple=True, help="Ad hoc: a repository URL or path; repeatable."
 )
 @click.option("--command", help="Ad hoc: the deterministic command to run in each workspace.")
+@click.option(
+    "--image",
+    help="Ad hoc: a container image to run in each workspace (mounted at /workspace); "
+    "with --command, the command replaces the image's entrypoint.",
+)
+@click.option(
+    "--args", "image_args", help="Ad hoc: arguments, split like a shell would (no shell runs)."
+)
+@click.option("--env", "env", multiple=True, help="Ad hoc: KEY=VALUE for the change; repeatable.")
+@click.option("--profile", help="Ad hoc: the sandbox profile (default: the default profile).")
 @click.option("--prompt", help="Ad hoc: what the coding agent should change in each repository.")
 @click.option("--model", help="Ad hoc, with --prompt: the model the agent uses.")
 @click.option("--verifier", "verifiers", multiple=True, help="Ad hoc: NAME:COMMAND; repeatable.")
@@ -149,6 +183,10 @@ def run(
     name,
     repos,
     command,
+    image,
+    image_args,
+    env,
+    profile,
     prompt,
     model,
     verifiers,
@@ -161,10 +199,10 @@ def run(
 ):
     """Run a campaign through Dagster: each target as far as it can go, then print the report.
 
-    Either --file/--campaign, or the ad-hoc form: --repo (repeatable), --command (a
-    deterministic change) or --prompt (the coding agent), --verifier NAME:COMMAND (repeatable)
-    and optionally --name (default: derived from the command or prompt). Re-running repeats
-    nothing that is done.
+    Either --file/--campaign, or the ad-hoc form: --repo (repeatable), --command and/or --image
+    with --args and --env (a deterministic change) or --prompt (the coding agent), --verifier
+    NAME:COMMAND (repeatable) and optionally --name (default: derived from the command, image
+    or prompt). Re-running repeats nothing that is done.
 
     Exits 0 when every run completed (a target's own failure is a status in the report), 1 when
     a Dagster run failed, 2 for a mistake in the command or the campaign file.
@@ -174,7 +212,7 @@ def run(
     from orchestrator_assets.spec import dump_campaign
 
     settings = Settings()
-    adhoc = name or repos or command or prompt or verifiers
+    adhoc = name or repos or command or image or prompt or verifiers
     if sum(bool(x) for x in (file, campaign_name, adhoc)) != 1:
         raise OrchestratorError(
             "give exactly one of --file, --campaign, or the ad-hoc --repo with --command or "
@@ -187,11 +225,19 @@ def run(
     else:
         if not repos:
             raise OrchestratorError("the ad-hoc form needs --repo (one or more)")
-        if bool(command) == bool(prompt):
-            raise OrchestratorError("the ad-hoc form needs one of --command or --prompt")
-        name = name or _name_from(prompt or command)
+        if bool(command or image) == bool(prompt):
+            raise OrchestratorError(
+                "the ad-hoc form needs one of --command/--image or --prompt (not both)"
+            )
+        if (image_args or env) and prompt:
+            raise OrchestratorError("--args and --env go with --command or --image, not --prompt")
+        if image_args and not image:
+            raise OrchestratorError("--args goes with --image (put a command's arguments in it)")
+        transformation = _adhoc_transformation(command, prompt, model, image, image_args, env)
+        summary = prompt or " ".join(filter(None, [image, command, image_args]))
+        name = name or _name_from(summary)
         spec = _adhoc_spec(
-            name, repos, command, prompt, model, verifiers, base, description, review
+            name, repos, transformation, verifiers, base, description, review, profile, summary
         )
         path = settings.campaigns_dir / f"{spec.name}.yaml"
         text = dump_campaign(spec)
@@ -394,6 +440,56 @@ def cache_prune(max_mb: int | None) -> None:
     console.print(
         f"evicted {len(evicted)} environment(s), {_mb(sum(e.size_bytes for e in evicted))}"
     )
+
+
+@cli.group()
+def sandboxes() -> None:
+    """Sandbox workspaces and containers: what is running, and what crashed runs left behind."""
+
+
+def _leftovers():
+    from orchestrator_assets.sweep import find_leftovers
+
+    found, problem = find_leftovers(Settings().workspaces_dir, _instance())
+    if problem:
+        errors.print(f"[yellow]containers not checked: {problem}[/]")
+    return found
+
+
+@sandboxes.command(name="list")
+@OUTPUT
+def sandboxes_list(output: str) -> None:
+    """Every sandbox workspace and container, with its campaign, target and run."""
+    found = _leftovers()
+    if output == "json":
+        rows = [{k: v for k, v in vars(x).items() if k != "handle"} for x in found]
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table()
+    for column in ("kind", "id", "campaign", "target", "run", "state"):
+        table.add_column(column, overflow="fold")
+    for x in found:
+        state = f"[red]orphan[/]: {x.why}" if x.orphan else f"in use: {x.why}"
+        table.add_row(x.kind, x.ident, x.campaign, x.target, x.run_id[:8], state)
+    console.print(table)
+
+
+@sandboxes.command(name="prune")
+@click.option("--dry-run", is_flag=True, help="Only show what would be removed.")
+def sandboxes_prune(dry_run: bool) -> None:
+    """Remove the workspaces and containers whose run or process is gone.
+
+    A sandbox whose run is still queued or started (and whose process, on this host, is alive)
+    is left alone.
+    """
+    found = [x for x in _leftovers() if x.orphan]
+    for x in found:
+        console.print(f"{'would remove' if dry_run else 'removing'} {x.kind} {x.ident} "
+                      f"({x.campaign}/{x.target}: {x.why})", soft_wrap=True)  # fmt: skip
+        if not dry_run:
+            x.remove()
+    verb = "would be removed" if dry_run else "removed"
+    console.print(f"{len(found)} orphaned sandbox resource(s) {verb}")
 
 
 def _mb(size: int) -> str:

@@ -326,6 +326,7 @@ def _run_agent(
         allowed_tools=settings.allowed_tools,
         timeout_s=settings.timeout_s or bench.default_timeout_s,
         home=home_root / spec.id / target.key,
+        full_network=bench.network,
     )
     result = bench.agent.run(sandbox, request, lambda line: log(f"{target.key}: {line}"))
     bench.budget.add(result.cost_usd)

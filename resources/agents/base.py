@@ -24,6 +24,9 @@ class AgentRequest(BaseModel):
     max_budget_usd: float | None = None
     allowed_tools: list[str] | None = None
     timeout_s: float = 1800
+    full_network: bool = Field(
+        default=False, description="reach everything; otherwise only the model endpoint"
+    )
     home: Path = Field(description="the agent's own state (session store), outside the workspace")
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from resources.agents.base import AgentRequest, AgentResult, EventCallback, ModelUsage
 from resources.redact import redact, secret_values
 from resources.sandboxes.base import ExecResult, Sandbox
+from resources.sandboxes.model_proxy import DEFAULT_MODEL_URL
 
 DEFAULT_TOOLS = ["Bash", "Edit", "MultiEdit", "Write", "Read", "Glob", "Grep", "LS"]
 TRANSCRIPT_LIMIT = 2000  # events kept per run
@@ -57,9 +58,9 @@ class ClaudeCodeAgent:
                 return parent
         return self.executable.parent
 
-    def argv(self, request: AgentRequest) -> list[str]:
-        """The command line for one run."""
-        argv = [str(self.executable), "-p", request.prompt, "--output-format", "stream-json"]
+    def argv(self, request: AgentRequest, cli: str | None = None) -> list[str]:
+        """The command line for one run (`cli`: the executable, default the host's CLI)."""
+        argv = [cli or str(self.executable), "-p", request.prompt, "--output-format", "stream-json"]
         argv += ["--verbose"]
         if request.resume:
             argv += ["--resume", request.session_id]
@@ -88,7 +89,11 @@ class ClaudeCodeAgent:
         for sub in (".claude", "tmp"):
             (home / sub).mkdir(parents=True, exist_ok=True)
         sandbox.writable_paths.append(home)
-        sandbox.readable_paths.append(self.package_root)
+        # A sandbox image brings its own CLI (images/Dockerfile.sandbox); a host sandbox gets
+        # this one's package mounted read-only.
+        cli = "claude" if sandbox.image else None
+        if cli is None:
+            sandbox.readable_paths.append(self.package_root)
         env = {
             **self.env,
             "HOME": str(home),
@@ -102,10 +107,11 @@ class ClaudeCodeAgent:
         }
         parser = StreamParser(request.session_id, on_event, secret_values(env))
         executed = sandbox.exec(
-            self.argv(request),
+            self.argv(request, cli),
             env=env,
             timeout_s=request.timeout_s,
-            network=True,  # the model endpoint
+            network=request.full_network,
+            model_endpoint=self.env.get("ANTHROPIC_BASE_URL") or DEFAULT_MODEL_URL,
             on_output=parser.feed,
         )
         return parser.finish(executed, request)

@@ -20,6 +20,7 @@ class ExecResult(BaseModel):
     duration_s: float
     output_tail: str
     timed_out: bool = False
+    timeout_s: float | None = None  # the limit it ran under
     oom_killed: bool = False
 
     @property
@@ -31,7 +32,7 @@ class ExecResult(BaseModel):
         """One line saying how the command failed."""
         cmd = " ".join(self.argv)[:200]
         if self.timed_out:
-            return f"`{cmd}` timed out after {self.duration_s:.0f}s"
+            return f"`{cmd}` timed out after {self.timeout_s or self.duration_s:.0f}s"
         if self.oom_killed:
             return f"`{cmd}` was killed: out of memory"
         if self.exit_code < 0:
@@ -61,8 +62,10 @@ class Sandbox(Protocol):
         timeout_s: float = 600,
         network: bool = False,
         on_output: OutputCallback | None = None,
+        model_endpoint: str | None = None,
     ) -> ExecResult:
-        """Run `argv` in the workspace (no shell) and report how it went."""
+        """Run `argv` in the workspace (no shell) and report how it went. Without `network`,
+        a `model_endpoint` URL is the one place the command may still reach."""
         ...
 
     def run_image(

@@ -21,7 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from docker.types import Mount
+
 from resources.sandboxes.base import ExecResult, OutputCallback
+from resources.sandboxes.model_proxy import SOCKET_DIR, ModelProxy, endpoint_of, is_ip, wrap_command
 from resources.sandboxes.workspaces import WorkspaceProvider
 
 log = logging.getLogger(__name__)
@@ -84,6 +87,7 @@ class ContainerRequest:
     network: bool = False
     timeout_s: float = 600
     labels: Mapping[str, str] = field(default_factory=dict)
+    model_endpoint: str | None = None  # without network: the one endpoint it may reach
 
 
 class DockerEngine:
@@ -96,8 +100,6 @@ class DockerEngine:
         self._lock = threading.Lock()
 
     def _mounts(self, req: ContainerRequest) -> list[Any]:
-        from docker.types import Mount
-
         mounts = [Mount(WORKSPACE, str(req.workspace), type="bind")]
         if (req.workspace / ".git").is_dir():
             mounts.append(
@@ -126,6 +128,20 @@ class DockerEngine:
 
         limits = self.limits
         kwargs: dict[str, Any] = {}
+        command, entrypoint = list(req.command), req.entrypoint
+        mounts = self._mounts(req)
+        proxy = None
+        if req.model_endpoint and not req.network:
+            host, port = endpoint_of(req.model_endpoint)
+            proxy = ModelProxy(host, port)
+            mounts.append(Mount(SOCKET_DIR, str(proxy.directory), type="bind"))
+            if not is_ip(host):
+                kwargs["extra_hosts"] = {host: "127.0.0.1"}
+            # Its own network namespace: letting it listen on the endpoint's port (443) there
+            # grants nothing on the host.
+            kwargs["sysctls"] = {"net.ipv4.ip_unprivileged_port_start": "0"}
+            wrapped = wrap_command(argv, port)
+            entrypoint, command = wrapped[:1], wrapped[1:]
         if limits.memory_mb:
             kwargs["mem_limit"] = f"{limits.memory_mb}m"
             kwargs["memswap_limit"] = f"{limits.memory_mb}m"  # no swap: the limit is the limit
@@ -134,13 +150,13 @@ class DockerEngine:
         try:
             container = self.client.containers.create(
                 req.image,
-                command=list(req.command) or None,
-                entrypoint=list(req.entrypoint) if req.entrypoint is not None else None,
+                command=command or None,
+                entrypoint=list(entrypoint) if entrypoint is not None else None,
                 working_dir=WORKSPACE,
                 environment={**BASE_ENV, **req.env},
                 user=f"{os.getuid()}:{os.getgid()}",
                 network_mode=limits.full_network if req.network else "none",
-                mounts=self._mounts(req),
+                mounts=mounts,
                 labels={LABEL: "docker", **{LABEL_PREFIX + k: v for k, v in req.labels.items()}},
                 tmpfs={"/tmp": "rw,exec,nosuid,size=1g", "/var/tmp": "rw,exec,nosuid"},
                 read_only=True,
@@ -152,12 +168,16 @@ class DockerEngine:
                 **kwargs,
             )
         except ImageNotFound:
+            if proxy:
+                proxy.close()
             return failed(
                 125,
                 f"image {req.image!r} not found on the Docker engine: build it "
                 "(`make images`) or load it (`docker load`)",
             )
         except APIError as exc:
+            if proxy:
+                proxy.close()
             return failed(125, f"cannot create a container from {req.image!r}: {_explain(exc)}")
         with self._lock:
             self._running[container.id] = owner
@@ -199,6 +219,7 @@ class DockerEngine:
                 duration_s=round(time.monotonic() - started, 3),
                 output_tail="".join(tail)[-8000:],
                 timed_out=timed_out,
+                timeout_s=req.timeout_s,
                 oom_killed=oom,
             )
         finally:
@@ -206,6 +227,8 @@ class DockerEngine:
                 self._running.pop(container.id, None)
             with suppress(APIError):
                 container.remove(force=True)
+            if proxy:
+                proxy.close()
 
     def kill_owned_by(self, owner: object) -> None:
         """Kill the running containers started for `owner` (a sandbox being closed)."""
@@ -262,11 +285,13 @@ class DockerSandbox:
         timeout_s: float = 600,
         network: bool = False,
         on_output: OutputCallback | None = None,
+        model_endpoint: str | None = None,
     ) -> ExecResult:
         """Run `argv` (no shell) in a container from the sandbox image."""
         return self.run_image(
-            self.image, argv, env=env, timeout_s=timeout_s, network=network, on_output=on_output
-        )
+            self.image, argv, env=env, timeout_s=timeout_s, network=network, on_output=on_output,
+            model_endpoint=model_endpoint,
+        )  # fmt: skip
 
     def run_image(self, image: str, args: Sequence[str], **kwargs: Any) -> ExecResult:
         """Run a container image with this workspace mounted at /workspace."""
@@ -312,6 +337,7 @@ def run_in_container(
     timeout_s: float = 600,
     network: bool = False,
     on_output: OutputCallback | None = None,
+    model_endpoint: str | None = None,
 ) -> ExecResult:
     """Run `image` with `sandbox`'s workspace and mounts on `provider`'s engine; a missing
     engine is this command's failure, not an exception."""
@@ -323,6 +349,7 @@ def run_in_container(
         image=image, command=list(args), entrypoint=entrypoint, workspace=sandbox.workspace,
         readable=list(sandbox.readable_paths), writable=list(sandbox.writable_paths),
         env=env or {}, network=network, timeout_s=timeout_s, labels=sandbox.tags,
+        model_endpoint=model_endpoint,
     )  # fmt: skip
     return engine.run(request, on_output, owner=sandbox)
 

@@ -89,8 +89,14 @@ class LocalSandbox:
         timeout_s: float = 600,
         network: bool = False,
         on_output: OutputCallback | None = None,
+        model_endpoint: str | None = None,
     ) -> ExecResult:
-        """Run `argv` in the workspace (no shell); output is merged and its tail kept."""
+        """Run `argv` in the workspace (no shell); output is merged and its tail kept.
+
+        bubblewrap cannot limit a network to one endpoint: a command that must reach the model
+        (`model_endpoint`) gets the network.
+        """
+        network = network or model_endpoint is not None
         full_env = {
             "PATH": default_path(),
             "HOME": "/tmp",
@@ -144,6 +150,7 @@ class LocalSandbox:
             duration_s=round(time.monotonic() - started, 3),
             output_tail="".join(tail)[-8000:],
             timed_out=timed_out,
+            timeout_s=timeout_s,
         )
 
     def run_image(self, image: str, args: Sequence[str], **kwargs: Any) -> ExecResult:

@@ -42,14 +42,9 @@ class WorkspaceProvider:
         parent = Path(tempfile.mkdtemp(prefix=f"{label[:40]}-", dir=self.root))
         workspace = parent / "workspace"
         workspace.mkdir()
-        tags = dict(tags or {})
-        marker = {
-            **tags,
-            "provider": self.provider_name,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "created": time.time(),
-        }
+        # Host and process too: a run killed outright may still look "started" to Dagster.
+        tags = {**(tags or {}), "host": socket.gethostname(), "pid": str(os.getpid())}
+        marker = {**tags, "provider": self.provider_name, "created": time.time()}
         (parent / MARKER).write_text(json.dumps(marker))
         sandbox = self._new_sandbox(workspace, tags)
         with self._lock:

@@ -1,0 +1,129 @@
+"""Finding a campaign's targets on GitHub: an organization's or a user's repositories, or a search.
+
+Listings are paginated (`Link: rel="next"`) and filtered here by topics, name pattern, language,
+archived and fork; a search query is passed to GitHub's repository search as it is and filtered
+the same way afterwards.
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+
+from github import Github, GithubException
+from github.Repository import Repository as GhRepository
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from resources.forges.base import ForgeError
+from resources.forges.github import NETWORK_ERRORS, GitHubForge
+
+
+class GitHubSelector(BaseModel):
+    """Which repositories a campaign targets: exactly one source (org, user or query) + filters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    org: str | None = Field(default=None, description="every repository of this organization")
+    user: str | None = Field(default=None, description="every repository this user owns")
+    query: str | None = Field(
+        default=None, description="a GitHub repository search query, e.g. 'org:acme topic:python'"
+    )
+    topics: list[str] = Field(default_factory=list, description="all of these topics")
+    name_pattern: str | None = Field(
+        default=None, description="glob on the name (on OWNER/NAME when it has a '/'), any case"
+    )
+    language: str | None = Field(default=None, description="primary language, any case")
+    include_archived: bool = False
+    include_forks: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> GitHubSelector:
+        given = [k for k in ("org", "user", "query") if getattr(self, k)]
+        if len(given) != 1:
+            got = ", ".join(given) if given else "none"
+            raise ValueError(f"exactly one of org, user or query must be set (got: {got})")
+        return self
+
+
+class DiscoveredRepo(BaseModel):
+    """A repository a selector found, with what the platform needs to target it."""
+
+    full_name: str
+    url: str = Field(description="the web URL (html_url): what forge methods take")
+    clone_url: str
+    default_branch: str
+    archived: bool = False
+    fork: bool = False
+    language: str | None = None
+    topics: list[str] = Field(default_factory=list)
+
+
+def _matches(repo: DiscoveredRepo, selector: GitHubSelector) -> bool:
+    if repo.archived and not selector.include_archived:
+        return False
+    if repo.fork and not selector.include_forks:
+        return False
+    if selector.topics:
+        have = {t.lower() for t in repo.topics}
+        if not all(t.lower() in have for t in selector.topics):
+            return False
+    if selector.name_pattern:
+        pattern = selector.name_pattern.lower()
+        subject = repo.full_name if "/" in pattern else repo.full_name.split("/", 1)[1]
+        if not fnmatchcase(subject.lower(), pattern):
+            return False
+    return not (selector.language and (repo.language or "").lower() != selector.language.lower())
+
+
+def _discovered(repo: GhRepository) -> DiscoveredRepo:
+    # only fields every listing carries: reading others would fetch each repository again
+    return DiscoveredRepo(
+        full_name=repo.full_name,
+        url=repo.html_url,
+        clone_url=repo.clone_url,
+        default_branch=repo.default_branch or "",
+        archived=bool(repo.archived),
+        fork=bool(repo.fork),
+        language=repo.language,
+        topics=list(repo.topics or []),
+    )
+
+
+def _listing(gh: Github, selector: GitHubSelector):
+    if selector.org:
+        return gh.get_organization(selector.org).get_repos(type="all")
+    if selector.user:
+        me = gh.get_user()
+        if me.login.lower() == selector.user.lower():  # /users/X/repos lists public ones only
+            return me.get_repos(affiliation="owner", visibility="all")
+        return gh.get_user(selector.user).get_repos(type="all")
+    query = selector.query or ""
+    if selector.include_forks and "fork:" not in query:
+        query += " fork:true"  # search leaves forks out unless asked
+    return gh.search_repositories(query.strip())
+
+
+def discover(gh: GitHubForge | Github, selector: GitHubSelector) -> list[DiscoveredRepo]:
+    """The repositories `selector` picks, sorted by full name.
+
+    With a `GitHubForge` the listing shares its retries, rate-limit handling and redaction.
+    """
+    client = gh.client() if isinstance(gh, GitHubForge) else gh
+    source = (
+        f"org {selector.org}"
+        if selector.org
+        else f"user {selector.user}"
+        if selector.user
+        else f"search {selector.query!r}"
+    )
+    try:
+        found = [_discovered(repo) for repo in _listing(client, selector)]
+    except GithubException as exc:
+        if isinstance(gh, GitHubForge):
+            raise gh.forge_error(
+                exc, source, "listing repositories", f"{source}: not found"
+            ) from None
+        raise ForgeError(f"{source}: listing repositories failed: HTTP {exc.status}") from None
+    except NETWORK_ERRORS as exc:
+        raise ForgeError(f"{source}: cannot reach GitHub ({type(exc).__name__})") from None
+    unique = {repo.full_name: repo for repo in found if _matches(repo, selector)}
+    return [unique[name] for name in sorted(unique, key=str.lower)]
