@@ -345,3 +345,53 @@ def test_prune_leaves_a_live_sandbox_alone(provider, platform: Platform):
         assert not any(x.orphan for x in found), [(x.kind, x.why) for x in found]
         sandbox.kill_all()
         worker.join(30)
+
+
+# the agent in the sandbox image ---------------------------------------------------------------
+
+
+def test_the_agent_runs_in_the_image_and_reaches_only_the_model(
+    platform: Platform, images, monkeypatch
+):
+    """The Claude Code CLI of the sandbox image, with network model-only: its requests reach the
+    scripted model through the proxy; its Bash tool cannot reach another port on the host."""
+    from tests.fake_model import ScriptedModel, text, tool
+
+    other = socket.socket()
+    other.bind(("127.0.0.1", 0))
+    other.listen(4)
+    probe = (
+        "python3 -c \"import socket; socket.create_connection(('127.0.0.1', "
+        f"{other.getsockname()[1]}), timeout=3); print('REACHED')\" || echo UNREACHABLE"
+    )
+    docker_profile(platform, network="model-only")
+    target = repo(platform, "alpha")
+    with ScriptedModel() as model:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", model.base_url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test-docker")
+        monkeypatch.setenv("CLAUDE_CODE_MAX_RETRIES", "0")
+        model.script = [
+            tool("Bash", {"command": "sed -i s/old_name/new_name/g app.py tests/test_app.py",
+                          "description": "rename"}),
+            tool("Bash", {"command": probe, "description": "probe"}),
+            tool("Bash", {"command": "command -v claude; pwd", "description": "where"}),
+            text("Renamed old_name to new_name."),
+        ]  # fmt: skip
+        path = platform.write_campaign(
+            "agent-in-docker", targets=[str(target)],
+            transformation={"kind": "agentic", "prompt": "Rename old_name to new_name.",
+                            "max_turns": 6},
+        )  # fmt: skip
+        outcome = platform.run(path)
+    other.close()
+    assert statuses(outcome.report) == {"acme__alpha": "pr_open"}, outcome.report.to_dict()
+    results = "\n".join(
+        json.dumps(block.get("content"))
+        for message in model.conversation_requests[-1]["json"]["messages"]
+        if isinstance(message["content"], list)
+        for block in message["content"]
+        if block.get("type") == "tool_result"
+    )
+    assert "UNREACHABLE" in results and "REACHED" not in results.replace("UNREACHABLE", "")
+    assert "/usr/local/bin/claude" in results  # the image's CLI ...
+    assert "/workspace" in results  # ... working in the mounted workspace
