@@ -20,7 +20,10 @@ def test_validate_reports_every_problem_without_a_traceback(platform: Platform):
     assert f"✓ {good}: campaign 'good', 1 target(s)" in proc.stdout
     assert f"{bad}: name: 'Bad' is not a valid campaign name" in proc.stderr
     assert f"{bad}: targets: List should have at least 1 item" in proc.stderr
-    assert f"{bad}: transformation.deterministic.command: required field is missing" in proc.stderr
+    assert (
+        f"{bad}: transformation.deterministic: a deterministic transformation needs a `command` "
+        "or an `image`" in proc.stderr
+    )
     assert f"{bad}: extra: unknown field" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
 
