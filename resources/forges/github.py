@@ -115,7 +115,7 @@ def _display(url: str) -> str:
 
 
 def repo_full_name(url: str) -> str:
-    """`OWNER/NAME` of a repository given as a web or clone URL (any host), `git@` or `OWNER/NAME`."""
+    """`OWNER/NAME` of a repository given as a web or clone URL (any host), scp-like or as is."""
     text = url.strip()
     scp = _SCP_LIKE.match(text)
     if scp and "://" not in text:
@@ -175,7 +175,8 @@ class GitHubForge:
     spaces API writes (GitHub asks integrations for about one second between mutating requests).
     `max_retries`, `backoff_s` and `max_wait_s` shape the retries; `sleep` and `clock` are
     injectable so tests do not wait. `stats` counts api_calls, retries, rate_limited,
-    server_errors, rate_limit_wait_s, backoff_wait_s, write_pacing_wait_s and git_pushes.
+    server_errors, rate_limit_wait_s, backoff_wait_s, write_pacing_wait_s, git_pushes and
+    recovered_writes (writes found applied after a lost answer). Waits are summed over threads.
     """
 
     def __init__(
@@ -229,6 +230,7 @@ class GitHubForge:
             "backoff_wait_s": 0.0,
             "write_pacing_wait_s": 0.0,
             "git_pushes": 0,
+            "recovered_writes": 0,
         }
 
     def __repr__(self) -> str:
@@ -309,12 +311,23 @@ class GitHubForge:
                 raise failure
             kind, wait = plan
             if write and kind != "rate_limit":  # a 5xx or lost response: it may have been applied
-                recover = getattr(self._local, "recover", None)
-                found = recover() if recover is not None else None
+                found = self._recovered()
                 if found is not None:
+                    self._bump("server_errors")
+                    self._bump("recovered_writes")
                     return found
             attempt += 1
             self._back_off(kind, wait, attempt, f"{verb} {urlparse(url).path}", failure)
+
+    def _recovered(self) -> tuple[dict, Any] | None:
+        """What this thread's recovery hook finds of a write that may have landed (or None)."""
+        recover = getattr(self._local, "recover", None)
+        if recover is None:
+            return None
+        try:
+            return recover()
+        except (GithubException, *NETWORK_ERRORS):
+            return None  # cannot tell: retry the write
 
     def _retry_plan(self, exc: Exception) -> tuple[str, float | None] | None:
         """`(kind, wait)` for a failure worth retrying (wait None: back off), else None."""
@@ -421,6 +434,7 @@ class GitHubForge:
     def forge_error(
         self, exc: GithubException, subject: str, action: str, not_found: str | None = None
     ) -> ForgeError:
+        """A redacted ForgeError saying what `action` on `subject` ran into (404 -> `not_found`)."""
         message, details = _error_text(exc)
         status = exc.status
         if status == 404:
@@ -686,7 +700,7 @@ class GitHubForge:
         return True
 
     def merge_pull_request(self, url: str, number: int) -> PullRequest:
-        """Merge an open pull request at the head it has now (`merge_method`); merged stays merged."""
+        """Merge an open pull request at its current head (`merge_method`); merged stays merged."""
         name, repo = self._repo(url)
         with self._op(
             name, f"merging pull request #{number}", f"{name}: pull request #{number} not found"
@@ -742,7 +756,7 @@ class GitHubForge:
             return self._post_comment(repo.get_pull(number), body)
 
     def _post_comment(self, pr: GhPullRequest, body: str) -> str:
-        """POST an issue comment; a retry after a 5xx first looks for the comment it may have made."""
+        """POST an issue comment; a retry after a 5xx first looks for the comment it made."""
         requester = self.client().requester
         comments_url = f"{pr.issue_url}/comments"
         since = (datetime.now(UTC) - timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")

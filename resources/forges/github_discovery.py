@@ -93,7 +93,11 @@ def _listing(gh: Github, selector: GitHubSelector):
         return gh.get_organization(selector.org).get_repos(type="all")
     if selector.user:
         me = gh.get_user()
-        if me.login.lower() == selector.user.lower():  # /users/X/repos lists public ones only
+        try:
+            login = me.login
+        except GithubException:  # a GitHub App's installation token has no user
+            login = ""
+        if login.lower() == selector.user.lower():  # /users/X/repos lists public ones only
             return me.get_repos(affiliation="owner", visibility="all")
         return gh.get_user(selector.user).get_repos(type="all")
     query = selector.query or ""
