@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export DAGSTER_HOME
 
-.PHONY: demo test lint dev system-deps agent-cli clean
+.PHONY: demo test lint dev system-deps agent-cli clean images docker-engine
 
 # The Claude Code CLI, from npm, into the project (.tools/claude); pinned so runs are repeatable.
 CLAUDE_CODE_VERSION ?= 2.1.197
@@ -61,3 +61,13 @@ dev: $(BIN)/orchestrator system-deps agent-cli
 
 clean:
 	rm -rf .demo .orchestrator .dagster_home .tools
+
+# A Docker engine for the docker sandbox provider and the images: started when none answers
+# (installed from Debian's docker.io when we are root).
+docker-engine:
+	scripts/docker-engine.sh
+
+# The sandbox, example transformation and platform images, from Debian's mirror alone (no
+# registry); fast when nothing changed. See images/README.md.
+images: docker-engine
+	CLAUDE_CODE_VERSION=$(CLAUDE_CODE_VERSION) images/build.sh all
