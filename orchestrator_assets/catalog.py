@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestrator_assets.discovery import with_discovered
 from orchestrator_assets.errors import OrchestratorError, Problem, SpecError
 from orchestrator_assets.profiles import Profile, ProfilesFile, load_profiles
 from orchestrator_assets.settings import Settings
@@ -60,7 +61,7 @@ def profile_verifiers(profiles: ProfilesFile):
 def load_one(path: Path, settings: Settings) -> Campaign:
     """Load and fully check one campaign file (spec and profile)."""
     profiles = load_profiles(settings.resolved_profiles_file())
-    spec = load_campaign(path, profile_verifiers(profiles))
+    spec = with_discovered(load_campaign(path, profile_verifiers(profiles)), settings)
     return Campaign(spec=spec, file=path, profile=resolve_profile(spec, profiles, str(path)))
 
 
@@ -71,7 +72,7 @@ def load_catalog(settings: Settings) -> Catalog:
     ids: dict[str, Path] = {}
     for path in campaign_files(settings.campaigns_dir):
         try:
-            spec = load_campaign(path, profile_verifiers(profiles))
+            spec = with_discovered(load_campaign(path, profile_verifiers(profiles)), settings)
             profile = resolve_profile(spec, profiles, str(path))
         except SpecError as exc:
             catalog.errors.append(exc)

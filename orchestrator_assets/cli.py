@@ -250,6 +250,8 @@ def run(
         path.write_text(text)
         console.print(f"wrote {path}")
         campaign = load_one(path, settings)
+    if campaign.spec.discover is not None:
+        campaign = _rediscover(campaign, settings)
     instance = _instance()
 
     def emit(stage: str, message: str) -> None:
@@ -272,6 +274,22 @@ def run(
             f"[red]{len(outcome.failed_runs)} run(s) failed: {', '.join(outcome.failed_runs)}[/]"
         )
         raise SystemExit(1)
+
+
+def _rediscover(campaign, settings: Settings):
+    """Ask the code host for the campaign's targets again; the campaign with them."""
+    from orchestrator_assets.catalog import load_one
+    from orchestrator_assets.discovery import refresh
+    from resources.build import build_resources
+
+    forge = build_resources(settings)["forge"].get()  # type: ignore[attr-defined]
+    found = refresh(campaign.spec, settings, forge)
+    console.print(
+        f"discovered {found.total} repositories"
+        + (f"; new: {', '.join(found.added)}" if found.added else "")
+        + (f"; gone: {', '.join(found.removed)}" if found.removed else "")
+    )
+    return load_one(campaign.file, settings)
 
 
 def _text(value: object) -> str:

@@ -33,6 +33,7 @@ from resources.dagster_resources import (
     ForgeResource,
     RepoCacheResource,
     SandboxResource,
+    forge_git_env,
 )
 from sensors.discovery import build_discovery_sensor
 from sensors.report import build_report_sensor
@@ -139,9 +140,10 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
             if spec.budget_usd is not None
             else 0.0
         )
+        forge_client = forge.get()
         wb = Workbench(
-            forge=forge.get(),
-            cache=repo_cache.get(),
+            forge=forge_client,
+            cache=repo_cache.get(forge_git_env(forge_client)),
             sandboxes=sandbox.get(profile.provider, profile.image, profile.limits()),
             author=(forge.author_name, forge.author_email),
             network=profile.commands_network,

@@ -46,6 +46,9 @@ class ChangeRecord(BaseModel):
     base_sha: str | None = None
     branch: str
     head_sha: str | None = None
+    stale_branch_sha: str | None = Field(
+        default=None, description="no change now, but the campaign branch exists (a PR to close)"
+    )
     files: list[str] = Field(default_factory=list)
     insertions: int = 0
     deletions: int = 0
@@ -101,7 +104,7 @@ class VerificationRecord(BaseModel):
 
 PullRequestOutcome = Literal[
     "opened", "updated", "unchanged", "no_change", "blocked", "awaiting_review", "failed",
-    "not_reopened",
+    "not_reopened", "closed_stale",
 ]  # fmt: skip
 
 

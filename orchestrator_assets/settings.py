@@ -6,6 +6,7 @@ import os
 import shutil
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,6 +30,19 @@ class Settings(BaseSettings):
     git_author_email: str = "campaigns@localhost"
     branch_prefix: str = "campaign/"
     env_cache_max_mb: int = Field(default=5120, gt=0, description="environment cache size limit")
+    forge: Literal["local", "github"] = Field(
+        default="local", description="where target repositories and pull requests live"
+    )
+    github_api_url: str = Field(
+        default="https://api.github.com", description="REST API root (GHE: https://HOST/api/v3)"
+    )
+    github_token_env: str = Field(
+        default="GITHUB_TOKEN", description="the environment variable holding the GitHub token"
+    )
+    github_write_concurrency: int = Field(default=4, ge=1, description="parallel GitHub writes")
+    github_write_interval_s: float = Field(
+        default=1.0, ge=0, description="pause between GitHub writes (secondary rate limits)"
+    )
 
     @cached_property
     def dagster_home(self) -> Path:

@@ -15,6 +15,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -24,6 +25,7 @@ from pydantic import (
 from orchestrator_assets.errors import Problem, SpecError
 from orchestrator_assets.slugs import CAMPAIGN_NAME_RE, dagster_name, slug_problem, target_slug
 from orchestrator_assets.spec_errors import problems_from_validation, yaml_problem
+from resources.forges.github_discovery import GitHubSelector
 
 Command = str | list[str]
 
@@ -220,6 +222,7 @@ class PullRequestTemplate(_Model):
         "_Opened by campaign `{{ campaign.name }}` for `{{ target.slug }}`._\n"
     )
     labels: list[str] = Field(default_factory=list)
+    reviewers: list[str] = Field(default_factory=list, description="users asked to review")
     draft: bool = False
 
     @field_validator("title", "body")
@@ -247,12 +250,22 @@ class Review(_Model):
         return {"policy": value} if isinstance(value, str) else value
 
 
+class Discovery(_Model):
+    """Targets selected from a code host instead of (or besides) an explicit list."""
+
+    github: GitHubSelector
+    base: str | None = Field(default=None, description="base branch (default: each repo's)")
+
+
 class CampaignSpec(_Model):
     """One campaign: what to change where, how to check it and how to deliver it."""
 
     name: str
     description: str = ""
-    targets: list[Target] = Field(min_length=1)
+    discover: Discovery | None = None  # before targets: their check looks at it
+    # The keys of targets added by discovery (orchestrator_assets/discovery.py), not the file's.
+    _discovered: frozenset[str] = PrivateAttr(default=frozenset())
+    targets: list[Target] = Field(default_factory=list, validate_default=True)
     transformation: Transformation
     verifiers: list[Verifier] = Field(default_factory=list)
     setup: list[Command] = Field(
@@ -272,6 +285,15 @@ class CampaignSpec(_Model):
     concurrency: int = Field(default=4, ge=1, le=64)
 
     _check_setup = field_validator("setup")(lambda value: [_check_command(c) for c in value])
+
+    @field_validator("targets")
+    @classmethod
+    def _some_targets(cls, value: list[Target], info: ValidationInfo) -> list[Target]:
+        if not value and not info.data.get("discover"):
+            raise ValueError(
+                "List should have at least 1 item (or select targets with `discover:`)"
+            )
+        return value
 
     @field_validator("cache_paths")
     @classmethod

@@ -189,7 +189,11 @@ def _make_change(
         if not run_git(["status", "--porcelain"], ws).strip():
             log(f"{target.key}: no change")
             return base.model_copy(
-                update={"outcome": ChangeOutcome.NO_CHANGE, "output_tail": output}
+                update={
+                    "outcome": ChangeOutcome.NO_CHANGE,
+                    "output_tail": output,
+                    "stale_branch_sha": repo.branch_sha,
+                }
             )
         head = _commit(ws, spec, repo.base_sha, repo.branch_sha, bench)
         if head != repo.branch_sha:
@@ -509,6 +513,8 @@ def deliver_pull_request(
     def done(**fields) -> PullRequestRecord:
         return PullRequestRecord(duration_s=round(time.monotonic() - started, 3), **fields)
 
+    if change is not None and change.outcome == ChangeOutcome.NO_CHANGE and change.stale_branch_sha:
+        return _close_stale(spec, target, change, bench, log, done)
     if change is None or change.outcome != ChangeOutcome.CHANGED or not change.head_sha:
         return done(outcome="no_change", reason="nothing to propose")
     head = change.head_sha
@@ -532,6 +538,7 @@ def deliver_pull_request(
             body=render_body(spec, target, change, verification),
             labels=spec.pull_request.labels,
             draft=spec.pull_request.draft,
+            reviewers=spec.pull_request.reviewers,
         )
         existing = bench.forge.find_pull_request(target.repo, spec.branch_name)
         if existing is not None and existing.state != "open":
@@ -553,6 +560,28 @@ def deliver_pull_request(
         return done(outcome="failed", reason=str(exc), head_sha=head)
     log(f"{target.key}: pull request #{pr.number} {outcome}: {pr.url}")
     return done(outcome=outcome, number=pr.number, url=pr.url, state=pr.state, head_sha=head)
+
+
+def _close_stale(spec, target, change: ChangeRecord, bench: Workbench, log: Log, done):
+    """The change is gone (the base already has it, or the campaign no longer changes this
+    repository): an open PR of the campaign branch is closed with a comment saying why."""
+    try:
+        existing = bench.forge.find_pull_request(target.repo, spec.branch_name)
+        if existing is None or existing.state != "open":
+            return done(outcome="no_change", reason="nothing to propose")
+        base = (change.base_sha or "")[:8]
+        comment = (
+            f"Closed by campaign `{spec.name}`: on `{change.base_branch}` at {base} the "
+            "transformation no longer changes anything, so this pull request is not needed."
+        )
+        pr = bench.forge.close_pull_request(target.repo, existing.number, comment)
+    except ForgeError as exc:
+        return done(outcome="failed", reason=f"cannot close the stale pull request: {exc}")
+    log(f"{target.key}: pull request #{pr.number} closed: the change is gone")
+    return done(
+        outcome="closed_stale", number=pr.number, url=pr.url, state=pr.state,
+        reason="the change is no longer needed",
+    )  # fmt: skip
 
 
 def _context(spec: CampaignSpec, target: Target, change: ChangeRecord, verification=None) -> dict:

@@ -24,7 +24,13 @@ def build_resources(settings: Settings) -> dict[str, object]:
             hidden_paths=[str(settings.data_dir), str(settings.dagster_home)],
         ),
         "forge": ForgeResource(
-            author_name=settings.git_author_name, author_email=settings.git_author_email
+            kind=settings.forge,
+            author_name=settings.git_author_name,
+            author_email=settings.git_author_email,
+            base_url=settings.github_api_url,
+            token_env=settings.github_token_env,
+            write_concurrency=settings.github_write_concurrency,
+            write_interval_s=settings.github_write_interval_s,
         ),
         "repo_cache": RepoCacheResource(root=str(settings.cache_dir)),
         "env_cache": EnvCacheResource(

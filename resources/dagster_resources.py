@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -10,6 +11,7 @@ import dagster as dg
 
 from resources.agents.claude_code import ClaudeCodeAgent, find_cli
 from resources.env_cache import EnvCache
+from resources.forges.base import Forge, ForgeError
 from resources.forges.local import LocalForge
 from resources.repo_cache import RepoCache
 from resources.sandboxes.docker import DEFAULT_IMAGE, ContainerLimits, DockerSandboxProvider
@@ -57,15 +59,42 @@ def _provider(
 
 
 class ForgeResource(dg.ConfigurableResource):
-    """Where repositories and pull requests live (local: repositories on this machine)."""
+    """Where repositories and pull requests live: `local` (repositories on this machine) or
+    `github` (github.com or GitHub Enterprise, the token read from the environment variable
+    `token_env` when the forge is first used — never from configuration)."""
 
-    kind: Literal["local"] = "local"
+    kind: Literal["local", "github"] = "local"
     author_name: str = "Campaign Bot"
     author_email: str = "campaigns@localhost"
+    base_url: str = "https://api.github.com"
+    token_env: str = "GITHUB_TOKEN"
+    write_concurrency: int = 4
+    write_interval_s: float = 1.0
 
-    def get(self) -> LocalForge:
-        """The forge client."""
-        return LocalForge(merge_author=(self.author_name, self.author_email))
+    def get(self) -> Forge:
+        """The forge client (one per setting, so GitHub's write limits hold across runs' steps)."""
+        if self.kind == "local":
+            return LocalForge(merge_author=(self.author_name, self.author_email))
+        token = os.environ.get(self.token_env, "")
+        if not token:
+            raise ForgeError(
+                f"the GitHub forge needs a token: set {self.token_env} in the environment of the "
+                "process that runs the campaign"
+            )
+        return _github(self.base_url, token, self.write_concurrency, self.write_interval_s)
+
+
+@cache
+def _github(base_url: str, token: str, concurrency: int, interval: float) -> Forge:
+    from resources.forges.github import GitHubForge
+
+    return GitHubForge(token, base_url, write_concurrency=concurrency, write_interval_s=interval)
+
+
+def forge_git_env(forge: Forge) -> dict[str, str]:
+    """What git needs in its environment to fetch from `forge` (its credentials), if anything."""
+    git_env = getattr(forge, "git_env", None)
+    return git_env() if callable(git_env) else {}
 
 
 class RepoCacheResource(dg.ConfigurableResource):
@@ -73,9 +102,9 @@ class RepoCacheResource(dg.ConfigurableResource):
 
     root: str
 
-    def get(self) -> RepoCache:
-        """The cache."""
-        return RepoCache(Path(self.root))
+    def get(self, git_env: dict[str, str] | None = None) -> RepoCache:
+        """The cache, fetching with `git_env` (a forge's credentials)."""
+        return RepoCache(Path(self.root), git_env)
 
 
 class AgentResource(dg.ConfigurableResource):

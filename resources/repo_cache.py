@@ -20,8 +20,11 @@ from resources.slug import safe_dirname
 class RepoCache:
     """Bare mirrors under one directory, refreshed with `git fetch` and locked per repository."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, git_env: dict[str, str] | None = None):
         self.root = Path(root)
+        # The forge's credentials for fetching (an auth header in git's environment, never in a
+        # URL or a config file).
+        self.git_env = git_env or {}
 
     def path_for(self, url: str) -> Path:
         """Where the mirror of `url` lives."""
@@ -43,12 +46,12 @@ class RepoCache:
         mirror = self.path_for(url)
         with self._locked(mirror):
             if (mirror / "HEAD").exists():
-                run_git(["fetch", "--prune", "--quiet", "origin"], cwd=mirror)
+                run_git(["fetch", "--prune", "--quiet", "origin"], cwd=mirror, env=self.git_env)
             else:
                 tmp = mirror.with_suffix(".partial")
                 if tmp.exists():  # left by a crashed clone
                     shutil.rmtree(tmp, ignore_errors=True)
-                run_git(["clone", "--mirror", "--quiet", url, str(tmp)])
+                run_git(["clone", "--mirror", "--quiet", url, str(tmp)], env=self.git_env)
                 tmp.rename(mirror)
         return mirror
 

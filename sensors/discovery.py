@@ -21,12 +21,13 @@ def build_discovery_sensor(spec: CampaignSpec) -> dg.SensorDefinition:
         description=f"Keeps the partitions of campaign {spec.name} equal to its targets.",
     )
     def discovery(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+        current = _current(spec, context)
         existing = context.instance.get_dynamic_partitions(spec.partitions_name)
         if context.cursor:
             marked = set(json.loads(context.cursor).get("removed", []))
         else:
             marked = history.removed_targets(context.instance, spec) if existing else set()
-        plan = plan_sync(existing, [t.key for t in spec.targets], marked)
+        plan = plan_sync(existing, [t.key for t in current.targets], marked)
         now_marked = (marked | set(plan.removed)) - set(plan.restored)
         cursor = json.dumps({"removed": sorted(now_marked)})
         if plan.empty:
@@ -46,3 +47,25 @@ def build_discovery_sensor(spec: CampaignSpec) -> dg.SensorDefinition:
         )
 
     return discovery
+
+
+def _current(spec: CampaignSpec, context: dg.SensorEvaluationContext) -> CampaignSpec:
+    """The campaign with the targets its code host lists now (asked again when stale)."""
+    if spec.discover is None:
+        return spec
+    from orchestrator_assets.discovery import STALE_AFTER_S, age_s, refresh, with_discovered
+    from orchestrator_assets.settings import Settings
+    from resources.build import build_resources
+
+    settings = Settings()
+    if age_s(settings, spec) > STALE_AFTER_S:
+        try:
+            forge = build_resources(settings)["forge"].get()  # type: ignore[attr-defined]
+            found = refresh(spec, settings, forge)
+            context.log.info(
+                f"discovered {found.total} repositories (+{len(found.added)}, "
+                f"-{len(found.removed)})"
+            )
+        except Exception as exc:  # the code host is down: keep the targets known so far
+            context.log.warning(f"discovery of {spec.name} failed, keeping its last targets: {exc}")
+    return with_discovered(spec, settings)

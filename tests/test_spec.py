@@ -85,7 +85,7 @@ def test_a_deterministic_transformation_needs_a_command_or_an_image(tmp_path: Pa
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"targets": None}, "targets: required field is missing"),
+        ({"targets": None}, "targets: List should have at least 1 item (or select targets with"),
         ({"schedule": "61 * * * *"}, "schedule: '61 * * * *' is not a valid cron"),
         (
             {"targets": [{"repo": "x/y", "slug": "Acme/Billing"}]},

@@ -1,4 +1,4 @@
-"""The forge interface: five verbs every code host implements, plus merge and close."""
+"""The forge interface: the verbs every code host implements to carry a PR from branch to end."""
 
 from __future__ import annotations
 
@@ -32,6 +32,9 @@ class PullRequestDraft(BaseModel):
     body: str
     labels: list[str] = Field(default_factory=list)
     draft: bool = False
+    reviewers: list[str] = Field(
+        default_factory=list, description="users asked to review (added, never removed)"
+    )
 
 
 class PullRequest(BaseModel):
@@ -49,6 +52,28 @@ class PullRequest(BaseModel):
     head_sha: str | None = None
     created_at: datetime
     updated_at: datetime
+
+
+class PullRequestStatus(BaseModel):
+    """Where a pull request stands: its state, mergeability, checks and reviews."""
+
+    number: int
+    url: str
+    state: Literal["open", "draft", "merged", "closed"]
+    head_sha: str | None = None
+    mergeable: bool | None = Field(
+        default=None, description="None while the forge is still computing it (GitHub: lazily)"
+    )
+    mergeable_state: str | None = Field(
+        default=None, description="GitHub's word: clean, dirty, blocked, behind, unstable, unknown"
+    )
+    checks: Literal["success", "failure", "pending", "none"] = "none"
+    failing_checks: list[str] = Field(default_factory=list)
+    pending_checks: list[str] = Field(default_factory=list)
+    review: Literal["approved", "changes_requested", "commented", "none"] = "none"
+    reviews: dict[str, str] = Field(
+        default_factory=dict, description="reviewer login -> their standing review state"
+    )
 
 
 class Forge(Protocol):
@@ -82,4 +107,12 @@ class Forge(Protocol):
 
     def close_pull_request(self, url: str, number: int, comment: str | None = None) -> PullRequest:
         """Close a pull request without merging."""
+        ...
+
+    def pull_request_status(self, url: str, number: int) -> PullRequestStatus:
+        """Where a pull request stands now: state (draft apart), mergeability, checks, review."""
+        ...
+
+    def comment(self, url: str, number: int, body: str) -> str:
+        """Add a conversation comment to a pull request; returns the comment's URL."""
         ...

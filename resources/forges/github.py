@@ -38,9 +38,15 @@ import requests
 from github import Auth, Github, GithubException
 from github.PullRequest import PullRequest as GhPullRequest
 from github.Repository import Repository as GhRepository
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from resources.forges.base import ForgeError, PullRequest, PullRequestDraft, ResolvedRepo
+from resources.forges.base import (
+    ForgeError,
+    PullRequest,
+    PullRequestDraft,
+    PullRequestStatus,
+    ResolvedRepo,
+)
 from resources.git import GitError, run_git
 from resources.redact import redact, secret_values
 
@@ -71,36 +77,13 @@ _SCP_LIKE = re.compile(r"^[\w.-]+@[\w.-]+:(?P<path>.+)$")
 
 
 class GitHubPullRequestDraft(PullRequestDraft):
-    """A pull request draft with the reviewers GitHub should ask (users and `org` team slugs).
+    """A pull request draft that also asks teams (`org` team slugs) to review.
 
-    `GitHubForge` reads `reviewers` and `team_reviewers` from any draft that has them, so the
-    same fields added to `PullRequestDraft` itself would work without this subclass.
+    Users to ask are the base draft's `reviewers`; `GitHubForge` reads `team_reviewers` from any
+    draft that has them.
     """
 
-    reviewers: list[str] = Field(default_factory=list)
     team_reviewers: list[str] = Field(default_factory=list)
-
-
-class PullRequestStatus(BaseModel):
-    """Where a pull request stands: its state, mergeability, checks and reviews."""
-
-    number: int
-    url: str
-    state: Literal["open", "draft", "merged", "closed"]
-    head_sha: str | None = None
-    mergeable: bool | None = Field(
-        default=None, description="None while GitHub is still computing it (it does so lazily)"
-    )
-    mergeable_state: str | None = Field(
-        default=None, description="GitHub's word: clean, dirty, blocked, behind, unstable, unknown"
-    )
-    checks: Literal["success", "failure", "pending", "none"] = "none"
-    failing_checks: list[str] = Field(default_factory=list)
-    pending_checks: list[str] = Field(default_factory=list)
-    review: Literal["approved", "changes_requested", "commented", "none"] = "none"
-    reviews: dict[str, str] = Field(
-        default_factory=dict, description="reviewer login -> their standing review state"
-    )
 
 
 # repository names --------------------------------------------------------------------------------
@@ -671,7 +654,7 @@ class GitHubForge:
         self, name: str, pr: GhPullRequest, draft: PullRequestDraft, *, fresh: bool
     ) -> bool:
         """Ask the draft's reviewers who are not asked yet and have not reviewed; True if any."""
-        users = list(getattr(draft, "reviewers", None) or [])
+        users = list(draft.reviewers)
         teams = list(getattr(draft, "team_reviewers", None) or [])
         if not users and not teams:
             return False

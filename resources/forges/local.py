@@ -3,16 +3,57 @@
 from __future__ import annotations
 
 import fcntl
+import getpass
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import get_args
 from urllib.parse import unquote, urlparse
 
-from resources.forges.base import ForgeError, PullRequest, PullRequestDraft, ResolvedRepo
+from pydantic import BaseModel, ConfigDict, Field
+
+from resources.forges.base import (
+    ForgeError,
+    PullRequest,
+    PullRequestDraft,
+    PullRequestStatus,
+    ResolvedRepo,
+)
 from resources.git import SAFE_RECEIVE_PACK, GitError, author_env, ls_remote, run_git
 
 BRANCH_PREFIX = "campaign/"
+CHECKS = get_args(PullRequestStatus.model_fields["checks"].annotation)
+REVIEWS = get_args(PullRequestStatus.model_fields["review"].annotation)
+# what the forge itself writes from a draft (a subclass's extra fields are not the record's)
+DRAFT_FIELDS = frozenset(PullRequestDraft.model_fields)
+
+
+class LocalComment(BaseModel):
+    """A conversation comment on a local pull request."""
+
+    id: int
+    author: str
+    body: str
+    created_at: datetime
+
+
+class LocalPullRequest(PullRequest):
+    """A local pull request record: the PR, plus what a test or a human sets in its JSON.
+
+    `checks` (success|failure|pending|none) and `review` (approved|changes_requested|commented|
+    none) stand in for a CI system and reviewers; they are checked when the status is read, so a
+    typo fails that PR's status, not every read of the repository's PRs. Unknown fields a human
+    adds are kept when the forge rewrites the record.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    reviewers: list[str] = Field(default_factory=list)
+    checks: str = "none"
+    review: str = "none"
+    comments: list[LocalComment] = Field(default_factory=list)
 
 
 def local_repo_path(url: str) -> Path:
@@ -106,22 +147,22 @@ class LocalForge:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def _all(self, pulls: Path) -> list[PullRequest]:
-        prs = [PullRequest.model_validate_json(p.read_text()) for p in pulls.glob("*.json")]
+    def _all(self, pulls: Path) -> list[LocalPullRequest]:
+        prs = [LocalPullRequest.model_validate_json(p.read_text()) for p in pulls.glob("*.json")]
         return sorted(prs, key=lambda pr: pr.number)
 
-    def _write(self, pulls: Path, pr: PullRequest) -> PullRequest:
+    def _write(self, pulls: Path, pr: LocalPullRequest) -> LocalPullRequest:
         path = pulls / f"{pr.number}.json"
         tmp = path.with_suffix(".tmp")
         tmp.write_text(pr.model_dump_json(indent=2))
         tmp.replace(path)
         return pr
 
-    def list_pull_requests(self, url: str) -> list[PullRequest]:
+    def list_pull_requests(self, url: str) -> list[LocalPullRequest]:
         """Every pull request of a repository, oldest first."""
         return self._all(self._pulls_dir(url))
 
-    def find_pull_request(self, url: str, head: str) -> PullRequest | None:
+    def find_pull_request(self, url: str, head: str) -> LocalPullRequest | None:
         """The most recent pull request whose head is `head`."""
         matches = [pr for pr in self.list_pull_requests(url) if pr.head == head]
         return matches[-1] if matches else None
@@ -130,7 +171,7 @@ class LocalForge:
         path, _ = self._repo(url)
         return ls_remote(str(path)).get(f"refs/heads/{head}")
 
-    def create_pull_request(self, url: str, draft: PullRequestDraft) -> PullRequest:
+    def create_pull_request(self, url: str, draft: PullRequestDraft) -> LocalPullRequest:
         """Open a new pull request (refused when an open one has the same head)."""
         head_sha = self._head_sha(url, draft.head)
         if head_sha is None:
@@ -141,34 +182,40 @@ class LocalForge:
                 raise ForgeError(f"{url}: an open pull request for {draft.head!r} already exists")
             number = max((pr.number for pr in existing), default=0) + 1
             now = datetime.now(UTC)
-            pr = PullRequest(
+            pr = LocalPullRequest(
                 number=number,
                 url=(pulls / f"{number}.json").resolve().as_uri(),
                 head_sha=head_sha,
                 created_at=now,
                 updated_at=now,
-                **draft.model_dump(),
+                **draft.model_dump(include=DRAFT_FIELDS),
             )
             return self._write(pulls, pr)
 
-    def update_pull_request(self, url: str, number: int, draft: PullRequestDraft) -> PullRequest:
-        """Rewrite title, body, labels and draft flag; the record is untouched when equal."""
+    def update_pull_request(
+        self, url: str, number: int, draft: PullRequestDraft
+    ) -> LocalPullRequest:
+        """Rewrite title, body, labels and draft flag, and ask new reviewers (none is dropped);
+        the record is untouched when it already says all that."""
         head_sha = self._head_sha(url, draft.head)
         with self._locked(url) as pulls:
             pr = self._get(pulls, url, number)
-            changes = {**draft.model_dump(exclude={"head"}), "head_sha": head_sha}
+            wanted = draft.model_dump(include=DRAFT_FIELDS - {"head"})
+            asked = pr.reviewers
+            wanted["reviewers"] = asked + [r for r in draft.reviewers if r not in asked]
+            changes = {**wanted, "head_sha": head_sha}
             if all(getattr(pr, k) == v for k, v in changes.items()):
                 return pr
             updated = pr.model_copy(update={**changes, "updated_at": datetime.now(UTC)})
             return self._write(pulls, updated)
 
-    def _get(self, pulls: Path, url: str, number: int) -> PullRequest:
+    def _get(self, pulls: Path, url: str, number: int) -> LocalPullRequest:
         path = pulls / f"{number}.json"
         if not path.exists():
             raise ForgeError(f"{url}: pull request #{number} not found")
-        return PullRequest.model_validate_json(path.read_text())
+        return LocalPullRequest.model_validate_json(path.read_text())
 
-    def merge_pull_request(self, url: str, number: int) -> PullRequest:
+    def merge_pull_request(self, url: str, number: int) -> LocalPullRequest:
         """Fast-forward or merge the head into the base branch and mark the PR merged."""
         path, _ = self._repo(url)
         with self._locked(url) as pulls:
@@ -179,7 +226,9 @@ class LocalForge:
             merged = pr.model_copy(update={"state": "merged", "updated_at": datetime.now(UTC)})
             return self._write(pulls, merged)
 
-    def close_pull_request(self, url: str, number: int, comment: str | None = None) -> PullRequest:
+    def close_pull_request(
+        self, url: str, number: int, comment: str | None = None
+    ) -> LocalPullRequest:
         """Close a pull request without merging (a comment is appended to its body).
 
         Closing a closed PR changes nothing; a merged PR cannot be closed.
@@ -195,6 +244,89 @@ class LocalForge:
                 update={"state": "closed", "body": body, "updated_at": datetime.now(UTC)}
             )
             return self._write(pulls, closed)
+
+    def pull_request_status(self, url: str, number: int) -> PullRequestStatus:
+        """State (draft apart), mergeability, and the checks and review set in the record."""
+        path, _ = self._repo(url)
+        pr = self._get(self._pulls_dir(url), url, number)
+        if pr.checks not in CHECKS:
+            raise ForgeError(
+                f"{url}: pull request #{number}: checks {pr.checks!r} is not one of "
+                f"{'|'.join(CHECKS)}"
+            )
+        if pr.review not in REVIEWS:
+            raise ForgeError(
+                f"{url}: pull request #{number}: review {pr.review!r} is not one of "
+                f"{'|'.join(REVIEWS)}"
+            )
+        state = "draft" if pr.state == "open" and pr.draft else pr.state
+        head_sha = _ref_sha(path, pr.head) if pr.state == "open" else None
+        mergeable = pr.state == "open" and _merges_cleanly(path, pr.base, head_sha)
+        if pr.state != "open":
+            mergeable_state = None
+        elif pr.draft:
+            mergeable_state = "draft"
+        else:
+            mergeable_state = "clean" if mergeable else "dirty"
+        return PullRequestStatus(
+            number=pr.number,
+            url=pr.url,
+            state=state,
+            head_sha=head_sha or pr.head_sha,
+            mergeable=mergeable,
+            mergeable_state=mergeable_state,
+            checks=pr.checks,  # type: ignore[arg-type]
+            review=pr.review,  # type: ignore[arg-type]
+        )
+
+    def comment(self, url: str, number: int, body: str) -> str:
+        """Append a comment to the pull request's record; returns its URL (`...json#comment-N`)."""
+        with self._locked(url) as pulls:
+            pr = self._get(pulls, url, number)
+            comment = LocalComment(
+                id=max((c.id for c in pr.comments), default=0) + 1,
+                author=_actor(),
+                body=body,
+                created_at=datetime.now(UTC),
+            )
+            updated = pr.model_copy(
+                update={"comments": [*pr.comments, comment], "updated_at": comment.created_at}
+            )
+            self._write(pulls, updated)
+            return f"{pr.url}#comment-{comment.id}"
+
+
+def _actor() -> str:
+    """Who acts: `$ORCHESTRATOR_ACTOR`, else the OS user."""
+    try:
+        return os.environ.get("ORCHESTRATOR_ACTOR") or getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry for this uid (some containers)
+        return f"uid {os.getuid()}"
+
+
+def _ref_sha(repo: Path, branch: str) -> str | None:
+    """The sha `refs/heads/<branch>` points at, or None when there is no such branch."""
+    try:
+        return run_git(["rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"], repo).strip()
+    except GitError:
+        return None
+
+
+def _merges_cleanly(repo: Path, base: str, head_sha: str | None) -> bool:
+    """True when `head_sha` fast-forwards `base` or merges into it without conflicts."""
+    base_sha = _ref_sha(repo, base)
+    if base_sha is None or head_sha is None:
+        return False
+    try:
+        run_git(["merge-base", "--is-ancestor", base_sha, head_sha], repo)
+        return True  # a fast-forward
+    except GitError:
+        pass
+    try:  # exits 1 on conflicts
+        run_git(["merge-tree", "--write-tree", "--no-messages", base_sha, head_sha], repo)
+    except GitError:
+        return False
+    return True
 
 
 def _merge_into(repo: Path, base: str, head: str, author: tuple[str, str], number: int) -> None:

@@ -1,0 +1,141 @@
+"""A whole campaign on the GitHub forge: discovery, PRs created once and updated, a human closing
+one, a change that goes away, and the token in no stored byte.
+
+GitHub is tested against its API contract: tests/fake_github.py answers the REST endpoints the
+forge uses and serves the repositories over git's smart HTTP, requiring the token.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import CODEMOD, TEST, Platform
+from tests.fake_github import FakeGitHub
+
+pytestmark = pytest.mark.usefixtures("bwrap")
+
+TOKEN = "ghp_CANARY" + "7c1e9a5b3d2f4e6a8c0b1d3f5a7c9e2b4d6f"
+SECRETS = [TOKEN, base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()]
+
+
+@pytest.fixture
+def github(platform: Platform, monkeypatch: pytest.MonkeyPatch):
+    with FakeGitHub(TOKEN, platform.root / "github") as fake:
+        fake.add_org("acme")
+        files = {"app.py": "GREETING = 'OLD'\n", "tests/test_app.py": TEST}
+        fake.add_repo("acme/alpha", files, topics=["python"], language="Python")
+        fake.add_repo("acme/beta", files, topics=["python"], language="Python")
+        fake.add_repo("acme/old", files, topics=["python"], language="Python", archived=True)
+        fake.add_repo("acme/site", files, topics=["web"], language="JavaScript")
+        env = {
+            "ORCHESTRATOR_FORGE": "github",
+            "ORCHESTRATOR_GITHUB_API_URL": fake.base_url,
+            "ORCHESTRATOR_GITHUB_WRITE_INTERVAL_S": "0",
+            "GITHUB_TOKEN": TOKEN,
+        }
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        platform.env.update(env)
+        yield fake
+
+
+def campaign(platform: Platform) -> Path:
+    data = {
+        "name": "rename",
+        "description": "Rename OLD to NEW.",
+        "discover": {"github": {"org": "acme", "topics": ["python"]}},
+        "transformation": {"kind": "deterministic", "command": CODEMOD},
+        "verifiers": [{"name": "test", "command": "python -m pytest -q -p no:cacheprovider"}],
+        "pull_request": {"labels": ["campaign"], "reviewers": ["octocat"]},
+    }
+    path = platform.campaigns / "rename.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def report(platform: Platform) -> dict[str, dict]:
+    rows = json.loads(platform.cli("report", "rename", "--output", "json").stdout)
+    return {r["target"]: r for r in rows}
+
+
+def test_a_campaign_on_github_from_discovery_to_pull_requests(platform: Platform, github):
+    path = campaign(platform)
+    first = platform.cli("run", "--file", str(path))
+    assert "discovered 2 repositories" in first.stdout
+    rows = report(platform)
+    assert set(rows) == {"acme__alpha", "acme__beta"}  # archived and off-topic ones left out
+    assert {r["status"] for r in rows.values()} == {"pr_open"}
+    alpha = github.pr("acme/alpha", 1)
+    assert alpha.head == "campaign/rename" and alpha.base == "main" and alpha.state == "open"
+    assert alpha.labels == ["campaign"] and alpha.reviewers == ["octocat"]
+    assert "Rename OLD to NEW." in (alpha.body or "")
+    assert github.refs("acme/alpha")["main"] != github.refs("acme/alpha")["campaign/rename"]
+
+    # Re-running finds the PRs and creates none.
+    platform.cli("run", "--file", str(path))
+    assert len(github.calls_to("POST", "/repos/acme/alpha/pulls")) == 1
+    assert len(github.repos["acme/alpha"].pulls) == 1
+
+    # A human closes beta's PR: it is not reopened.
+    github.close_pr("acme/beta", 1)
+    platform.cli("run", "--file", str(path))
+    assert github.pr("acme/beta", 1).state == "closed"
+    assert len(github.repos["acme/beta"].pulls) == 1
+
+    # alpha's base gets the change by other means: its PR is closed with a comment.
+    github.create_branch("acme/alpha", "main", {"app.py": "GREETING = 'NEW'\n"})
+    platform.cli("run", "--file", str(path))
+    assert github.pr("acme/alpha", 1).state == "closed"
+    (comment,) = github.repos["acme/alpha"].comments[1]
+    assert "no longer changes anything" in comment["body"]
+    assert report(platform)["acme__alpha"]["status"] == "no_change"
+
+    # The token is in no byte the platform stored.
+    for root in (Path(platform.env["DAGSTER_HOME"]), Path(platform.env["ORCHESTRATOR_DATA_DIR"])):
+        for file in root.rglob("*"):
+            if file.is_file():
+                data = file.read_bytes()
+                for secret in SECRETS:
+                    assert secret.encode() not in data, f"{secret[:12]}... found in {file}"
+
+
+def test_discovery_without_the_github_forge_is_a_clear_error(platform: Platform, monkeypatch):
+    monkeypatch.delenv("ORCHESTRATOR_FORGE", raising=False)
+    platform.env.pop("ORCHESTRATOR_FORGE", None)
+    proc = platform.cli("run", "--file", str(campaign(platform)), check=False)
+    assert proc.returncode == 2
+    assert "`discover: github` needs the GitHub forge" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_the_discovery_sensor_turns_github_repositories_into_partitions(platform: Platform, github):
+    from dagster import build_sensor_context
+
+    from orchestrator_assets.catalog import load_one
+    from orchestrator_assets.discovery import discovered_path
+    from sensors.discovery import build_discovery_sensor
+
+    spec = load_one(campaign(platform), platform.settings()).spec
+    assert spec.targets == []  # nothing discovered yet: loading never calls GitHub
+    sensor = build_discovery_sensor(spec)
+    with platform.instance() as instance:
+        result = sensor(build_sensor_context(instance=instance))
+        (request,) = result.dynamic_partitions_requests
+        assert sorted(request.partition_keys) == ["acme__alpha", "acme__beta"]
+        instance.add_dynamic_partitions(spec.partitions_name, list(request.partition_keys))
+
+        # A new repository gets the topic; once the stored answer is stale it becomes a target.
+        github.add_repo("acme/gamma", {"app.py": "x = 1\n"}, topics=["python"])
+        again = sensor(build_sensor_context(instance=instance, cursor=result.cursor))
+        assert not getattr(again, "dynamic_partitions_requests", None)  # still fresh
+        stored = discovered_path(platform.settings(), spec)
+        stored.write_text(json.dumps({**json.loads(stored.read_text()), "refreshed": 0}))
+        later = sensor(build_sensor_context(instance=instance, cursor=result.cursor))
+        (request,) = later.dynamic_partitions_requests
+        assert list(request.partition_keys) == ["acme__gamma"]
