@@ -13,6 +13,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from orchestrator_assets.cli_prs import prs
 from orchestrator_assets.errors import OrchestratorError, SpecError
 from orchestrator_assets.settings import Settings, ensure_dagster_home
 
@@ -550,6 +551,9 @@ def list_campaigns(output: str) -> None:
             f"[yellow]skipped invalid campaign file[/] {error.file} "
             f"(run `orchestrator validate {error.file}`)"
         )
+
+
+cli.add_command(prs)
 
 
 def main() -> None:

@@ -23,10 +23,17 @@ from orchestrator_assets.records import (
     TargetOutcome,
     VerificationRecord,
 )
-from orchestrator_assets.report import build_report
+from orchestrator_assets.report import (
+    build_report,
+    burndown,
+    burndown_chart,
+    burndown_markdown,
+)
+from orchestrator_assets.settings import Settings
 from orchestrator_assets.spec import CampaignSpec
 from orchestrator_assets.stages import Gate, Workbench, advance_target
 from orchestrator_assets.status import ChangeOutcome
+from resources.build import build_resources
 from resources.dagster_resources import (
     AgentResource,
     EnvCacheResource,
@@ -36,6 +43,7 @@ from resources.dagster_resources import (
     forge_git_env,
 )
 from sensors.discovery import build_discovery_sensor
+from sensors.pr_status import build_pr_status_sensor
 from sensors.report import build_report_sensor
 from sensors.schedules import build_schedule
 
@@ -294,7 +302,18 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
     )
     def report(context: dg.AssetExecutionContext) -> dg.Output:
         frame = build_report(context.instance, spec)
-        return dg.Output(frame, metadata=report_metadata(frame))
+        trend = burndown(context.instance, spec)
+        chart = burndown_chart(
+            trend, Settings().data_dir / "reports" / f"{spec.id}_burndown.png", spec.name
+        )
+        return dg.Output(
+            frame,
+            metadata={
+                **report_metadata(frame),
+                "burndown": dg.MetadataValue.md(burndown_markdown(trend)),
+                "burndown_chart": dg.MetadataValue.path(str(chart)),
+            },
+        )
 
     targets_job = dg.define_asset_job(
         f"{spec.id}_targets",
@@ -314,6 +333,10 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
     return dg.Definitions(
         assets=[targets, report],
         jobs=[targets_job, report_job],
-        sensors=[build_discovery_sensor(spec), build_report_sensor(spec, report_job)],
+        sensors=[
+            build_discovery_sensor(spec),
+            build_report_sensor(spec, report_job),
+            build_pr_status_sensor(spec, lambda: build_resources(Settings())["forge"].get()),
+        ],
         schedules=schedules,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TypeVar
 
 import dagster as dg
@@ -11,13 +11,16 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
 from dagster._core.event_api import PartitionKeyFilter
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from orchestrator_assets.records import ChangeRecord, PullRequestRecord, VerificationRecord
 from orchestrator_assets.spec import CampaignSpec
+from resources.forges.base import PullRequestStatus
 
 RECORD = "record"  # metadata key holding a stage's full record as JSON
 REMOVED = "target_removed"  # observation metadata marking a target that left the campaign
+PR_NUMBER = "number"  # materialization metadata on `pull_request` when the record names a PR
+PR_STATE = "pr_state"  # observation metadata on `pull_request`: the PR's state on the forge
 PAGE = 1000
 
 M = TypeVar("M", bound=BaseModel)
@@ -102,6 +105,23 @@ def latest_pull_requests(instance, spec, partitions=None) -> dict[str, PullReque
     return latest_records(instance, asset_key(spec, "pull_request"), PullRequestRecord, partitions)
 
 
+def latest_numbered_pull_requests(
+    instance: DagsterInstance, spec: CampaignSpec, partitions: Sequence[str] | None = None
+) -> dict[str, PullRequestRecord]:
+    """The newest pull-request record per target that names a PR on the forge.
+
+    A later run that did not reach the forge (blocked by a verifier, a forge error) records no
+    PR number; the PR it left open is still this one.
+    """
+    key = asset_key(spec, "pull_request")
+    events = _latest_events(instance, key, partitions, False, PR_NUMBER)
+    return {
+        partition: PullRequestRecord.model_validate(_metadata(entry)[RECORD].value)
+        for partition, entry in events.items()
+        if RECORD in _metadata(entry)
+    }
+
+
 def removed_targets(instance: DagsterInstance, spec: CampaignSpec) -> set[str]:
     """Targets marked as removed from the campaign (their latest mark says so)."""
     events = _latest_events(instance, asset_key(spec, "change"), None, True, REMOVED)
@@ -148,3 +168,104 @@ def latest_check_evaluations(
         head = evaluation.metadata.get("head_sha")
         found[check_key.name] = (bool(evaluation.passed), head.value if head else None)
     return found
+
+
+# pull requests as seen on the forge ------------------------------------------------------------
+
+
+class PullRequestObservation(BaseModel):
+    """What was last seen of a target's pull request on the forge (the status sensor, or a
+    bulk action from `orchestrator prs`), newer than or beside its `pull_request` record."""
+
+    state: str  # open | draft | merged | closed
+    number: int | None = None
+    url: str | None = None
+    checks: str | None = None
+    review: str | None = None
+    mergeable: bool | None = None
+    action: str | None = None  # merge | close | comment | publish, for a bulk action
+    actor: str | None = None
+    timestamp: float = 0.0
+    status: PullRequestStatus | None = None
+
+
+def pr_status_metadata(status: PullRequestStatus) -> dict:
+    """Metadata of an observation of a pull request's status on `pull_request`."""
+    return {
+        PR_STATE: status.state,
+        "mergeable": status.mergeable,
+        "checks": status.checks,
+        "review": status.review,
+        "pr_number": status.number,
+        "pr_url": dg.MetadataValue.url(status.url),
+        "status": dg.MetadataValue.json(status.model_dump(mode="json")),
+    }
+
+
+def _observation(entry: dg.EventLogEntry) -> PullRequestObservation:
+    meta = {k: v.value for k, v in _metadata(entry).items()}
+    status = None
+    if isinstance(meta.get("status"), dict):
+        try:
+            status = PullRequestStatus.model_validate(meta["status"])
+        except ValidationError:
+            status = None
+    mergeable = meta.get("mergeable")
+    number = meta.get("pr_number")
+    return PullRequestObservation(
+        state=str(meta[PR_STATE]),
+        number=int(number) if isinstance(number, int | float) else None,
+        url=meta.get("pr_url") if isinstance(meta.get("pr_url"), str) else None,
+        checks=meta.get("checks") if isinstance(meta.get("checks"), str) else None,
+        review=meta.get("review") if isinstance(meta.get("review"), str) else None,
+        mergeable=mergeable if isinstance(mergeable, bool) else None,
+        action=meta.get("action") if isinstance(meta.get("action"), str) else None,
+        actor=meta.get("actor") if isinstance(meta.get("actor"), str) else None,
+        timestamp=entry.timestamp,
+        status=status,
+    )
+
+
+def latest_pr_observations(
+    instance: DagsterInstance, spec: CampaignSpec, partitions: Sequence[str] | None = None
+) -> dict[str, PullRequestObservation]:
+    """The newest observation of each target's pull request on the forge."""
+    key = asset_key(spec, "pull_request")
+    events = _latest_events(instance, key, partitions, True, PR_STATE)
+    return {partition: _observation(entry) for partition, entry in events.items()}
+
+
+def pr_timeline(
+    instance: DagsterInstance, spec: CampaignSpec
+) -> Iterator[tuple[str, float, int | None, str]]:
+    """Every known state of every target's pull request, oldest first.
+
+    Yields `(target, timestamp, pr number, state)` from the `pull_request` records (the first
+    one of a PR is its opening) and from the observations of the PR on the forge.
+    """
+    key = asset_key(spec, "pull_request")
+    events: list[tuple[str, float, int | None, str]] = []
+    for fetch, observed in ((instance.fetch_materializations, False),
+                            (instance.fetch_observations, True)):  # fmt: skip
+        cursor = None
+        while True:
+            result = fetch(
+                dg.AssetRecordsFilter(asset_key=key), limit=PAGE, cursor=cursor, ascending=True
+            )
+            for record in result.records:
+                partition = record.partition_key
+                if partition is None:
+                    continue
+                meta = _metadata(record.event_log_entry)
+                if observed and PR_STATE in meta:
+                    seen = _observation(record.event_log_entry)
+                    events.append((partition, record.timestamp, seen.number, seen.state))
+                elif not observed and RECORD in meta:
+                    pr = PullRequestRecord.model_validate(meta[RECORD].value)
+                    if pr.state is not None and pr.number is not None:
+                        events.append((partition, record.timestamp, pr.number, pr.state))
+            if not result.has_more:
+                break
+            cursor = result.cursor
+    events.sort(key=lambda e: e[1])
+    yield from events

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+
 import pandas as pd
 from dagster import DagsterInstance
 
@@ -12,9 +16,11 @@ from orchestrator_assets.status import ChangeOutcome, TargetStatus
 
 COLUMNS = [
     "target", "status", "reason", "base_sha", "head_sha", "files_changed", "verifiers",
-    "failed_verifiers", "setup", "pr_number", "pr_url", "pr_state", "cost_usd", "duration_s",
-    "repo",
+    "failed_verifiers", "setup", "pr_number", "pr_url", "pr_state", "checks", "review",
+    "mergeable", "cost_usd", "duration_s", "repo",
 ]  # fmt: skip
+BURNDOWN_COLUMNS = ["day", "open", "merged", "closed"]
+ENDED = ("merged", "closed")  # pull request states nothing reopens
 
 
 def target_status(
@@ -22,10 +28,17 @@ def target_status(
     verification: VerificationRecord | None,
     pull_request: PullRequestRecord | None,
     removed: bool = False,
+    observed_state: str | None = None,
 ) -> tuple[TargetStatus, str | None]:
-    """Where a target stands given its newest records, and why (for failures)."""
+    """Where a target stands given its newest records, and why (for failures).
+
+    `observed_state` is the state its pull request was last seen in on the forge (by the PR
+    status sensor or a bulk action); a PR seen merged or closed ends the target there.
+    """
     if removed:
         return TargetStatus.SKIPPED, "removed from the campaign"
+    if pull_request is not None and observed_state in ENDED:
+        return TargetStatus(observed_state), None
     if change is None:
         return TargetStatus.PENDING, None
     if change.outcome == ChangeOutcome.FAILED:
@@ -67,13 +80,18 @@ def build_report(instance: DagsterInstance, spec: CampaignSpec) -> pd.DataFrame:
     changes = history.latest_changes(instance, spec)
     verifications = history.latest_verifications(instance, spec)
     prs = history.latest_pull_requests(instance, spec)
+    observations = history.latest_pr_observations(instance, spec)
     removed = history.removed_targets(instance, spec)
     current = {t.key: t for t in spec.targets}
     keys = list(current) + sorted((set(changes) | removed) - set(current))
     rows = []
     for key in keys:
         change, verification, pr = changes.get(key), verifications.get(key), prs.get(key)
-        status, reason = target_status(change, verification, pr, key not in current)
+        seen = _seen(pr, observations.get(key))
+        pr_state = _pr_state(pr, seen)
+        status, reason = target_status(
+            change, verification, pr, key not in current, seen.state if seen else None
+        )
         results = verification.results if verification else []
         stage_durations = [r.duration_s for r in (change, verification, pr) if r is not None]
         rows.append(
@@ -91,7 +109,10 @@ def build_report(instance: DagsterInstance, spec: CampaignSpec) -> pd.DataFrame:
                 "setup": _setup_applied(change),
                 "pr_number": pr.number if pr and pr.number else None,
                 "pr_url": pr.url if pr else None,
-                "pr_state": pr.state if pr else None,
+                "pr_state": pr_state,
+                "checks": seen.checks if seen else None,
+                "review": seen.review if seen else None,
+                "mergeable": seen.mergeable if seen and pr_state in ("open", "draft") else None,
                 "cost_usd": change.total_cost_usd if change else 0.0,
                 "duration_s": round(sum(stage_durations), 3),
                 "repo": current[key].repo if key in current else (change.repo if change else None),
@@ -99,7 +120,28 @@ def build_report(instance: DagsterInstance, spec: CampaignSpec) -> pd.DataFrame:
         )
     frame = pd.DataFrame(rows, columns=COLUMNS)
     frame["pr_number"] = frame["pr_number"].astype("Int64")
+    frame["mergeable"] = frame["mergeable"].astype("boolean")
     return frame
+
+
+def _seen(
+    pr: PullRequestRecord | None, seen: history.PullRequestObservation | None
+) -> history.PullRequestObservation | None:
+    """The observation, when it is of the PR the record names."""
+    if pr is None or seen is None or pr.number is None or seen.number != pr.number:
+        return None
+    return seen
+
+
+def _pr_state(
+    pr: PullRequestRecord | None, seen: history.PullRequestObservation | None
+) -> str | None:
+    """The PR's state: as last seen on the forge, unless its record says it ended."""
+    if pr is None:
+        return None
+    if seen is None or pr.state in ENDED:
+        return pr.state
+    return seen.state
 
 
 def _setup_applied(change: ChangeRecord | None) -> str:
@@ -121,3 +163,69 @@ def report_markdown(frame: pd.DataFrame) -> str:
     counts = ", ".join(f"{k}: {v}" for k, v in status_counts(frame).items())
     total = float(frame["cost_usd"].sum()) if len(frame) else 0.0
     return f"{table}\n\n**Targets:** {len(frame)} ({counts})  \n**Total cost:** ${total:.4f}\n"
+
+
+def burndown(
+    instance: DagsterInstance, spec: CampaignSpec, until: date | None = None
+) -> pd.DataFrame:
+    """Per day (UTC), how many of the campaign's targets had their PR open, merged or closed
+    at the end of that day, from the first PR opened until `until` (default: today).
+
+    Openings come from the `pull_request` records, later states from those records and from
+    the observations of the PRs on the forge (status sensor, bulk actions); a draft counts as
+    open. Targets no longer in the campaign are left out.
+    """
+    current = {t.key for t in spec.targets}
+    events = [e for e in history.pr_timeline(instance, spec) if e[0] in current]
+    if not events:
+        return pd.DataFrame(columns=BURNDOWN_COLUMNS)
+    first = datetime.fromtimestamp(events[0][1], UTC).date()
+    last = datetime.fromtimestamp(events[-1][1], UTC).date()
+    end = max(until or datetime.now(UTC).date(), last)
+    states: dict[str, str] = {}
+    rows, i, day = [], 0, first
+    while day <= end:
+        boundary = datetime.combine(day + timedelta(days=1), time.min, UTC).timestamp()
+        while i < len(events) and events[i][1] < boundary:
+            target, _, _, state = events[i]
+            states[target] = "open" if state == "draft" else state
+            i += 1
+        counts = Counter(states.values())
+        rows.append({"day": day, **{k: counts.get(k, 0) for k in BURNDOWN_COLUMNS[1:]}})
+        day += timedelta(days=1)
+    return pd.DataFrame(rows, columns=BURNDOWN_COLUMNS)
+
+
+def burndown_markdown(frame: pd.DataFrame) -> str:
+    """The burndown as a markdown table."""
+    if not len(frame):
+        return "_no pull requests yet_"
+    shown = frame.assign(day=frame["day"].astype(str))
+    return shown.to_markdown(index=False)
+
+
+def burndown_chart(frame: pd.DataFrame, path: Path | str, title: str = "") -> Path:
+    """Draw the burndown (stacked bars per day: open, merged, closed) as a PNG at `path`."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure = Figure(figsize=(8, 4), dpi=100)
+    FigureCanvasAgg(figure)  # the Agg backend, without pyplot's global state
+    axes = figure.subplots()
+    days = [pd.Timestamp(d).to_pydatetime() for d in frame["day"]]
+    bottom = [0] * len(frame)
+    colors = {"open": "#f0ad4e", "merged": "#5cb85c", "closed": "#999999"}
+    for column in BURNDOWN_COLUMNS[1:]:
+        values = [int(v) for v in frame[column]] if len(frame) else []
+        axes.bar(days, values, bottom=bottom, width=0.8, label=column, color=colors[column])
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    axes.set_ylabel("targets")
+    axes.set_title(title or "Pull requests per day")
+    axes.yaxis.get_major_locator().set_params(integer=True)
+    axes.legend(loc="upper left")
+    figure.autofmt_xdate()
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    return path

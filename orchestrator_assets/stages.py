@@ -554,6 +554,8 @@ def deliver_pull_request(
             pr = bench.forge.create_pull_request(target.repo, draft)
             outcome = "opened"
         else:
+            if not existing.draft:  # published by a human or `prs publish`: never re-drafted
+                draft = draft.model_copy(update={"draft": False})
             pr = bench.forge.update_pull_request(target.repo, existing.number, draft)
             outcome = "updated" if pr.updated_at != existing.updated_at else "unchanged"
     except ForgeError as exc:

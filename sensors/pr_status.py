@@ -1,0 +1,159 @@
+"""The PR status sensor: follows each open pull request of a campaign on its forge to the end.
+
+Each tick polls the pull requests that are due (the newest `pull_request` record naming a PR
+says it is open, and no observation says it ended) and records an `AssetObservation` on
+`pull_request` for each target whose PR changed: state, mergeability, checks, review. A PR is
+polled again one interval later while it changes; each poll that finds it unchanged, or that
+fails, doubles its wait up to `max_interval_s`. Per PR the cursor keeps the next poll time, the
+failure and idle counts and a digest of the last status seen, so a restart neither re-polls
+everything at once nor records a status twice (without a cursor entry, the last observation's
+status is the reference).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+
+import dagster as dg
+
+from orchestrator_assets import history
+from orchestrator_assets.spec import CampaignSpec
+from resources.forges.base import Forge, PullRequestStatus
+
+ENDED = ("merged", "closed")
+
+
+def status_digest(status: PullRequestStatus) -> str:
+    """A short fingerprint of everything a status says (to tell whether it changed)."""
+    return hashlib.sha256(status.model_dump_json().encode()).hexdigest()[:16]
+
+
+def next_delay(interval_s: float, idle: int, failures: int, max_interval_s: float) -> float:
+    """How long to wait before the next poll of a PR after `idle` unchanged polls in a row and
+    `failures` failed ones: the interval, doubled for each, at most `max_interval_s`."""
+    return float(min(interval_s * 2 ** min(idle + failures, 32), max_interval_s))
+
+
+def build_pr_status_sensor(
+    spec: CampaignSpec,
+    forge_getter: Callable[[], Forge],
+    *,
+    minimum_interval_seconds: int = 60,
+    max_interval_s: float = 3600,
+    max_polls_per_tick: int = 200,
+    tick_budget_s: float = 40,
+    clock: Callable[[], float] = time.time,
+) -> dg.SensorDefinition:
+    """A sensor that records how each open pull request of the campaign moves on its forge.
+
+    `forge_getter` returns the forge (called when a tick has a PR to poll). At most
+    `max_polls_per_tick` PRs are polled per tick, for at most about `tick_budget_s` seconds (the
+    most overdue first); the rest stay due for the next tick. `clock` is injectable for tests.
+    """
+    pr_key = history.asset_key(spec, "pull_request")
+
+    @dg.sensor(
+        name=f"{spec.id}_pr_status",
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Follows the open pull requests of campaign {spec.name} on their forge "
+        "(state, checks, review, mergeability), backing off while nothing changes.",
+    )
+    def pr_status(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        now = clock()
+        started = time.monotonic()
+        previous = _load(context.cursor)
+        instance = context.instance
+        keys = [t.key for t in spec.targets]
+        records = history.latest_numbered_pull_requests(instance, spec, keys)
+        candidates = {
+            k: r for k, r in records.items() if r.state == "open" and r.number is not None
+        }
+        seen = history.latest_pr_observations(instance, spec, list(candidates))
+        tracked: dict[str, dict] = {}
+        for key, record in candidates.items():
+            last = seen.get(key)
+            if last is not None and last.number == record.number and last.state in ENDED:
+                continue  # seen merged or closed: done
+            entry = previous.get(key)
+            if entry is not None and entry.get("number") == record.number:
+                entry = {"next": 0.0, "failures": 0, "idle": 0, "digest": None, **entry}
+            else:
+                reference = last.status if last and last.number == record.number else None
+                entry = {
+                    "number": record.number,
+                    "next": 0.0,
+                    "failures": 0,
+                    "idle": 0,
+                    "digest": status_digest(reference) if reference else None,
+                }
+            tracked[key] = entry
+        due = sorted((e["next"], k) for k, e in tracked.items() if e["next"] <= now)
+        events: list[dg.AssetObservation] = []
+        polled = failed = 0
+        forge: Forge | None = None
+        for _, key in due[:max_polls_per_tick]:
+            if time.monotonic() - started > tick_budget_s:
+                break
+            entry = tracked[key]
+            target = spec.target(key)
+            assert target is not None
+            polled += 1
+            try:
+                forge = forge or forge_getter()
+                status = forge.pull_request_status(target.repo, entry["number"])
+            except Exception as exc:  # one PR's failure must not stop the others
+                failed += 1
+                entry["failures"] += 1
+                entry["error"] = str(exc)[:300]
+                context.log.warning(
+                    f"{key}: reading pull request #{entry['number']} failed "
+                    f"({entry['failures']} in a row): {exc}"
+                )
+            else:
+                entry["failures"] = 0
+                entry.pop("error", None)
+                digest = status_digest(status)
+                if digest != entry["digest"]:
+                    entry["digest"] = digest
+                    entry["idle"] = 0
+                    events.append(
+                        dg.AssetObservation(
+                            asset_key=pr_key,
+                            partition=key,
+                            metadata=history.pr_status_metadata(status),
+                        )
+                    )
+                else:
+                    entry["idle"] += 1
+                if status.state in ENDED:
+                    del tracked[key]  # followed to the end
+                    continue
+            entry["next"] = now + next_delay(
+                minimum_interval_seconds, entry["idle"], entry["failures"], max_interval_s
+            )
+        cursor = json.dumps({"prs": tracked}, sort_keys=True, separators=(",", ":"))
+        summary = (
+            f"{len(tracked)} open PR(s), {polled} polled, {len(events)} changed, {failed} failed"
+        )
+        context.log.info(summary)
+        if not events:
+            return dg.SensorResult(skip_reason=summary, cursor=cursor)
+        return dg.SensorResult(asset_events=events, cursor=cursor)
+
+    return pr_status
+
+
+def _load(cursor: str | None) -> dict[str, dict]:
+    """Per target, what the cursor kept of its PR (nothing for a missing or unreadable one)."""
+    if not cursor:
+        return {}
+    try:
+        data = json.loads(cursor)
+    except json.JSONDecodeError:
+        return {}
+    prs = data.get("prs") if isinstance(data, dict) else None
+    return {k: v for k, v in prs.items() if isinstance(v, dict)} if isinstance(prs, dict) else {}
