@@ -126,7 +126,10 @@ def run_campaign(
     final = {
         row.target
         for row in before.itertuples()
-        if TargetStatus(row.status).is_final and row.target in keys
+        if TargetStatus(row.status).is_final
+        and row.target in keys
+        # A campaign that reopens closed PRs works on its closed targets again.
+        and not (spec.pull_request.reopen and row.status == TargetStatus.CLOSED)
     }
     outcome = RunOutcome(skipped_final=sorted(final & set(targets or keys)))
     todo = [k for k in (targets or keys) if k not in final]

@@ -224,6 +224,7 @@ class PullRequestTemplate(_Model):
     labels: list[str] = Field(default_factory=list)
     reviewers: list[str] = Field(default_factory=list, description="users asked to review")
     draft: bool = False
+    reopen: bool = Field(default=False, description="reopen a PR a human closed (not merged)")
 
     @field_validator("title", "body")
     @classmethod

@@ -541,6 +541,9 @@ def deliver_pull_request(
             reviewers=spec.pull_request.reviewers,
         )
         existing = bench.forge.find_pull_request(target.repo, spec.branch_name)
+        if existing is not None and existing.state == "closed" and spec.pull_request.reopen:
+            existing = bench.forge.reopen_pull_request(target.repo, existing.number)
+            log(f"{target.key}: pull request #{existing.number} reopened (pull_request.reopen)")
         if existing is not None and existing.state != "open":
             log(f"{target.key}: pull request #{existing.number} is {existing.state}; not reopened")
             return done(

@@ -87,6 +87,13 @@ def test_a_campaign_on_github_from_discovery_to_pull_requests(platform: Platform
     platform.cli("run", "--file", str(path))
     assert github.pr("acme/beta", 1).state == "closed"
     assert len(github.repos["acme/beta"].pulls) == 1
+    # ... unless the campaign asks for it.
+    data = yaml.safe_load(path.read_text())
+    data["pull_request"]["reopen"] = True
+    path.write_text(yaml.safe_dump(data))
+    platform.cli("run", "--file", str(path))
+    assert github.pr("acme/beta", 1).state == "open"
+    assert len(github.repos["acme/beta"].pulls) == 1
 
     # alpha's base gets the change by other means: its PR is closed with a comment.
     github.create_branch("acme/alpha", "main", {"app.py": "GREETING = 'NEW'\n"})

@@ -109,6 +109,10 @@ class Forge(Protocol):
         """Close a pull request without merging."""
         ...
 
+    def reopen_pull_request(self, url: str, number: int) -> PullRequest:
+        """Reopen a closed (not merged) pull request."""
+        ...
+
     def pull_request_status(self, url: str, number: int) -> PullRequestStatus:
         """Where a pull request stands now: state (draft apart), mergeability, checks, review."""
         ...

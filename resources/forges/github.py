@@ -730,6 +730,20 @@ class GitHubForge:
             pr.edit(state="closed")
             return self._model(pr)
 
+    def reopen_pull_request(self, url: str, number: int) -> PullRequest:
+        """Reopen a closed (not merged) pull request."""
+        name, repo = self._repo(url)
+        with self._op(
+            name, f"reopening pull request #{number}", f"{name}: pull request #{number} not found"
+        ):
+            pr = repo.get_pull(number)
+            state = self._state(pr)
+            if state == "merged":
+                raise ForgeError(f"{name}: pull request #{number} is merged and cannot be reopened")
+            if state == "closed":
+                pr.edit(state="open")
+            return self._model(pr)
+
     def comment(self, url: str, number: int, body: str) -> str:
         """Add a conversation comment to a pull request; returns the comment's web URL."""
         name, repo = self._repo(url)

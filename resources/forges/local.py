@@ -245,6 +245,18 @@ class LocalForge:
             )
             return self._write(pulls, closed)
 
+    def reopen_pull_request(self, url: str, number: int) -> LocalPullRequest:
+        """Reopen a closed (not merged) pull request."""
+        with self._locked(url) as pulls:
+            pr = self._get(pulls, url, number)
+            if pr.state == "merged":
+                raise ForgeError(f"{url}: pull request #{number} is merged and cannot be reopened")
+            if pr.state == "open":
+                return pr
+            return self._write(
+                pulls, pr.model_copy(update={"state": "open", "updated_at": datetime.now(UTC)})
+            )
+
     def pull_request_status(self, url: str, number: int) -> PullRequestStatus:
         """State (draft apart), mergeability, and the checks and review set in the record."""
         path, _ = self._repo(url)
