@@ -10,7 +10,8 @@ from orchestrator_assets.spec import CampaignSpec
 
 
 def build_report_sensor(spec: CampaignSpec, report_job: dg.UnresolvedAssetJobDefinition):
-    """A sensor that requests the report job after new `pull_request` materializations.
+    """A sensor that requests the report job after new `pull_request` materializations or
+    observations (PR status changes, bulk operations).
 
     It waits while a run of the campaign's targets is in progress (a backfill writes one
     materialization per target; the report is built once, after the last).
@@ -26,10 +27,14 @@ def build_report_sensor(spec: CampaignSpec, report_job: dg.UnresolvedAssetJobDef
         description=f"Rebuilds the report of campaign {spec.name} after its runs.",
     )
     def refresh(context: dg.SensorEvaluationContext):
-        latest = context.instance.fetch_materializations(pr_key, limit=1).records
+        # PR deliveries, and what the PR status sensor and bulk operations observed since.
+        latest = [
+            *context.instance.fetch_materializations(pr_key, limit=1).records,
+            *context.instance.fetch_observations(pr_key, limit=1).records,
+        ]
         if not latest:
             return dg.SkipReason("no pull request delivered yet")
-        newest = latest[0].storage_id
+        newest = max(r.storage_id for r in latest)
         if newest <= int(context.cursor or 0):
             return dg.SkipReason("the report is up to date")
         running = [

@@ -158,6 +158,17 @@ def test_report_refresh_sensor_requests_a_report_after_prs(platform: Platform):
     assert sensor.job_name == "fresh_report" and request.run_key.startswith("report-")
     assert "up to date" in tick(result.cursor)[1].skip_message  # nothing new since
 
+    # a PR status change (an observation on pull_request) asks for a new report
+    with platform.instance() as instance:
+        instance.report_runless_asset_event(
+            dg.AssetObservation(
+                AssetKey(["fresh", "pull_request"]), partition="acme__alpha",
+                metadata={"pr_state": "merged"},
+            )
+        )  # fmt: skip
+    (again,) = tick(result.cursor)[1].run_requests
+    assert again.run_key != request.run_key
+
     # while a run of the campaign's targets is in progress, it waits
     with platform.instance() as instance:
         instance.add_run(
