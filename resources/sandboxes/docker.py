@@ -16,7 +16,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from contextlib import suppress
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,8 +115,6 @@ class DockerEngine:
     ) -> ExecResult:
         """Run `req` to completion (or its timeout) and report how it went; never raises for
         what the command or its image did wrong."""
-        from docker.errors import APIError, ImageNotFound
-
         argv = [*(req.entrypoint or []), *req.command]
         started = time.monotonic()
 
@@ -126,109 +124,108 @@ class DockerEngine:
                 duration_s=round(time.monotonic() - started, 3), output_tail=message,
             )  # fmt: skip
 
-        limits = self.limits
-        kwargs: dict[str, Any] = {}
-        command, entrypoint = list(req.command), req.entrypoint
-        mounts = self._mounts(req)
-        proxy = None
-        if req.model_endpoint and not req.network:
-            host, port = endpoint_of(req.model_endpoint)
-            proxy = ModelProxy(host, port)
-            mounts.append(Mount(SOCKET_DIR, str(proxy.directory), type="bind"))
-            if not is_ip(host):
-                kwargs["extra_hosts"] = {host: "127.0.0.1"}
-            # Its own network namespace: letting it listen on the endpoint's port (443) there
-            # grants nothing on the host.
-            kwargs["sysctls"] = {"net.ipv4.ip_unprivileged_port_start": "0"}
-            wrapped = wrap_command(argv, port)
-            entrypoint, command = wrapped[:1], wrapped[1:]
-        if limits.memory_mb:
-            kwargs["mem_limit"] = f"{limits.memory_mb}m"
-            kwargs["memswap_limit"] = f"{limits.memory_mb}m"  # no swap: the limit is the limit
-        if limits.cpus:
-            kwargs["nano_cpus"] = int(limits.cpus * 1e9)
-        try:
-            container = self.client.containers.create(
-                req.image,
-                command=command or None,
-                entrypoint=list(entrypoint) if entrypoint is not None else None,
-                working_dir=WORKSPACE,
-                environment={**BASE_ENV, **req.env},
-                user=f"{os.getuid()}:{os.getgid()}",
-                network_mode=limits.full_network if req.network else "none",
-                mounts=mounts,
-                labels={LABEL: "docker", **{LABEL_PREFIX + k: v for k, v in req.labels.items()}},
-                tmpfs={"/tmp": "rw,exec,nosuid,size=1g", "/var/tmp": "rw,exec,nosuid"},
-                read_only=True,
-                cap_drop=["ALL"],
-                security_opt=["no-new-privileges"],
-                pids_limit=4096,
-                stdin_open=False,
-                tty=False,
-                **kwargs,
-            )
-        except ImageNotFound:
-            if proxy:
-                proxy.close()
-            return failed(
-                125,
-                f"image {req.image!r} not found on the Docker engine: build it "
-                "(`make images`) or load it (`docker load`)",
-            )
-        except APIError as exc:
-            if proxy:
-                proxy.close()
-            return failed(125, f"cannot create a container from {req.image!r}: {_explain(exc)}")
-        with self._lock:
-            self._running[container.id] = owner
-        tail: deque[str] = deque(maxlen=TAIL_LINES)
-        timed_out = False
-        try:
+        from docker.errors import APIError, ImageNotFound
+
+        labels = req.labels
+        # Everything this command set up (its model proxy) goes when it ends, however it ends.
+        with ExitStack() as stack:
+            limits = self.limits
+            kwargs: dict[str, Any] = {}
+            command, entrypoint = list(req.command), req.entrypoint
+            mounts = self._mounts(req)
+            if req.model_endpoint and not req.network:
+                host, port = endpoint_of(req.model_endpoint)
+                proxy = ModelProxy(host, port)
+                stack.callback(proxy.close)
+                mounts.append(Mount(SOCKET_DIR, str(proxy.directory), type="bind"))
+                if not is_ip(host):
+                    kwargs["extra_hosts"] = {host: "127.0.0.1"}
+                # Its own network namespace: letting it listen on the endpoint's port (443) there
+                # grants nothing on the host.
+                kwargs["sysctls"] = {"net.ipv4.ip_unprivileged_port_start": "0"}
+                wrapped = wrap_command(argv, port)
+                entrypoint, command = wrapped[:1], wrapped[1:]
+            if limits.memory_mb:
+                kwargs["mem_limit"] = f"{limits.memory_mb}m"
+                kwargs["memswap_limit"] = f"{limits.memory_mb}m"  # no swap: the limit is the limit
+            if limits.cpus:
+                kwargs["nano_cpus"] = int(limits.cpus * 1e9)
             try:
-                container.start()
-            except APIError as exc:
-                # e.g. `exec: "foo": executable file not found in $PATH`
-                what = argv[0] if argv else req.image
-                return failed(127, f"cannot start {what!r}: {_explain(exc)}")
-            pump = threading.Thread(
-                target=_pump_logs, args=(container, tail, on_output), daemon=True
-            )
-            pump.start()
-            try:
-                status = container.wait(timeout=req.timeout_s)
-                exit_code = int(status.get("StatusCode", -1))
-            except Exception:  # the wait timed out (requests' ReadTimeout / ConnectionError)
-                timed_out = True
-                with suppress(APIError):
-                    container.kill()
-                exit_code = int(container.wait(timeout=60).get("StatusCode", -1))
-            pump.join(timeout=10)
-            oom = False
-            with suppress(APIError):
-                container.reload()
-                oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
-            if oom:
-                tail.append(
-                    f"[sandbox] killed: out of memory (limit {limits.memory_mb} MB)\n"
-                    if limits.memory_mb
-                    else "[sandbox] killed: out of memory\n"
+                container = self.client.containers.create(
+                    req.image,
+                    command=command or None,
+                    entrypoint=list(entrypoint) if entrypoint is not None else None,
+                    working_dir=WORKSPACE,
+                    environment={**BASE_ENV, **req.env},
+                    user=f"{os.getuid()}:{os.getgid()}",
+                    network_mode=limits.full_network if req.network else "none",
+                    mounts=mounts,
+                    labels={LABEL: "docker", **{LABEL_PREFIX + k: v for k, v in labels.items()}},
+                    tmpfs={"/tmp": "rw,exec,nosuid,size=1g", "/var/tmp": "rw,exec,nosuid"},
+                    read_only=True,
+                    cap_drop=["ALL"],
+                    security_opt=["no-new-privileges"],
+                    pids_limit=4096,
+                    stdin_open=False,
+                    tty=False,
+                    **kwargs,
                 )
-            return ExecResult(
-                argv=argv or [req.image],
-                exit_code=exit_code,
-                duration_s=round(time.monotonic() - started, 3),
-                output_tail="".join(tail)[-8000:],
-                timed_out=timed_out,
-                timeout_s=req.timeout_s,
-                oom_killed=oom,
-            )
-        finally:
+            except ImageNotFound:
+                return failed(
+                    125,
+                    f"image {req.image!r} not found on the Docker engine: build it "
+                    "(`make images`) or load it (`docker load`)",
+                )
+            except APIError as exc:
+                return failed(125, f"cannot create a container from {req.image!r}: {_explain(exc)}")
             with self._lock:
-                self._running.pop(container.id, None)
-            with suppress(APIError):
-                container.remove(force=True)
-            if proxy:
-                proxy.close()
+                self._running[container.id] = owner
+            tail: deque[str] = deque(maxlen=TAIL_LINES)
+            timed_out = False
+            try:
+                try:
+                    container.start()
+                except APIError as exc:
+                    # e.g. `exec: "foo": executable file not found in $PATH`
+                    what = argv[0] if argv else req.image
+                    return failed(127, f"cannot start {what!r}: {_explain(exc)}")
+                pump = threading.Thread(
+                    target=_pump_logs, args=(container, tail, on_output), daemon=True
+                )
+                pump.start()
+                try:
+                    status = container.wait(timeout=req.timeout_s)
+                    exit_code = int(status.get("StatusCode", -1))
+                except Exception:  # the wait timed out (requests' ReadTimeout / ConnectionError)
+                    timed_out = True
+                    with suppress(APIError):
+                        container.kill()
+                    exit_code = int(container.wait(timeout=60).get("StatusCode", -1))
+                pump.join(timeout=10)
+                oom = False
+                with suppress(APIError):
+                    container.reload()
+                    oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
+                if oom:
+                    tail.append(
+                        f"[sandbox] killed: out of memory (limit {limits.memory_mb} MB)\n"
+                        if limits.memory_mb
+                        else "[sandbox] killed: out of memory\n"
+                    )
+                return ExecResult(
+                    argv=argv or [req.image],
+                    exit_code=exit_code,
+                    duration_s=round(time.monotonic() - started, 3),
+                    output_tail="".join(tail)[-8000:],
+                    timed_out=timed_out,
+                    timeout_s=req.timeout_s,
+                    oom_killed=oom,
+                )
+            finally:
+                with self._lock:
+                    self._running.pop(container.id, None)
+                with suppress(APIError):
+                    container.remove(force=True)
 
     def kill_owned_by(self, owner: object) -> None:
         """Kill the running containers started for `owner` (a sandbox being closed)."""
@@ -237,6 +234,28 @@ class DockerEngine:
         for cid in ids:
             with suppress(Exception):
                 self.client.containers.get(cid).kill()
+
+
+class EngineConnection:
+    """The Docker engine a provider runs containers on, connected on first use (so a missing
+    engine fails one command clearly instead of every campaign at load)."""
+
+    def __init__(self, limits: ContainerLimits):
+        self.limits = limits
+        self._engine: DockerEngine | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> DockerEngine:
+        """The engine (raises DockerUnavailable when none answers)."""
+        with self._lock:
+            if self._engine is None:
+                self._engine = DockerEngine(limits=self.limits)
+            return self._engine
+
+    def kill_owned_by(self, owner: object) -> None:
+        """Kill what `owner` runs, if anything was ever started."""
+        if self._engine is not None:
+            self._engine.kill_owned_by(owner)
 
 
 def _explain(exc: Any) -> str:
@@ -299,8 +318,7 @@ class DockerSandbox:
 
     def kill_all(self) -> None:
         """Kill every container still running for this sandbox."""
-        if self._provider._engine is not None:
-            self._provider._engine.kill_owned_by(self)
+        self._provider.containers.kill_owned_by(self)
 
 
 class DockerSandboxProvider(WorkspaceProvider):
@@ -311,16 +329,7 @@ class DockerSandboxProvider(WorkspaceProvider):
     def __init__(self, root: Path, image: str, limits: ContainerLimits | None = None):
         super().__init__(root)
         self.image = image
-        self.limits = limits or ContainerLimits()
-        self._engine: DockerEngine | None = None
-
-    @property
-    def engine(self) -> DockerEngine:
-        """The Docker engine (connected on first use, so a bad engine fails one target clearly)."""
-        with self._lock:
-            if self._engine is None:
-                self._engine = DockerEngine(limits=self.limits)
-            return self._engine
+        self.containers = EngineConnection(limits or ContainerLimits())
 
     def _new_sandbox(self, workspace: Path, tags: dict[str, str]) -> DockerSandbox:
         return DockerSandbox(self, workspace, tags)
@@ -342,7 +351,7 @@ def run_in_container(
     """Run `image` with `sandbox`'s workspace and mounts on `provider`'s engine; a missing
     engine is this command's failure, not an exception."""
     try:
-        engine = provider.engine
+        engine = provider.containers.get()
     except DockerUnavailable as exc:
         return ExecResult(argv=[image, *args], exit_code=125, duration_s=0.0, output_tail=str(exc))
     request = ContainerRequest(

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from resources.sandboxes.base import ExecResult, OutputCallback
-from resources.sandboxes.docker import ContainerLimits, DockerEngine, run_in_container
+from resources.sandboxes.docker import ContainerLimits, EngineConnection, run_in_container
 from resources.sandboxes.workspaces import WorkspaceProvider
 
 log = logging.getLogger(__name__)
@@ -163,8 +163,7 @@ class LocalSandbox:
             procs = list(self._procs)
         for proc in procs:
             _kill_group(proc)
-        if self._provider._engine is not None:
-            self._provider._engine.kill_owned_by(self)
+        self._provider.containers.kill_owned_by(self)
 
 
 def _missing_executable(program: str, path: str, workspace: Path) -> str | None:
@@ -210,8 +209,7 @@ class LocalSandboxProvider(WorkspaceProvider):
         limits: ContainerLimits | None = None,
     ):
         super().__init__(root)
-        self.limits = limits or ContainerLimits()
-        self._engine: DockerEngine | None = None
+        self.containers = EngineConnection(limits or ContainerLimits())
         self.hidden_paths = [Path(p) for p in hidden_paths]
         bwrap = bwrap_path()
         if isolation == "bwrap" and not bwrap:
@@ -231,14 +229,6 @@ class LocalSandboxProvider(WorkspaceProvider):
 
     def _new_sandbox(self, workspace: Path, tags: dict[str, str]) -> LocalSandbox:
         return LocalSandbox(self, workspace, tags)
-
-    @property
-    def engine(self) -> DockerEngine:
-        """The Docker engine that runs image transformations (connected on first use)."""
-        with self._lock:
-            if self._engine is None:
-                self._engine = DockerEngine(limits=self.limits)
-            return self._engine
 
     def wrap(
         self, argv: list[str], sandbox: LocalSandbox, env: dict[str, str], network: bool
