@@ -281,10 +281,9 @@ def _rediscover(campaign, settings: Settings):
     """Ask the code host for the campaign's targets again; the campaign with them."""
     from orchestrator_assets.catalog import load_one
     from orchestrator_assets.discovery import refresh
-    from resources.build import build_resources
+    from resources.build import build_forge
 
-    forge = build_resources(settings)["forge"].get()  # type: ignore[attr-defined]
-    found = refresh(campaign.spec, settings, forge)
+    found = refresh(campaign.spec, settings, build_forge(settings))
     console.print(
         f"discovered {found.total} repositories"
         + (f"; new: {', '.join(found.added)}" if found.added else "")

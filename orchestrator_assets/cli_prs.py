@@ -47,9 +47,9 @@ def current_actor() -> str:
 
 def forge_for(campaign: Campaign) -> Forge:
     """The forge the campaign's pull requests live on (the one place that chooses it)."""
-    from resources.build import build_resources
+    from resources.build import build_forge
 
-    return build_resources(Settings())["forge"].get()  # type: ignore[attr-defined]
+    return build_forge(Settings())
 
 
 def _instance() -> DagsterInstance:

@@ -33,7 +33,7 @@ from orchestrator_assets.settings import Settings
 from orchestrator_assets.spec import CampaignSpec
 from orchestrator_assets.stages import Gate, Workbench, advance_target
 from orchestrator_assets.status import ChangeOutcome
-from resources.build import build_resources
+from resources.build import build_forge
 from resources.dagster_resources import (
     AgentResource,
     EnvCacheResource,
@@ -336,7 +336,7 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
         sensors=[
             build_discovery_sensor(spec),
             build_report_sensor(spec, report_job),
-            build_pr_status_sensor(spec, lambda: build_resources(Settings())["forge"].get()),
+            build_pr_status_sensor(spec, lambda: build_forge(Settings())),
         ],
         schedules=schedules,
     )

@@ -12,6 +12,25 @@ from resources.dagster_resources import (
     RepoCacheResource,
     SandboxResource,
 )
+from resources.forges.base import Forge
+
+
+def forge_resource(settings: Settings) -> ForgeResource:
+    """The forge resource the settings name (local, or GitHub with its token's variable)."""
+    return ForgeResource(
+        kind=settings.forge,
+        author_name=settings.git_author_name,
+        author_email=settings.git_author_email,
+        base_url=settings.github_api_url,
+        token_env=settings.github_token_env,
+        write_concurrency=settings.github_write_concurrency,
+        write_interval_s=settings.github_write_interval_s,
+    )
+
+
+def build_forge(settings: Settings) -> Forge:
+    """The forge client, for work outside an asset (discovery, PR status, bulk operations)."""
+    return forge_resource(settings).get()
 
 
 def build_resources(settings: Settings) -> dict[str, object]:
@@ -23,15 +42,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
             isolation=isolation,  # type: ignore[arg-type]
             hidden_paths=[str(settings.data_dir), str(settings.dagster_home)],
         ),
-        "forge": ForgeResource(
-            kind=settings.forge,
-            author_name=settings.git_author_name,
-            author_email=settings.git_author_email,
-            base_url=settings.github_api_url,
-            token_env=settings.github_token_env,
-            write_concurrency=settings.github_write_concurrency,
-            write_interval_s=settings.github_write_interval_s,
-        ),
+        "forge": forge_resource(settings),
         "repo_cache": RepoCacheResource(root=str(settings.cache_dir)),
         "env_cache": EnvCacheResource(
             root=str(settings.env_cache_dir), max_mb=settings.env_cache_max_mb

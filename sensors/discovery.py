@@ -55,13 +55,12 @@ def _current(spec: CampaignSpec, context: dg.SensorEvaluationContext) -> Campaig
         return spec
     from orchestrator_assets.discovery import STALE_AFTER_S, age_s, refresh, with_discovered
     from orchestrator_assets.settings import Settings
-    from resources.build import build_resources
+    from resources.build import build_forge
 
     settings = Settings()
     if age_s(settings, spec) > STALE_AFTER_S:
         try:
-            forge = build_resources(settings)["forge"].get()  # type: ignore[attr-defined]
-            found = refresh(spec, settings, forge)
+            found = refresh(spec, settings, build_forge(settings))
             context.log.info(
                 f"discovered {found.total} repositories (+{len(found.added)}, "
                 f"-{len(found.removed)})"
