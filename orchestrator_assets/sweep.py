@@ -87,7 +87,6 @@ def find_leftovers(
             Leftover("workspace", str(path), marker.get("campaign", ""), marker.get("target", ""),
                      marker.get("run_id", ""), orphan, why)
         )  # fmt: skip
-    problem = None
     if docker:
         try:
             client = docker_client()
@@ -100,4 +99,4 @@ def find_leftovers(
                 Leftover("container", container.short_id, tags.get("campaign", ""),
                          tags.get("target", ""), tags.get("run_id", ""), orphan, why, container)
             )  # fmt: skip
-    return found, problem
+    return found, None
