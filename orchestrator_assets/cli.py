@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator_assets.cli_prs import prs
+from orchestrator_assets.cli_review import approve, cancel, diff, reject, steer
 from orchestrator_assets.errors import OrchestratorError, SpecError
 from orchestrator_assets.settings import Settings, ensure_dagster_home
 
@@ -371,24 +372,41 @@ def logs(campaign: str, target: str, agent: bool) -> None:
 
 
 def _print_transcript(change) -> None:
-    from pathlib import Path
-
     summary = change.agent
     if summary is None:
         console.print("no agent ran for this change")
         return
-    console.print(f"[bold]agent session[/] {summary.session_id} · {summary.num_turns} turn(s) · "
-                  f"${change.cost_usd:.4f} · {summary.model or ''}")  # fmt: skip
-    path = Path(summary.transcript) if summary.transcript else None
-    if path is None or not path.exists():
-        console.print("(transcript not stored on this machine)")
-    else:
-        for line in path.read_text().splitlines():
-            for text in _transcript_lines(json.loads(line)):
-                console.print(text, markup=False)
+    console.print(f"[bold]agent session[/] {summary.session_id} · "
+                  f"{len(change.iterations) or 1} iteration(s) · "
+                  f"${change.total_cost_usd:.4f} in all · {summary.model or ''}")  # fmt: skip
+    iterations = change.iterations or []
+    if not iterations:
+        _print_events(summary.transcript)
+    for it in iterations:
+        console.print(
+            f"[bold]── iteration {it.number} ({it.kind})[/] · {it.files_changed} file(s) · "
+            f"${it.cost_usd:.4f}" + (f" · {it.outcome}" if it.outcome else "")
+        )
+        if it.kind != "initial" and it.prompt:
+            console.print("prompt: " + it.prompt.strip().splitlines()[0][:300], markup=False)
+        if it.files:
+            console.print("files: " + ", ".join(it.files), markup=False)
+        _print_events(it.transcript)
     if summary.final_message:
         console.print("[bold]final message[/]")
         console.print(summary.final_message, markup=False)
+
+
+def _print_events(transcript: str | None) -> None:
+    from pathlib import Path
+
+    path = Path(transcript) if transcript else None
+    if path is None or not path.exists():
+        console.print("(transcript not stored on this machine)")
+        return
+    for line in path.read_text().splitlines():
+        for text in _transcript_lines(json.loads(line)):
+            console.print(text, markup=False)
 
 
 def _transcript_lines(event: dict) -> list[str]:
@@ -553,6 +571,8 @@ def list_campaigns(output: str) -> None:
 
 
 cli.add_command(prs)
+for _command in (approve, reject, steer, diff, cancel):
+    cli.add_command(_command)
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from orchestrator_assets import history
+from orchestrator_assets import history, review
 from orchestrator_assets.budget import Budget
 from orchestrator_assets.fanout import fan_out
 from orchestrator_assets.metadata import (
@@ -42,9 +42,11 @@ from resources.dagster_resources import (
     SandboxResource,
     forge_git_env,
 )
+from resources.notify import NotifierResource
 from sensors.discovery import build_discovery_sensor
 from sensors.pr_status import build_pr_status_sensor
 from sensors.report import build_report_sensor
+from sensors.review import build_review_job, build_review_sensor
 from sensors.schedules import build_schedule
 
 # Per-partition checks and backfill policies are the documented way to run many targets per run;
@@ -125,6 +127,7 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
         repo_cache: RepoCacheResource,
         agent: AgentResource,
         env_cache: EnvCacheResource,
+        notifier: NotifierResource,
     ) -> Iterator[dg.AssetCheckResult]:
         stages = {k.path[-1] for k in context.selected_asset_keys}
         run_keys = list(context.partition_keys)
@@ -135,6 +138,8 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
         instance = context.instance
         changes = history.latest_changes(instance, spec, todo)
         verifications = history.latest_verifications(instance, spec, todo)
+        decisions = review.latest_decisions(instance, spec, todo)
+        prior_prs = history.latest_pull_requests(instance, spec, todo)
         gates: dict[str, Gate] = {}
         if "pull_request" in stages and "verification" not in stages:
             gates = {
@@ -149,6 +154,7 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
             else 0.0
         )
         forge_client = forge.get()
+        notify = notifier.get()
         wb = Workbench(
             forge=forge_client,
             cache=repo_cache.get(forge_git_env(forge_client)),
@@ -170,6 +176,7 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
             use_cache=context.run.tags.get(NO_CACHE_TAG) != "true",
             tags={"campaign": spec.name, "run_id": context.run_id},
             environment=profile.environment_key(),
+            notify=notify,
         )
         single = context.has_partition_key
         verified: dict[str, VerificationRecord] = {}
@@ -177,7 +184,7 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
         def work(key: str, log) -> TargetOutcome:
             return advance_target(
                 spec, spec.target(key), stages, changes.get(key), verifications.get(key),  # type: ignore[arg-type]
-                gates.get(key), wb, log,
+                gates.get(key), wb, log, decisions.get(key), prior_prs.get(key),
             )  # fmt: skip
 
         def failed(key: str, exc: BaseException) -> TargetOutcome:
@@ -201,7 +208,9 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
         ):
             record_target(context, key, outcome, single)
             while budget_notes:
-                context.log.warning(f"campaign {spec.name}: {budget_notes.pop(0)}")
+                note = f"campaign {spec.name}: {budget_notes.pop(0)}"
+                context.log.warning(note)
+                notify("budget", note)
             if outcome.verification is not None:
                 verified[key] = outcome.verification
         yield from check_results(context, verified, single)
@@ -330,13 +339,22 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
         executor_def=dg.in_process_executor,
     )
     schedules = [build_schedule(spec, targets_job)] if spec.schedule else []
+    review_job = build_review_job(spec)
     return dg.Definitions(
         assets=[targets, report],
-        jobs=[targets_job, report_job],
+        jobs=[targets_job, report_job, review_job],
         sensors=[
             build_discovery_sensor(spec),
             build_report_sensor(spec, report_job),
-            build_pr_status_sensor(spec, lambda: build_forge(Settings())),
+            build_pr_status_sensor(
+                spec, lambda: build_forge(Settings()), notifier_getter=NotifierResource().get
+            ),
+            build_review_sensor(
+                spec,
+                targets_job,
+                lambda: build_forge(Settings()),
+                notifier_getter=NotifierResource().get,
+            ),
         ],
         schedules=schedules,
     )

@@ -31,7 +31,7 @@ def asset_key(spec: CampaignSpec, stage: str) -> AssetKey:
     return AssetKey([spec.id, stage])
 
 
-def _latest_events(
+def latest_events(
     instance: DagsterInstance,
     key: AssetKey,
     partitions: Sequence[str] | None,
@@ -61,7 +61,7 @@ def _latest_events(
                 if (
                     partition is not None
                     and partition not in latest
-                    and metadata_key in _metadata(entry)
+                    and metadata_key in event_metadata(entry)
                 ):
                     latest[partition] = entry
             if not result.has_more:
@@ -70,7 +70,8 @@ def _latest_events(
     return latest
 
 
-def _metadata(entry: dg.EventLogEntry) -> dict:
+def event_metadata(entry: dg.EventLogEntry) -> dict:
+    """The metadata of a materialization or observation entry (empty for other events)."""
     event = entry.dagster_event
     data = event.event_specific_data if event else None
     inner = getattr(data, "materialization", None) or getattr(data, "asset_observation", None)
@@ -85,8 +86,8 @@ def latest_records(
 ) -> dict[str, M]:
     """The newest record of type `model` per partition of asset `key`."""
     records: dict[str, M] = {}
-    for partition, entry in _latest_events(instance, key, partitions, False, RECORD).items():
-        records[partition] = model.model_validate(_metadata(entry)[RECORD].value)
+    for partition, entry in latest_events(instance, key, partitions, False, RECORD).items():
+        records[partition] = model.model_validate(event_metadata(entry)[RECORD].value)
     return records
 
 
@@ -114,18 +115,18 @@ def latest_numbered_pull_requests(
     PR number; the PR it left open is still this one.
     """
     key = asset_key(spec, "pull_request")
-    events = _latest_events(instance, key, partitions, False, PR_NUMBER)
+    events = latest_events(instance, key, partitions, False, PR_NUMBER)
     return {
-        partition: PullRequestRecord.model_validate(_metadata(entry)[RECORD].value)
+        partition: PullRequestRecord.model_validate(event_metadata(entry)[RECORD].value)
         for partition, entry in events.items()
-        if RECORD in _metadata(entry)
+        if RECORD in event_metadata(entry)
     }
 
 
 def removed_targets(instance: DagsterInstance, spec: CampaignSpec) -> set[str]:
     """Targets marked as removed from the campaign (their latest mark says so)."""
-    events = _latest_events(instance, asset_key(spec, "change"), None, True, REMOVED)
-    return {partition for partition, entry in events.items() if _metadata(entry)[REMOVED].value}
+    events = latest_events(instance, asset_key(spec, "change"), None, True, REMOVED)
+    return {p for p, entry in events.items() if event_metadata(entry)[REMOVED].value}
 
 
 def latest_materializations(
@@ -203,7 +204,7 @@ def pr_status_metadata(status: PullRequestStatus) -> dict:
 
 
 def _observation(entry: dg.EventLogEntry) -> PullRequestObservation:
-    meta = {k: v.value for k, v in _metadata(entry).items()}
+    meta = {k: v.value for k, v in event_metadata(entry).items()}
     status = None
     if isinstance(meta.get("status"), dict):
         try:
@@ -231,7 +232,7 @@ def latest_pr_observations(
 ) -> dict[str, PullRequestObservation]:
     """The newest observation of each target's pull request on the forge."""
     key = asset_key(spec, "pull_request")
-    events = _latest_events(instance, key, partitions, True, PR_STATE)
+    events = latest_events(instance, key, partitions, True, PR_STATE)
     return {partition: _observation(entry) for partition, entry in events.items()}
 
 
@@ -256,7 +257,7 @@ def pr_timeline(
                 partition = record.partition_key
                 if partition is None:
                     continue
-                meta = _metadata(record.event_log_entry)
+                meta = event_metadata(record.event_log_entry)
                 if observed and PR_STATE in meta:
                     seen = _observation(record.event_log_entry)
                     events.append((partition, record.timestamp, seen.number, seen.state))

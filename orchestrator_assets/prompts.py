@@ -39,3 +39,43 @@ def build_prompt(spec: CampaignSpec, target: Target, base_branch: str) -> str:
         "- When you are done, answer with a short summary of what you changed.",
     ]
     return "\n".join(lines)
+
+
+FOLLOWUP_INTRO = {
+    "steer": "A reviewer looked at your change and asks for more work on it.",
+    "repair": "The platform ran the verifiers on your change in a fresh sandbox and one failed.",
+    "judge": "A reviewer model compared your change with the request and sent it back.",
+}
+
+
+def build_followup_prompt(spec: CampaignSpec, target: Target, followup) -> str:
+    """The prompt that resumes the agent's session for one more pass over its change: what the
+    reviewer (or the verifier, or the judge) said, and the files to keep to."""
+    lines = [
+        FOLLOWUP_INTRO.get(followup.kind, "Please continue working on your change."),
+        "The working directory holds your change as it is now (uncommitted, on the base branch).",
+        "",
+        "## What to do",
+        "",
+        (followup.prompt or "").strip(),
+        "",
+    ]
+    if followup.files:
+        lines += [
+            "## Files",
+            "",
+            "Work on these files only; leave every other file as it is:",
+            "",
+            *[f"- `{name}`" for name in followup.files],
+            "",
+        ]
+    verifiers = spec.verifiers_for(target)
+    if verifiers:
+        lines += [
+            "The same commands must still pass afterwards: "
+            + ", ".join(f"`{' '.join(v.argv())}`" for v in verifiers)
+            + ".",
+            "",
+        ]
+    lines.append("When you are done, answer with a short summary of what you changed this time.")
+    return "\n".join(lines)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+import uuid
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -35,6 +37,24 @@ class AgentSummary(BaseModel):
     transcript: str | None = Field(default=None, description="path of the stored event stream")
 
 
+class Iteration(BaseModel):
+    """One pass of the transformation over a target: the first run, or a follow-up that
+    resumed it (a reviewer's steer, a partial approval, a repair after a failed verifier)."""
+
+    number: int = Field(description="1 for the first run, then counting up")
+    kind: Literal["initial", "steer", "partial", "repair", "judge"] = "initial"
+    prompt: str | None = Field(default=None, description="what the agent was told this time")
+    files: list[str] = Field(default_factory=list, description="the files it was limited to")
+    decision_id: str | None = Field(default=None, description="the review decision behind it")
+    session_id: str | None = None
+    head_sha: str | None = None
+    diff: str = ""
+    files_changed: int = 0
+    cost_usd: float = 0.0
+    outcome: str | None = None
+    transcript: str | None = Field(default=None, description="the agent's events of this pass")
+
+
 class ChangeRecord(BaseModel):
     """The result of a transformation on one target."""
 
@@ -62,6 +82,14 @@ class ChangeRecord(BaseModel):
     reused: bool = False
     agent: AgentSummary | None = None
     setup: SetupSummary | None = None
+    iterations: list[Iteration] = Field(
+        default_factory=list, description="every pass that led to this change, oldest first"
+    )
+
+    @property
+    def iteration(self) -> int:
+        """The number of the newest pass (0 for records kept before iterations were)."""
+        return self.iterations[-1].number if self.iterations else 0
 
 
 class VerifierResult(BaseModel):
@@ -104,7 +132,7 @@ class VerificationRecord(BaseModel):
 
 PullRequestOutcome = Literal[
     "opened", "updated", "unchanged", "no_change", "blocked", "awaiting_review", "failed",
-    "not_reopened", "closed_stale",
+    "not_reopened", "closed_stale", "rejected",
 ]  # fmt: skip
 
 
@@ -118,6 +146,9 @@ class PullRequestRecord(BaseModel):
     state: Literal["open", "merged", "closed"] | None = None
     head_sha: str | None = None
     duration_s: float = 0.0
+    awaiting_since: float | None = Field(
+        default=None, description="when the change began to wait for a review (epoch seconds)"
+    )
 
 
 class TargetOutcome(BaseModel):
@@ -126,3 +157,42 @@ class TargetOutcome(BaseModel):
     change: ChangeRecord | None = None
     verification: VerificationRecord | None = None
     pull_request: PullRequestRecord | None = None
+
+
+DecisionKind = Literal["approve", "reject", "steer"]
+DecisionSource = Literal["cli", "job", "github", "timeout"]
+
+
+class ReviewDecision(BaseModel):
+    """One reviewer's decision on one target's change."""
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    decision: DecisionKind
+    target: str
+    actor: str
+    reason: str | None = None
+    files: list[str] = Field(default_factory=list, description="approve: only these; steer: "
+                             "work on these only")  # fmt: skip
+    prompt: str | None = Field(default=None, description="steer: what the agent is told")
+    head_sha: str | None = Field(default=None, description="the change decided on")
+    source: DecisionSource = "cli"
+    at: float = Field(default_factory=time.time)
+
+    def describe(self) -> str:
+        """One line for logs and notifications."""
+        what = {"approve": "approved", "reject": "rejected", "steer": "steered"}[self.decision]
+        files = f" (files: {', '.join(self.files)})" if self.files else ""
+        why = f": {self.reason}" if self.reason else ""
+        return f"{self.target} {what} by {self.actor} via {self.source}{files}{why}"
+
+
+def decision_applies(decision: ReviewDecision | None, change: ChangeRecord | None) -> bool:
+    """True when the decision is about the target's current change: an approval or rejection
+    of its head (or the partial change it led to), or a steer not carried out yet."""
+    if decision is None or change is None:
+        return False
+    if decision.decision == "steer":
+        return not any(i.decision_id == decision.id for i in change.iterations)
+    return decision.head_sha in (None, change.head_sha) or any(
+        i.decision_id == decision.id for i in change.iterations
+    )

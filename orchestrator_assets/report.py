@@ -10,14 +10,21 @@ import pandas as pd
 from dagster import DagsterInstance
 
 from orchestrator_assets import history
-from orchestrator_assets.records import ChangeRecord, PullRequestRecord, VerificationRecord
+from orchestrator_assets.records import (
+    ChangeRecord,
+    PullRequestRecord,
+    ReviewDecision,
+    VerificationRecord,
+    decision_applies,
+)
+from orchestrator_assets.review import latest_decisions
 from orchestrator_assets.spec import CampaignSpec
 from orchestrator_assets.status import ChangeOutcome, TargetStatus
 
 COLUMNS = [
     "target", "status", "reason", "base_sha", "head_sha", "files_changed", "verifiers",
     "failed_verifiers", "setup", "pr_number", "pr_url", "pr_state", "checks", "review",
-    "mergeable", "cost_usd", "duration_s", "repo",
+    "mergeable", "iterations", "decision", "cost_usd", "duration_s", "repo",
 ]  # fmt: skip
 BURNDOWN_COLUMNS = ["day", "open", "merged", "closed"]
 ENDED = ("merged", "closed")  # pull request states nothing reopens
@@ -59,6 +66,8 @@ def target_status(
         return TargetStatus.VERIFICATION_FAILED, reason
     if pull_request is None or pull_request.head_sha != change.head_sha:
         return TargetStatus.PENDING, "pull request not delivered yet"
+    if pull_request.outcome == "rejected":
+        return TargetStatus.REJECTED, pull_request.reason
     if pull_request.outcome == "awaiting_review":
         return TargetStatus.AWAITING_REVIEW, None
     if pull_request.outcome == "failed":
@@ -81,6 +90,7 @@ def build_report(instance: DagsterInstance, spec: CampaignSpec) -> pd.DataFrame:
     verifications = history.latest_verifications(instance, spec)
     prs = history.latest_pull_requests(instance, spec)
     observations = history.latest_pr_observations(instance, spec)
+    decisions = latest_decisions(instance, spec)
     removed = history.removed_targets(instance, spec)
     current = {t.key: t for t in spec.targets}
     keys = list(current) + sorted((set(changes) | removed) - set(current))
@@ -92,6 +102,13 @@ def build_report(instance: DagsterInstance, spec: CampaignSpec) -> pd.DataFrame:
         status, reason = target_status(
             change, verification, pr, key not in current, seen.state if seen else None
         )
+        decision = decisions.get(key)
+        applies = decision_applies(decision, change)
+        if applies and decision is not None and status == TargetStatus.AWAITING_REVIEW:
+            if decision.decision == "reject":  # final at once; the next run closes its draft
+                status, reason = TargetStatus.REJECTED, decision.reason
+            else:
+                reason = f"{decision.decision} decided, applied by the next run"
         results = verification.results if verification else []
         stage_durations = [r.duration_s for r in (change, verification, pr) if r is not None]
         rows.append(
@@ -113,6 +130,8 @@ def build_report(instance: DagsterInstance, spec: CampaignSpec) -> pd.DataFrame:
                 "checks": seen.checks if seen else None,
                 "review": seen.review if seen else None,
                 "mergeable": seen.mergeable if seen and pr_state in ("open", "draft") else None,
+                "iterations": change.iteration or (1 if change.head_sha else 0) if change else 0,
+                "decision": _decision_text(decision),
                 "cost_usd": change.total_cost_usd if change else 0.0,
                 "duration_s": round(sum(stage_durations), 3),
                 "repo": current[key].repo if key in current else (change.repo if change else None),
@@ -122,6 +141,13 @@ def build_report(instance: DagsterInstance, spec: CampaignSpec) -> pd.DataFrame:
     frame["pr_number"] = frame["pr_number"].astype("Int64")
     frame["mergeable"] = frame["mergeable"].astype("boolean")
     return frame
+
+
+def _decision_text(decision: ReviewDecision | None) -> str | None:
+    """The newest review decision in a cell: what, by whom."""
+    if decision is None:
+        return None
+    return f"{decision.decision} by {decision.actor}"
 
 
 def _seen(

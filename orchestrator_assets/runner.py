@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -13,6 +15,7 @@ from dagster import DagsterEventType, DagsterInstance
 from dagster._core.utils import make_new_run_id
 
 from orchestrator_assets.catalog import Campaign
+from orchestrator_assets.cli_review import HOST_TAG, PID_TAG
 from orchestrator_assets.errors import OrchestratorError
 from orchestrator_assets.factory import NO_CACHE_TAG, build_campaign_definitions
 from orchestrator_assets.partitions import contiguous_ranges, range_tags, sync_partitions
@@ -149,6 +152,9 @@ def run_campaign(
                 tags={
                     "campaign": spec.name,
                     **where,
+                    # `orchestrator cancel` stops a run executed in this process through them.
+                    PID_TAG: str(os.getpid()),
+                    HOST_TAG: socket.gethostname(),
                     **({} if single else range_tags(start, end)),
                     **({NO_CACHE_TAG: "true"} if no_cache else {}),
                 },

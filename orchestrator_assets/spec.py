@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shlex
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -169,6 +170,39 @@ class AgenticTransformation(_Model):
     max_budget_usd: float | None = Field(default=None, gt=0)
     allowed_tools: list[str] | None = None
     timeout_s: int | None = Field(default=None, gt=0)
+    # The quality loop (resources/agents: verifier_mcp, stop_gate, judge).
+    verifier_tools: bool = Field(
+        default=True, description="offer the verifiers to the agent as MCP tools"
+    )
+    max_stop_blocks: int = Field(
+        default=3, ge=0, le=8,
+        description="the stop gate sends the agent back this often while a verifier fails (0: off)",
+    )  # fmt: skip
+    repair_attempts: int = Field(
+        default=0, ge=0, le=10,
+        description="resume the agent with the failure when the platform's verification fails",
+    )  # fmt: skip
+    feedback_chars: int = Field(
+        default=2000, ge=200, le=20000, description="size bound of a verifier failure's text"
+    )
+    judge: JudgeConfig | None = None
+    disallowed_tools: list[str] | None = Field(
+        default=None,
+        description="tool patterns the agent may not use (default: pushing, git remotes and "
+        "network clients; [] widens the agent to whatever allowed_tools allows)",
+    )
+
+
+class JudgeConfig(_Model):
+    """A model that compares the diff with the request after the verifiers pass."""
+
+    model: str = "claude-sonnet-4-5"
+    criteria: list[str] = Field(default_factory=list, description="checked besides the defaults")
+    on_veto: Literal["repair", "fail"] = "repair"
+    max_diff_chars: int = Field(default=60_000, ge=1000, le=400_000)
+
+
+AgenticTransformation.model_rebuild()
 
 
 Transformation = Annotated[
@@ -182,6 +216,9 @@ class Verifier(_Model):
     name: str
     command: Command
     timeout_s: int = Field(default=600, gt=0, alias="timeout")
+    extractor: Literal["auto", "pytest", "go", "jest", "maven", "generic"] = Field(
+        default="auto", description="how a failure is trimmed for the agent (auto: by command)"
+    )
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -243,7 +280,16 @@ class Review(_Model):
     """Whether a human decides before a PR opens."""
 
     policy: Literal["auto", "required"] = "auto"
-    timeout: str | None = Field(default=None, description="e.g. 24h; used by the review loop")
+    timeout: str | None = Field(
+        default=None, description="e.g. 24h: a review not given by then rejects the target"
+    )
+
+    @field_validator("timeout")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^\s*\d+(\.\d+)?\s*[smhdw]\s*$", value):
+            raise ValueError(f"{value!r} is not a duration such as 30m, 24h or 7d")
+        return value
 
     @model_validator(mode="before")
     @classmethod

@@ -15,15 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator_assets.budget import Budget
-from orchestrator_assets.prompts import build_prompt
+from orchestrator_assets.prompts import build_followup_prompt, build_prompt
 from orchestrator_assets.records import (
     AgentSummary,
     ChangeRecord,
+    Iteration,
     PullRequestRecord,
+    ReviewDecision,
     SetupSummary,
     TargetOutcome,
     VerificationRecord,
     VerifierResult,
+    decision_applies,
 )
 from orchestrator_assets.spec import (
     TEMPLATES,
@@ -41,7 +44,21 @@ from resources.repo_cache import RepoCache
 from resources.sandboxes.base import ExecResult, Sandbox, SandboxProvider
 
 Log = Callable[[str], None]
+Notify = Callable[[str, str], None]  # (event kind, message)
 DIFF_LIMIT = 20_000
+ITERATION_DIFF_LIMIT = 8_000  # each iteration keeps its own diff, smaller
+
+
+@dataclass
+class FollowUp:
+    """A further pass over a target's existing change: a reviewer's steer (the agent's session
+    resumed with a new prompt), a partial approval (the change cut down to some files), or a
+    repair after a failed verifier."""
+
+    kind: str  # steer | partial | repair | judge (the kinds of `Iteration`)
+    prompt: str | None = None
+    files: list[str] = field(default_factory=list)
+    decision_id: str | None = None
 
 
 @dataclass
@@ -69,6 +86,7 @@ class Workbench:
     tags: dict[str, str] = field(default_factory=dict)  # campaign and run, on every sandbox
     environment: str = "local"  # the sandbox's image, part of a change's cache key
     output_lines: int = 200  # lines of each command's output streamed into the run log
+    notify: Notify = field(default=lambda kind, message: None)  # optional notifier
 
     def open_sandbox(self, stage: str, target: Target):
         """A sandbox for one stage of one target, tagged with campaign, target and run."""
@@ -102,8 +120,13 @@ def make_change(
     prior: ChangeRecord | None,
     bench: Workbench,
     log: Log = _quiet,
+    followup: FollowUp | None = None,
 ) -> ChangeRecord:
-    """Apply the campaign's transformation to one target and push the campaign branch."""
+    """Apply the campaign's transformation to one target and push the campaign branch.
+
+    With a `followup` the target's existing change (`prior`) is worked on again instead: the
+    new pass is one more numbered iteration, and if it fails the existing change is kept.
+    """
     started = time.monotonic()
     base = ChangeRecord(
         outcome=ChangeOutcome.FAILED,
@@ -114,11 +137,71 @@ def make_change(
         ),
     )
     try:
-        record = _make_change(spec, target, prior, bench, base, log)
+        record = _make_change(spec, target, prior, bench, base, log, followup)
     except (ForgeError, GitError) as exc:
         record = base.model_copy(update={"reason": str(exc)})
     record.duration_s = round(time.monotonic() - started, 3)
-    return record
+    if record.reused:
+        return record
+    return _with_iteration(spec, prior, record, followup, log)
+
+
+def _with_iteration(
+    spec: CampaignSpec,
+    prior: ChangeRecord | None,
+    record: ChangeRecord,
+    followup: FollowUp | None,
+    log: Log,
+) -> ChangeRecord:
+    """The record with this pass added to its iterations. A follow-up that failed keeps the
+    existing change (and its verification) and only records the failed attempt."""
+    earlier: list[Iteration] = []
+    if followup is not None and prior is not None:
+        earlier = list(prior.iterations) or [_first_iteration(spec, prior)]
+    made = Iteration(
+        number=len(earlier) + 1,
+        kind=followup.kind if followup else "initial",  # type: ignore[arg-type]
+        prompt=followup.prompt if followup else _initial_prompt(spec),
+        files=followup.files if followup else [],
+        decision_id=followup.decision_id if followup else None,
+        session_id=record.agent.session_id if record.agent else None,
+        head_sha=record.head_sha,
+        diff=record.diff[:ITERATION_DIFF_LIMIT],
+        files_changed=len(record.files),
+        cost_usd=record.cost_usd,
+        outcome=record.outcome.value if record.reason is None else record.reason,
+        transcript=record.agent.transcript if record.agent else None,
+    )
+    if followup is not None and prior is not None and record.outcome != ChangeOutcome.CHANGED:
+        why = record.reason or f"it left {record.outcome.value}"
+        log(f"{record.repo}: iteration {made.number} ({followup.kind}) did not make a change "
+            f"({why}); the change of iteration {len(earlier)} stands")  # fmt: skip
+        return prior.model_copy(
+            update={
+                "iterations": [*earlier, made],
+                "reason": f"iteration {made.number} ({followup.kind}) failed: {why}",
+                "cost_usd": record.cost_usd,
+                "total_cost_usd": record.total_cost_usd,
+                "reused": False,
+                "duration_s": record.duration_s,
+            }
+        )
+    return record.model_copy(update={"iterations": [*earlier, made]})
+
+
+def _initial_prompt(spec: CampaignSpec) -> str | None:
+    transformation = spec.transformation
+    return transformation.prompt if isinstance(transformation, AgenticTransformation) else None
+
+
+def _first_iteration(spec: CampaignSpec, change: ChangeRecord) -> Iteration:
+    """The first pass of a change recorded before iterations were kept."""
+    return Iteration(
+        number=1, prompt=_initial_prompt(spec), head_sha=change.head_sha,
+        session_id=change.agent.session_id if change.agent else None,
+        diff=change.diff[:ITERATION_DIFF_LIMIT], files_changed=len(change.files),
+        cost_usd=change.total_cost_usd, outcome=change.outcome.value,
+    )  # fmt: skip
 
 
 def _make_change(
@@ -128,6 +211,7 @@ def _make_change(
     bench: Workbench,
     base: ChangeRecord,
     log: Log,
+    followup: FollowUp | None = None,
 ) -> ChangeRecord:
     repo = bench.forge.resolve(target.repo, target.base, spec.branch_name)
     base = base.model_copy(
@@ -137,13 +221,22 @@ def _make_change(
             "clone_url": repo.clone_url,
         }
     )
-    if bench.use_cache and _still_current(prior, base, repo.branch_sha):
+    if followup is not None:
+        if prior is None or prior.outcome != ChangeOutcome.CHANGED or not prior.head_sha:
+            return base.model_copy(update={"reason": f"no change to {followup.kind}"})
+        # The follow-up works on the change as it is, made against the same base.
+        base = base.model_copy(
+            update={"base_sha": prior.base_sha, "base_branch": prior.base_branch}
+        )
+        repo = repo.model_copy(update={"base_sha": prior.base_sha})
+    elif bench.use_cache and _still_current(prior, base, repo.branch_sha):
         assert prior is not None
         log(f"{target.key}: change is up to date ({prior.outcome}), nothing to redo")
         return prior.model_copy(update={"reused": True, "cost_usd": 0.0})
     base.total_cost_usd = prior.total_cost_usd if prior else 0.0
     transformation = spec.transformation
-    if isinstance(transformation, AgenticTransformation):
+    agentic = isinstance(transformation, AgenticTransformation)
+    if agentic and (followup is None or followup.kind != "partial"):
         if bench.agent is None:
             return base.model_copy(
                 update={"reason": "the Claude Code CLI is not installed (run `make agent-cli`)"}
@@ -158,8 +251,11 @@ def _make_change(
             )
     with bench.open_sandbox("change", target) as sandbox:
         ws = sandbox.workspace
-        mirror = bench.cache.checkout(repo.clone_url, ws, repo.base_sha, spec.branch_name)
+        start = prior.head_sha if followup is not None and prior is not None else repo.base_sha
+        mirror = bench.cache.checkout(repo.clone_url, ws, start, spec.branch_name)  # type: ignore[arg-type]
         sandbox.readable_paths.append(mirror)
+        if followup is not None:
+            _rebase_onto(ws, repo.base_sha, followup)  # type: ignore[arg-type]
         config_digest = _digest(ws / ".git" / "config")
         failed_setup, setup = run_setup(spec, target, sandbox, bench, log)
         base.setup = setup
@@ -172,8 +268,12 @@ def _make_change(
                 }
             )
         _exclude_untracked(ws)
-        if isinstance(transformation, AgenticTransformation):
-            base, failure = _run_agent(spec, target, repo.base_branch, sandbox, bench, base, log)
+        if followup is not None and followup.kind == "partial":
+            failure, output = None, f"kept {len(followup.files)} approved file(s)"
+        elif agentic:
+            base, failure = _run_agent(
+                spec, target, repo.base_branch, sandbox, bench, base, log, prior, followup
+            )
             output = base.agent.final_message if base.agent else ""
         else:
             result = _run_command(
@@ -266,6 +366,23 @@ def run_setup(
     )  # fmt: skip
 
 
+def _rebase_onto(ws: Path, base_sha: str, followup: FollowUp) -> None:
+    """Make the checked-out change (HEAD) a working tree over `base_sha`, so that the new pass
+    is committed as the one commit of the campaign branch on its base. A partial approval keeps
+    only the approved files' changes."""
+    if followup.kind == "partial":
+        patch = run_git(["diff", "--binary", "--no-color", base_sha, "HEAD", "--", *followup.files],
+                        ws)  # fmt: skip
+        run_git(["reset", "--quiet", "--hard", base_sha], ws)
+        if patch.strip():
+            patch_file = ws / ".git" / "approved.patch"
+            patch_file.write_text(patch)
+            run_git(["apply", "--index", "--binary", str(patch_file)], ws)
+            patch_file.unlink()
+        return
+    run_git(["reset", "--quiet", "--soft", base_sha], ws)
+
+
 def _exclude_untracked(ws: Path) -> None:
     """Keep what setup created (a virtualenv, build output) out of the change."""
     created = [
@@ -314,16 +431,26 @@ def _run_agent(
     bench: Workbench,
     base: ChangeRecord,
     log: Log,
+    prior: ChangeRecord | None = None,
+    followup: FollowUp | None = None,
 ) -> tuple[ChangeRecord, str | None]:
-    """Run the agent in the sandbox; the record gains its cost and summary, and why it failed."""
+    """Run the agent in the sandbox; the record gains its cost and summary, and why it failed.
+
+    A follow-up resumes the session that made `prior`, so the agent keeps the conversation.
+    """
     assert bench.agent is not None and isinstance(spec.transformation, AgenticTransformation)
     settings = spec.transformation
     share = spec.budget_usd / len(spec.targets) if spec.budget_usd else None
     limits = [x for x in (settings.max_budget_usd, share) if x]
     home_root = bench.agent_homes or sandbox.workspace.parent / "agent-home"
+    resume = followup is not None and prior is not None and prior.agent is not None
+    number = (prior.iteration or 1) + 1 if resume and prior is not None else 1
     request = AgentRequest(
-        prompt=build_prompt(spec, target, base_branch),
-        session_id=str(uuid.uuid4()),
+        prompt=build_followup_prompt(spec, target, followup)  # type: ignore[arg-type]
+        if resume
+        else build_prompt(spec, target, base_branch),
+        session_id=prior.agent.session_id if resume else str(uuid.uuid4()),  # type: ignore[union-attr]
+        resume=resume,
         model=settings.model,
         max_turns=settings.max_turns,
         max_budget_usd=min(limits) if limits else None,
@@ -336,7 +463,8 @@ def _run_agent(
     bench.budget.add(result.cost_usd)
     transcript = None
     if bench.transcripts is not None:
-        path = bench.transcripts / spec.id / target.key / f"{result.session_id}.jsonl"
+        name = result.session_id + (f".{number}" if number > 1 else "")
+        path = bench.transcripts / spec.id / target.key / f"{name}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(json.dumps(e) + "\n" for e in result.transcript))
         transcript = str(path)
@@ -496,6 +624,8 @@ class Gate:
 
     evaluations: dict[str, tuple[bool, str | None]]  # verifier -> (passed, head sha checked)
     approved: bool = False
+    rejected: str | None = None  # why a reviewer rejected the change
+    awaiting_since: float | None = None  # when the change began to wait for its review
 
 
 def deliver_pull_request(
@@ -526,10 +656,15 @@ def deliver_pull_request(
     if failing or verification is None or verification.head_sha != head:
         reason = f"verifiers not passed for {head[:8]}: {', '.join(failing) or 'verification'}"
         return done(outcome="blocked", reason=reason, head_sha=head)
-    if spec.review.policy == "required" and not gate.approved:
-        return done(
-            outcome="awaiting_review", reason="waiting for a review decision", head_sha=head
-        )
+    if gate.rejected is not None:
+        return _reject(spec, target, head, gate.rejected, bench, log, done)
+    awaiting = spec.review.policy == "required" and not gate.approved
+    if awaiting and not spec.pull_request.draft:
+        since = gate.awaiting_since or time.time()
+        if gate.awaiting_since is None:
+            _notify_awaiting(spec, target, change, bench)
+        return done(outcome="awaiting_review", reason="waiting for a review decision",
+                    head_sha=head, awaiting_since=since)  # fmt: skip
     try:
         draft = PullRequestDraft(
             head=spec.branch_name,
@@ -553,6 +688,10 @@ def deliver_pull_request(
                 state=existing.state,
                 head_sha=head,
             )
+        if awaiting:  # the draft PR is where the review happens
+            draft = draft.model_copy(update={"draft": True})
+        elif spec.review.policy == "required" and spec.pull_request.draft:
+            draft = draft.model_copy(update={"draft": False})  # approved: published
         if existing is None:
             pr = bench.forge.create_pull_request(target.repo, draft)
             outcome = "opened"
@@ -564,7 +703,46 @@ def deliver_pull_request(
     except ForgeError as exc:
         return done(outcome="failed", reason=str(exc), head_sha=head)
     log(f"{target.key}: pull request #{pr.number} {outcome}: {pr.url}")
+    if awaiting:
+        if gate.awaiting_since is None:
+            _notify_awaiting(spec, target, change, bench, pr.url)
+        return done(
+            outcome="awaiting_review", reason=f"draft pull request #{pr.number} awaits a review",
+            number=pr.number, url=pr.url, state=pr.state, head_sha=head,
+            awaiting_since=gate.awaiting_since or time.time(),
+        )  # fmt: skip
     return done(outcome=outcome, number=pr.number, url=pr.url, state=pr.state, head_sha=head)
+
+
+def _reject(spec, target: Target, head: str, reason: str, bench: Workbench, log: Log, done):
+    """A reviewer rejected the change: the target ends, and a draft PR of it is closed."""
+    number = url = state = None
+    try:
+        existing = bench.forge.find_pull_request(target.repo, spec.branch_name)
+        if existing is not None and existing.state == "open":
+            comment = f"Closed: the change of campaign `{spec.name}` was rejected: {reason}"
+            pr = bench.forge.close_pull_request(target.repo, existing.number, comment)
+            number, url, state = pr.number, pr.url, pr.state
+            log(f"{target.key}: pull request #{pr.number} closed: rejected")
+    except ForgeError as exc:
+        return done(outcome="failed", reason=f"cannot close the rejected PR: {exc}", head_sha=head)
+    log(f"{target.key}: rejected: {reason}")
+    return done(outcome="rejected", reason=reason, head_sha=head, number=number, url=url,
+                state=state)  # fmt: skip
+
+
+def _notify_awaiting(
+    spec: CampaignSpec, target: Target, change: ChangeRecord, bench: Workbench, url=None
+) -> None:
+    """Tell the reviewers a change waits for them, with the start of its diff."""
+    snippet = "\n".join(change.diff.splitlines()[:20])
+    where = f" ({url})" if url else ""
+    bench.notify(
+        "awaiting_review",
+        f"*{spec.name}*: `{target.key}` awaits review{where}: {len(change.files)} file(s), "
+        f"+{change.insertions} -{change.deletions}. Decide with `orchestrator approve|reject|"
+        f"steer {spec.name} {target.key}`.\n```\n{snippet}\n```",
+    )
 
 
 def _close_stale(spec, target, change: ChangeRecord, bench: Workbench, log: Log, done):
@@ -626,17 +804,58 @@ def render_body(
 
 
 def gate_from(
-    spec: CampaignSpec, target: Target, verification: VerificationRecord, approved: bool
+    spec: CampaignSpec, target: Target, verification: VerificationRecord, prior: Gate
 ) -> Gate:
-    """The PR gate as the verifier checks of `verification` evaluate it."""
+    """The PR gate as the verifier checks of `verification` evaluate it (review as before)."""
     results = {r.name: r.passed for r in verification.results}
     return Gate(
         evaluations={
             v.check_name: (results.get(v.name, False), verification.head_sha)
             for v in spec.verifiers_for(target)
         },
-        approved=approved,
+        approved=prior.approved,
+        rejected=prior.rejected,
+        awaiting_since=prior.awaiting_since,
     )
+
+
+def followup_for(decision: ReviewDecision | None, change: ChangeRecord | None) -> FollowUp | None:
+    """The further pass a review decision asks for: a steer, or an approval of some files."""
+    if not decision_applies(decision, change) or change is None or decision is None:
+        return None
+    if any(i.decision_id == decision.id for i in change.iterations):
+        return None  # carried out already
+    if decision.decision == "steer":
+        return FollowUp("steer", decision.prompt, list(decision.files), decision.id)
+    if (
+        decision.decision == "approve"
+        and decision.files
+        and set(decision.files) < set(change.files)
+    ):
+        return FollowUp("partial", None, list(decision.files), decision.id)
+    return None
+
+
+def review_gate(
+    decision: ReviewDecision | None,
+    change: ChangeRecord | None,
+    prior_pr: PullRequestRecord | None,
+) -> Gate:
+    """The review half of the PR gate for the target's current change."""
+    gate = Gate(evaluations={})
+    if change is None or not change.head_sha:
+        return gate
+    if decision_applies(decision, change) and decision is not None:
+        gate.approved = decision.decision == "approve"
+        if decision.decision == "reject":
+            gate.rejected = f"{decision.reason or 'no reason given'} ({decision.actor})"
+    if (
+        prior_pr is not None
+        and prior_pr.outcome == "awaiting_review"
+        and prior_pr.head_sha == change.head_sha
+    ):
+        gate.awaiting_since = prior_pr.awaiting_since
+    return gate
 
 
 def advance_target(
@@ -648,22 +867,30 @@ def advance_target(
     prior_gate: Gate | None,
     bench: Workbench,
     log: Log = _quiet,
+    decision: ReviewDecision | None = None,
+    prior_pr: PullRequestRecord | None = None,
 ) -> TargetOutcome:
     """Take one target through the selected stages, each as soon as the one before is done.
 
     A stage that is not selected uses the target's previous record (and, for the PR, the gate
-    its recorded check evaluations give).
+    its recorded check evaluations give). The target's newest review `decision` is applied: a
+    steer or a partial approval makes one more pass over the change first.
     """
     outcome = TargetOutcome()
     change = prior_change
     if "change" in stages:
-        change = outcome.change = make_change(spec, target, prior_change, bench, log)
+        followup = followup_for(decision, prior_change)
+        if followup is not None:
+            log(f"{target.key}: applying the review decision: {decision.describe()}")  # type: ignore[union-attr]
+        change = outcome.change = make_change(spec, target, prior_change, bench, log, followup)
     verification = prior_verification
+    review = review_gate(decision, change, prior_pr)
     gate = prior_gate or Gate(evaluations={})
+    gate = Gate(gate.evaluations, review.approved, review.rejected, review.awaiting_since)
     if "verification" in stages:
         verification = verify_change(spec, target, change, prior_verification, bench, log)
         outcome.verification = verification
-        gate = gate_from(spec, target, verification, gate.approved)
+        gate = gate_from(spec, target, verification, gate)
     if "pull_request" in stages:
         outcome.pull_request = deliver_pull_request(
             spec, target, change, verification, gate, bench, log

@@ -13,6 +13,7 @@ from resources.dagster_resources import (
     SandboxResource,
 )
 from resources.forges.base import Forge
+from resources.notify import NotifierResource
 
 
 def forge_resource(settings: Settings) -> ForgeResource:
@@ -52,4 +53,5 @@ def build_resources(settings: Settings) -> dict[str, object]:
             homes=str(settings.data_dir / "agent-homes"),
             transcripts=str(settings.data_dir / "transcripts"),
         ),
+        "notifier": NotifierResource(),
     }

@@ -22,6 +22,7 @@ import dagster as dg
 from orchestrator_assets import history
 from orchestrator_assets.spec import CampaignSpec
 from resources.forges.base import Forge, PullRequestStatus
+from resources.notify import Notify, no_notifier
 
 ENDED = ("merged", "closed")
 
@@ -46,6 +47,7 @@ def build_pr_status_sensor(
     max_polls_per_tick: int = 200,
     tick_budget_s: float = 40,
     clock: Callable[[], float] = time.time,
+    notifier_getter: Callable[[], Notify] = lambda: no_notifier,
 ) -> dg.SensorDefinition:
     """A sensor that records how each open pull request of the campaign moves on its forge.
 
@@ -129,6 +131,8 @@ def build_pr_status_sensor(
                     )
                 else:
                     entry["idle"] += 1
+                if status.state == "merged" and digest == entry["digest"] and entry["idle"] == 0:
+                    notifier_getter()("merged", f"*{spec.name}*: `{key}` merged: {status.url}")
                 if status.state in ENDED:
                     del tracked[key]  # followed to the end
                     continue

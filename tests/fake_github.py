@@ -343,7 +343,9 @@ class FakeGitHub:
             repo = self.repos[full_name]
             self._merge(repo, repo.pulls[number], "merge", None)
 
-    def add_review(self, full_name: str, number: int, login: str, state: str) -> None:
+    def add_review(
+        self, full_name: str, number: int, login: str, state: str, body: str = ""
+    ) -> None:
         """`login` submits a review: APPROVED, CHANGES_REQUESTED, COMMENTED or DISMISSED."""
         with self._lock:
             repo = self.repos[full_name]
@@ -354,6 +356,7 @@ class FakeGitHub:
                     "id": self._next_id(),
                     "user": login,
                     "state": state,
+                    "body": body,
                     "commit_id": self._head_sha(repo, pr, self.refs(repo)),
                     "submitted_at": self._now(),
                 }
@@ -943,7 +946,7 @@ class FakeGitHub:
         items = [
             {
                 "id": r["id"], "node_id": f"PRR_{r['id']}", "user": self._user_json(r["user"]),
-                "body": "", "state": r["state"], "commit_id": r["commit_id"],
+                "body": r.get("body", ""), "state": r["state"], "commit_id": r["commit_id"],
                 "html_url": f"{self.web}/{repo.full_name}/pull/{pr.number}"
                             f"#pullrequestreview-{r['id']}",
                 "pull_request_url": api, "submitted_at": r["submitted_at"],

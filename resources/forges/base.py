@@ -74,6 +74,9 @@ class PullRequestStatus(BaseModel):
     reviews: dict[str, str] = Field(
         default_factory=dict, description="reviewer login -> their standing review state"
     )
+    review_notes: list[str] = Field(
+        default_factory=list, description="what the standing change requests say ('login: body')"
+    )
 
 
 class Forge(Protocol):

@@ -783,7 +783,7 @@ class GitHubForge:
                 state = "draft"
             sha = pr.head.sha
             checks, failing, pending = self._checks(repo, sha)
-            review, reviews = self._reviews(pr)
+            review, reviews, notes = self._reviews(pr)
             return PullRequestStatus(
                 number=pr.number,
                 url=pr.html_url,
@@ -796,6 +796,7 @@ class GitHubForge:
                 pending_checks=pending,
                 review=review,
                 reviews=reviews,
+                review_notes=notes,
             )
 
     @staticmethod
@@ -826,23 +827,31 @@ class GitHubForge:
         return ("success" if passing else "none"), failing, pending
 
     @staticmethod
-    def _reviews(pr: GhPullRequest) -> tuple[Any, dict[str, str]]:
+    def _reviews(pr: GhPullRequest) -> tuple[Any, dict[str, str], list[str]]:
         """Each reviewer's standing review (their latest approval, change request or dismissal;
-        a comment only when they gave nothing else), and the decision they add up to."""
+        a comment only when they gave nothing else), the decision they add up to, and the
+        bodies of the standing change requests (what the reviewers asked for)."""
         standing: dict[str, str] = {}
+        bodies: dict[str, str] = {}
         for review in pr.get_reviews():  # oldest first
             if review.user is None:
                 continue
             login, state = review.user.login, (review.state or "").upper()
             if state in ("APPROVED", "CHANGES_REQUESTED", "DISMISSED"):
                 standing[login] = state.lower()
+                bodies[login] = review.body or ""
             elif state == "COMMENTED" and login not in standing:
                 standing[login] = "commented"
+        notes = [
+            f"{login}: {bodies[login]}".strip()
+            for login, state in standing.items()
+            if state == "changes_requested" and bodies.get(login)
+        ]
         values = set(standing.values())
         if "changes_requested" in values:
-            return "changes_requested", standing
+            return "changes_requested", standing, notes
         if "approved" in values:
-            return "approved", standing
+            return "approved", standing, notes
         if "commented" in values:
-            return "commented", standing
-        return "none", standing
+            return "commented", standing, notes
+        return "none", standing, notes

@@ -1,0 +1,302 @@
+"""`orchestrator approve|reject|steer|diff|cancel`: the human side of a campaign.
+
+A decision is recorded in Dagster's event log at once (with who, when and why) and applied by
+the next run of the target: the review sensor requests one when the daemon runs, and without a
+daemon `orchestrator run` on the campaign applies it the same way.
+
+Dagster is imported only when a command runs, so `orchestrator --help` stays quick.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import time
+from typing import TYPE_CHECKING
+
+import click
+from rich.console import Console
+from rich.syntax import Syntax
+
+from orchestrator_assets.cli_prs import current_actor
+from orchestrator_assets.errors import OrchestratorError
+from orchestrator_assets.settings import Settings
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
+
+    from orchestrator_assets.spec import CampaignSpec
+
+PID_TAG = "orchestrator/pid"  # on a run the CLI executes in its own process
+HOST_TAG = "orchestrator/host"
+CANCEL_WAIT_S = 30.0  # how long a run's process gets to stop after SIGTERM
+
+
+def _console() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _instance() -> DagsterInstance:
+    from orchestrator_assets.cli import _instance as cli_instance
+
+    return cli_instance()
+
+
+def _spec(campaign: str) -> CampaignSpec:
+    from orchestrator_assets.catalog import load_catalog
+
+    return load_catalog(Settings()).get(campaign).spec
+
+
+def _files(value: str | None) -> list[str]:
+    return [f.strip() for f in (value or "").split(",") if f.strip()]
+
+
+def _decide(campaign: str, target: str, decision: str, **fields) -> None:
+    from orchestrator_assets.records import ReviewDecision
+    from orchestrator_assets.review import prepare_decision, record_decision
+
+    spec = _spec(campaign)
+    instance = _instance()
+    made = prepare_decision(
+        instance,
+        spec,
+        ReviewDecision(decision=decision, target=target, actor=current_actor(), **fields),  # type: ignore[arg-type]
+    )
+    record_decision(instance, spec, made)
+    console = _console()
+    console.print(f"recorded: {made.describe()}")
+    console.print(
+        f"applied by the next run of the target: the review sensor starts one when the daemon "
+        f"runs, or run `orchestrator run --campaign {spec.name} --target {target}`"
+    )
+
+
+CAMPAIGN = click.argument("campaign")
+TARGET = click.argument("target")
+REASON = click.option("--reason", help="Why (kept in the event log with who and when).")
+
+
+@click.command()
+@CAMPAIGN
+@TARGET
+@click.option(
+    "--files",
+    help="Comma-separated: approve only these files; the PR has just their changes (verified "
+    "again first).",
+)
+@REASON
+def approve(campaign: str, target: str, files: str | None, reason: str | None) -> None:
+    """Approve a target's change that awaits review: its pull request opens."""
+    _decide(campaign, target, "approve", files=_files(files), reason=reason)
+
+
+@click.command()
+@CAMPAIGN
+@TARGET
+@REASON
+def reject(campaign: str, target: str, reason: str | None) -> None:
+    """Reject a target's change that awaits review: the target is closed with the reason."""
+    _decide(campaign, target, "reject", reason=reason)
+
+
+@click.command()
+@CAMPAIGN
+@TARGET
+@click.option("--prompt", required=True, help="What the agent should do next.")
+@click.option("--files", help="Comma-separated: the agent works on these files only.")
+@REASON
+def steer(campaign: str, target: str, prompt: str, files: str | None, reason: str | None) -> None:
+    """Send an agentic change back to its agent: the agent's session resumes with the prompt."""
+    _decide(campaign, target, "steer", prompt=prompt, files=_files(files), reason=reason)
+
+
+@click.command()
+@CAMPAIGN
+@TARGET
+@click.option("--iteration", type=int, help="The diff of this iteration (default: the change).")
+@click.option("--stat", is_flag=True, help="Only the files and line counts.")
+def diff(campaign: str, target: str, iteration: int | None, stat: bool) -> None:
+    """Print a target's change as a diff: coloured in a terminal, plain when piped."""
+    from orchestrator_assets import history
+
+    spec = _spec(campaign)
+    if spec.target(target) is None:
+        known = ", ".join(t.key for t in spec.targets[:20])
+        raise OrchestratorError(f"campaign {campaign!r} has no target {target!r}; known: {known}")
+    change = history.latest_changes(_instance(), spec, [target]).get(target)
+    if change is None or not change.head_sha:
+        reason = f" ({change.outcome}: {change.reason or ''})" if change else ""
+        raise OrchestratorError(f"{target}: no change to show{reason}")
+    if iteration is not None:
+        found = next((i for i in change.iterations if i.number == iteration), None)
+        if found is None:
+            numbers = ", ".join(str(i.number) for i in change.iterations) or "none recorded"
+            raise OrchestratorError(f"{target}: no iteration {iteration}; iterations: {numbers}")
+        text = found.diff
+    else:
+        text = _full_diff(change) or change.diff
+    if stat:
+        click.echo(_stat(text))
+        return
+    console = _console()
+    if console.is_terminal:
+        console.print(Syntax(text, "diff", theme="ansi_dark", background_color="default"))
+    else:
+        click.echo(text, nl=not text.endswith("\n"))
+
+
+def _full_diff(change) -> str | None:
+    """The whole diff from the local mirror of the repository, when it has both commits (the
+    stored diff is cut at 20 kB)."""
+    from resources.git import GitError, run_git
+    from resources.repo_cache import RepoCache
+
+    if not change.diff_truncated or not change.clone_url:
+        return None
+    mirror = RepoCache(Settings().cache_dir).path_for(change.clone_url)
+    if not mirror.exists():
+        return None
+    try:
+        return run_git(["diff", "--no-color", change.base_sha, change.head_sha], mirror)
+    except GitError:
+        return None
+
+
+def _stat(text: str) -> str:
+    """Files and +/- counts of a unified diff."""
+    counts: dict[str, list[int]] = {}
+    current = None
+    for line in text.splitlines():
+        if line.startswith("diff --git "):
+            current = line.split(" b/", 1)[-1]
+            counts[current] = [0, 0]
+        elif current and line.startswith("+") and not line.startswith("+++"):
+            counts[current][0] += 1
+        elif current and line.startswith("-") and not line.startswith("---"):
+            counts[current][1] += 1
+    return "\n".join(f"{name} +{a} -{d}" for name, (a, d) in counts.items())
+
+
+@click.command()
+@CAMPAIGN
+@click.argument("target", required=False)
+@click.option(
+    "--wait",
+    "wait_s",
+    default=CANCEL_WAIT_S,
+    show_default=True,
+    help="Seconds a run's process gets to stop before it is killed and marked cancelled.",
+)
+def cancel(campaign: str, target: str | None, wait_s: float) -> None:
+    """Stop a campaign's running work (or one target's) and clean up its sandboxes.
+
+    Queued runs are cancelled; a run in progress is asked to stop (SIGTERM to an `orchestrator
+    run` process on this machine, or the run launcher's termination), and its sandboxes are
+    removed. A run over several targets stops as a whole; what it finished stays recorded and
+    the next run continues from there.
+    """
+    spec = _spec(campaign)
+    if target is not None and spec.target(target) is None:
+        known = ", ".join(t.key for t in spec.targets[:20])
+        raise OrchestratorError(f"campaign {campaign!r} has no target {target!r}; known: {known}")
+    instance = _instance()
+    console = _console()
+    runs = active_runs(instance, spec, target)
+    if not runs:
+        console.print(f"nothing running for {spec.name}" + (f" / {target}" if target else ""))
+    for run in runs:
+        console.print(f"run {run.run_id[:8]} ({_covers(run)}): {stop_run(instance, run, wait_s)}")
+    removed = sweep_runs(instance, {r.run_id for r in runs})
+    console.print(f"removed {removed} sandbox(es) of the cancelled run(s)")
+
+
+def active_runs(instance: DagsterInstance, spec: CampaignSpec, target: str | None) -> list:
+    """The campaign's runs that are queued or in progress (those covering `target`, if given)."""
+    import dagster as dg
+
+    from orchestrator_assets.partitions import RANGE_END, RANGE_START
+
+    statuses = [
+        dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
+        dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
+        dg.DagsterRunStatus.CANCELING,
+    ]  # fmt: skip
+    runs = instance.get_runs(dg.RunsFilter(tags={"campaign": spec.name}, statuses=statuses))
+    if target is None:
+        return list(runs)
+    order = [t.key for t in spec.targets]
+    chosen = []
+    for run in runs:
+        tags = run.tags
+        if target in (tags.get("target"), tags.get("dagster/partition")):
+            chosen.append(run)
+        elif RANGE_START in tags and RANGE_END in tags and target in order:
+            start, end = tags[RANGE_START], tags[RANGE_END]
+            inside = start in order and end in order
+            if inside and order.index(start) <= order.index(target) <= order.index(end):
+                chosen.append(run)
+    return chosen
+
+
+def _covers(run) -> str:
+    tags = run.tags
+    return tags.get("target") or tags.get("targets") or tags.get("dagster/partition") or "all"
+
+
+def stop_run(instance: DagsterInstance, run, wait_s: float) -> str:
+    """Stop one run; what was done, in words."""
+    import dagster as dg
+
+    pid, host = run.tags.get(PID_TAG), run.tags.get(HOST_TAG)
+    if pid and pid.isdigit() and host == socket.gethostname():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGTERM)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and _alive(int(pid)):
+            time.sleep(0.2)
+        if _alive(int(pid)):
+            os.kill(int(pid), signal.SIGKILL)
+        current = instance.get_run_by_id(run.run_id)
+        if current is not None and not current.is_finished:
+            instance.report_run_canceled(current, message="cancelled by `orchestrator cancel`")
+        return f"process {pid} stopped; run cancelled"
+    if run.status == dg.DagsterRunStatus.QUEUED or run.status == dg.DagsterRunStatus.NOT_STARTED:
+        instance.report_run_canceled(run, message="cancelled by `orchestrator cancel`")
+        return "cancelled before it started"
+    if instance.run_launcher.terminate(run.run_id):
+        return "termination requested from the run launcher"
+    instance.report_run_canceled(run, message="cancelled by `orchestrator cancel`")
+    return "marked cancelled (its launcher could not terminate it)"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (a child not yet reaped) is gone for our purpose.
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return True
+
+
+def sweep_runs(instance: DagsterInstance, run_ids: set[str]) -> int:
+    """Remove the sandboxes (workspaces, containers, pods) the given runs left behind."""
+    from orchestrator_assets.sweep import find_leftovers
+
+    if not run_ids:
+        return 0
+    found, _ = find_leftovers(Settings().workspaces_dir, instance)
+    removed = 0
+    for leftover in found:
+        if leftover.run_id in run_ids and leftover.orphan:
+            leftover.remove()
+            removed += 1
+    return removed

@@ -1,0 +1,74 @@
+"""Notifications to people: a Slack incoming webhook, optional and off by default.
+
+The platform posts when targets await review (with the start of their diff), when a campaign
+finishes (counts and cost), on budget alerts and when pull requests merge. A failed post is
+logged and never fails the work that caused it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+import dagster as dg
+
+log = logging.getLogger(__name__)
+Notify = Callable[[str, str], bool]  # (event kind, message) -> posted
+KINDS = ("awaiting_review", "review_timeout", "campaign_finished", "budget", "merged")
+TEXT_LIMIT = 3000  # Slack truncates a section's text beyond this
+
+
+class SlackNotifier:
+    """Posts messages to one Slack incoming webhook."""
+
+    def __init__(self, webhook_url: str, kinds: tuple[str, ...] = KINDS, timeout_s: float = 10):
+        self.webhook_url = webhook_url
+        self.kinds = kinds
+        self.timeout_s = timeout_s
+
+    def __call__(self, kind: str, message: str) -> bool:
+        """Post `message` (Slack mrkdwn) for an event of `kind`; False when it did not go."""
+        if kind not in self.kinds:
+            return False
+        text = message if len(message) <= TEXT_LIMIT else message[: TEXT_LIMIT - 1] + "…"
+        payload = {
+            "text": text,
+            "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
+            "metadata": {"event_type": f"campaign_{kind}", "event_payload": {"kind": kind}},
+        }
+        request = urllib.request.Request(
+            self.webhook_url,
+            data=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                return 200 <= response.status < 300
+        except (urllib.error.URLError, OSError) as exc:
+            # The webhook URL is a secret: say where it failed without it.
+            log.warning("slack notification (%s) failed: %s", kind, getattr(exc, "reason", exc))
+            return False
+
+
+def no_notifier(kind: str, message: str) -> bool:
+    """Notifications off: nothing is posted."""
+    return False
+
+
+class NotifierResource(dg.ConfigurableResource):
+    """Where notifications go: a Slack incoming webhook taken from an environment variable, so
+    the URL (a secret) is never part of the stored run config. Off when the variable is unset."""
+
+    webhook_url_env: str = "ORCHESTRATOR_SLACK_WEBHOOK_URL"
+    kinds: list[str] = list(KINDS)
+
+    def get(self) -> Notify:
+        """The notifier to call with (kind, message)."""
+        import os
+
+        url = os.environ.get(self.webhook_url_env, "").strip()
+        return SlackNotifier(url, tuple(self.kinds)) if url else no_notifier
