@@ -28,6 +28,8 @@ from orchestrator_assets.report import (
     burndown,
     burndown_chart,
     burndown_markdown,
+    finished_message,
+    is_finished,
 )
 from orchestrator_assets.settings import Settings
 from orchestrator_assets.spec import CampaignSpec
@@ -309,8 +311,15 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
         description=f"One row per target of campaign {spec.name}: status, shas, verifier "
         "results, pull request, cost and duration.",
     )
-    def report(context: dg.AssetExecutionContext) -> dg.Output:
+    def report(context: dg.AssetExecutionContext, notifier: NotifierResource) -> dg.Output:
         frame = build_report(context.instance, spec)
+        finished = is_finished(frame)
+        before = context.instance.get_latest_materialization_event(
+            history.asset_key(spec, "report")
+        )
+        was = before.asset_materialization.metadata.get("finished") if before else None
+        if finished and not (was is not None and was.value):
+            notifier.get()("campaign_finished", finished_message(spec.name, frame))
         trend = burndown(context.instance, spec)
         chart = burndown_chart(
             trend, Settings().data_dir / "reports" / f"{spec.id}_burndown.png", spec.name
@@ -319,6 +328,7 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
             frame,
             metadata={
                 **report_metadata(frame),
+                "finished": finished,
                 "burndown": dg.MetadataValue.md(burndown_markdown(trend)),
                 "burndown_chart": dg.MetadataValue.path(str(chart)),
             },

@@ -182,6 +182,22 @@ def status_counts(frame: pd.DataFrame) -> dict[str, int]:
     return {str(k): int(v) for k, v in frame["status"].value_counts().sort_index().items()}
 
 
+UNFINISHED = (TargetStatus.PENDING.value, TargetStatus.AWAITING_REVIEW.value)
+
+
+def is_finished(frame: pd.DataFrame) -> bool:
+    """True when every target got as far as the platform takes it on its own (nothing pending,
+    nothing awaiting review)."""
+    return bool(len(frame)) and not frame["status"].isin(UNFINISHED).any()
+
+
+def finished_message(name: str, frame: pd.DataFrame) -> str:
+    """The notification that a campaign finished: counts per status and the cost."""
+    counts = ", ".join(f"{k}: {v}" for k, v in status_counts(frame).items())
+    total = float(frame["cost_usd"].sum())
+    return f"*{name}* finished: {len(frame)} targets ({counts}); total cost ${total:.4f}"
+
+
 def report_markdown(frame: pd.DataFrame) -> str:
     """The report as a markdown table followed by totals."""
     shown = frame[["target", "status", "files_changed", "failed_verifiers", "pr_url", "cost_usd"]]

@@ -181,3 +181,23 @@ def awaiting_targets(instance: DagsterInstance, spec: CampaignSpec) -> dict[str,
         ):
             waiting[key] = pr.awaiting_since or 0.0
     return waiting
+
+
+def unapplied_rejections(instance: DagsterInstance, spec: CampaignSpec) -> set[str]:
+    """Targets rejected by a decision that no run has carried out yet (a draft PR to close).
+
+    The report shows them as rejected at once; a run still has work to do for them.
+    """
+    decisions = {
+        k: d for k, d in latest_decisions(instance, spec).items() if d.decision == "reject"
+    }
+    if not decisions:
+        return set()
+    changes = history.latest_changes(instance, spec, list(decisions))
+    prs = history.latest_pull_requests(instance, spec, list(decisions))
+    return {
+        key
+        for key, decision in decisions.items()
+        if decision_applies(decision, changes.get(key))
+        and (prs.get(key) is None or prs[key].outcome != "rejected")
+    }

@@ -14,12 +14,15 @@ import pandas as pd
 from dagster import DagsterEventType, DagsterInstance
 from dagster._core.utils import make_new_run_id
 
+from orchestrator_assets import json_logs, metrics
 from orchestrator_assets.catalog import Campaign
 from orchestrator_assets.cli_review import HOST_TAG, PID_TAG
 from orchestrator_assets.errors import OrchestratorError
 from orchestrator_assets.factory import NO_CACHE_TAG, build_campaign_definitions
+from orchestrator_assets.fanout import SHUTDOWN, stop_on_sigterm
 from orchestrator_assets.partitions import contiguous_ranges, range_tags, sync_partitions
 from orchestrator_assets.report import build_report
+from orchestrator_assets.review import unapplied_rejections
 from orchestrator_assets.settings import Settings
 from orchestrator_assets.status import TargetStatus
 from resources.agents.claude_code import find_cli
@@ -37,6 +40,7 @@ class RunOutcome:
     failed_runs: list[str] = field(default_factory=list)
     skipped_final: list[str] = field(default_factory=list)
     report: pd.DataFrame | None = None
+    interrupted: bool = False  # SIGTERM: stopped after recording the targets in flight
 
 
 class ProgressWatcher:
@@ -91,8 +95,25 @@ def campaign_definitions(campaign: Campaign, settings: Settings) -> dg.Definitio
     """The campaign's definitions bound to the platform's resources."""
     return dg.Definitions.merge(
         build_campaign_definitions(campaign.spec, campaign.profile),
-        dg.Definitions(resources=build_resources(settings)),
+        dg.Definitions(resources=_metered(build_resources(settings)), loggers=json_logs.LOGGERS),
     )
+
+
+def _metered(resources: dict[str, object]) -> dict[str, object]:
+    """The resources with each sandbox's time to ready measured for the metrics."""
+    return {**resources, "sandbox": metrics.metered_sandbox_resource(resources["sandbox"])}
+
+
+def _forge_counters(settings: Settings) -> dict[str, float]:
+    """The code host client's cumulative API counters (GitHub keeps them; one client a process)."""
+    if settings.forge == "local":
+        return {}
+    from resources.build import build_forge
+
+    try:
+        return metrics.forge_counters(build_forge(settings))
+    except Exception:  # no token: the run itself says so
+        return {}
 
 
 def run_campaign(
@@ -126,11 +147,13 @@ def run_campaign(
     if plan.removed:
         emit("discovery", f"marked {len(plan.removed)} removed target(s) as skipped")
     before = build_report(instance, spec)
+    unapplied = unapplied_rejections(instance, spec)
     final = {
         row.target
         for row in before.itertuples()
         if TargetStatus(row.status).is_final
         and row.target in keys
+        and row.target not in unapplied  # rejected, but its draft PR is still to be closed
         # A campaign that reopens closed PRs works on its closed targets again.
         and not (spec.pull_request.reopen and row.status == TargetStatus.CLOSED)
     }
@@ -139,9 +162,26 @@ def run_campaign(
     defs = campaign_definitions(campaign, settings)
     job = defs.resolve_job_def(f"{spec.id}_targets")
     ordered = instance.get_dynamic_partitions(spec.partitions_name)
-    for start, end in contiguous_ranges(ordered, todo):
+    with stop_on_sigterm():
+        _run_ranges(job, instance, settings, spec, contiguous_ranges(ordered, todo), emit,
+                    no_cache, outcome)  # fmt: skip
+    report_job = defs.resolve_job_def(f"{spec.id}_report")
+    report_job.execute_in_process(instance=instance, run_config=QUIET, raise_on_error=False)
+    outcome.report = build_report(instance, spec)
+    return outcome
+
+
+def _run_ranges(job, instance, settings, spec, ranges, emit, no_cache, outcome) -> None:
+    """One in-process run per range of targets; on SIGTERM, no new run is begun."""
+    for start, end in ranges:
+        if SHUTDOWN.is_set():
+            outcome.interrupted = True
+            return
         run_id = make_new_run_id()
         single = start == end
+        stats = metrics.start_run_stats(settings.forge)
+        forge_before = _forge_counters(settings)
+        json_logs.set_context(campaign=spec.name, run_id=run_id)
         emit("run", f"{run_id[:8]} over {start if single else f'{start} … {end}'}")
         with ProgressWatcher(instance, run_id, emit):
             where = {"target": start} if single else {"targets": f"{start}...{end}"}
@@ -161,10 +201,10 @@ def run_campaign(
                 run_config=QUIET,
                 raise_on_error=False,
             )
+        stats.forge = metrics.forge_delta(forge_before, _forge_counters(settings))
+        metrics.record_run_stats(instance, run_id, stats)
+        json_logs.set_context(run_id=None)
         outcome.run_ids.append(run_id)
         if not result.success:
             outcome.failed_runs.append(run_id)
-    report_job = defs.resolve_job_def(f"{spec.id}_report")
-    report_job.execute_in_process(instance=instance, run_config=QUIET, raise_on_error=False)
-    outcome.report = build_report(instance, spec)
-    return outcome
+        outcome.interrupted = SHUTDOWN.is_set()
