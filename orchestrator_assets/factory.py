@@ -364,6 +364,7 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
                 targets_job,
                 lambda: build_forge(Settings()),
                 notifier_getter=NotifierResource().get,
+                minimum_interval_seconds=Settings().review_poll_interval_s,
             ),
         ],
         schedules=schedules,

@@ -326,3 +326,51 @@ def test_a_draft_pr_review_on_the_forge_becomes_the_decision(platform):
     assert got["acme__alpha"] == "pr_open" and got["acme__beta"] == "rejected"
     assert pulls(platform, "alpha")[0]["draft"] is False  # approved: published
     assert pulls(platform, "beta")[0]["state"] == "closed"  # rejected: its draft closed
+
+
+def test_with_the_daemon_a_launched_review_job_leads_to_the_pull_request(platform, tmp_path):
+    """The whole loop as a platform team runs it: the review job launched with `dagster job
+    launch` and its config, the daemon running it and the review sensor applying the decision."""
+    import os
+    import sys
+    import time
+
+    import yaml
+
+    path = reviewed(platform)
+    platform.run(path, ["acme__alpha"])
+    spec = load_one(path, platform.settings()).spec
+    project = Path(__file__).resolve().parents[1]
+    env = {**platform.env, "ORCHESTRATOR_REVIEW_POLL_INTERVAL_S": "2", "PYTHONPATH": str(project)}
+    config = tmp_path / "approve.yaml"
+    decided = {"target": "acme__alpha", "decision": "approve", "actor": "dana", "reason": "ship it"}
+    config.write_text(yaml.safe_dump({"ops": {f"{spec.id}__review": {"config": decided}}}))
+    bin_dir = Path(sys.executable).parent
+    workspace = ["-w", str(project / "workspace.yaml")]
+    launch = subprocess.run(
+        [str(bin_dir / "dagster"), "job", "launch", *workspace, "-j", f"{spec.id}_review",
+         "-c", str(config)],
+        env=env, cwd=project, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert launch.returncode == 0, launch.stderr[-2000:]
+    daemon = subprocess.Popen(
+        [str(bin_dir / "dagster-daemon"), "run", *workspace], env=env, cwd=project,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if pulls(platform, "alpha"):
+                break
+            assert daemon.poll() is None, "the daemon exited"
+            time.sleep(2)
+        (pr,) = pulls(platform, "alpha")
+        assert pr["state"] == "open"
+    finally:
+        os.killpg(daemon.pid, 15)
+        daemon.wait(timeout=60)
+    (decision,) = decisions(platform, spec)
+    assert (decision["actor"], decision["source"], decision["reason"]) == ("dana", "job", "ship it")
+    with platform.instance() as instance:
+        runs = instance.get_runs(dg.RunsFilter(tags={"orchestrator/review": decision["id"]}))
+        assert len(runs) == 1 and runs[0].status == dg.DagsterRunStatus.SUCCESS
