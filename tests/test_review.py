@@ -374,3 +374,38 @@ def test_with_the_daemon_a_launched_review_job_leads_to_the_pull_request(platfor
     with platform.instance() as instance:
         runs = instance.get_runs(dg.RunsFilter(tags={"orchestrator/review": decision["id"]}))
         assert len(runs) == 1 and runs[0].status == dg.DagsterRunStatus.SUCCESS
+
+
+def test_cancel_stops_a_running_campaign_and_removes_its_sandboxes(platform):
+    import time
+
+    targets = [str(p) for p in platform.make_fleet(FLEET[:2])]
+    slow = 'python -c "import time; time.sleep(120)"'
+    platform.write_campaign(
+        "slow", targets=targets, concurrency=1,
+        transformation={"kind": "deterministic", "command": slow},
+    )  # fmt: skip
+    assert "nothing running for slow" in platform.cli("cancel", "slow").stdout
+    env = {**platform.env, "ORCHESTRATOR_SHUTDOWN_GRACE_S": "1"}
+    runner = subprocess.Popen(
+        [ORCHESTRATOR, "run", "--campaign", "slow"], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            listed = json.loads(platform.cli("sandboxes", "list", "--output", "json").stdout)
+            if listed:
+                break
+            time.sleep(0.5)
+        assert listed, "no sandbox appeared"
+        out = platform.cli("cancel", "slow", "acme__alpha").stdout
+        assert "process" in out and "stopped" in out
+        runner.wait(timeout=60)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    assert runner.returncode != 0
+    assert json.loads(platform.cli("sandboxes", "list", "--output", "json").stdout) == []
+    leftover = subprocess.run(["pgrep", "-f", "time.sleep\\(120\\)"], capture_output=True)
+    assert leftover.stdout == b""  # no command of the campaign still runs
