@@ -146,3 +146,43 @@ def test_the_discovery_sensor_turns_github_repositories_into_partitions(platform
         later = sensor(build_sensor_context(instance=instance, cursor=result.cursor))
         (request,) = later.dynamic_partitions_requests
         assert list(request.partition_keys) == ["acme__gamma"]
+
+
+def test_github_reviews_of_draft_prs_are_the_review_decisions(platform: Platform, github):
+    """A campaign that reviews in draft PRs: GitHub's approval publishes the PR; a change
+    request (with its body) is recorded as the decision with the reviewer's login."""
+    from dagster import build_sensor_context
+
+    from orchestrator_assets import review
+    from orchestrator_assets.catalog import load_one
+    from orchestrator_assets.runner import campaign_definitions
+    from resources.build import build_forge
+    from sensors.review import build_review_sensor
+
+    path = campaign(platform)
+    data = yaml.safe_load(path.read_text())
+    data["review"] = {"policy": "required"}
+    data["pull_request"]["draft"] = True
+    path.write_text(yaml.safe_dump(data))
+    platform.cli("run", "--file", str(path))
+    assert {r["status"] for r in report(platform).values()} == {"awaiting_review"}
+    assert github.pr("acme/alpha", 1).draft and github.pr("acme/beta", 1).draft
+
+    github.add_review("acme/alpha", 1, "octocat", "APPROVED", "ship it")
+    github.add_review("acme/beta", 1, "hubot", "CHANGES_REQUESTED", "keep the old name in docs")
+    loaded = load_one(path, platform.settings())
+    job = campaign_definitions(loaded, platform.settings()).resolve_job_def("rename_targets")
+    sensor = build_review_sensor(loaded.spec, job, lambda: build_forge(platform.settings()))
+    with platform.instance() as instance:
+        result = sensor(build_sensor_context(instance=instance))
+        made = {d.target: d for d in review.decisions_since(instance, loaded.spec, 0)[0]}
+    assert {r.partition_key for r in result.run_requests} == {"acme__alpha", "acme__beta"}
+    assert (made["acme__alpha"].decision, made["acme__alpha"].actor) == ("approve", "octocat")
+    beta = made["acme__beta"]
+    assert (beta.decision, beta.actor, beta.source) == ("reject", "hubot", "github")
+
+    platform.cli("run", "--file", str(path))
+    rows = report(platform)
+    assert rows["acme__alpha"]["status"] == "pr_open" and rows["acme__beta"]["status"] == "rejected"
+    assert not github.pr("acme/alpha", 1).draft  # approved: published
+    assert github.pr("acme/beta", 1).state == "closed"
