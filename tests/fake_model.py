@@ -19,7 +19,9 @@ by *main conversation* requests only; auxiliary requests (``max_tokens`` <= 1 qu
 requests without ``tools`` or with a non-agent system prompt such as title/topic helpers,
 forked memory extraction) get a harmless text and leave the script alone. When the script is
 used up, conversation requests get ``text("done")``. Message/tool_use ids are unique for the
-whole server lifetime (and carry a random per-server prefix).
+whole server lifetime (and carry a random per-server prefix). Requests that force a tool
+(``tool_choice: {"type": "tool"}``, as the LLM judge does) take their steps from
+``judge_script`` instead and are kept in ``judge_requests``.
 
 The CLI (``claude -p``, needs no login with ANTHROPIC_API_KEY; see ``claude_env``):
 ``--permission-mode dontAsk --allowedTools Bash Edit Write Read`` runs exactly those tools
@@ -306,6 +308,10 @@ class ScriptedModel:
         self.requests: list[dict] = []  # every request: method, path, headers, json, kind
         self.conversation_requests: list[dict] = []  # main conversation /v1/messages only
         self.sent: list[dict] = []  # messages / errors answered to conversation requests
+        # Requests that force a tool (`tool_choice: {"type": "tool"}`), as a judge does: they
+        # take their steps from `judge_script` (text("done") when it is used up).
+        self.judge_script: list[Step] = []
+        self.judge_requests: list[dict] = []
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._prefix = uuid.uuid4().hex[:12]
@@ -364,12 +370,20 @@ class ScriptedModel:
                 step = self.script.pop(0)
         return step(body) if callable(step) else step
 
+    def next_judge_step(self, body: dict) -> Reply | Error:
+        """The next step of `judge_script` (text("done") when it is used up)."""
+        with self._lock:
+            step: Step = self.judge_script.pop(0) if self.judge_script else text("done")
+        return step(body) if callable(step) else step
+
     def record(self, method: str, path: str, headers: dict, body: Any, kind: str) -> None:
         entry = {"method": method, "path": path, "headers": headers, "json": body, "kind": kind}
         with self._lock:
             self.requests.append(entry)
             if kind == "conversation":
                 self.conversation_requests.append(entry)
+            elif kind == "judge":
+                self.judge_requests.append(entry)
 
     def build_message(self, reply: Reply, model: str) -> dict:
         message_id = self.new_id("msg")
@@ -437,6 +451,8 @@ class _Handler(BaseHTTPRequestHandler):
         is_messages = self.command == "POST" and path.rstrip("/") == "/v1/messages"
         if is_messages and isinstance(body, dict):
             kind = "auxiliary" if self.model.is_auxiliary(body) else "conversation"
+            if (body.get("tool_choice") or {}).get("type") == "tool":
+                kind = "judge"
         else:
             kind = "other"
         self.model.record(self.command, self.path, headers, body, kind)
@@ -444,6 +460,12 @@ class _Handler(BaseHTTPRequestHandler):
         if kind == "other":
             return self._other(path, body)
         model_name = body.get("model") or "claude-sonnet-4-5"
+        if kind == "judge":
+            judged = self.model.next_judge_step(body)
+            if isinstance(judged, Error):
+                error = {"type": judged.type, "message": judged.message}
+                return self._send_json(judged.status, {"type": "error", "error": error})
+            return self._reply(judged, model_name, bool(body.get("stream")), record=False)
         if kind == "auxiliary":
             reply = Reply(text=self.model.aux_text, usage=Usage(0, 0, 0, 0))
             return self._reply(reply, model_name, bool(body.get("stream")), record=False)

@@ -4,16 +4,45 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
+import sys
+import tempfile
 import threading
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
-from resources.agents.base import AgentRequest, AgentResult, EventCallback, ModelUsage
+from pydantic import ValidationError
+
+from resources.agents.base import (
+    AgentRequest,
+    AgentResult,
+    EventCallback,
+    GateDecision,
+    ModelUsage,
+    VerifierCall,
+)
 from resources.redact import redact, secret_values
 from resources.sandboxes.base import ExecResult, Sandbox
 from resources.sandboxes.model_proxy import DEFAULT_MODEL_URL
 
 DEFAULT_TOOLS = ["Bash", "Edit", "MultiEdit", "Write", "Read", "Glob", "Grep", "LS"]
+# A narrow agent by default: pushing is the platform's job, and the agent reaches nothing but
+# the model. The sandbox is the real boundary (no credentials, a read-only .git, no network
+# beyond the model where the provider can enforce it); this list makes the CLI itself refuse
+# the obvious attempts, so the agent learns at once that they are not its job.
+DEFAULT_DISALLOWED_TOOLS = [
+    "Bash(git push:*)", "Bash(git remote:*)", "Bash(git credential:*)",
+    "Bash(gh:*)", "Bash(curl:*)", "Bash(wget:*)", "Bash(ssh:*)", "Bash(scp:*)",
+    "Bash(rsync:*)", "Bash(nc:*)", "Bash(ncat:*)", "Bash(telnet:*)", "Bash(ftp:*)",
+    "WebFetch", "WebSearch",
+]  # fmt: skip
+VERIFIER_TOOLS = "mcp__verifiers__*"  # the tool(s) of the verifier MCP server
+AGENTS_DIR = Path(__file__).resolve().parent  # verifier_mcp.py, stop_gate.py, extractors.py
+LOG_ENTRIES_LIMIT = 200  # gate decisions and verifier calls kept per run
+LOG_READ_BYTES = 4_000_000  # of a log's end read back after a run
+LogEntry = type[GateDecision] | type[VerifierCall]
 TRANSCRIPT_LIMIT = 2000  # events kept per run
 FIELD_LIMIT = 4000  # characters kept per string in a stored event
 # The CLI's environment: where the model is, and no traffic beyond it.
@@ -40,10 +69,13 @@ def find_cli(configured: str | None = None) -> Path | None:
 class ClaudeCodeAgent:
     """Runs `claude -p` in a sandbox with a session id the platform chose."""
 
-    def __init__(self, cli: Path, env: dict[str, str] | None = None):
+    def __init__(self, cli: Path, env: dict[str, str] | None = None, python: str | None = None):
+        """`python`: the interpreter that runs the verifier MCP server and the stop gate in a
+        host sandbox (default this process's; in a sandbox image always its `python3`)."""
         self.cli = Path(cli)
         base = os.environ if env is None else env
         self.env = {k: v for k, v in base.items() if k in PASSED_THROUGH and v}
+        self.python = python or sys.executable
 
     @property
     def executable(self) -> Path:
@@ -58,8 +90,11 @@ class ClaudeCodeAgent:
                 return parent
         return self.executable.parent
 
-    def argv(self, request: AgentRequest, cli: str | None = None) -> list[str]:
-        """The command line for one run (`cli`: the executable, default the host's CLI)."""
+    def argv(
+        self, request: AgentRequest, cli: str | None = None, quality: QualityFiles | None = None
+    ) -> list[str]:
+        """The command line for one run (`cli`: the executable, default the host's CLI;
+        `quality`: the verifier tool and stop gate files written for it)."""
         argv = [cli or str(self.executable), "-p", request.prompt, "--output-format", "stream-json"]
         argv += ["--verbose"]
         if request.resume:
@@ -72,13 +107,22 @@ class ClaudeCodeAgent:
             argv += ["--max-turns", str(request.max_turns)]
         if request.max_budget_usd:
             argv += ["--max-budget-usd", f"{request.max_budget_usd:.4f}"]
+        # Only the platform's MCP servers: never one a repository's .mcp.json names.
+        argv += ["--strict-mcp-config"]
+        allowed = list(request.allowed_tools or DEFAULT_TOOLS)
+        if quality is not None:
+            if quality.mcp_config is not None:
+                argv += ["--mcp-config", str(quality.mcp_config)]
+                allowed.append(VERIFIER_TOOLS)
+            if quality.settings is not None:
+                argv += ["--settings", str(quality.settings), "--include-hook-events"]
         # Headless in a sandbox: no one to ask, so only the listed tools run.
-        argv += [
-            "--permission-mode",
-            "dontAsk",
-            "--allowedTools",
-            *(request.allowed_tools or DEFAULT_TOOLS),
-        ]
+        argv += ["--permission-mode", "dontAsk", "--allowedTools", *allowed]
+        denied = request.disallowed_tools
+        if denied is None:
+            denied = DEFAULT_DISALLOWED_TOOLS
+        if denied:  # [] widens the agent to what allowedTools allows
+            argv += ["--disallowedTools", *denied]
         return argv
 
     def run(
@@ -105,16 +149,137 @@ class ClaudeCodeAgent:
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
             "CLAUDE_CODE_TMPDIR": str(home / "tmp"),
         }
+        quality = write_quality_files(request, "python3" if sandbox.image else self.python)
+        if quality is not None:
+            # The server and the hook run inside the sandbox: their code and config, read-only.
+            sandbox.readable_paths += [AGENTS_DIR, quality.directory]
+            env["MCP_TOOL_TIMEOUT"] = str(int(quality.timeout_s * 1000))
         parser = StreamParser(request.session_id, on_event, secret_values(env))
-        executed = sandbox.exec(
-            self.argv(request, cli),
-            env=env,
-            timeout_s=request.timeout_s,
-            network=request.full_network,
-            model_endpoint=self.env.get("ANTHROPIC_BASE_URL") or DEFAULT_MODEL_URL,
-            on_output=parser.feed,
-        )
-        return parser.finish(executed, request)
+        try:
+            executed = sandbox.exec(
+                self.argv(request, cli, quality),
+                env=env,
+                timeout_s=request.timeout_s,
+                network=request.full_network,
+                model_endpoint=self.env.get("ANTHROPIC_BASE_URL") or DEFAULT_MODEL_URL,
+                on_output=parser.feed,
+            )
+        finally:
+            if quality is not None:
+                for path in (AGENTS_DIR, quality.directory):
+                    if path in sandbox.readable_paths:
+                        sandbox.readable_paths.remove(path)
+                shutil.rmtree(quality.directory, ignore_errors=True)
+                quality.state_file.unlink(missing_ok=True)
+        result = parser.finish(executed, request)
+        if quality is not None:
+            secrets = secret_values(env)
+            result.gate_decisions = read_log(quality.gate_log, quality.run_id, GateDecision,
+                                             secrets)  # fmt: skip
+            result.verifier_calls = read_log(quality.call_log, quality.run_id, VerifierCall,
+                                             secrets)  # fmt: skip
+        return result
+
+
+@dataclass
+class QualityFiles:
+    """What one run's verifier tool and stop gate need: the config both read, the CLI's
+    `--mcp-config` and `--settings` files (in a temporary directory the sandbox reads), and the
+    logs they append to (in the agent's home, which it writes)."""
+
+    run_id: str
+    directory: Path
+    config: Path
+    mcp_config: Path | None
+    settings: Path | None
+    gate_log: Path
+    call_log: Path
+    state_file: Path  # the stop gate's block count for this run
+    timeout_s: float  # running every verifier once, with room to spare
+
+
+def quality_config(request: AgentRequest, run_id: str, home: Path) -> dict:
+    """The JSON config verifier_mcp.py and stop_gate.py read: the verifiers (name, argv,
+    timeout_s, extractor), `max_chars`, `max_stop_blocks`, the stop gate's `state_file`, the
+    `gate_log` and `call_log` files, and the `run_id` every log line carries."""
+    logs = home / "quality"
+    return {
+        "run_id": run_id,
+        "verifiers": [v.model_dump(mode="json") for v in request.verifiers],
+        "max_chars": request.feedback_chars,
+        "max_stop_blocks": request.max_stop_blocks,
+        "state_file": str(logs / f"stop-gate-{run_id}.json"),
+        "gate_log": str(logs / "stop-gate.jsonl"),
+        "call_log": str(logs / "verifier-calls.jsonl"),
+    }
+
+
+def write_quality_files(request: AgentRequest, python: str) -> QualityFiles | None:
+    """Write the verifier MCP config and the stop-gate settings for one run (`python`: the
+    interpreter inside the sandbox); None when the request asks for neither."""
+    tools = request.verifier_tools and bool(request.verifiers)
+    gate = request.max_stop_blocks > 0 and bool(request.verifiers)
+    if not (tools or gate):
+        return None
+    run_id = uuid.uuid4().hex[:12]
+    (request.home / "quality").mkdir(parents=True, exist_ok=True)
+    directory = Path(tempfile.mkdtemp(prefix="agent-quality-"))
+    config = quality_config(request, run_id, request.home)
+    config_path = directory / "config.json"
+    config_path.write_text(json.dumps(config, indent=1))
+    timeout_s = sum(v.timeout_s for v in request.verifiers) + 60
+    mcp_config = settings = None
+    if tools:
+        mcp_config = directory / "mcp.json"
+        server = {
+            "type": "stdio",
+            "command": python,
+            "args": [str(AGENTS_DIR / "verifier_mcp.py"), str(config_path)],
+        }
+        mcp_config.write_text(json.dumps({"mcpServers": {"verifiers": server}}, indent=1))
+    if gate:
+        settings = directory / "settings.json"
+        # Hook commands run through a shell: every path is quoted.
+        command = shlex.join([python, str(AGENTS_DIR / "stop_gate.py"), str(config_path)])
+        hook = {"type": "command", "command": command, "timeout": int(timeout_s)}
+        settings.write_text(json.dumps({"hooks": {"Stop": [{"hooks": [hook]}]}}, indent=1))
+    return QualityFiles(
+        run_id=run_id,
+        directory=directory,
+        config=config_path,
+        mcp_config=mcp_config,
+        settings=settings,
+        gate_log=Path(config["gate_log"]),
+        call_log=Path(config["call_log"]),
+        state_file=Path(config["state_file"]),
+        timeout_s=timeout_s,
+    )
+
+
+def read_log(path: Path, run_id: str, model: LogEntry, secrets: list[str]) -> list:
+    """The entries one run appended to a JSON-lines log (malformed lines are skipped)."""
+    entries: list = []
+    try:
+        with path.open("rb") as log:
+            # The log keeps every run's lines; this run's are at its end.
+            log.seek(max(0, path.stat().st_size - LOG_READ_BYTES))
+            lines = log.read().decode("utf-8", errors="replace").splitlines()
+    except OSError:
+        return entries
+    for line in lines:
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(data, dict) or data.get("run_id") != run_id:
+            continue
+        try:
+            entries.append(model.model_validate(redact(data, secrets)))
+        except ValidationError:
+            continue
+        if len(entries) >= LOG_ENTRIES_LIMIT:
+            break
+    return entries
 
 
 class StreamParser:
@@ -155,6 +320,9 @@ class StreamParser:
                 f"agent: model API error {event.get('error_status')}, retry "
                 f"{event.get('attempt')}/{event.get('max_retries')}"
             )
+        elif kind == "system" and event.get("subtype") == "hook_response":
+            if event.get("hook_event") == "Stop" and '"block"' in str(event.get("output") or ""):
+                self.on_event("agent: stop gate sent it back to work (a verifier fails)")
         elif kind == "assistant":
             for block in (event.get("message") or {}).get("content") or []:
                 self._show(block)
@@ -164,7 +332,8 @@ class StreamParser:
             self.on_event(f"agent: {_short(block['text'])}")
         elif block.get("type") == "tool_use":
             args = block.get("input") or {}
-            detail = args.get("command") or args.get("file_path") or args.get("pattern") or ""
+            detail = (args.get("command") or args.get("file_path") or args.get("pattern")
+                      or args.get("name") or "")  # fmt: skip
             self.on_event(
                 f"agent → {block.get('name')} {_short(redact(str(detail), self.secrets))}"
             )
