@@ -35,6 +35,7 @@ from orchestrator_assets.settings import Settings
 from orchestrator_assets.spec import CampaignSpec
 from orchestrator_assets.stages import Gate, Workbench, advance_target
 from orchestrator_assets.status import ChangeOutcome
+from resources.agents.judge import judge_change
 from resources.build import build_forge
 from resources.dagster_resources import (
     AgentResource,
@@ -57,6 +58,20 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 NO_CACHE_TAG = "orchestrator/no_cache"  # a run with this tag set to "true" reuses nothing
+
+
+def judge_for(spec: CampaignSpec):
+    """The LLM judge for an agentic campaign with `judge:` (None otherwise)."""
+    if spec.transformation.kind != "agentic" or spec.transformation.judge is None:
+        return None
+
+    def judge(request: str, diff: str, config):
+        return judge_change(
+            request, diff, model=config.model, criteria=config.criteria,
+            max_diff_chars=config.max_diff_chars,
+        )  # fmt: skip
+
+    return judge
 
 
 def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Definitions:
@@ -179,6 +194,7 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
             tags={"campaign": spec.name, "run_id": context.run_id},
             environment=profile.environment_key(),
             notify=notify,
+            judge=judge_for(spec),
         )
         single = context.has_partition_key
         verified: dict[str, VerificationRecord] = {}

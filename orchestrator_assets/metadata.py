@@ -12,7 +12,7 @@ from orchestrator_assets.records import (
     SetupSummary,
     VerificationRecord,
 )
-from orchestrator_assets.report import report_markdown, status_counts
+from orchestrator_assets.report import judge_rates, report_markdown, status_counts
 
 
 def _fenced(text: str, lang: str = "") -> dg.MarkdownMetadataValue:
@@ -71,6 +71,25 @@ def change_metadata(record: ChangeRecord) -> dict:
             meta["agent_message"] = dg.MetadataValue.md(agent.final_message)
         if agent.transcript:
             meta["transcript"] = dg.MetadataValue.path(agent.transcript)
+        meta["verifier_tool_calls"] = len(agent.verifier_calls)
+        meta["stop_gate_blocks"] = agent.stop_blocks
+        if agent.gate_decisions:
+            meta["stop_gate"] = dg.MetadataValue.json({"decisions": agent.gate_decisions})
+    if record.iterations:
+        meta["iterations"] = len(record.iterations)
+        meta["repairs"] = record.repairs
+    if record.verdicts:
+        last = record.verdicts[-1]
+        meta.update(
+            {
+                "judge_verdict": last.verdict,
+                "judge_reasons": "; ".join(f"{r.get('kind')}: {r.get('detail')}"
+                                           for r in last.reasons),
+                "judge_input_tokens": sum(v.input_tokens for v in record.verdicts),
+                "judge_output_tokens": sum(v.output_tokens for v in record.verdicts),
+                "judge_cost_usd": float(sum(v.cost_usd for v in record.verdicts)),
+            }
+        )  # fmt: skip
     if record.diff:
         note = "\n(diff truncated)" if record.diff_truncated else ""
         meta["diff"] = dg.MetadataValue.md(f"```diff\n{record.diff.rstrip()}\n```{note}")
@@ -147,4 +166,7 @@ def report_metadata(frame: pd.DataFrame) -> dict:
         "cost_usd": float(frame["cost_usd"].sum()) if len(frame) else 0.0,
     }
     meta.update({f"status_{k}": v for k, v in status_counts(frame).items()})
+    rates = judge_rates(frame)
+    if rates["judged_targets"]:
+        meta.update(rates)
     return meta

@@ -35,6 +35,31 @@ class AgentSummary(BaseModel):
     model_usage: dict[str, dict] = Field(default_factory=dict)
     final_message: str = ""
     transcript: str | None = Field(default=None, description="path of the stored event stream")
+    verifier_calls: list[dict] = Field(
+        default_factory=list, description="the agent's own verifier tool calls (name, passed)"
+    )
+    gate_decisions: list[dict] = Field(
+        default_factory=list, description="the stop gate's decisions (block/allow, failing)"
+    )
+
+    @property
+    def stop_blocks(self) -> int:
+        """How often the stop gate sent the agent back to work."""
+        return sum(1 for d in self.gate_decisions if d.get("decision") == "block")
+
+
+class JudgeVerdict(BaseModel):
+    """The LLM judge's verdict on one head commit of a change."""
+
+    head_sha: str
+    verdict: Literal["approve", "veto", "error"]
+    reasons: list[dict] = Field(default_factory=list, description="kind and detail of each")
+    summary: str = ""
+    model: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    error: str | None = None
 
 
 class Iteration(BaseModel):
@@ -53,6 +78,12 @@ class Iteration(BaseModel):
     cost_usd: float = 0.0
     outcome: str | None = None
     transcript: str | None = Field(default=None, description="the agent's events of this pass")
+    verification: str | None = Field(
+        default=None, description="the platform's verifiers on this pass's head (name:pass|fail)"
+    )
+    verdict: str | None = Field(default=None, description="the judge's verdict on this pass")
+    verifier_calls: int = 0  # the agent's own verifier tool calls in this pass
+    stop_blocks: int = 0  # how often the stop gate sent it back in this pass
 
 
 class ChangeRecord(BaseModel):
@@ -82,9 +113,25 @@ class ChangeRecord(BaseModel):
     reused: bool = False
     agent: AgentSummary | None = None
     setup: SetupSummary | None = None
+    isolation: str | None = Field(
+        default=None, description="how the sandbox isolated the commands, e.g. local:gvisor"
+    )
     iterations: list[Iteration] = Field(
         default_factory=list, description="every pass that led to this change, oldest first"
     )
+    verdicts: list[JudgeVerdict] = Field(
+        default_factory=list, description="the judge's verdicts, oldest first"
+    )
+
+    @property
+    def verdict(self) -> JudgeVerdict | None:
+        """The judge's verdict on the current head, if it gave one."""
+        return next((v for v in reversed(self.verdicts) if v.head_sha == self.head_sha), None)
+
+    @property
+    def repairs(self) -> int:
+        """Passes made to repair a failed verifier or a judge's veto."""
+        return sum(1 for i in self.iterations if i.kind in ("repair", "judge"))
 
     @property
     def iteration(self) -> int:

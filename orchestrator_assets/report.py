@@ -24,7 +24,8 @@ from orchestrator_assets.status import ChangeOutcome, TargetStatus
 COLUMNS = [
     "target", "status", "reason", "base_sha", "head_sha", "files_changed", "verifiers",
     "failed_verifiers", "setup", "pr_number", "pr_url", "pr_state", "checks", "review",
-    "mergeable", "iterations", "decision", "cost_usd", "duration_s", "repo",
+    "mergeable", "iterations", "decision", "verifier_tool_calls", "stop_blocks", "repairs",
+    "judge", "cost_usd", "duration_s", "repo",
 ]  # fmt: skip
 BURNDOWN_COLUMNS = ["day", "open", "merged", "closed"]
 ENDED = ("merged", "closed")  # pull request states nothing reopens
@@ -64,6 +65,10 @@ def target_status(
         failed = verification.failed_verifiers
         reason = verification.error or f"verifier failed: {', '.join(failed)}"
         return TargetStatus.VERIFICATION_FAILED, reason
+    verdict = change.verdict
+    if verdict is not None and verdict.verdict == "veto":
+        why = "; ".join(f"{r.get('kind')}: {r.get('detail')}" for r in verdict.reasons)
+        return TargetStatus.JUDGE_VETOED, f"judge vetoed: {why}"
     if pull_request is None or pull_request.head_sha != change.head_sha:
         return TargetStatus.PENDING, "pull request not delivered yet"
     if pull_request.outcome == "rejected":
@@ -132,6 +137,7 @@ def build_report(instance: DagsterInstance, spec: CampaignSpec) -> pd.DataFrame:
                 "mergeable": seen.mergeable if seen and pr_state in ("open", "draft") else None,
                 "iterations": change.iteration or (1 if change.head_sha else 0) if change else 0,
                 "decision": _decision_text(decision),
+                **_quality(change),
                 "cost_usd": change.total_cost_usd if change else 0.0,
                 "duration_s": round(sum(stage_durations), 3),
                 "repo": current[key].repo if key in current else (change.repo if change else None),
@@ -141,6 +147,34 @@ def build_report(instance: DagsterInstance, spec: CampaignSpec) -> pd.DataFrame:
     frame["pr_number"] = frame["pr_number"].astype("Int64")
     frame["mergeable"] = frame["mergeable"].astype("boolean")
     return frame
+
+
+def _quality(change: ChangeRecord | None) -> dict:
+    """The agent quality loop's columns: the agent's own verifier tool calls and stop-gate
+    blocks over all iterations, repair passes, and the judge's verdicts in order."""
+    if change is None:
+        return {"verifier_tool_calls": 0, "stop_blocks": 0, "repairs": 0, "judge": None}
+    iterations = change.iterations
+    calls = sum(i.verifier_calls for i in iterations)
+    blocks = sum(i.stop_blocks for i in iterations)
+    if not iterations and change.agent is not None:
+        calls, blocks = len(change.agent.verifier_calls), change.agent.stop_blocks
+    verdicts = " → ".join(v.verdict for v in change.verdicts) or None
+    return {"verifier_tool_calls": calls, "stop_blocks": blocks, "repairs": change.repairs,
+            "judge": verdicts}  # fmt: skip
+
+
+def judge_rates(frame: pd.DataFrame) -> dict[str, float | int]:
+    """Per campaign: how many targets the judge saw, the share it vetoed at least once, and the
+    share of those the agent then corrected (the judge approved a later diff)."""
+    judged = [str(j) for j in frame["judge"] if isinstance(j, str) and j]
+    vetoed = [j for j in judged if "veto" in j]
+    corrected = [j for j in vetoed if j.split(" → ")[-1] == "approve"]
+    return {
+        "judged_targets": len(judged),
+        "veto_rate": round(len(vetoed) / len(judged), 4) if judged else 0.0,
+        "self_correction_rate": round(len(corrected) / len(vetoed), 4) if vetoed else 0.0,
+    }
 
 
 def _decision_text(decision: ReviewDecision | None) -> str | None:

@@ -20,6 +20,7 @@ from orchestrator_assets.records import (
     AgentSummary,
     ChangeRecord,
     Iteration,
+    JudgeVerdict,
     PullRequestRecord,
     ReviewDecision,
     SetupSummary,
@@ -33,10 +34,13 @@ from orchestrator_assets.spec import (
     AgenticTransformation,
     CampaignSpec,
     DeterministicTransformation,
+    JudgeConfig,
     Target,
 )
 from orchestrator_assets.status import ChangeOutcome
-from resources.agents.base import Agent, AgentRequest
+from resources.agents.base import Agent, AgentRequest, VerifierTool
+from resources.agents.extractors import combine, extract
+from resources.agents.judge import JudgeError, Verdict
 from resources.env_cache import DEFAULT_MANIFESTS, EnvCache, manifest_digest
 from resources.forges.base import Forge, ForgeError, PullRequestDraft
 from resources.git import GitError, author_env, run_git
@@ -45,6 +49,7 @@ from resources.sandboxes.base import ExecResult, Sandbox, SandboxProvider
 
 Log = Callable[[str], None]
 Notify = Callable[[str, str], None]  # (event kind, message)
+Judge = Callable[[str, str, JudgeConfig], Verdict]  # (request, diff, config) -> verdict
 DIFF_LIMIT = 20_000
 ITERATION_DIFF_LIMIT = 8_000  # each iteration keeps its own diff, smaller
 
@@ -87,6 +92,7 @@ class Workbench:
     environment: str = "local"  # the sandbox's image, part of a change's cache key
     output_lines: int = 200  # lines of each command's output streamed into the run log
     notify: Notify = field(default=lambda kind, message: None)  # optional notifier
+    judge: Judge | None = None  # the LLM judge (agentic campaigns with `judge:`)
 
     def open_sandbox(self, stage: str, target: Target):
         """A sandbox for one stage of one target, tagged with campaign, target and run."""
@@ -171,6 +177,8 @@ def _with_iteration(
         cost_usd=record.cost_usd,
         outcome=record.outcome.value if record.reason is None else record.reason,
         transcript=record.agent.transcript if record.agent else None,
+        verifier_calls=len(record.agent.verifier_calls) if record.agent else 0,
+        stop_blocks=record.agent.stop_blocks if record.agent else 0,
     )
     if followup is not None and prior is not None and record.outcome != ChangeOutcome.CHANGED:
         why = record.reason or f"it left {record.outcome.value}"
@@ -251,6 +259,7 @@ def _make_change(
             )
     with bench.open_sandbox("change", target) as sandbox:
         ws = sandbox.workspace
+        base.isolation = getattr(sandbox, "isolation", None)
         start = prior.head_sha if followup is not None and prior is not None else repo.base_sha
         mirror = bench.cache.checkout(repo.clone_url, ws, start, spec.branch_name)  # type: ignore[arg-type]
         sandbox.readable_paths.append(mirror)
@@ -458,6 +467,14 @@ def _run_agent(
         timeout_s=settings.timeout_s or bench.default_timeout_s,
         home=home_root / spec.id / target.key,
         full_network=bench.network,
+        verifiers=[
+            VerifierTool(name=v.name, argv=v.argv(), timeout_s=v.timeout_s, extractor=v.extractor)
+            for v in spec.verifiers_for(target)
+        ],
+        verifier_tools=settings.verifier_tools,
+        max_stop_blocks=settings.max_stop_blocks,
+        feedback_chars=settings.feedback_chars,
+        disallowed_tools=settings.disallowed_tools,
     )
     result = bench.agent.run(sandbox, request, lambda line: log(f"{target.key}: {line}"))
     bench.budget.add(result.cost_usd)
@@ -480,7 +497,18 @@ def _run_agent(
         model_usage={k: v.model_dump() for k, v in result.model_usage.items()},
         final_message=result.final_message,
         transcript=transcript,
+        verifier_calls=[
+            {"name": c.name, "passed": c.passed, "exit_code": c.exit_code, "chars": c.chars}
+            for c in result.verifier_calls
+        ],
+        gate_decisions=[
+            {"decision": d.decision, "why": d.why, "failing": d.failing}
+            for d in result.gate_decisions
+        ],
     )
+    if summary.verifier_calls or summary.gate_decisions:
+        log(f"{target.key}: agent ran {len(summary.verifier_calls)} verifier tool call(s); "
+            f"the stop gate sent it back {summary.stop_blocks} time(s)")  # fmt: skip
     log(f"{target.key}: agent {'done' if result.ok else 'FAILED'} in {result.num_turns} turn(s), "
         f"${result.cost_usd:.4f}")  # fmt: skip
     record = base.model_copy(
@@ -656,6 +684,10 @@ def deliver_pull_request(
     if failing or verification is None or verification.head_sha != head:
         reason = f"verifiers not passed for {head[:8]}: {', '.join(failing) or 'verification'}"
         return done(outcome="blocked", reason=reason, head_sha=head)
+    verdict = change.verdict
+    if verdict is not None and verdict.verdict == "veto":
+        why = "; ".join(f"{r.get('kind')}: {r.get('detail')}" for r in verdict.reasons)
+        return done(outcome="blocked", reason=f"judge vetoed: {why}", head_sha=head)
     if gate.rejected is not None:
         return _reject(spec, target, head, gate.rejected, bench, log, done)
     awaiting = spec.review.policy == "required" and not gate.approved
@@ -874,7 +906,9 @@ def advance_target(
 
     A stage that is not selected uses the target's previous record (and, for the PR, the gate
     its recorded check evaluations give). The target's newest review `decision` is applied: a
-    steer or a partial approval makes one more pass over the change first.
+    steer or a partial approval makes one more pass over the change first. An agentic change
+    whose verification fails (or whose diff the judge vetoes) is sent back to its agent, up to
+    the campaign's `repair_attempts`.
     """
     outcome = TargetOutcome()
     change = prior_change
@@ -889,6 +923,9 @@ def advance_target(
     gate = Gate(gate.evaluations, review.approved, review.rejected, review.awaiting_since)
     if "verification" in stages:
         verification = verify_change(spec, target, change, prior_verification, bench, log)
+        if "change" in stages and change is not None:
+            change, verification = _quality_loop(spec, target, change, verification, bench, log)
+            outcome.change = change
         outcome.verification = verification
         gate = gate_from(spec, target, verification, gate)
     if "pull_request" in stages:
@@ -896,3 +933,136 @@ def advance_target(
             spec, target, change, verification, gate, bench, log
         )
     return outcome
+
+
+def _quality_loop(
+    spec: CampaignSpec,
+    target: Target,
+    change: ChangeRecord,
+    verification: VerificationRecord,
+    bench: Workbench,
+    log: Log,
+) -> tuple[ChangeRecord, VerificationRecord]:
+    """Repair attempts and the judge for an agentic change, within one run of the target.
+
+    The platform's verification stays the final gate: a failure resumes the agent's session
+    with the trimmed failure; once it passes the judge (when configured) compares the diff with
+    the request, and a veto resumes the agent with its reasons (or ends the target). Each of
+    these counts against `repair_attempts`.
+    """
+    settings = spec.transformation
+    if not isinstance(settings, AgenticTransformation) or change.agent is None:
+        return change, verification
+    left = settings.repair_attempts - _repairs_since_change(change)
+    while True:
+        _note_verification(change, verification)
+        if not verification.passed:
+            failed = [r for r in verification.results if not r.passed]
+            if not failed or verification.setup_failed or left <= 0:
+                return change, verification
+            left -= 1
+            feedback = _failure_feedback(spec, target, verification, settings.feedback_chars)
+            log(f"{target.key}: verification failed; repair attempt "
+                f"{settings.repair_attempts - left}/{settings.repair_attempts}")  # fmt: skip
+            followup = FollowUp("repair", feedback)
+        else:
+            if settings.judge is None or bench.judge is None or change.verdict is not None:
+                return change, verification
+            change = _judge(spec, target, change, bench, log)
+            verdict = change.verdict
+            assert verdict is not None
+            change.iterations[-1].verdict = verdict.verdict
+            if verdict.verdict != "veto" or settings.judge.on_veto == "fail" or left <= 0:
+                return change, verification
+            left -= 1
+            log(f"{target.key}: the judge vetoed; repair attempt "
+                f"{settings.repair_attempts - left}/{settings.repair_attempts}")  # fmt: skip
+            followup = FollowUp("judge", _veto_feedback(verdict))
+        before = change.head_sha
+        change = make_change(spec, target, change, bench, log, followup)
+        if change.head_sha == before:  # the attempt failed or changed nothing: stop here
+            return change, verification
+        verification = verify_change(spec, target, change, None, bench, log)
+
+
+def _repairs_since_change(change: ChangeRecord) -> int:
+    """Repair passes already made since the last fresh change or human steer."""
+    count = 0
+    for it in reversed(change.iterations):
+        if it.kind not in ("repair", "judge"):
+            break
+        count += 1
+    return count
+
+
+def _note_verification(change: ChangeRecord, verification: VerificationRecord) -> None:
+    """Keep the platform's verifier results on the iteration that made this head."""
+    if change.iterations and verification.head_sha == change.head_sha:
+        change.iterations[-1].verification = ", ".join(
+            f"{r.name}:{'pass' if r.passed else 'fail'}" for r in verification.results
+        ) or (verification.error or "")
+
+
+def _failure_feedback(
+    spec: CampaignSpec, target: Target, verification: VerificationRecord, max_chars: int
+) -> str:
+    """What failed, trimmed for the agent: failing tests, first errors with file and line."""
+    verifiers = {v.name: v for v in spec.verifiers_for(target)}
+    texts = []
+    for r in verification.results:
+        v = verifiers.get(r.name)
+        texts.append(
+            extract(
+                r.output_tail, r.exit_code, kind=v.extractor if v else "auto",
+                argv=v.argv() if v else [], name=r.name, max_chars=max_chars,
+                timed_out=r.timed_out, duration_s=r.duration_s, cwd="/workspace",
+            )
+        )  # fmt: skip
+    return (
+        "The platform ran the verifiers on your change in a fresh sandbox:\n\n"
+        + combine(texts, max_chars)
+        + "\n\nFix the failure (do not disable, skip or weaken tests)."
+    )
+
+
+def _veto_feedback(verdict: JudgeVerdict) -> str:
+    lines = [
+        "A reviewer compared your diff with the request and vetoed it:",
+        *[f"- {r.get('kind')}: {r.get('detail')}" for r in verdict.reasons],
+        "Change the diff so that it does what the request asks, all of it and nothing else; "
+        "keep every test, and do not weaken any.",
+    ]
+    return "\n".join(lines)
+
+
+def _judge(
+    spec: CampaignSpec, target: Target, change: ChangeRecord, bench: Workbench, log: Log
+) -> ChangeRecord:
+    """Ask the judge about the change's diff; its verdict and cost join the change record."""
+    settings = spec.transformation
+    assert isinstance(settings, AgenticTransformation) and settings.judge is not None
+    assert bench.judge is not None and change.head_sha is not None
+    try:
+        verdict = bench.judge(settings.prompt, change.diff, settings.judge)
+    except JudgeError as exc:
+        log(f"{target.key}: the judge gave no verdict: {exc}")
+        record = JudgeVerdict(head_sha=change.head_sha, verdict="error", error=str(exc)[:500])
+        return change.model_copy(update={"verdicts": [*change.verdicts, record]})
+    record = JudgeVerdict(
+        head_sha=change.head_sha, verdict=verdict.verdict,
+        reasons=[r.model_dump() for r in verdict.reasons], summary=verdict.summary,
+        model=verdict.model, input_tokens=verdict.input_tokens,
+        output_tokens=verdict.output_tokens, cost_usd=verdict.cost_usd,
+    )  # fmt: skip
+    bench.budget.add(verdict.cost_usd)
+    why = "; ".join(f"{r.kind}: {r.detail}" for r in verdict.reasons)
+    log(f"{target.key}: judge {verdict.verdict}" + (f" ({why})" if why else "")
+        + f", ${verdict.cost_usd:.4f}")  # fmt: skip
+    return change.model_copy(
+        update={
+            "verdicts": [*change.verdicts, record],
+            "cost_usd": change.cost_usd + verdict.cost_usd,
+            "total_cost_usd": change.total_cost_usd + verdict.cost_usd,
+            "reused": False,
+        }
+    )

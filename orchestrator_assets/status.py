@@ -13,6 +13,7 @@ class TargetStatus(StrEnum):
     SETUP_FAILED = "setup_failed"
     CHANGE_FAILED = "change_failed"
     VERIFICATION_FAILED = "verification_failed"
+    JUDGE_VETOED = "judge_vetoed"  # verified, but the LLM judge vetoed the diff
     AWAITING_REVIEW = "awaiting_review"
     REJECTED = "rejected"
     PR_FAILED = "pr_failed"  # verified, but the forge refused or failed to open the PR
