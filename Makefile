@@ -16,19 +16,29 @@ $(BIN)/orchestrator: pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev]"
 	@touch $@
 
-# bubblewrap isolates the local sandbox; chromium renders the UI in tests/test_ui.py. Both are
-# installed from Debian's packages when we are root.
+# bubblewrap isolates the local sandbox (runsc, gVisor, when a profile asks); chromium renders the UI in tests/test_ui.py; PostgreSQL's
+# server runs tests/test_postgres.py. All are installed from Debian's packages when we are root.
 system-deps:
 	@command -v bwrap >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing bubblewrap (sandbox isolation)"; \
 	    (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null) || echo "WARNING: could not install bubblewrap"; \
 	  else echo "WARNING: bubblewrap (bwrap) is not installed: sandboxes run without isolation"; fi; }
+	@command -v runsc >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing runsc (gVisor: profiles with isolation: gvisor)"; \
+	    (apt-get update -qq && apt-get install -y -qq runsc >/dev/null) || echo "WARNING: could not install runsc"; \
+	  else echo "WARNING: gVisor (runsc) is not installed: isolation: gvisor profiles fail their commands"; fi; }
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing chromium (headless browser for the UI test)"; \
 	    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "WARNING: could not install chromium"; \
 	  else echo "WARNING: chromium is not installed: the UI test's browser part is skipped"; fi; }
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing postgresql (the tests run the platform on a real PostgreSQL server)"; \
+	    (apt-get update -qq && apt-get install -y -qq postgresql >/dev/null) || echo "WARNING: could not install postgresql"; \
+	  else echo "WARNING: PostgreSQL is not installed: the PostgreSQL storage tests are skipped"; fi; }
 
 $(CLAUDE_BIN):
 	@command -v npm >/dev/null 2>&1 || { echo "npm is needed to install the Claude Code CLI"; exit 1; }

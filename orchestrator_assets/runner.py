@@ -6,7 +6,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -24,9 +24,11 @@ from orchestrator_assets.partitions import contiguous_ranges, range_tags, sync_p
 from orchestrator_assets.report import build_report
 from orchestrator_assets.review import unapplied_rejections
 from orchestrator_assets.settings import Settings
+from orchestrator_assets.spec import CampaignSpec
 from orchestrator_assets.status import TargetStatus
 from resources.agents.claude_code import find_cli
 from resources.build import build_resources
+from resources.redact import redact_files
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 Emit = Callable[[str, str], None]  # (stage, message)
@@ -171,7 +173,16 @@ def run_campaign(
     return outcome
 
 
-def _run_ranges(job, instance, settings, spec, ranges, emit, no_cache, outcome) -> None:
+def _run_ranges(
+    job: dg.JobDefinition,
+    instance: DagsterInstance,
+    settings: Settings,
+    spec: CampaignSpec,
+    ranges: Iterable[tuple[str, str]],
+    emit: Emit,
+    no_cache: bool,
+    outcome: RunOutcome,
+) -> None:
     """One in-process run per range of targets; on SIGTERM, no new run is begun."""
     for start, end in ranges:
         if SHUTDOWN.is_set():
@@ -201,6 +212,8 @@ def _run_ranges(job, instance, settings, spec, ranges, emit, no_cache, outcome) 
                 run_config=QUIET,
                 raise_on_error=False,
             )
+        # The agent CLI keeps its own session files in its home (for --resume): no secret stays.
+        redact_files(settings.data_dir / "agent-homes")
         stats.forge = metrics.forge_delta(forge_before, _forge_counters(settings))
         metrics.record_run_stats(instance, run_id, stats)
         json_logs.set_context(run_id=None)

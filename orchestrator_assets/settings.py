@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import os
-import shutil
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import yaml
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from orchestrator_assets.errors import OrchestratorError
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+# The variables the PostgreSQL storage reads (the same names as deploy/docker and deploy/k8s).
+# The instance file names them with `env:`, so no host or password is ever written into it.
+POSTGRES_ENV = (
+    "DAGSTER_PG_HOST",
+    "DAGSTER_PG_PORT",
+    "DAGSTER_PG_USER",
+    "DAGSTER_PG_PASSWORD",
+    "DAGSTER_PG_DB",
+)
+# First line of an instance file the platform writes (and so may rewrite when settings change).
+MANAGED_HEADER = "# Written by the orchestrator from ORCHESTRATOR_STORAGE; edits are overwritten."
 
 
 class Settings(BaseSettings):
@@ -39,9 +53,17 @@ class Settings(BaseSettings):
     github_token_env: str = Field(
         default="GITHUB_TOKEN", description="the environment variable holding the GitHub token"
     )
+    review_poll_interval_s: int = Field(
+        default=30, ge=1, description="how often the review sensor looks for new decisions"
+    )
     github_write_concurrency: int = Field(default=4, ge=1, description="parallel GitHub writes")
     github_write_interval_s: float = Field(
         default=1.0, ge=0, description="pause between GitHub writes (secondary rate limits)"
+    )
+    storage: Literal["sqlite", "postgres"] = Field(
+        default="sqlite",
+        description="the Dagster instance's storage: SQLite under DAGSTER_HOME, or PostgreSQL "
+        "(dagster-postgres) at DAGSTER_PG_HOST/PORT/USER/PASSWORD/DB",
     )
 
     @cached_property
@@ -75,12 +97,80 @@ class Settings(BaseSettings):
         return self.profiles_file or self.campaigns_dir / "profiles.yaml"
 
 
+def postgres_storage() -> dict[str, Any]:
+    """Run, event log and schedule storage in PostgreSQL, each reading `DAGSTER_PG_*`."""
+    db = {
+        "hostname": {"env": "DAGSTER_PG_HOST"},
+        "port": {"env": "DAGSTER_PG_PORT"},
+        "username": {"env": "DAGSTER_PG_USER"},
+        "password": {"env": "DAGSTER_PG_PASSWORD"},
+        "db_name": {"env": "DAGSTER_PG_DB"},
+        # psycopg2 (dagster-postgres' own dependency) named explicitly: SQLAlchemy 2.1 made
+        # psycopg 3 the default driver of a plain postgresql:// URL.
+        "scheme": "postgresql+psycopg2",
+    }
+    return {
+        "run_storage": {
+            "module": "dagster_postgres.run_storage",
+            "class": "PostgresRunStorage",
+            "config": {"postgres_db": db},
+        },
+        "event_log_storage": {
+            "module": "dagster_postgres.event_log",
+            "class": "PostgresEventLogStorage",
+            "config": {"postgres_db": db},
+        },
+        "schedule_storage": {
+            "module": "dagster_postgres.schedule_storage",
+            "class": "PostgresScheduleStorage",
+            "config": {"postgres_db": db},
+        },
+    }
+
+
+def instance_config(settings: Settings) -> dict[str, Any]:
+    """The instance's dagster.yaml as data: the project's (queue, concurrency pools) with the
+    storage that `settings.storage` names."""
+    config = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
+    if settings.storage == "postgres":
+        missing = [name for name in POSTGRES_ENV if name not in os.environ]
+        if missing:
+            raise OrchestratorError(
+                f"ORCHESTRATOR_STORAGE=postgres needs {', '.join(missing)} in the environment "
+                "(the PostgreSQL server's host, port, user, password and database)"
+            )
+        config.update(postgres_storage())
+    return config
+
+
+def _render(settings: Settings) -> str:
+    return f"{MANAGED_HEADER}\n# storage: {settings.storage}\n" + yaml.safe_dump(
+        instance_config(settings), sort_keys=False
+    )
+
+
 def ensure_dagster_home(settings: Settings) -> Path:
-    """Create DAGSTER_HOME with the project's dagster.yaml (if it has none) and export it."""
+    """Create DAGSTER_HOME with an instance dagster.yaml for the configured storage, and export it.
+
+    The platform writes the file (SQLite by default; PostgreSQL with ORCHESTRATOR_STORAGE=postgres)
+    and rewrites it when the storage setting changes. A dagster.yaml written by someone else is
+    left alone, except that asking for PostgreSQL over a file that does not use it is an error
+    (rather than silently keeping state in SQLite).
+    """
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
-        shutil.copyfile(PROJECT_ROOT / "dagster.yaml", config)
+    wanted = _render(settings)
+    current = config.read_text() if config.exists() else None
+    project_copy = (PROJECT_ROOT / "dagster.yaml").read_text()
+    # Homes made before the file was generated hold a plain copy of the project's file.
+    if current is None or current == project_copy or current.startswith(MANAGED_HEADER):
+        if current != wanted:
+            config.write_text(wanted)
+    elif settings.storage == "postgres" and "dagster_postgres" not in current:
+        raise OrchestratorError(
+            f"{config}: ORCHESTRATOR_STORAGE=postgres, but this dagster.yaml (not written by the "
+            "orchestrator) keeps its storage elsewhere; remove it or add dagster_postgres storage"
+        )
     os.environ["DAGSTER_HOME"] = str(home)
     return home

@@ -194,7 +194,8 @@ def _with_iteration(
                 "duration_s": record.duration_s,
             }
         )
-    return record.model_copy(update={"iterations": [*earlier, made]})
+    verdicts = prior.verdicts if followup is not None and prior is not None else []
+    return record.model_copy(update={"iterations": [*earlier, made], "verdicts": verdicts})
 
 
 def _initial_prompt(spec: CampaignSpec) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.I)
@@ -30,3 +31,30 @@ def redact(value: Any, secrets: list[str] | None = None) -> Any:
     if isinstance(value, list):
         return [redact(v, secrets) for v in value]
     return value
+
+
+def redact_files(root: Path, secrets: list[str] | None = None) -> int:
+    """Mask every secret in the files under `root` in place; the number of files changed.
+
+    For what other programs write where the platform keeps it (the agent CLI's own session files
+    in its home, which `--resume` reads back): the conversation keeps its shape, the secret does
+    not stay on disk."""
+    secrets = secret_values() if secrets is None else secrets
+    needles = [(s.encode(), MASK.encode()) for s in secrets]
+    changed = 0
+    if not needles or not root.exists():
+        return 0
+    for path in root.rglob("*"):
+        if not path.is_file() or path.is_symlink():
+            continue
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        cleaned = data
+        for needle, mask in needles:
+            cleaned = cleaned.replace(needle, mask)
+        if cleaned != data:
+            path.write_bytes(cleaned)
+            changed += 1
+    return changed

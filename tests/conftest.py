@@ -135,3 +135,7 @@ def platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Platform:
 def statuses(frame) -> dict[str, str]:
     """target -> status of a report frame."""
     return dict(zip(frame["target"], frame["status"], strict=True))
+
+
+# The session's PostgreSQL server and a platform on it (tests/postgres.py), for every test module.
+from tests.postgres import pg_platform, postgres  # noqa: E402, F401

@@ -1,0 +1,164 @@
+"""The agent quality loop across a campaign: repair attempts and the LLM judge, with the real
+Claude Code CLI against the scripted Messages API (the judge scripted on the same server)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from orchestrator_assets import history
+from orchestrator_assets.catalog import load_one
+from orchestrator_assets.demo_fleet import create_repo
+from tests.conftest import STRICT_TEST, TEST, Platform, app_repo, statuses
+from tests.fake_model import Usage, last_user_text, text, tool
+from tests.test_agentic import model  # noqa: F401 (the scripted model server fixture)
+
+pytestmark = pytest.mark.usefixtures("bwrap")
+
+JUDGE_USAGE = Usage(input_tokens=1000, output_tokens=100, cache_creation_input_tokens=0,
+                    cache_read_input_tokens=0)  # fmt: skip
+
+
+def verdict(answer: dict):
+    return tool("record_verdict", answer, usage=JUDGE_USAGE)
+
+
+def campaign(platform: Platform, repo, **agentic) -> object:
+    return platform.write_campaign(
+        "quality",
+        targets=[str(repo)],
+        transformation={"kind": "agentic", "prompt": "Rename OLD to NEW; keep the tests green.",
+                        "max_turns": 6, "verifier_tools": False, "max_stop_blocks": 0,
+                        **agentic},
+    )  # fmt: skip
+
+
+def change_of(platform: Platform, path):
+    spec = load_one(path, platform.settings()).spec
+    with platform.instance() as instance:
+        return history.latest_changes(instance, spec)["acme__alpha"]
+
+
+def test_a_failed_verification_resumes_the_session_with_the_failure_and_the_pr_opens(
+    platform: Platform,
+    model,  # noqa: F811
+):
+    repo = create_repo(platform.fleet, app_repo("alpha", "GREETING = 'OLD'\n", STRICT_TEST))
+    path = campaign(platform, repo, repair_attempts=1)
+    fix_test = "sed -i \"s/== 'OLD'/== 'NEW'/\" tests/test_app.py"
+    model.script = [
+        tool("Bash", {"command": "sed -i s/OLD/NEW/ app.py", "description": "rename"}),
+        text("Renamed."),
+        tool("Bash", {"command": fix_test, "description": "update the test"}),
+        text("Updated the test for the new name."),
+    ]
+    outcome = platform.run(path)
+    assert statuses(outcome.report) == {"acme__alpha": "pr_open"}
+    # The repair request resumes the conversation and carries the trimmed failure.
+    repair = next(
+        r["json"] for r in model.conversation_requests
+        if "ran the verifiers on your change" in last_user_text(r["json"])
+    )  # fmt: skip
+    feedback = last_user_text(repair)
+    assert "FAIL test (pytest" in feedback and "test_greeting" in feedback
+    assert "sed -i s/OLD/NEW/ app.py" in json.dumps(repair["messages"])  # the earlier turn
+    assert len(feedback) < 3000
+    change = change_of(platform, path)
+    assert [(i.kind, i.verification) for i in change.iterations] == [
+        ("initial", "test:fail"), ("repair", "test:pass"),
+    ]  # fmt: skip
+    assert change.total_cost_usd == pytest.approx(sum(i.cost_usd for i in change.iterations))
+    row = outcome.report.set_index("target").loc["acme__alpha"]
+    assert row["repairs"] == 1 and row["iterations"] == 2
+    logs = platform.cli("logs", "quality", "acme__alpha", "--agent").stdout
+    assert "iteration 2 (repair)" in logs and "platform verifiers: test:fail" in logs
+
+
+def test_the_judge_vetoes_a_deleted_test_the_agent_corrects_it_and_the_pr_opens(
+    platform: Platform,
+    model,  # noqa: F811
+):
+    # Deleting the strict test leaves the other test passing: only the judge can catch it.
+    spec = app_repo("alpha", "GREETING = 'OLD'\n", STRICT_TEST)
+    spec.files["tests/test_misc.py"] = "def test_misc():\n    assert True\n"
+    repo = create_repo(platform.fleet, spec)
+    path = campaign(platform, repo, repair_attempts=2, judge={"model": "claude-sonnet-4-5"})
+    encoded = base64.b64encode(TEST.encode()).decode()
+    restore = (
+        "python -c \"import base64, pathlib; pathlib.Path('tests/test_app.py')"
+        f".write_bytes(base64.b64decode('{encoded}'))\""
+    )
+    model.script = [
+        tool(
+            "Bash",
+            {
+                "command": "sed -i s/OLD/NEW/ app.py && rm tests/test_app.py",
+                "description": "rename, drop the failing test",
+            },
+        ),
+        text("Done."),
+        tool("Bash", {"command": restore, "description": "restore the test"}),
+        text("Restored the test and made it accept the new name."),
+    ]
+    model.judge_script = [
+        verdict(
+            {
+                "verdict": "veto",
+                "reasons": [{"kind": "weakened_tests", "detail": "tests/test_app.py is deleted"}],
+            }
+        ),
+        verdict({"verdict": "approve", "reasons": [], "summary": "renames and keeps the test"}),
+    ]
+    outcome = platform.run(path)
+    assert statuses(outcome.report) == {"acme__alpha": "pr_open"}
+    judged = [r["json"] for r in model.judge_requests]
+    assert len(judged) == 2
+    first = json.dumps(judged[0]["messages"])
+    assert "deleted file mode" in first and "Rename OLD to NEW" in first
+    assert "transcript" not in first.lower() or "sed -i" not in first  # the diff, not the chat
+    resumed = next(
+        r["json"] for r in model.conversation_requests
+        if "vetoed it" in last_user_text(r["json"])
+    )  # fmt: skip
+    assert "weakened_tests: tests/test_app.py is deleted" in last_user_text(resumed)
+    change = change_of(platform, path)
+    assert [v.verdict for v in change.verdicts] == ["veto", "approve"]
+    assert [(i.kind, i.verdict) for i in change.iterations] == [
+        ("initial", "veto"), ("judge", "approve"),
+    ]  # fmt: skip
+    judge_cost = sum(v.cost_usd for v in change.verdicts)
+    assert judge_cost > 0 and all(v.input_tokens == 1000 for v in change.verdicts)
+    agent_cost = sum(i.cost_usd for i in change.iterations)
+    assert change.total_cost_usd == pytest.approx(agent_cost + judge_cost)
+    row = outcome.report.set_index("target").loc["acme__alpha"]
+    assert row["judge"] == "veto → approve" and row["cost_usd"] == pytest.approx(
+        change.total_cost_usd
+    )
+    with platform.instance() as instance:
+        spec = load_one(path, platform.settings()).spec
+        report = instance.get_latest_materialization_event(history.asset_key(spec, "report"))
+        meta = {k: v.value for k, v in report.asset_materialization.metadata.items()}
+    assert (meta["veto_rate"], meta["self_correction_rate"]) == (1.0, 1.0)
+
+
+def test_two_vetoes_end_the_target_as_judge_vetoed(platform: Platform, model):  # noqa: F811
+    repo = create_repo(platform.fleet, app_repo("alpha", "GREETING = 'OLD'\n"))
+    path = campaign(platform, repo, repair_attempts=1, judge={"on_veto": "repair"})
+    model.script = [
+        tool("Bash", {"command": "sed -i s/OLD/NEW/ app.py", "description": "rename"}),
+        text("Done."),
+        tool("Bash", {"command": "echo '# refactored' >> app.py", "description": "more"}),
+        text("Changed it."),
+    ]
+    veto = {"verdict": "veto", "reasons": [{"kind": "unrelated_refactor", "detail": "app.py"}]}
+    model.judge_script = [verdict(veto), verdict(veto)]
+    outcome = platform.run(path)
+    row = outcome.report.set_index("target").loc["acme__alpha"]
+    assert row["status"] == "judge_vetoed"
+    assert "unrelated_refactor: app.py" in row["reason"]
+    assert not (repo / "pulls").exists() or not list((repo / "pulls").glob("*.json"))
+    change = change_of(platform, path)
+    assert [v.verdict for v in change.verdicts] == ["veto", "veto"]
+    assert row["judge"] == "veto → veto" and row["repairs"] == 1
