@@ -211,6 +211,11 @@ def cancel(campaign: str, target: str | None, wait_s: float) -> None:
         console.print(f"run {run.run_id[:8]} ({_covers(run)}): {stop_run(instance, run, wait_s)}")
     removed = sweep_runs(instance, {r.run_id for r in runs})
     console.print(f"removed {removed} sandbox(es) of the cancelled run(s)")
+    from orchestrator_assets.audit import cancel_observation
+
+    instance.report_runless_asset_event(
+        cancel_observation(spec, current_actor(), target, [r.run_id for r in runs])
+    )
 
 
 def active_runs(instance: DagsterInstance, spec: CampaignSpec, target: str | None) -> list:
@@ -300,3 +305,46 @@ def sweep_runs(instance: DagsterInstance, run_ids: set[str]) -> int:
             leftover.remove()
             removed += 1
     return removed
+
+
+@click.command()
+@click.argument("campaign", required=False)
+@click.option("--since", "since_h", type=float, help="Only the last N hours.")
+@click.option(
+    "--output", type=click.Choice(["table", "json"]), default="table", show_default=True,
+    help="A table for people, or JSON lines for scripts.",
+)  # fmt: skip
+def audit(campaign: str | None, since_h: float | None, output: str) -> None:
+    """Who did what, when and why: review decisions, bulk PR actions, cancels, and the
+    platform's pushes and PR writes (all campaigns, or one)."""
+    import json
+    from datetime import datetime
+
+    from rich.table import Table
+
+    from orchestrator_assets import audit as audit_log
+    from orchestrator_assets.catalog import load_catalog
+
+    catalog = load_catalog(Settings())
+    specs = (
+        [catalog.get(campaign).spec] if campaign else [c.spec for c in catalog.campaigns.values()]
+    )
+    instance = _instance()
+    entries = sorted(
+        (e for spec in specs for e in audit_log.audit_entries(instance, spec)), key=lambda e: e.at
+    )
+    entries = audit_log.since(entries, since_h * 3600 if since_h is not None else None)
+    if output == "json":
+        for entry in entries:
+            click.echo(json.dumps(entry.model_dump()))
+        return
+    table = Table(show_lines=False)
+    for column in ("when", "campaign", "target", "who", "what"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("detail / why", overflow="fold")
+    for e in entries:
+        when = datetime.fromtimestamp(e.at).strftime("%Y-%m-%d %H:%M:%S")
+        why = " · ".join(x for x in (e.detail, e.reason or "") if x)
+        table.add_row(when, e.campaign, e.target or "", e.actor, e.action, why)
+    _console().print(table)
+    _console().print(f"{len(entries)} audited action(s)")

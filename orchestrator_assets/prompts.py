@@ -30,6 +30,17 @@ def build_prompt(spec: CampaignSpec, target: Target, base_branch: str) -> str:
             *[f"- {v.name}: `{' '.join(v.argv())}`" for v in verifiers],
             "",
         ]
+        if spec.transformation.verifier_tools:
+            lines += [
+                "You can also run them with the `mcp__verifiers__run_verifier` tool (give the "
+                "name): it answers with what failed, trimmed to what matters."
+                + (
+                    " You cannot finish while one fails."
+                    if spec.transformation.max_stop_blocks
+                    else ""
+                ),
+                "",
+            ]
     lines += [
         "## Rules",
         "",

@@ -409,3 +409,32 @@ def test_cancel_stops_a_running_campaign_and_removes_its_sandboxes(platform):
     assert json.loads(platform.cli("sandboxes", "list", "--output", "json").stdout) == []
     leftover = subprocess.run(["pgrep", "-f", "time.sleep\\(120\\)"], capture_output=True)
     assert leftover.stdout == b""  # no command of the campaign still runs
+
+
+def test_audit_lists_decisions_bulk_actions_cancels_pushes_and_pr_writes(platform):
+    path = reviewed(platform)
+    platform.run(path)
+    platform.env["ORCHESTRATOR_ACTOR"] = "erin"
+    platform.cli("approve", "reviewed", "acme__alpha", "--reason", "fine")
+    platform.cli("reject", "reviewed", "acme__beta", "--reason", "not now")
+    platform.run(path)
+    platform.cli("prs", "comment", "reviewed", "--message", "ping", "--yes")
+    platform.cli("cancel", "reviewed")
+    lines = platform.cli("audit", "reviewed", "--output", "json").stdout.splitlines()
+    entries = [json.loads(line) for line in lines]
+    seen = [(e["target"], e["actor"], e["action"]) for e in entries]
+    assert ("acme__alpha", "erin", "approve (cli)") in seen
+    assert ("acme__beta", "erin", "reject (cli)") in seen
+    assert ("acme__alpha", "erin", "pr comment") in seen
+    assert (None, "erin", "cancel") in seen
+    pushes = [e for e in entries if e["action"] == "push"]
+    assert {e["target"] for e in pushes} == {"acme__alpha", "acme__beta"}
+    assert all(e["actor"].startswith("platform (run ") and e["run_id"] for e in pushes)
+    opened = [e for e in entries if e["action"] == "pr opened"]
+    assert [e["target"] for e in opened] == ["acme__alpha"] and opened[0]["detail"].startswith("#1")
+    assert [e["at"] for e in entries] == sorted(e["at"] for e in entries)
+    reasons = {e["action"]: e["reason"] for e in entries if e["target"] == "acme__beta"}
+    assert reasons["reject (cli)"] == "not now"
+    platform.env["COLUMNS"] = "250"
+    table = platform.cli("audit").stdout  # every campaign, as a table
+    assert "approve (cli)" in table and "audited action(s)" in table

@@ -23,7 +23,7 @@ from resources.agents.base import (
     ModelUsage,
     VerifierCall,
 )
-from resources.redact import redact, secret_values
+from resources.redact import redact, redact_files, secret_values
 from resources.sandboxes.base import ExecResult, Sandbox
 from resources.sandboxes.model_proxy import DEFAULT_MODEL_URL
 
@@ -171,6 +171,8 @@ class ClaudeCodeAgent:
                         sandbox.readable_paths.remove(path)
                 shutil.rmtree(quality.directory, ignore_errors=True)
                 quality.state_file.unlink(missing_ok=True)
+        # The CLI's own session files (read back by --resume) must not keep a secret on disk.
+        redact_files(home, secret_values(env))
         result = parser.finish(executed, request)
         if quality is not None:
             secrets = secret_values(env)
