@@ -13,8 +13,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from orchestrator_assets.cli_metrics import metrics
 from orchestrator_assets.cli_prs import prs
-from orchestrator_assets.cli_review import approve, cancel, diff, reject, steer
+from orchestrator_assets.cli_review import approve, audit, cancel, diff, reject, steer
+from orchestrator_assets.cli_sandboxes import sandboxes
 from orchestrator_assets.errors import OrchestratorError, SpecError
 from orchestrator_assets.settings import Settings, ensure_dagster_home
 
@@ -265,12 +267,22 @@ def run(
         f"[bold]campaign {campaign.spec.name}[/] ({len(campaign.spec.targets)} targets) · "
         f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}"
     )
-    outcome = run_campaign(campaign, instance, settings, list(targets) or None, emit, no_cache)
+    from orchestrator_assets import json_logs
+
+    json_logs.set_context(campaign=campaign.spec.name)  # ORCHESTRATOR_LOG_FORMAT=json: JSON lines
+    progress = json_logs.emit if json_logs.enabled() else emit
+    outcome = run_campaign(campaign, instance, settings, list(targets) or None, progress, no_cache)
     if outcome.skipped_final:
         console.print(
             f"left alone (merged, closed or rejected): {', '.join(outcome.skipped_final)}"
         )
     _print_report(outcome.report, output)
+    if outcome.interrupted:
+        errors.print(
+            "stopped (SIGTERM): the targets in flight were finished and recorded and their "
+            "sandboxes removed; run the campaign again to continue where it stopped"
+        )
+        raise SystemExit(143)
     if outcome.failed_runs:
         errors.print(
             f"[red]{len(outcome.failed_runs)} run(s) failed: {', '.join(outcome.failed_runs)}[/]"
@@ -392,6 +404,21 @@ def _print_transcript(change) -> None:
         if it.files:
             console.print("files: " + ", ".join(it.files), markup=False)
         _print_events(it.transcript)
+        if it.verifier_calls or it.stop_blocks:
+            console.print(f"agent's verifier tool calls: {it.verifier_calls} · stop gate "
+                          f"blocks: {it.stop_blocks}", markup=False)  # fmt: skip
+        if it.verification:
+            console.print(f"platform verifiers: {it.verification}", markup=False)
+        if it.verdict:
+            console.print(f"judge: {it.verdict}", markup=False)
+    for verdict in change.verdicts:
+        reasons = "; ".join(f"{r.get('kind')}: {r.get('detail')}" for r in verdict.reasons)
+        console.print(
+            f"[bold]judge[/] {verdict.verdict} on {verdict.head_sha[:8]} · {verdict.model} · "
+            f"${verdict.cost_usd:.4f}"
+            + (f" · {reasons}" if reasons else "")
+            + (f" · {verdict.error}" if verdict.error else "")
+        )
     if summary.final_message:
         console.print("[bold]final message[/]")
         console.print(summary.final_message, markup=False)
@@ -478,56 +505,6 @@ def cache_prune(max_mb: int | None) -> None:
     )
 
 
-@cli.group()
-def sandboxes() -> None:
-    """Sandbox workspaces and containers: what is running, and what crashed runs left behind."""
-
-
-def _leftovers():
-    from orchestrator_assets.sweep import find_leftovers
-
-    found, problem = find_leftovers(Settings().workspaces_dir, _instance())
-    if problem:
-        errors.print(f"[yellow]containers not checked: {problem}[/]")
-    return found
-
-
-@sandboxes.command(name="list")
-@OUTPUT
-def sandboxes_list(output: str) -> None:
-    """Every sandbox workspace and container, with its campaign, target and run."""
-    found = _leftovers()
-    if output == "json":
-        rows = [{k: v for k, v in vars(x).items() if k != "handle"} for x in found]
-        click.echo(json.dumps(rows, indent=2))
-        return
-    table = Table()
-    for column in ("kind", "id", "campaign", "target", "run", "state"):
-        table.add_column(column, overflow="fold")
-    for x in found:
-        state = f"[red]orphan[/]: {x.why}" if x.orphan else f"in use: {x.why}"
-        table.add_row(x.kind, x.ident, x.campaign, x.target, x.run_id[:8], state)
-    console.print(table)
-
-
-@sandboxes.command(name="prune")
-@click.option("--dry-run", is_flag=True, help="Only show what would be removed.")
-def sandboxes_prune(dry_run: bool) -> None:
-    """Remove the workspaces and containers whose run or process is gone.
-
-    A sandbox whose run is still queued or started (and whose process, on this host, is alive)
-    is left alone.
-    """
-    found = [x for x in _leftovers() if x.orphan]
-    for x in found:
-        console.print(f"{'would remove' if dry_run else 'removing'} {x.kind} {x.ident} "
-                      f"({x.campaign}/{x.target}: {x.why})", soft_wrap=True)  # fmt: skip
-        if not dry_run:
-            x.remove()
-    verb = "would be removed" if dry_run else "removed"
-    console.print(f"{len(found)} orphaned sandbox resource(s) {verb}")
-
-
 def _mb(size: int) -> str:
     return f"{size / 1024 / 1024:.1f} MB"
 
@@ -571,7 +548,9 @@ def list_campaigns(output: str) -> None:
 
 
 cli.add_command(prs)
-for _command in (approve, reject, steer, diff, cancel):
+cli.add_command(sandboxes)
+cli.add_command(metrics)
+for _command in (approve, reject, steer, diff, cancel, audit):
     cli.add_command(_command)
 
 

@@ -14,13 +14,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from orchestrator_assets.errors import Problem, SpecError
 from orchestrator_assets.spec import Verifier
 from orchestrator_assets.spec_errors import problems_from_validation, yaml_problem
 from resources.env_cache import DEFAULT_MANIFESTS
 from resources.sandboxes.docker import DEFAULT_IMAGE, ContainerLimits
+from resources.sandboxes.k8s_config import AgentSandboxSettings, KubernetesSettings
 
 ENV_PREFIX = "ORCHESTRATOR_PROFILE__"
 DEFAULT_PROFILE_ENV = "ORCHESTRATOR_DEFAULT_PROFILE"
@@ -48,8 +56,21 @@ class Profile(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    provider: Literal["local", "docker"] = "local"
-    image: str = Field(default=DEFAULT_IMAGE, description="sandbox image (docker provider)")
+    provider: Literal["local", "docker", "kubernetes", "agent-sandbox"] = "local"
+    image: str = Field(
+        default=DEFAULT_IMAGE, description="sandbox image (docker and kubernetes providers)"
+    )
+    isolation: Literal["default", "gvisor"] = Field(
+        default="default",
+        description="gvisor: commands run under gVisor (runsc) — locally instead of bubblewrap, "
+        "on Docker with the runsc runtime; on a cluster set kubernetes.runtime_class",
+    )
+    kubernetes: KubernetesSettings = Field(
+        default_factory=KubernetesSettings, description="pods of the kubernetes provider"
+    )
+    agent_sandbox: AgentSandboxSettings = Field(
+        default_factory=AgentSandboxSettings, description="claims of the agent-sandbox provider"
+    )
     resources: Resources = Field(default_factory=Resources)
     network: Network = Field(
         default="none",
@@ -97,15 +118,26 @@ class Profile(BaseModel):
 
     def limits(self) -> ContainerLimits:
         """What every container of this profile is limited to."""
+        cluster = None
+        if self.provider == "kubernetes":
+            cluster = self.kubernetes.model_dump_json()
+        elif self.provider == "agent-sandbox":
+            cluster = self.agent_sandbox.model_dump_json()
         return ContainerLimits(
             memory_mb=self.resources.memory_mb,
             cpus=self.resources.cpus,
             full_network=self.docker_network,
+            isolation=self.isolation,
+            cluster=cluster,
         )
 
     def environment_key(self) -> str:
         """What about the sandbox shapes a change besides the workspace: part of its cache key."""
-        return f"docker:{self.image}" if self.provider == "docker" else "local"
+        if self.provider in ("docker", "kubernetes"):
+            return f"{self.provider}:{self.image}"
+        if self.provider == "agent-sandbox":
+            return f"agent-sandbox:{self.agent_sandbox.template}"
+        return "local"
 
 
 class ProfilesFile(BaseModel):
@@ -115,6 +147,15 @@ class ProfilesFile(BaseModel):
 
     default: str = "default"
     profiles: dict[str, Profile] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _template_names(self) -> ProfilesFile:
+        # An agent-sandbox profile's template (and warm pool) is named after the profile unless
+        # it says otherwise: deploy/agent-sandbox/ ships them under the profiles' names.
+        for name, profile in self.profiles.items():
+            if profile.agent_sandbox.template is None:
+                profile.agent_sandbox.template = name
+        return self
 
 
 BUILTIN = ProfilesFile(profiles={"default": Profile()})

@@ -14,16 +14,18 @@ from resources.env_cache import EnvCache
 from resources.forges.base import Forge, ForgeError
 from resources.forges.local import LocalForge
 from resources.repo_cache import RepoCache
+from resources.sandboxes.base import SandboxProvider
 from resources.sandboxes.docker import DEFAULT_IMAGE, ContainerLimits, DockerSandboxProvider
 from resources.sandboxes.local import LocalSandboxProvider
 
 
 class SandboxResource(dg.ConfigurableResource):
-    """Provisions the sandboxes targets run in: local temp workspaces under bubblewrap, or
-    containers on a Docker engine, as a campaign's profile says."""
+    """Provisions the sandboxes targets run in: local temp workspaces under bubblewrap (or
+    gVisor), containers on a Docker engine, pods on a Kubernetes cluster or agent-sandbox
+    claims, as a campaign's profile says."""
 
     root: str
-    isolation: Literal["auto", "bwrap", "none"] = "auto"
+    isolation: Literal["auto", "bwrap", "gvisor", "none"] = "auto"
     hidden_paths: list[str] = []
 
     def get(
@@ -31,7 +33,7 @@ class SandboxResource(dg.ConfigurableResource):
         provider: str = "local",
         image: str | None = None,
         limits: ContainerLimits | None = None,
-    ) -> LocalSandboxProvider | DockerSandboxProvider:
+    ) -> SandboxProvider:
         """The sandbox provider a profile names (one per distinct setting, kept for reuse)."""
         return _provider(
             self.root, self.isolation, tuple(self.hidden_paths), provider, image,
@@ -47,12 +49,28 @@ def _provider(
     provider: str,
     image: str | None,
     limits: ContainerLimits,
-) -> LocalSandboxProvider | DockerSandboxProvider:
+) -> SandboxProvider:
     # Kept per setting: providers track their open sandboxes, so a cancelled run can close them.
     if provider == "docker":
         return DockerSandboxProvider(Path(root), image or DEFAULT_IMAGE, limits)
+    if provider == "kubernetes":
+        from resources.sandboxes.k8s_config import KubernetesSettings
+        from resources.sandboxes.kubernetes import KubernetesSandboxProvider
+
+        settings = KubernetesSettings.model_validate_json(limits.cluster or "{}")
+        return KubernetesSandboxProvider(Path(root), image or DEFAULT_IMAGE, settings, limits)
+    if provider == "agent-sandbox":
+        from resources.sandboxes.agent_sandbox import AgentSandboxProvider
+        from resources.sandboxes.k8s_config import AgentSandboxSettings
+
+        settings = AgentSandboxSettings.model_validate_json(limits.cluster or "{}")
+        # Beside the workspaces, in the data folder: `orchestrator sandboxes pools` reads it.
+        claims_log = Path(root).parent / "sandboxes" / "claims.jsonl"
+        return AgentSandboxProvider(Path(root), settings, claims_log, limits)
     if provider != "local":
         raise ValueError(f"unknown sandbox provider {provider!r}")
+    if limits.isolation == "gvisor":
+        isolation = "gvisor"  # the profile asks for it, whatever the platform's default
     return LocalSandboxProvider(
         Path(root), hidden_paths=[Path(p) for p in hidden], isolation=isolation, limits=limits
     )

@@ -108,7 +108,8 @@ def test_the_profiles_file_path_comes_from_the_environment(platform: Platform, m
     [
         (
             {"profiles": {"p": {"provider": "podman"}}},
-            "profiles.p.provider: Input should be 'local' or 'docker'",
+            "profiles.p.provider: Input should be 'local', 'docker', 'kubernetes' or "
+            "'agent-sandbox'",
         ),
         (
             {"profiles": {"p": {"resources": {"memory_mb": 0}}}},
@@ -119,6 +120,10 @@ def test_the_profiles_file_path_comes_from_the_environment(platform: Platform, m
             "profiles.p.network: Input should be 'none', 'model-only' or 'full'",
         ),
         ({"profiles": {"p": {"imag": "x"}}}, "profiles.p.imag: unknown field"),
+        (
+            {"profiles": {"p": {"provider": "kubernetes", "kubernetes": {"namespace": "Bad_NS"}}}},
+            "profiles.p.kubernetes.namespace: 'Bad_NS' is not a Kubernetes name",
+        ),
         (
             {"profiles": {"p": {"verifiers": [{"name": "t", "command": "a"}] * 2}}},
             "profiles.p.verifiers: verifier name 't' is used twice",

@@ -71,6 +71,8 @@ class ContainerLimits:
     memory_mb: int | None = None
     cpus: float | None = None
     full_network: str = "host"
+    isolation: str = "default"  # "gvisor": the runsc runtime (docker), runsc (local)
+    cluster: str | None = None  # the profile's kubernetes/agent_sandbox settings, as JSON
 
 
 @dataclass
@@ -98,6 +100,7 @@ class DockerEngine:
         self.limits = limits or ContainerLimits()
         self._running: dict[str, object] = {}  # container id -> owner (a sandbox)
         self._lock = threading.Lock()
+        self._runtimes: set[str] | None = None
 
     def _mounts(self, req: ContainerRequest) -> list[Any]:
         mounts = [Mount(WORKSPACE, str(req.workspace), type="bind")]
@@ -150,6 +153,15 @@ class DockerEngine:
                 kwargs["memswap_limit"] = f"{limits.memory_mb}m"  # no swap: the limit is the limit
             if limits.cpus:
                 kwargs["nano_cpus"] = int(limits.cpus * 1e9)
+            if limits.isolation == "gvisor":
+                if not self.has_runtime("runsc"):
+                    return failed(
+                        125,
+                        "the profile asks for isolation: gvisor but the Docker "
+                        "engine has no runsc runtime (install runsc and restart the "
+                        "engine with scripts/docker-engine.sh, which registers it)",
+                    )
+                kwargs["runtime"] = "runsc"
             try:
                 container = self.client.containers.create(
                     req.image,
@@ -227,6 +239,15 @@ class DockerEngine:
                 with suppress(APIError):
                     container.remove(force=True)
 
+    def has_runtime(self, name: str) -> bool:
+        """Whether the engine has the OCI runtime `name` registered (asked once)."""
+        if self._runtimes is None:
+            try:
+                self._runtimes = set((self.client.info().get("Runtimes") or {}).keys())
+            except Exception:
+                self._runtimes = set()
+        return name in self._runtimes
+
     def kill_owned_by(self, owner: object) -> None:
         """Kill the running containers started for `owner` (a sandbox being closed)."""
         with self._lock:
@@ -290,6 +311,8 @@ class DockerSandbox:
         self.image = provider.image
         self.readable_paths: list[Path] = []
         self.writable_paths: list[Path] = []
+        limits = provider.containers.limits
+        self.isolation = "docker:runsc" if limits.isolation == "gvisor" else "docker"
 
     @property
     def workspace(self) -> Path:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -35,6 +38,11 @@ SECRET_PATHS = (
 def bwrap_path() -> str | None:
     """The bubblewrap binary, or None when it is not installed."""
     return shutil.which("bwrap")
+
+
+def runsc_path() -> str | None:
+    """gVisor's runsc binary (Debian package `runsc`), or None when it is not installed."""
+    return shutil.which("runsc")
 
 
 def default_path() -> str:
@@ -75,6 +83,8 @@ class LocalSandbox:
         self._lock = threading.Lock()
         self.readable_paths: list[Path] = []  # extra host paths mounted read-only (git mirrors)
         self.writable_paths: list[Path] = []  # extra host paths mounted read-write (agent home)
+        self.isolation = provider.isolation_name
+        self.gvisor_ids: set[str] = set()  # runsc containers of this sandbox still running
 
     @property
     def workspace(self) -> Path:
@@ -108,9 +118,15 @@ class LocalSandbox:
         }
         started = time.monotonic()
         missing = _missing_executable(argv[0], full_env["PATH"], self._workspace)
+        if self._provider.gvisor and not missing and not runsc_path():
+            missing = (
+                "the profile asks for isolation: gvisor but runsc is not installed "
+                "(apt-get install runsc, or `make system-deps` as root)"
+            )
         if missing:
             return ExecResult(argv=list(argv), exit_code=127, duration_s=0.0, output_tail=missing)
         command = self._provider.wrap(list(argv), self, full_env, network)
+        gvisor_id = command[-1] if self._provider.gvisor else None
         try:
             proc = subprocess.Popen(
                 command,
@@ -138,12 +154,17 @@ class LocalSandbox:
             proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             timed_out = True
+            if gvisor_id:
+                self._provider.gvisor_delete(gvisor_id)
             _kill_group(proc)
             proc.wait()
         finally:
             reader.join(timeout=5)
             with self._lock:
                 self._procs.discard(proc)
+            if gvisor_id:
+                self._provider.gvisor_delete(gvisor_id)
+                self.gvisor_ids.discard(gvisor_id)
         return ExecResult(
             argv=list(argv),
             exit_code=proc.returncode,
@@ -161,6 +182,8 @@ class LocalSandbox:
         """Kill every command still running in this sandbox."""
         with self._lock:
             procs = list(self._procs)
+        for gvisor_id in list(self.gvisor_ids):
+            self._provider.gvisor_delete(gvisor_id)
         for proc in procs:
             _kill_group(proc)
         self._provider.containers.kill_owned_by(self)
@@ -194,7 +217,8 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 class LocalSandboxProvider(WorkspaceProvider):
-    """Workspaces under `root`; commands isolated with bubblewrap unless `isolation` is off.
+    """Workspaces under `root`; commands isolated with bubblewrap (`auto`, `bwrap`), gVisor
+    (`gvisor`: runsc with an OCI bundle of the same mounts), or not at all (`none`).
     Image transformations run in containers on the Docker engine, with `limits`."""
 
     _warned = False
@@ -211,7 +235,10 @@ class LocalSandboxProvider(WorkspaceProvider):
         super().__init__(root)
         self.containers = EngineConnection(limits or ContainerLimits())
         self.hidden_paths = [Path(p) for p in hidden_paths]
-        bwrap = bwrap_path()
+        self.gvisor = isolation == "gvisor"
+        self._gvisor_root: str | None = None
+        self._gvisor_ids = itertools.count(1)
+        bwrap = None if self.gvisor else bwrap_path()
         if isolation == "bwrap" and not bwrap:
             raise RuntimeError("isolation 'bwrap' was asked for but bubblewrap is not installed")
         self._bwrap = bwrap if isolation in ("auto", "bwrap") else None
@@ -224,8 +251,15 @@ class LocalSandboxProvider(WorkspaceProvider):
 
     @property
     def isolated(self) -> bool:
-        """True when commands run under bubblewrap."""
-        return self._bwrap is not None
+        """True when commands run under bubblewrap or gVisor (they get a clean environment)."""
+        return self._bwrap is not None or self.gvisor
+
+    @property
+    def isolation_name(self) -> str:
+        """How commands are isolated, for the change's record."""
+        if self.gvisor:
+            return "local:gvisor"
+        return "local:bubblewrap" if self._bwrap else "local:none"
 
     def _new_sandbox(self, workspace: Path, tags: dict[str, str]) -> LocalSandbox:
         return LocalSandbox(self, workspace, tags)
@@ -234,6 +268,8 @@ class LocalSandboxProvider(WorkspaceProvider):
         self, argv: list[str], sandbox: LocalSandbox, env: dict[str, str], network: bool
     ) -> list[str]:
         """The argv that runs `argv` with this provider's isolation."""
+        if self.gvisor:
+            return self.gvisor_wrap(argv, sandbox, env, network)
         if not self._bwrap:
             return argv
         ws = str(sandbox.workspace)
@@ -273,3 +309,88 @@ class LocalSandboxProvider(WorkspaceProvider):
         for key, value in env.items():
             cmd += ["--setenv", key, value]
         return [*cmd, "--", *argv]
+
+    # gVisor ---------------------------------------------------------------------------------
+
+    def gvisor_wrap(
+        self, argv: list[str], sandbox: LocalSandbox, env: dict[str, str], network: bool
+    ) -> list[str]:
+        """`runsc run` of an OCI bundle written for this command: the host's root read-only,
+        the workspace writable at /workspace (its .git read-only), secrets hidden, fresh /tmp,
+        no capabilities, and without `network` a network namespace of its own with only
+        loopback (runsc --network=none). The container's id is the last argument."""
+        runsc = runsc_path() or "runsc"
+        if self._gvisor_root is None:
+            # Short and outside the workspaces folder: runsc keeps its state (and sockets) here;
+            # one per user, shared by processes (container ids carry the pid).
+            root = Path(tempfile.gettempdir()) / f"campaign-runsc-{os.getuid()}"
+            root.mkdir(mode=0o700, exist_ok=True)
+            self._gvisor_root = str(root)
+        container_id = f"cs-{os.getpid()}-{next(self._gvisor_ids)}"
+        bundle = sandbox.workspace.parent / f"oci-{container_id}"
+        bundle.mkdir()
+        tmpfs = {"type": "tmpfs", "source": "tmpfs"}
+        mounts: list[dict] = [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", **tmpfs},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+             "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/tmp", **tmpfs}, {"destination": "/var/tmp", **tmpfs},
+            {"destination": "/run", **tmpfs},
+        ]  # fmt: skip
+        for hidden in [*self.hidden_paths, *(Path(p).expanduser() for p in SECRET_PATHS)]:
+            if hidden.is_dir():
+                mounts.append({"destination": str(hidden), **tmpfs})
+            elif hidden.exists():
+                mounts.append({"destination": str(hidden), "type": "bind",
+                               "source": "/dev/null", "options": ["rbind", "ro"]})  # fmt: skip
+        for path in (*python_prefixes(), *sandbox.readable_paths):
+            mounts.append({"destination": str(path), "type": "bind", "source": str(path),
+                           "options": ["rbind", "ro"]})  # fmt: skip
+        for path in sandbox.writable_paths:
+            mounts.append({"destination": str(path), "type": "bind", "source": str(path),
+                           "options": ["rbind", "rw"]})  # fmt: skip
+        mounts.append({"destination": SANDBOX_WORKSPACE, "type": "bind",
+                       "source": str(sandbox.workspace), "options": ["rbind", "rw"]})  # fmt: skip
+        git_dir = sandbox.workspace / ".git"
+        if git_dir.exists():
+            mounts.append({"destination": f"{SANDBOX_WORKSPACE}/.git", "type": "bind",
+                           "source": str(git_dir), "options": ["rbind", "ro"]})  # fmt: skip
+        namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+        if not network:
+            namespaces.append({"type": "network"})
+        config = {
+            "ociVersion": "1.0.2",
+            "process": {
+                "terminal": False,
+                "user": {"uid": os.getuid(), "gid": os.getgid()},
+                "args": argv,
+                "env": [f"{k}={v}" for k, v in env.items()],
+                "cwd": SANDBOX_WORKSPACE,
+                "noNewPrivileges": True,
+                "capabilities": {"bounding": [], "effective": [], "inheritable": [],
+                                 "permitted": []},
+            },
+            "root": {"path": "/", "readonly": True},
+            "hostname": "sandbox",
+            "mounts": mounts,
+            "linux": {"namespaces": namespaces},
+        }  # fmt: skip
+        (bundle / "config.json").write_text(json.dumps(config))
+        sandbox.gvisor_ids.add(container_id)
+        return [
+            runsc, "--root", self._gvisor_root, f"--network={'host' if network else 'none'}",
+            "run", "--bundle", str(bundle), container_id,
+        ]  # fmt: skip
+
+    def gvisor_delete(self, container_id: str) -> None:
+        """Kill and forget a runsc container, ended or not (its bundle goes with the sandbox)."""
+        if self._gvisor_root is None:
+            return
+        runsc = [runsc_path() or "runsc", "--root", self._gvisor_root]
+        with suppress(OSError, subprocess.TimeoutExpired):
+            # SIGKILL first: `delete --force` alone waits for the container to stop by itself.
+            subprocess.run([*runsc, "kill", "--all", container_id, "KILL"], capture_output=True,
+                           timeout=30)  # fmt: skip
+            subprocess.run([*runsc, "delete", "--force", container_id], capture_output=True,
+                           timeout=30)  # fmt: skip

@@ -1,0 +1,300 @@
+"""The agent-sandbox sandbox: a SandboxClaim (kubernetes-sigs/agent-sandbox) per sandbox.
+
+The claim (`extensions.agents.x-k8s.io/v1beta1`, the storage version of the project's released
+CRDs) names a SandboxWarmPool, which names the SandboxTemplate the pods are made from
+(`deploy/agent-sandbox/` ships one template and one pool per profile). The controller binds the
+claim to a ready `Sandbox` (`agents.x-k8s.io/v1beta1`): one adopted from the warm pool at once,
+or a cold one made from the template. Commands then run in that Sandbox's pod exactly as in the
+kubernetes provider's pods, and the claim is deleted when the sandbox closes (the Sandbox and
+its pod go with it).
+
+Every claim's outcome — warm or cold, time to ready — is appended to
+`<data>/sandboxes/claims.jsonl`, which `orchestrator sandboxes pools` summarises per pool.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from resources.sandboxes.docker import ContainerLimits
+from resources.sandboxes.k8s_config import AgentSandboxSettings
+from resources.sandboxes.k8s_pod import Pod, SandboxNotReady, api_error, call
+from resources.sandboxes.kubernetes import (
+    ClusterProvider,
+    PodSandbox,
+    _json,
+    object_metadata,
+    object_name,
+    wait_for,
+)
+
+log = logging.getLogger(__name__)
+
+CLAIM_GROUP, CLAIM_VERSION = "extensions.agents.x-k8s.io", "v1beta1"
+CLAIMS, POOLS, TEMPLATES = "sandboxclaims", "sandboxwarmpools", "sandboxtemplates"
+SANDBOX_GROUP, SANDBOX_VERSION, SANDBOXES = "agents.x-k8s.io", "v1beta1", "sandboxes"
+POD_NAME_ANNOTATION = "agents.x-k8s.io/pod-name"  # a Sandbox adopted from a warm pool
+LAUNCH_TYPE_LABEL = "agents.x-k8s.io/launch-type"  # "warm" or "cold"
+# Ready=False reasons that waiting will not cure (after a short grace for the controller's cache).
+FATAL_REASONS = {"TemplateNotFound", "WarmPoolNotFound", "ClaimExpired", "SandboxExpired"}
+FATAL_GRACE_S = 5.0
+
+
+def ready_condition(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The object's Ready condition (empty when it has none yet)."""
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            return cond
+    return {}
+
+
+class ClaimLog:
+    """The JSON-lines file of claim observations (warm/cold, time to ready)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+
+    def add(self, entry: dict[str, Any]) -> None:
+        """Append one observation."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock, self.path.open("a") as handle:
+            handle.write(json.dumps(entry, sort_keys=True) + "\n")
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Every observation (unreadable lines skipped)."""
+        found = []
+        if not self.path.exists():
+            return found
+        for line in self.path.read_text().splitlines():
+            try:
+                found.append(json.loads(line))
+            except ValueError:
+                continue
+        return found
+
+
+class AgentSandboxProvider(ClusterProvider):
+    """One SandboxClaim per sandbox, against the profile's warm pool and template."""
+
+    provider_name = "agent-sandbox"
+
+    def __init__(
+        self,
+        root: Path,
+        settings: AgentSandboxSettings,
+        claims_log: Path,
+        limits: ContainerLimits | None = None,
+    ):
+        super().__init__(root, settings, limits)
+        self.settings = settings
+        self.template = settings.template or "default"
+        self.pool = settings.warm_pool or self.template
+        self.image = None  # the template says which
+        self.claims = ClaimLog(claims_log)
+
+    @property
+    def isolation(self) -> str:
+        """agent-sandbox with its template (whose runtime class, e.g. gvisor, isolates)."""
+        return f"agent-sandbox:{self.template}"
+
+    def custom(self) -> Any:
+        """The custom objects API."""
+        from kubernetes import client
+
+        return client.CustomObjectsApi(self.api())
+
+    def claim_manifest(self, name: str, tags: Mapping[str, str]) -> dict:
+        """A SandboxClaim naming the profile's warm pool, labelled with campaign, target, run."""
+        labels, annotations = object_metadata(self.provider_name, tags)
+        return {
+            "apiVersion": f"{CLAIM_GROUP}/{CLAIM_VERSION}",
+            "kind": "SandboxClaim",
+            "metadata": {
+                "name": name,
+                "namespace": self.settings.namespace,
+                "labels": labels,
+                "annotations": annotations,
+            },
+            "spec": {"warmPoolRef": {"name": self.pool}},
+        }
+
+    def read_claim(self, name: str) -> dict:
+        """The claim as the API returns it."""
+        return _json(
+            call(
+                self.custom().get_namespaced_custom_object,
+                CLAIM_GROUP,
+                CLAIM_VERSION,
+                self.settings.namespace,
+                CLAIMS,
+                name,
+                _preload_content=False,
+            )
+        )
+
+    def start(self, sandbox: PodSandbox) -> Pod:
+        """Create the claim, wait until it is bound to a ready Sandbox, and find its pod."""
+        from kubernetes.client.exceptions import ApiException
+
+        ns = self.settings.namespace
+        custom = self.custom()
+        started = time.monotonic()
+        for _attempt in range(3):
+            name = object_name("claim", sandbox.tags)
+            try:
+                created = _json(
+                    call(
+                        custom.create_namespaced_custom_object,
+                        CLAIM_GROUP,
+                        CLAIM_VERSION,
+                        ns,
+                        CLAIMS,
+                        self.claim_manifest(name, sandbox.tags),
+                        _preload_content=False,
+                    )
+                )
+            except ApiException as exc:
+                if exc.status == 409:
+                    continue
+                raise SandboxNotReady(
+                    f"cannot create SandboxClaim {ns}/{name} (warm pool {self.pool}): "
+                    f"{api_error(exc)}"
+                ) from None
+            break
+        else:
+            raise SandboxNotReady(f"cannot create a SandboxClaim in {ns}: every name was taken")
+        if not sandbox.claim_handle(name):
+            self.release(name)
+            raise SandboxNotReady("the sandbox was closed while its claim was being created")
+        observation: dict[str, Any] = {
+            "time": time.time(),
+            "namespace": ns,
+            "claim": name,
+            "pool": self.pool,
+            "template": self.template,
+            "campaign": sandbox.tags.get("campaign", ""),
+            "target": sandbox.tags.get("target", ""),
+        }
+        try:
+            pod = self._bind(name, created, started)
+        except SandboxNotReady as exc:
+            self.claims.add(
+                {**observation, "ok": False, "reason": str(exc), "ready_s": None, "launch": None}
+            )
+            raise
+        self.claims.add(
+            {
+                **observation,
+                "ok": True,
+                "sandbox": pod[1],
+                "pod": pod[0].name,
+                "launch": pod[2],
+                "ready_s": round(time.monotonic() - started, 3),
+            }
+        )
+        return pod[0]
+
+    def _bind(self, name: str, created: dict, started: float) -> tuple[Pod, str, str]:
+        ns = self.settings.namespace
+        timeout = self.settings.ready_timeout_s
+        first_seen = time.monotonic()
+
+        def judge(claim: Mapping[str, Any]) -> tuple[bool, str | None, str]:
+            cond = ready_condition(claim)
+            bound = ((claim.get("status") or {}).get("sandbox") or {}).get("name")
+            doing = f"{cond.get('reason', 'Pending')}: {cond.get('message', '')}".strip(": ")
+            if cond.get("status") == "True" and bound:
+                return True, None, doing
+            late = time.monotonic() - first_seen > FATAL_GRACE_S
+            if cond.get("reason") in FATAL_REASONS and late:
+                return False, doing, doing
+            return False, None, doing
+
+        custom = self.custom()
+        claim = wait_for(
+            custom.list_namespaced_custom_object,
+            [CLAIM_GROUP, CLAIM_VERSION, ns, CLAIMS],
+            name,
+            created,
+            judge,
+            timeout,
+            f"SandboxClaim {ns}/{name} (warm pool {self.pool})",
+            lambda: self.read_claim(name),
+        )
+        sandbox_name = claim["status"]["sandbox"]["name"]
+        sandbox = _json(
+            call(
+                custom.get_namespaced_custom_object,
+                SANDBOX_GROUP,
+                SANDBOX_VERSION,
+                ns,
+                SANDBOXES,
+                sandbox_name,
+                _preload_content=False,
+            )
+        )
+        meta = sandbox.get("metadata") or {}
+        pod_name = (meta.get("annotations") or {}).get(POD_NAME_ANNOTATION) or sandbox_name
+        launch = (meta.get("labels") or {}).get(LAUNCH_TYPE_LABEL, "unknown")
+        pod = self.read_pod(pod_name)
+        remaining = max(1.0, timeout - (time.monotonic() - started))
+        self.wait_pod(pod_name, pod, remaining)
+        containers = (pod.get("spec") or {}).get("containers") or [{}]
+        return (
+            Pod(self.core(), ns, pod_name, containers[0].get("name", "sandbox")),
+            sandbox_name,
+            launch,
+        )
+
+    def release(self, handle: str) -> None:
+        """Delete the claim (its Sandbox and pod follow); 404 means already gone."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            call(
+                self.custom().delete_namespaced_custom_object,
+                CLAIM_GROUP,
+                CLAIM_VERSION,
+                self.settings.namespace,
+                CLAIMS,
+                handle,
+                _preload_content=False,
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                log.warning("cannot delete SandboxClaim %s: %s", handle, api_error(exc))
+        except Exception as exc:
+            log.warning("cannot delete SandboxClaim %s: %s", handle, exc)
+
+
+def pool_status(access: AgentSandboxSettings, pool: str) -> dict[str, Any]:
+    """A warm pool's desired and ready replicas as the API reports them."""
+    from kubernetes import client
+
+    from resources.sandboxes.k8s_config import api_client
+
+    custom = client.CustomObjectsApi(api_client(access))
+    obj = _json(
+        call(
+            custom.get_namespaced_custom_object,
+            CLAIM_GROUP,
+            CLAIM_VERSION,
+            access.namespace,
+            POOLS,
+            pool,
+            _preload_content=False,
+        )
+    )
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    return {
+        "replicas": spec.get("replicas"),
+        "ready": status.get("readyReplicas", 0),
+        "template": (spec.get("sandboxTemplateRef") or {}).get("name"),
+    }
