@@ -155,7 +155,7 @@ def test_github_reviews_of_draft_prs_are_the_review_decisions(platform: Platform
 
     from orchestrator_assets import review
     from orchestrator_assets.catalog import load_one
-    from orchestrator_assets.runner import campaign_definitions
+    from orchestrator_assets.factory import build_campaign_definitions
     from resources.build import build_forge
     from sensors.review import build_review_sensor
 
@@ -171,7 +171,8 @@ def test_github_reviews_of_draft_prs_are_the_review_decisions(platform: Platform
     github.add_review("acme/alpha", 1, "octocat", "APPROVED", "ship it")
     github.add_review("acme/beta", 1, "hubot", "CHANGES_REQUESTED", "keep the old name in docs")
     loaded = load_one(path, platform.settings())
-    job = campaign_definitions(loaded, platform.settings()).resolve_job_def("rename_targets")
+    defs = build_campaign_definitions(loaded.spec, loaded.profile)
+    job = next(j for j in defs.jobs if j.name == "rename_targets")
     sensor = build_review_sensor(loaded.spec, job, lambda: build_forge(platform.settings()))
     with platform.instance() as instance:
         result = sensor(build_sensor_context(instance=instance))

@@ -15,6 +15,7 @@ import pytest
 from orchestrator_assets import history, review
 from orchestrator_assets.catalog import load_one
 from orchestrator_assets.demo_fleet import RepoSpec
+from orchestrator_assets.factory import build_campaign_definitions
 from orchestrator_assets.runner import campaign_definitions
 from resources.notify import NotifierResource
 from sensors.review import build_review_sensor
@@ -94,6 +95,13 @@ def branch_files(platform: Platform, repo: str, branch: str = "campaign/reviewed
         cwd=platform.fleet / "acme" / f"{repo}.git", capture_output=True, text=True, check=True,
     )  # fmt: skip
     return out.stdout.split()
+
+
+def unresolved_targets_job(path: Path, platform: Platform):
+    """The campaign's targets job as the sensor gets it (not bound to resources)."""
+    campaign = load_one(path, platform.settings())
+    defs = build_campaign_definitions(campaign.spec, campaign.profile)
+    return next(j for j in defs.jobs if j.name == f"{campaign.spec.id}_targets")
 
 
 def decisions(platform: Platform, spec) -> list[dict]:
@@ -224,8 +232,7 @@ def test_review_sensor_requests_one_run_per_decision_and_expires_late_reviews(pl
     path = reviewed(platform)
     platform.run(path)
     spec = load_one(path, platform.settings()).spec
-    defs = campaign_definitions(load_one(path, platform.settings()), platform.settings())
-    targets_job = defs.resolve_job_def(f"{spec.id}_targets")
+    targets_job = unresolved_targets_job(path, platform)
     clock = [0.0]
     sensor = build_review_sensor(
         spec, targets_job, lambda: None, clock=lambda: clock[0],  # type: ignore[arg-type, return-value]
@@ -299,10 +306,7 @@ def test_a_draft_pr_review_on_the_forge_becomes_the_decision(platform):
     (draft,) = pulls(platform, "alpha")
     assert draft["draft"] is True and draft["state"] == "open"
     spec = load_one(path, platform.settings()).spec
-    campaign = load_one(path, platform.settings())
-    targets_job = campaign_definitions(campaign, platform.settings()).resolve_job_def(
-        f"{spec.id}_targets"
-    )
+    targets_job = unresolved_targets_job(path, platform)
     edit = platform.fleet / "acme" / "alpha.git" / "pulls" / "1.json"
     data = json.loads(edit.read_text())
     edit.write_text(json.dumps({**data, "review": "approved"}))
