@@ -91,8 +91,16 @@ def test_exporter_counts_a_campaign_run_by_another_process(platform: Platform, e
     assert run.returncode == 0, out + err
     assert seen_started
 
-    time.sleep(1.5)  # three refreshes
+    # The exporter refreshes on its own clock: wait (bounded) until it has read the whole run.
+    stage = "campaign_stage_duration_seconds_count"
+    deadline = time.monotonic() + 60
     samples = scrape(exporter)
+    while time.monotonic() < deadline and (
+        value(samples, stage, campaign="rename", stage="pull_request") < 2
+        or value(samples, stage, campaign="rename", stage="verification") < 3
+    ):
+        time.sleep(0.5)
+        samples = scrape(exporter)
     report = statuses(platform.run(path).report)  # (a re-run: nothing new, same statuses)
     for status in set(report.values()):
         expected = sum(1 for s in report.values() if s == status)
@@ -101,7 +109,6 @@ def test_exporter_counts_a_campaign_run_by_another_process(platform: Platform, e
     assert value(samples, "campaign_runs", campaign="rename", status="success") >= 2
     # every stage of the work done was timed: 5 changes; 3 verifications (alpha, beta, epsilon);
     # 2 pull requests; provision = every sandbox opened (5 change + 3 verify)
-    stage = "campaign_stage_duration_seconds_count"
     assert value(samples, stage, campaign="rename", stage="transformation") == 5
     assert value(samples, stage, campaign="rename", stage="verification") == 3
     assert value(samples, stage, campaign="rename", stage="pull_request") == 2
