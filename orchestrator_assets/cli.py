@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator_assets.cli_metrics import metrics
+from orchestrator_assets.cli_options import OUTPUT
 from orchestrator_assets.cli_prs import prs
 from orchestrator_assets.cli_review import approve, audit, cancel, diff, reject, steer
 from orchestrator_assets.cli_sandboxes import sandboxes
@@ -35,15 +36,6 @@ def _instance():
 
     ensure_dagster_home(Settings())
     return DagsterInstance.get()
-
-
-OUTPUT = click.option(
-    "--output",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="A table for people, or JSON (a list of objects) for scripts.",
-)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

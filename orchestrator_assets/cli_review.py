@@ -255,14 +255,16 @@ def stop_run(instance: DagsterInstance, run, wait_s: float) -> str:
     """Stop one run; what was done, in words."""
     import dagster as dg
 
+    from orchestrator_assets.sweep import process_alive
+
     pid, host = run.tags.get(PID_TAG), run.tags.get(HOST_TAG)
     if pid and pid.isdigit() and host == socket.gethostname():
         with contextlib.suppress(ProcessLookupError):
             os.kill(int(pid), signal.SIGTERM)
         deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline and _alive(int(pid)):
+        while time.monotonic() < deadline and process_alive(int(pid)):
             time.sleep(0.2)
-        if _alive(int(pid)):
+        if process_alive(int(pid)):
             os.kill(int(pid), signal.SIGKILL)
         current = instance.get_run_by_id(run.run_id)
         if current is not None and not current.is_finished:
@@ -275,21 +277,6 @@ def stop_run(instance: DagsterInstance, run, wait_s: float) -> str:
         return "termination requested from the run launcher"
     instance.report_run_canceled(run, message="cancelled by `orchestrator cancel`")
     return "marked cancelled (its launcher could not terminate it)"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (a child not yet reaped) is gone for our purpose.
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split(") ")[-1][:1] != "Z"
-    except OSError:
-        return True
 
 
 def sweep_runs(instance: DagsterInstance, run_ids: set[str]) -> int:

@@ -17,18 +17,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from orchestrator_assets.cli_options import OUTPUT
 from orchestrator_assets.settings import Settings, ensure_dagster_home
 
 console = Console(highlight=False, soft_wrap=True)
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
-
-OUTPUT = click.option(
-    "--output",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="A table for people, or JSON (a list of objects) for scripts.",
-)
 
 
 def _instance():

@@ -74,7 +74,7 @@ class Cluster:
 def _owner_state(tags: dict[str, Any], instance: dg.DagsterInstance) -> tuple[bool, str]:
     """Whether a sandbox's owner is gone, and why we think so."""
     host, pid = tags.get("host"), tags.get("pid")
-    if host == socket.gethostname() and pid and str(pid).isdigit() and not _alive(int(pid)):
+    if host == socket.gethostname() and pid and str(pid).isdigit() and not process_alive(int(pid)):
         return True, f"its process {pid} is gone"
     run_id = tags.get("run_id")
     if not run_id:
@@ -87,14 +87,19 @@ def _owner_state(tags: dict[str, Any], instance: dg.DagsterInstance) -> tuple[bo
     return True, f"run {run_id[:8]} is {run.status.value.lower()}"
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` on this machine still runs (a zombie, not yet reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return True
 
 
 def cluster_leftovers(
