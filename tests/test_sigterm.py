@@ -17,7 +17,7 @@ from tests.conftest import CODEMOD, ORCHESTRATOR, Platform, app_repo, statuses
 pytestmark = pytest.mark.usefixtures("bwrap")
 
 NAMES = [f"svc{i}" for i in range(6)]
-SLOW_CODEMOD = f'sh -c \'sleep 2; exec "$0" "$@"\' {CODEMOD}'
+SLOW_CODEMOD = f'sh -c \'sleep 4; exec "$0" "$@"\' {CODEMOD}'
 
 
 def pulls(platform: Platform) -> dict[str, list[dict]]:
