@@ -3,7 +3,7 @@
 #
 # Idempotent: when `docker info` already works this exits 0 at once. Otherwise, as root on a
 # Debian-like host without dockerd, it installs Debian's docker.io, then starts
-#   dockerd --iptables=false --bridge=none [--add-runtime runsc=/usr/bin/runsc (DOCKER_RUNSC=1)]
+#   dockerd --iptables=false --bridge=none [--config-file <runsc runtimes> (when runsc is installed)]
 # in the background (no default bridge network: containers use `--network none` or
 # `--network host`, which is all the platform needs) and waits up to 30 s for it.
 #
@@ -14,12 +14,19 @@ set -euo pipefail
 log_dir="${1:-/tmp}"
 wait_s="${DOCKER_ENGINE_WAIT_S:-30}"
 read -r -a dockerd_args <<<"${DOCKERD_ARGS:---iptables=false --bridge=none}"
-# gVisor: with DOCKER_RUNSC=1 and runsc installed, the engine gets it as the runtime `runsc`
-# (profiles with isolation: gvisor use it). Opt-in: where this engine itself runs inside a
-# sandbox, runsc cannot set up container networks ("cannot run with network enabled in root
-# network namespace") and leaves its processes behind. A running engine keeps its runtimes.
-if [ -z "${DOCKERD_ARGS:-}" ] && [ "${DOCKER_RUNSC:-0}" = 1 ] && command -v runsc >/dev/null 2>&1; then
-    dockerd_args+=("--add-runtime" "runsc=$(command -v runsc)")
+# gVisor: when runsc is installed the engine gets two runtimes (DOCKER_RUNSC=0 leaves them out):
+# `runsc` for containers without a network (`--network none`, also the model-only proxy's) and
+# `runsc-host` for `--network host`. Each tells runsc which network it runs with: left to guess,
+# runsc refuses to start where this engine itself runs in a sandbox ("cannot run with network
+# enabled in root network namespace"). dockerd's --add-runtime takes no runtime arguments, so
+# they go in a daemon config file. A running engine keeps its runtimes.
+if [ -z "${DOCKERD_ARGS:-}" ] && [ "${DOCKER_RUNSC:-1}" = 1 ] && command -v runsc >/dev/null 2>&1; then
+    runsc_path="$(command -v runsc)"
+    mkdir -p "$log_dir"
+    config="$log_dir/dockerd-runtimes.json"
+    printf '{"runtimes": {"runsc": {"path": "%s", "runtimeArgs": ["--network=none"]}, "runsc-host": {"path": "%s", "runtimeArgs": ["--network=host"]}}}\n' \
+        "$runsc_path" "$runsc_path" >"$config"
+    dockerd_args+=("--config-file" "$config")
 fi
 
 say() { printf 'docker-engine: %s\n' "$*" >&2; }

@@ -11,6 +11,7 @@ import shutil
 import socket
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ import yaml
 from resources.sandboxes.docker import ContainerLimits, ContainerRequest, DockerEngine
 from resources.sandboxes.local import LocalSandboxProvider
 from tests.conftest import FLEET, Platform, require, statuses
+from tests.test_docker import images  # noqa: F401 (the engine and images fixture)
 
 PROBE = (
     "import socket, sys\n"
@@ -171,50 +173,47 @@ def test_the_docker_provider_uses_runsc_only_when_the_engine_has_it(tmp_path):
     without = DockerEngine(client=_Engine({"runc": {}}), limits=limits).run(request)
     assert without.exit_code == 125
     assert "no runsc runtime" in without.output_tail
-    engine = _Engine({"runc": {}, "runsc": {"path": "/usr/bin/runsc"}})
+    engine = _Engine({"runc": {}, "runsc": {}, "runsc-host": {}})
     DockerEngine(client=engine, limits=limits).run(request)
     assert engine.created[0]["runtime"] == "runsc"
+    DockerEngine(client=engine, limits=limits).run(replace(request, network=True))
+    assert engine.created[1]["runtime"] == "runsc-host"  # runsc told it runs on the host's
+    missing = DockerEngine(client=_Engine({"runsc": {}}), limits=limits).run(
+        replace(request, network=True)
+    )
+    assert missing.exit_code == 125 and "no runsc-host runtime" in missing.output_tail
     plain = _Engine({"runc": {}})
     DockerEngine(client=plain, limits=ContainerLimits()).run(request)
     assert "runtime" not in plain.created[0]
 
 
-def test_a_real_docker_container_runs_under_runsc_when_registered(tmp_path, runsc):
-    from resources.sandboxes.docker import DockerUnavailable, docker_client
+def test_real_docker_containers_run_under_runsc_with_and_without_a_network(
+    tmp_path,
+    runsc,
+    images,  # noqa: F811
+):
+    from resources.sandboxes.docker import docker_client
 
-    if os.environ.get("DOCKER_RUNSC") != "1":
-        pytest.skip(
-            "SKIPPED, NOT TESTED: Docker with runsc is opt-in (DOCKER_RUNSC=1, see "
-            "scripts/docker-engine.sh): it fails and leaks runsc processes on these hosts"
-        )
-    try:
-        client = docker_client()
-    except DockerUnavailable:
-        pytest.skip(
-            "SKIPPED, NOT TESTED: no Docker engine answers (tests/test_docker.py starts one)"
-        )
-    if "runsc" not in (client.info().get("Runtimes") or {}):
-        pytest.skip(
-            "SKIPPED, NOT TESTED: the Docker engine was started without the runsc "
-            "runtime (DOCKER_RUNSC=1 scripts/docker-engine.sh registers it when it starts one)"
-        )
-    images = {t for i in client.images.list() for t in i.tags}
-    if "campaign-sandbox:latest" not in images:
-        pytest.skip("SKIPPED, NOT TESTED: campaign-sandbox:latest is not built (make images)")
+    client = docker_client()
+    runtimes = client.info().get("Runtimes") or {}
+    require(
+        {"runsc", "runsc-host"} <= set(runtimes),
+        "the running Docker engine has no runsc runtimes (it was started before runsc was "
+        "installed, or not by scripts/docker-engine.sh, which registers them)",
+    )
     ws = tmp_path / "ws"
     ws.mkdir()
     engine = DockerEngine(client=client, limits=ContainerLimits(isolation="gvisor"))
-    result = engine.run(
-        ContainerRequest(image="campaign-sandbox:latest", command=["dmesg"], workspace=ws)
-    )
-    if "cannot run with network enabled in root network namespace" in result.output_tail:
-        # Seen where the engine itself runs inside a sandbox: runsc cannot tell the container's
-        # network namespace from the root one. The runtime was asked for, which is our part.
-        pytest.skip(
-            "SKIPPED, NOT TESTED: runsc under this Docker engine cannot set up the "
-            f"container's network here: {result.output_tail[-200:]}"
-        )
-    assert result.ok and "gVisor" in result.output_tail, result.output_tail
+    probe = ["sh", "-c", "dmesg | head -1; cat /proc/net/dev | wc -l"]
+    closed = engine.run(ContainerRequest(image="campaign-sandbox:latest", command=probe,
+                                         workspace=ws))  # fmt: skip
+    assert closed.ok and "Starting gVisor" in closed.output_tail, closed.output_tail
+    host = engine.run(ContainerRequest(image="campaign-sandbox:latest", command=probe,
+                                       workspace=ws, network=True))  # fmt: skip
+    assert host.ok and "Starting gVisor" in host.output_tail, host.output_tail
+    # With the host's network the sandbox sees the host's interfaces; without, loopback only.
+    count = lambda result: int(result.output_tail.split()[-1])  # noqa: E731
+    assert count(host) > count(closed)
 
 
 def test_runsc_state_is_kept_outside_the_workspaces_folder(tmp_path, runsc):

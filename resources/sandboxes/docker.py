@@ -148,20 +148,24 @@ class DockerEngine:
                 kwargs["sysctls"] = {"net.ipv4.ip_unprivileged_port_start": "0"}
                 wrapped = wrap_command(argv, port)
                 entrypoint, command = wrapped[:1], wrapped[1:]
+            network_mode = limits.full_network if req.network else "none"
             if limits.memory_mb:
                 kwargs["mem_limit"] = f"{limits.memory_mb}m"
                 kwargs["memswap_limit"] = f"{limits.memory_mb}m"  # no swap: the limit is the limit
             if limits.cpus:
                 kwargs["nano_cpus"] = int(limits.cpus * 1e9)
             if limits.isolation == "gvisor":
-                if not self.has_runtime("runsc"):
+                # runsc must be told the container's network (scripts/docker-engine.sh
+                # registers one runtime per network mode).
+                runtime = "runsc-host" if network_mode == "host" else "runsc"
+                if not self.has_runtime(runtime):
                     return failed(
                         125,
-                        "the profile asks for isolation: gvisor but the Docker "
-                        "engine has no runsc runtime (install runsc and restart the "
-                        "engine with scripts/docker-engine.sh, which registers it)",
+                        f"the profile asks for isolation: gvisor but the Docker engine has no "
+                        f"{runtime} runtime (install runsc and restart the engine with "
+                        "scripts/docker-engine.sh, which registers it)",
                     )
-                kwargs["runtime"] = "runsc"
+                kwargs["runtime"] = runtime
             try:
                 container = self.client.containers.create(
                     req.image,
@@ -170,7 +174,7 @@ class DockerEngine:
                     working_dir=WORKSPACE,
                     environment={**BASE_ENV, **req.env},
                     user=f"{os.getuid()}:{os.getgid()}",
-                    network_mode=limits.full_network if req.network else "none",
+                    network_mode=network_mode,
                     mounts=mounts,
                     labels={LABEL: "docker", **{LABEL_PREFIX + k: v for k, v in labels.items()}},
                     tmpfs={"/tmp": "rw,exec,nosuid,size=1g", "/var/tmp": "rw,exec,nosuid"},
