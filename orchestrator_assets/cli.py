@@ -14,12 +14,12 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator_assets.cli_metrics import metrics
-from orchestrator_assets.cli_options import OUTPUT
+from orchestrator_assets.cli_options import OUTPUT, open_instance
 from orchestrator_assets.cli_prs import prs
 from orchestrator_assets.cli_review import approve, audit, cancel, diff, reject, steer
 from orchestrator_assets.cli_sandboxes import sandboxes
 from orchestrator_assets.errors import OrchestratorError, SpecError
-from orchestrator_assets.settings import Settings, ensure_dagster_home
+from orchestrator_assets.settings import Settings
 
 console = Console(highlight=False, soft_wrap=True)
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -29,13 +29,6 @@ STATUS_STYLE = {
     "awaiting_review": "cyan", "change_failed": "red", "verification_failed": "red",
     "pr_failed": "red", "rejected": "magenta", "closed": "magenta", "skipped": "dim",
 }  # fmt: skip
-
-
-def _instance():
-    from dagster import DagsterInstance
-
-    ensure_dagster_home(Settings())
-    return DagsterInstance.get()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -248,7 +241,7 @@ def run(
         campaign = load_one(path, settings)
     if campaign.spec.discover is not None:
         campaign = _rediscover(campaign, settings)
-    instance = _instance()
+    instance = open_instance()
 
     def emit(stage: str, message: str) -> None:
         style = "red" if ("failed" in message or "FAILED" in message) else ""
@@ -339,7 +332,7 @@ def report(campaign: str, output: str) -> None:
     from orchestrator_assets.report import build_report
 
     loaded = load_catalog(Settings()).get(campaign)
-    _print_report(build_report(_instance(), loaded.spec), output)
+    _print_report(build_report(open_instance(), loaded.spec), output)
 
 
 @cli.command()
@@ -352,10 +345,8 @@ def logs(campaign: str, target: str, agent: bool) -> None:
     from orchestrator_assets.catalog import load_catalog
 
     spec = load_catalog(Settings()).get(campaign).spec
-    if spec.target(target) is None:
-        known = ", ".join(t.key for t in spec.targets)
-        raise OrchestratorError(f"campaign {campaign!r} has no target {target!r}; known: {known}")
-    instance = _instance()
+    spec.require_target(target)
+    instance = open_instance()
     change = history.latest_changes(instance, spec, [target]).get(target)
     verification = history.latest_verifications(instance, spec, [target]).get(target)
     if change is None:
@@ -509,7 +500,7 @@ def list_campaigns(output: str) -> None:
     from orchestrator_assets.report import build_report, status_counts
 
     catalog = load_catalog(Settings())
-    instance = _instance()
+    instance = open_instance()
     rows = []
     for name, loaded in sorted(catalog.campaigns.items()):
         frame = build_report(instance, loaded.spec)

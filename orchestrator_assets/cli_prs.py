@@ -23,6 +23,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from orchestrator_assets.cli_options import OUTPUT, open_instance
 from orchestrator_assets.errors import OrchestratorError
 from orchestrator_assets.settings import Settings
 from resources.forges.base import Forge, PullRequestDraft, PullRequestStatus
@@ -50,12 +51,6 @@ def forge_for(campaign: Campaign) -> Forge:
     from resources.build import build_forge
 
     return build_forge(Settings())
-
-
-def _instance() -> DagsterInstance:
-    from orchestrator_assets.cli import _instance as cli_instance
-
-    return cli_instance()
 
 
 @dataclass
@@ -291,7 +286,7 @@ def run_bulk(
         raise OrchestratorError("prs comment needs --message TEXT")
     campaign = load_catalog(Settings()).get(campaign_name)
     spec = campaign.spec
-    instance = _instance()
+    instance = open_instance()
     forge = forge_for(campaign)
     plans = plan_actions(verb, spec, instance, forge, targets, only_green)
     todo = [p for p in plans if p.action]
@@ -329,9 +324,6 @@ ONLY_GREEN = click.option(
     "--only-green", is_flag=True, help="Only PRs whose checks are `success` (none is not green)."
 )
 YES = click.option("--yes", is_flag=True, help="Act; without it only a preview is printed.")
-OUTPUT = click.option(
-    "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
-)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

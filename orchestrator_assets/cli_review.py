@@ -20,6 +20,7 @@ import click
 from rich.console import Console
 from rich.syntax import Syntax
 
+from orchestrator_assets.cli_options import open_instance
 from orchestrator_assets.cli_prs import current_actor
 from orchestrator_assets.errors import OrchestratorError
 from orchestrator_assets.settings import Settings
@@ -38,12 +39,6 @@ def _console() -> Console:
     return Console(highlight=False, soft_wrap=True)
 
 
-def _instance() -> DagsterInstance:
-    from orchestrator_assets.cli import _instance as cli_instance
-
-    return cli_instance()
-
-
 def _spec(campaign: str) -> CampaignSpec:
     from orchestrator_assets.catalog import load_catalog
 
@@ -59,7 +54,7 @@ def _decide(campaign: str, target: str, decision: str, **fields) -> None:
     from orchestrator_assets.review import prepare_decision, record_decision
 
     spec = _spec(campaign)
-    instance = _instance()
+    instance = open_instance()
     made = prepare_decision(
         instance,
         spec,
@@ -123,10 +118,8 @@ def diff(campaign: str, target: str, iteration: int | None, stat: bool) -> None:
     from orchestrator_assets import history
 
     spec = _spec(campaign)
-    if spec.target(target) is None:
-        known = ", ".join(t.key for t in spec.targets[:20])
-        raise OrchestratorError(f"campaign {campaign!r} has no target {target!r}; known: {known}")
-    change = history.latest_changes(_instance(), spec, [target]).get(target)
+    spec.require_target(target)
+    change = history.latest_changes(open_instance(), spec, [target]).get(target)
     if change is None or not change.head_sha:
         reason = f" ({change.outcome}: {change.reason or ''})" if change else ""
         raise OrchestratorError(f"{target}: no change to show{reason}")
@@ -199,10 +192,9 @@ def cancel(campaign: str, target: str | None, wait_s: float) -> None:
     the next run continues from there.
     """
     spec = _spec(campaign)
-    if target is not None and spec.target(target) is None:
-        known = ", ".join(t.key for t in spec.targets[:20])
-        raise OrchestratorError(f"campaign {campaign!r} has no target {target!r}; known: {known}")
-    instance = _instance()
+    if target is not None:
+        spec.require_target(target)
+    instance = open_instance()
     console = _console()
     runs = active_runs(instance, spec, target)
     if not runs:
@@ -316,7 +308,7 @@ def audit(campaign: str | None, since_h: float | None, output: str) -> None:
     specs = (
         [catalog.get(campaign).spec] if campaign else [c.spec for c in catalog.campaigns.values()]
     )
-    instance = _instance()
+    instance = open_instance()
     entries = sorted(
         (e for spec in specs for e in audit_log.audit_entries(instance, spec)), key=lambda e: e.at
     )

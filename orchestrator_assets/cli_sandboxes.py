@@ -17,18 +17,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator_assets.cli_options import OUTPUT
-from orchestrator_assets.settings import Settings, ensure_dagster_home
+from orchestrator_assets.cli_options import OUTPUT, open_instance
+from orchestrator_assets.settings import Settings
 
 console = Console(highlight=False, soft_wrap=True)
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _instance():
-    from dagster import DagsterInstance
-
-    ensure_dagster_home(Settings())
-    return DagsterInstance.get()
 
 
 def _profiles(settings: Settings):
@@ -52,7 +45,7 @@ def _leftovers():
 
     settings = Settings()
     clusters = profile_clusters(_profiles(settings))
-    found, problem = find_leftovers(settings.workspaces_dir, _instance(), clusters=clusters)
+    found, problem = find_leftovers(settings.workspaces_dir, open_instance(), clusters=clusters)
     if problem:
         errors.print(f"[yellow]{problem}[/]")
     return found

@@ -149,11 +149,7 @@ def prepare_decision(
     instance: DagsterInstance, spec: CampaignSpec, decision: ReviewDecision
 ) -> ReviewDecision:
     """A decision checked against the target's current state and pinned to its change."""
-    if spec.target(decision.target) is None:
-        known = ", ".join(t.key for t in spec.targets[:20])
-        raise OrchestratorError(
-            f"campaign {spec.name!r} has no target {decision.target!r}; known: {known}"
-        )
+    spec.require_target(decision.target)
     change = history.latest_changes(instance, spec, [decision.target]).get(decision.target)
     pr = history.latest_pull_requests(instance, spec, [decision.target]).get(decision.target)
     awaiting = (

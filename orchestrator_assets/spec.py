@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from orchestrator_assets.errors import Problem, SpecError
+from orchestrator_assets.errors import OrchestratorError, Problem, SpecError
 from orchestrator_assets.slugs import CAMPAIGN_NAME_RE, dagster_name, slug_problem, target_slug
 from orchestrator_assets.spec_errors import problems_from_validation, yaml_problem
 from resources.forges.github_discovery import GitHubSelector
@@ -428,6 +428,17 @@ class CampaignSpec(_Model):
     def target(self, key: str) -> Target | None:
         """The target with partition key `key`, if the campaign still has it."""
         return next((t for t in self.targets if t.key == key), None)
+
+    def require_target(self, key: str) -> Target:
+        """The target with partition key `key`; an error naming the known ones otherwise."""
+        found = self.target(key)
+        if found is None:
+            known = ", ".join(t.key for t in self.targets[:20])
+            more = ", …" if len(self.targets) > 20 else ""
+            raise OrchestratorError(
+                f"campaign {self.name!r} has no target {key!r}; known: {known}{more}"
+            )
+        return found
 
     def verifiers_for(self, target: Target) -> list[Verifier]:
         """The verifiers that gate one target: the campaign's, less those it skips, with its own
