@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 
 import dagster as dg
 from dagster import DagsterInstance
 
 from orchestrator_assets import history
 from orchestrator_assets.errors import OrchestratorError
-from orchestrator_assets.records import ChangeRecord, ReviewDecision, decision_applies
+from orchestrator_assets.records import (
+    ChangeRecord,
+    PullRequestRecord,
+    ReviewDecision,
+    decision_applies,
+)
 from orchestrator_assets.spec import CampaignSpec
 from orchestrator_assets.status import ChangeOutcome
 
@@ -161,8 +167,21 @@ def prepare_decision(
     return check_decision(spec, change, decision, awaiting)
 
 
-def awaiting_targets(instance: DagsterInstance, spec: CampaignSpec) -> dict[str, float]:
-    """Targets whose current change waits for a review, and since when (epoch seconds)."""
+@dataclass
+class Awaiting:
+    """A target whose current change waits for a review: the change and its PR record."""
+
+    change: ChangeRecord
+    pull_request: PullRequestRecord
+
+    @property
+    def since(self) -> float:
+        """When the change began to wait (epoch seconds; 0 when not recorded)."""
+        return self.pull_request.awaiting_since or 0.0
+
+
+def awaiting_targets(instance: DagsterInstance, spec: CampaignSpec) -> dict[str, Awaiting]:
+    """Targets whose current change waits for a review (no decision applies to it yet)."""
     changes = history.latest_changes(instance, spec)
     prs = history.latest_pull_requests(instance, spec, list(changes))
     decisions = latest_decisions(instance, spec, list(changes))
@@ -175,7 +194,7 @@ def awaiting_targets(instance: DagsterInstance, spec: CampaignSpec) -> dict[str,
             and pr.head_sha == change.head_sha
             and not decision_applies(decisions.get(key), change)
         ):
-            waiting[key] = pr.awaiting_since or 0.0
+            waiting[key] = Awaiting(change, pr)
     return waiting
 
 

@@ -119,7 +119,8 @@ def build_pr_status_sensor(
                 entry["failures"] = 0
                 entry.pop("error", None)
                 digest = status_digest(status)
-                if digest != entry["digest"]:
+                changed = digest != entry["digest"]
+                if changed:
                     entry["digest"] = digest
                     entry["idle"] = 0
                     events.append(
@@ -131,7 +132,7 @@ def build_pr_status_sensor(
                     )
                 else:
                     entry["idle"] += 1
-                if status.state == "merged" and digest == entry["digest"] and entry["idle"] == 0:
+                if changed and status.state == "merged":
                     notifier_getter()("merged", f"*{spec.name}*: `{key}` merged: {status.url}")
                 if status.state in ENDED:
                     del tracked[key]  # followed to the end

@@ -156,14 +156,13 @@ def _after(cursor: str | None) -> int:
 def _decide_from_drafts(
     context: dg.SensorEvaluationContext,
     spec: CampaignSpec,
-    waiting: dict[str, float],
+    waiting: dict[str, review.Awaiting],
     forge_getter: Callable[[], Forge],
 ) -> None:
     """Record a decision for each draft PR whose GitHub review approved or asked for changes."""
-    prs = history.latest_pull_requests(context.instance, spec, list(waiting))
-    changes = history.latest_changes(context.instance, spec, list(waiting))
     forge = forge_getter()
-    for key, pr in prs.items():
+    for key, awaiting in waiting.items():
+        pr = awaiting.pull_request
         target = spec.target(key)
         if target is None or pr.number is None:
             continue
@@ -187,9 +186,8 @@ def _decide_from_drafts(
         elif status.review == "changes_requested":
             notes = "\n".join(status.review_notes) or f"see the review on {status.url}"
             agentic = spec.transformation.kind == "agentic"
-            change = changes.get(key)
             decision = ReviewDecision(
-                decision="steer" if agentic and change and change.agent else "reject",
+                decision="steer" if agentic and awaiting.change.agent else "reject",
                 target=key,
                 actor=actor,
                 reason=f"changes requested on {status.url}",
@@ -208,23 +206,21 @@ def _decide_from_drafts(
 def _expire(
     context: dg.SensorEvaluationContext,
     spec: CampaignSpec,
-    waiting: dict[str, float],
+    waiting: dict[str, review.Awaiting],
     timeout_s: float,
     now: float,
     notify: Callable[[str, str], bool],
 ) -> None:
     """Reject each change that waited longer than the campaign's review timeout."""
-    changes = history.latest_changes(context.instance, spec, list(waiting))
-    for key, since in sorted(waiting.items()):
-        change = changes.get(key)
-        if change is None or not since or now - since < timeout_s:
+    for key, awaiting in sorted(waiting.items()):
+        if not awaiting.since or now - awaiting.since < timeout_s:
             continue
         decision = ReviewDecision(
             decision="reject",
             target=key,
             actor=SYSTEM_ACTOR,
             reason=f"timeout: no review within {spec.review.timeout}",
-            head_sha=change.head_sha,
+            head_sha=awaiting.change.head_sha,
             source="timeout",
         )
         review.record_decision(context.instance, spec, decision)

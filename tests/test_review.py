@@ -241,7 +241,8 @@ def test_review_sensor_requests_one_run_per_decision_and_expires_late_reviews(pl
     with platform.instance() as instance:
         waiting = review.awaiting_targets(instance, spec)
         assert set(waiting) == {"acme__alpha", "acme__beta"}
-        clock[0] = max(waiting.values()) + 3600  # an hour later: nothing has timed out
+        latest = max(w.since for w in waiting.values())
+        clock[0] = latest + 3600  # an hour later: nothing has timed out
         result = sensor(dg.build_sensor_context(instance=instance))
         assert result.run_requests == [] and decisions(platform, spec) == []
 
@@ -253,7 +254,7 @@ def test_review_sensor_requests_one_run_per_decision_and_expires_late_reviews(pl
         again = sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor))
         assert again.run_requests == []  # the cursor moved past it
 
-        clock[0] = max(waiting.values()) + 25 * 3600  # beta waited more than 24h
+        clock[0] = latest + 25 * 3600  # beta waited more than 24h
         expired = sensor(dg.build_sensor_context(instance=instance, cursor=again.cursor))
         (request,) = expired.run_requests
         assert request.partition_key == "acme__beta"
