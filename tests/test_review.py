@@ -17,6 +17,7 @@ from orchestrator_assets.catalog import load_one
 from orchestrator_assets.demo_fleet import RepoSpec
 from orchestrator_assets.factory import build_campaign_definitions
 from orchestrator_assets.runner import campaign_definitions
+from resources.build import build_forge
 from resources.notify import NotifierResource
 from sensors.review import build_review_sensor
 from tests.conftest import ORCHESTRATOR, Platform, app_repo, statuses
@@ -443,3 +444,27 @@ def test_audit_lists_decisions_bulk_actions_cancels_pushes_and_pr_writes(platfor
     platform.env["COLUMNS"] = "250"
     table = platform.cli("audit").stdout  # every campaign, as a table
     assert "approve (cli)" in table and "audited action(s)" in table
+
+
+def test_a_merged_pr_is_announced_once(platform, slack):
+    from sensors.pr_status import build_pr_status_sensor
+
+    path = platform.write_campaign(
+        "plain", targets=[str(p) for p in platform.make_fleet(FLEET[:1])]
+    )
+    assert statuses(platform.run(path).report) == {"acme__alpha": "pr_open"}
+    spec = load_one(path, platform.settings()).spec
+    clock = [1_000_000.0]
+    sensor = build_pr_status_sensor(
+        spec, lambda: build_forge(platform.settings()), clock=lambda: clock[0],
+        notifier_getter=NotifierResource().get,
+    )  # fmt: skip
+    with platform.instance() as instance:
+        first = sensor(dg.build_sensor_context(instance=instance))
+        assert slack.texts("merged") == []  # open: nothing to announce
+        record = platform.fleet / "acme" / "alpha.git" / "pulls" / "1.json"
+        record.write_text(json.dumps({**json.loads(record.read_text()), "state": "merged"}))
+        clock[0] += 3600
+        sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor))
+    (merged,) = slack.texts("merged")
+    assert "*plain*: `acme__alpha` merged" in merged

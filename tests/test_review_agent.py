@@ -79,3 +79,30 @@ def test_steer_resumes_the_session_and_each_iteration_is_kept(platform: Platform
     third = platform.run(path)
     assert statuses(third.report) == {"acme__alpha": "pr_open"}
     assert len(model.conversation_requests) == first_requests + 2  # approving ran no agent
+
+
+def test_a_budget_alert_is_posted_to_slack(platform: Platform, model, monkeypatch):  # noqa: F811
+    from tests.test_review import SlackReceiver
+
+    receiver = SlackReceiver()
+    monkeypatch.setenv("ORCHESTRATOR_SLACK_WEBHOOK_URL", receiver.url)
+    try:
+        repos = [create_repo(platform.fleet, app_repo(n, "GREETING = 'OLD'\n"))
+                 for n in ("alpha", "beta")]  # fmt: skip
+        path = platform.write_campaign(
+            "budgeted", targets=[str(r) for r in repos], concurrency=1, budget_usd=0.0001,
+            transformation={"kind": "agentic", "prompt": "Rename OLD to NEW.", "max_turns": 4},
+        )  # fmt: skip
+        model.script = [
+            tool("Bash", {"command": "sed -i s/OLD/NEW/ app.py", "description": "rename"}),
+            text("Renamed."),
+        ]
+        outcome = platform.run(path)
+        # The first run spends past the tiny budget (its own --max-budget-usd stops it); the
+        # second target is not started.
+        assert statuses(outcome.report) == {"acme__alpha": "change_failed",
+                                            "acme__beta": "skipped"}  # fmt: skip
+        alerts = receiver.texts("budget")
+        assert alerts and "budgeted" in alerts[-1] and "100% reached" in alerts[-1]
+    finally:
+        receiver.close()
