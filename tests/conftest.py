@@ -62,6 +62,13 @@ class Platform:
 
     root: Path
     env: dict[str, str]
+    monkeypatch: pytest.MonkeyPatch
+
+    def set_env(self, key: str, value: str) -> None:
+        """Set a variable for this test's CLI subprocesses and its in-process runs alike
+        (undone when the test ends)."""
+        self.env[key] = value
+        self.monkeypatch.setenv(key, value)
 
     @property
     def campaigns(self) -> Path:
@@ -129,7 +136,7 @@ def platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Platform:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     ensure_dagster_home(Settings())
-    return Platform(root=tmp_path, env={**os.environ, **env})
+    return Platform(root=tmp_path, env={**os.environ, **env}, monkeypatch=monkeypatch)
 
 
 def statuses(frame) -> dict[str, str]:

@@ -128,23 +128,18 @@ def test_a_campaign_on_a_gvisor_profile_runs_there_and_records_it(platform: Plat
             }
         )
     )
-    os.environ["ORCHESTRATOR_PROFILES_FILE"] = platform.env["ORCHESTRATOR_PROFILES_FILE"] = str(
-        path
-    )
-    try:
-        fleet = platform.make_fleet([r for r in FLEET if r.name in ("alpha", "epsilon")])
-        campaign = platform.write_campaign("rename", targets=[str(p) for p in fleet])
-        outcome = platform.run(campaign)
-        assert statuses(outcome.report) == {
-            "acme__alpha": "pr_open",
-            "acme__epsilon": "verification_failed",
-        }
-        spec = load_one(campaign, platform.settings()).spec
-        with platform.instance() as instance:
-            changes = latest_changes(instance, spec)
-        assert {c.isolation for c in changes.values()} == {"local:gvisor"}
-    finally:
-        del os.environ["ORCHESTRATOR_PROFILES_FILE"]
+    platform.set_env("ORCHESTRATOR_PROFILES_FILE", str(path))
+    fleet = platform.make_fleet([r for r in FLEET if r.name in ("alpha", "epsilon")])
+    campaign = platform.write_campaign("rename", targets=[str(p) for p in fleet])
+    outcome = platform.run(campaign)
+    assert statuses(outcome.report) == {
+        "acme__alpha": "pr_open",
+        "acme__epsilon": "verification_failed",
+    }
+    spec = load_one(campaign, platform.settings()).spec
+    with platform.instance() as instance:
+        changes = latest_changes(instance, spec)
+    assert {c.isolation for c in changes.values()} == {"local:gvisor"}
 
 
 class _Engine:

@@ -350,8 +350,7 @@ def profiles_file(platform: Platform, cluster: Cluster, **profile) -> None:
     }
     path = platform.root / "profiles.yaml"
     path.write_text(yaml.safe_dump(data))
-    platform.env["ORCHESTRATOR_PROFILES_FILE"] = str(path)
-    os.environ["ORCHESTRATOR_PROFILES_FILE"] = str(path)
+    platform.set_env("ORCHESTRATOR_PROFILES_FILE", str(path))
 
 
 @fake_only
