@@ -27,6 +27,20 @@ def require(condition: bool, reason: str) -> None:
     pytest.skip(f"SKIPPED, NOT TESTED: {reason}")
 
 
+@pytest.fixture(autouse=True)
+def no_inherited_defs_state_storage():
+    """Each test starts without Dagster's "current definitions-state storage".
+
+    Dagster keeps it in a context variable that entering an instance sets; one left behind by
+    an earlier test points at a closed instance, and resolving definitions then fails with
+    "Attempted to resolve undefined DagsterInstance weakref" (seen only in full-suite runs).
+    """
+    from dagster._core.storage.defs_state.base import set_defs_state_storage
+
+    with set_defs_state_storage(None):
+        yield
+
+
 @pytest.fixture
 def bwrap() -> None:
     """Tests that need bubblewrap for sandbox isolation."""
