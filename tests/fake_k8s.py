@@ -1040,18 +1040,17 @@ class Exec:
         """The command, under bubblewrap: the host's root read-only stands for the image, the
         pod's emptyDir volumes at their mount paths, the container's env and working dir."""
         container = self.pod["spec"]["containers"][0]
-        cmd = [
-            "bwrap",
-            "--die-with-parent",
-            "--unshare-pid",
-            "--ro-bind",
-            "/",
-            "/",
-            "--dev",
-            "/dev",
-            "--proc",
-            "/proc",
-        ]
+        cmd = ["bwrap", "--die-with-parent", "--unshare-pid"]
+        # The host's top-level entries one by one rather than "/" itself: the new root stays
+        # bubblewrap's own tmpfs, so a mount path the host lacks (/workspace) can be made in it.
+        for entry in sorted(os.scandir("/"), key=lambda e: e.name):
+            if entry.name in ("dev", "proc"):
+                continue
+            if entry.is_symlink():
+                cmd += ["--symlink", os.readlink(entry.path), entry.path]
+            else:
+                cmd += ["--ro-bind", entry.path, entry.path]
+        cmd += ["--dev", "/dev", "--proc", "/proc"]
         for mount in container.get("volumeMounts") or []:
             source = self.runtime.root / "volumes" / mount["name"]
             source.mkdir(parents=True, exist_ok=True)
@@ -1119,7 +1118,7 @@ class Exec:
         while True:
             try:
                 frame = self.recv()
-            except OSError:
+            except (OSError, ValueError):  # ValueError: the connection's file was closed
                 frame = None
             if frame is None or frame[0] == 8:
                 break
