@@ -17,7 +17,7 @@ $(BIN)/orchestrator: pyproject.toml
 	@touch $@
 
 # bubblewrap isolates the local sandbox (runsc, gVisor, when a profile asks); chromium renders the UI in tests/test_ui.py; PostgreSQL's
-# server runs tests/test_postgres.py. All are installed from Debian's packages when we are root.
+# server runs tests/test_postgres.py; kubectl renders deploy/k8s. All are installed from Debian's packages when we are root.
 system-deps:
 	@command -v bwrap >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -34,6 +34,11 @@ system-deps:
 	    echo "installing chromium (headless browser for the UI test)"; \
 	    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "WARNING: could not install chromium"; \
 	  else echo "WARNING: chromium is not installed: the UI test's browser part is skipped"; fi; }
+	@command -v kubectl >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing kubectl (Debian's kubernetes-client: the tests render deploy/k8s with kustomize)"; \
+	    (apt-get update -qq && apt-get install -y -qq kubernetes-client >/dev/null) || echo "WARNING: could not install kubectl"; \
+	  else echo "WARNING: kubectl is not installed: the manifest tests are skipped"; fi; }
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing postgresql (the tests run the platform on a real PostgreSQL server)"; \

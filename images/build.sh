@@ -187,7 +187,12 @@ build_base() {
         return 0
     fi
     [ "$(id -u)" = 0 ] || die "debootstrap needs root to make $BASE_IMAGE (run as root, or docker load a saved copy)"
-    command -v debootstrap >/dev/null 2>&1 || die "debootstrap is not installed (apt-get install debootstrap)"
+    if ! command -v debootstrap >/dev/null 2>&1; then
+        command -v apt-get >/dev/null 2>&1 || die "debootstrap is not installed (Debian: apt-get install debootstrap)"
+        say "installing debootstrap (Debian's packages)"
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; } ||
+            die "could not install debootstrap (apt-get install debootstrap)"
+    fi
     local mirror_url security_url rootfs start=$SECONDS
     mirror_url="$(mirror)"
     security_url="$(security_mirror)"
