@@ -363,10 +363,22 @@ def test_with_the_daemon_a_launched_review_job_leads_to_the_pull_request(platfor
         [str(bin_dir / "dagster-daemon"), "run", *workspace], env=env, cwd=project,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
+
+    def applied_runs() -> list[dg.DagsterRun]:
+        """The finished runs the review sensor requested for the recorded decision."""
+        found = decisions(platform, spec)
+        if not found:
+            return []
+        with platform.instance() as instance:
+            runs = instance.get_runs(dg.RunsFilter(tags={"orchestrator/review": found[0]["id"]}))
+        return [r for r in runs if r.is_finished]
+
     try:
+        # Until the run the sensor requested has finished, not only until its PR exists:
+        # stopping the daemon's process group earlier interrupts that run.
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
-            if pulls(platform, "alpha"):
+            if pulls(platform, "alpha") and applied_runs():
                 break
             assert daemon.poll() is None, "the daemon exited"
             time.sleep(2)
@@ -377,9 +389,8 @@ def test_with_the_daemon_a_launched_review_job_leads_to_the_pull_request(platfor
         daemon.wait(timeout=60)
     (decision,) = decisions(platform, spec)
     assert (decision["actor"], decision["source"], decision["reason"]) == ("dana", "job", "ship it")
-    with platform.instance() as instance:
-        runs = instance.get_runs(dg.RunsFilter(tags={"orchestrator/review": decision["id"]}))
-        assert len(runs) == 1 and runs[0].status == dg.DagsterRunStatus.SUCCESS
+    runs = applied_runs()
+    assert len(runs) == 1 and runs[0].status == dg.DagsterRunStatus.SUCCESS
 
 
 def test_cancel_stops_a_running_campaign_and_removes_its_sandboxes(platform):
