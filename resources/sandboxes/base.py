@@ -11,6 +11,17 @@ from pydantic import BaseModel
 
 OutputCallback = Callable[[str], None]
 
+# What every container-based provider (Docker, Kubernetes pod, agent-sandbox claim) shares:
+# where the workspace is mounted and the environment a command starts from.
+WORKSPACE = "/workspace"
+BASE_ENV = {
+    "HOME": "/tmp",
+    "TMPDIR": "/tmp",
+    "LANG": "C.UTF-8",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "CI": "true",
+}
+
 
 class ExecResult(BaseModel):
     """What one command did: exit code, how long it took, the tail of its output."""

@@ -23,24 +23,16 @@ from typing import Any
 
 from docker.types import Mount
 
-from resources.sandboxes.base import ExecResult, OutputCallback
+from resources.sandboxes.base import BASE_ENV, WORKSPACE, ExecResult, OutputCallback
 from resources.sandboxes.model_proxy import SOCKET_DIR, ModelProxy, endpoint_of, is_ip, wrap_command
 from resources.sandboxes.workspaces import WorkspaceProvider
 
 log = logging.getLogger(__name__)
 
-WORKSPACE = "/workspace"
 DEFAULT_IMAGE = "campaign-sandbox:latest"  # built by `make images` (images/Dockerfile.sandbox)
 LABEL = "org.campaign.sandbox"  # on every container the platform starts: the provider's name
 LABEL_PREFIX = "org.campaign."
 TAIL_LINES = 80
-BASE_ENV = {
-    "HOME": "/tmp",
-    "TMPDIR": "/tmp",
-    "LANG": "C.UTF-8",
-    "PYTHONDONTWRITEBYTECODE": "1",
-    "CI": "true",
-}
 
 
 class DockerUnavailable(RuntimeError):

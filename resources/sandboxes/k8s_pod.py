@@ -30,11 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from resources.sandboxes.base import OutputCallback
+from resources.sandboxes.base import WORKSPACE, OutputCallback
 
 log = logging.getLogger(__name__)
 
-WORKSPACE = "/workspace"
 SYNC_MARK = "/tmp/.campaign-sync-mark"  # touched before a command: what is newer changed
 TAIL_LINES = 80
 RETRIED = (429, 500, 502, 503, 504)
@@ -50,13 +49,6 @@ FATAL_WAITING = {
     "CreateContainerError",
     "CrashLoopBackOff",
     "RunContainerError",
-}
-BASE_ENV = {
-    "HOME": "/tmp",
-    "TMPDIR": "/tmp",
-    "LANG": "C.UTF-8",
-    "PYTHONDONTWRITEBYTECODE": "1",
-    "CI": "true",
 }
 
 T = TypeVar("T")

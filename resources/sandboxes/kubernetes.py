@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from resources.sandboxes.base import ExecResult, OutputCallback
+from resources.sandboxes.base import BASE_ENV, WORKSPACE, ExecResult, OutputCallback
 from resources.sandboxes.docker import ContainerLimits, EngineConnection, run_in_container
 from resources.sandboxes.k8s_config import (
     ClusterAccess,
@@ -34,11 +34,9 @@ from resources.sandboxes.k8s_config import (
     api_client,
 )
 from resources.sandboxes.k8s_pod import (
-    BASE_ENV,
     FATAL_WAITING,
     RETRIED,
     SYNC_MARK,
-    WORKSPACE,
     Pod,
     SandboxNotReady,
     api_error,

@@ -19,14 +19,14 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from resources.sandboxes.base import ExecResult, OutputCallback
+from resources.sandboxes.base import WORKSPACE, ExecResult, OutputCallback
 from resources.sandboxes.docker import ContainerLimits, EngineConnection, run_in_container
 from resources.sandboxes.workspaces import WorkspaceProvider
 
 log = logging.getLogger(__name__)
 
 TAIL_LINES = 80
-SANDBOX_WORKSPACE = "/workspace"  # where commands see the workspace under bubblewrap
+SANDBOX_WORKSPACE = WORKSPACE  # where commands see the workspace under bubblewrap
 # Places on the host a sandboxed command must not read: credentials of the user running the
 # platform. Hidden behind empty tmpfs mounts when they exist.
 SECRET_PATHS = (
