@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from orchestrator_assets import history, review
+from orchestrator_assets import history, metrics, review
 from orchestrator_assets.budget import Budget
 from orchestrator_assets.fanout import fan_out
 from orchestrator_assets.metadata import (
@@ -172,10 +172,15 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
         )
         forge_client = forge.get()
         notify = notifier.get()
+        # Sandbox time to ready and the code host's API counters are measured here, in the run
+        # itself, so runs launched by the CLI, the daemon or a run pod all record them.
+        stats = metrics.RunStats(forge_kind=forge.kind)
+        forge_before = metrics.forge_counters(forge_client)
+        sandboxes = sandbox.get(profile.provider, profile.image, profile.limits())
         wb = Workbench(
             forge=forge_client,
             cache=repo_cache.get(forge_git_env(forge_client)),
-            sandboxes=sandbox.get(profile.provider, profile.image, profile.limits()),
+            sandboxes=metrics.TimedProvider(sandboxes, profile.provider, stats),
             author=(forge.author_name, forge.author_email),
             network=profile.commands_network,
             default_timeout_s=profile.timeout_s,
@@ -216,21 +221,25 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
                 if "pull_request" in stages and "change" not in stages else None,
             )  # fmt: skip
 
-        for key, outcome in fan_out(
-            todo,
-            work,
-            failed,
-            max_workers=spec.concurrency,
-            log=context.log.info,
-            cancel=wb.sandboxes.close_all,
-        ):
-            record_target(context, key, outcome, single)
-            while budget_notes:
-                note = f"campaign {spec.name}: {budget_notes.pop(0)}"
-                context.log.warning(note)
-                notify("budget", note)
-            if outcome.verification is not None:
-                verified[key] = outcome.verification
+        try:
+            for key, outcome in fan_out(
+                todo,
+                work,
+                failed,
+                max_workers=spec.concurrency,
+                log=context.log.info,
+                cancel=sandboxes.close_all,
+            ):
+                record_target(context, key, outcome, single)
+                while budget_notes:
+                    note = f"campaign {spec.name}: {budget_notes.pop(0)}"
+                    context.log.warning(note)
+                    notify("budget", note)
+                if outcome.verification is not None:
+                    verified[key] = outcome.verification
+        finally:  # also when the run is interrupted: what it measured so far is kept
+            stats.forge = metrics.forge_delta(forge_before, metrics.forge_counters(forge_client))
+            metrics.record_run_stats(instance, context.run_id, stats, spec.name)
         yield from check_results(context, verified, single)
 
     def record_target(context, key: str, outcome: TargetOutcome, single: bool) -> None:

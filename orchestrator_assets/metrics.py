@@ -7,8 +7,9 @@ metrics serve` (cli_metrics.py) refreshes it periodically and serves it over HTT
 campaigns run by the CLI, the daemon or a Kubernetes run pod alike. A restarted exporter reads the
 history again, so counters are totals over everything stored.
 
-What a materialization does not hold — sandbox time to ready and code-host API calls — a run
-records as the run tag `orchestrator/metrics` when it ends (`RunStats`, written by the runner).
+What a materialization does not hold — sandbox time to ready and code-host API calls — each
+campaign run measures itself and records as the run tag `orchestrator/metrics` when its step ends
+(`RunStats`, written by the asset factory's step, whichever process or pod runs it).
 
 Names (the Grafana dashboard in deploy/grafana/ uses exactly these):
 
@@ -56,9 +57,6 @@ TOKEN_KINDS = {
 }
 RUN_STATUSES = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "SUCCESS", "FAILURE",
                 "CANCELING", "CANCELED")  # fmt: skip
-# A finished run without the stats tag is taken as having none once this long has passed (the
-# runner tags a run just after it ends; a run launched by the daemon never is).
-STATS_GRACE_S = 60.0
 
 log = logging.getLogger("orchestrator.metrics")
 
@@ -216,15 +214,13 @@ class EventLogCollector:
         from dagster import RunsFilter
 
         m = self.metrics
-        now = time.time()
         for record in instance.get_run_records(RunsFilter(tags={"campaign": campaign})):
             run = record.dagster_run
             if run.run_id in self._runs_done or not run.is_finished:
                 continue
+            # A campaign run tags itself before it finishes; a finished run without the tag
+            # (a report or review run) has nothing to count.
             raw = run.tags.get(STATS_TAG)
-            ended = record.end_time or record.update_timestamp.timestamp()
-            if raw is None and now - ended < STATS_GRACE_S:
-                continue  # the runner may be about to tag it
             self._runs_done.add(run.run_id)
             if raw is None:
                 continue
@@ -311,42 +307,14 @@ def exported_names(metrics: Metrics) -> set[str]:
     return names
 
 
-# --- wiring for the runs the CLI makes ----------------------------------------------------------
-
-_current = RunStats()
+# --- recording, from inside a run ---------------------------------------------------------------
 
 
-def current_stats() -> RunStats:
-    """The stats of the run this process is working on (the CLI runs one at a time)."""
-    return _current
-
-
-def start_run_stats(forge_kind: str) -> RunStats:
-    """Fresh stats for the next run."""
-    global _current
-    _current = RunStats(forge_kind=forge_kind)
-    return _current
-
-
-def metered_sandbox_resource(resource: Any) -> Any:
-    """The sandbox resource with each sandbox's time to ready recorded in `current_stats()`."""
-    from resources.dagster_resources import SandboxResource
-
-    class MeteredSandboxResource(type(resource)):  # type: ignore[misc]
-        """A sandbox resource whose providers time their sandboxes (metrics.TimedProvider)."""
-
-        def get(self, *args: Any, **kwargs: Any) -> Any:
-            kind = kwargs.get("provider", args[0] if args else "local")
-            return TimedProvider(super().get(*args, **kwargs), str(kind), current_stats())
-
-    assert isinstance(resource, SandboxResource)
-    fields = {name: getattr(resource, name) for name in type(resource).model_fields}
-    return MeteredSandboxResource(**fields)
-
-
-def record_run_stats(instance: Any, run_id: str, stats: RunStats) -> None:
-    """Store a finished run's stats as its `orchestrator/metrics` tag (read by the exporter)."""
+def record_run_stats(instance: Any, run_id: str, stats: RunStats, campaign: str) -> None:
+    """Store a run's stats as its `orchestrator/metrics` tag (read by the exporter), with the
+    `campaign` tag the exporter finds runs by (a run of the UI's asset graph has none of its
+    own)."""
     try:
-        instance.add_run_tags(run_id, {STATS_TAG: stats.to_tag()})
+        instance.add_run_tags(run_id, {STATS_TAG: stats.to_tag(), "campaign": campaign})
     except Exception:  # metrics must never fail a campaign
         log.warning("could not record run metrics for %s", run_id, exc_info=True)

@@ -14,7 +14,7 @@ import pandas as pd
 from dagster import DagsterEventType, DagsterInstance
 from dagster._core.utils import make_new_run_id
 
-from orchestrator_assets import json_logs, metrics
+from orchestrator_assets import json_logs
 from orchestrator_assets.catalog import Campaign
 from orchestrator_assets.cli_review import HOST_TAG, PID_TAG
 from orchestrator_assets.errors import OrchestratorError
@@ -97,25 +97,8 @@ def campaign_definitions(campaign: Campaign, settings: Settings) -> dg.Definitio
     """The campaign's definitions bound to the platform's resources."""
     return dg.Definitions.merge(
         build_campaign_definitions(campaign.spec, campaign.profile),
-        dg.Definitions(resources=_metered(build_resources(settings)), loggers=json_logs.LOGGERS),
+        dg.Definitions(resources=build_resources(settings), loggers=json_logs.LOGGERS),
     )
-
-
-def _metered(resources: dict[str, object]) -> dict[str, object]:
-    """The resources with each sandbox's time to ready measured for the metrics."""
-    return {**resources, "sandbox": metrics.metered_sandbox_resource(resources["sandbox"])}
-
-
-def _forge_counters(settings: Settings) -> dict[str, float]:
-    """The code host client's cumulative API counters (GitHub keeps them; one client a process)."""
-    if settings.forge == "local":
-        return {}
-    from resources.build import build_forge
-
-    try:
-        return metrics.forge_counters(build_forge(settings))
-    except Exception:  # no token: the run itself says so
-        return {}
 
 
 def run_campaign(
@@ -190,8 +173,6 @@ def _run_ranges(
             return
         run_id = make_new_run_id()
         single = start == end
-        stats = metrics.start_run_stats(settings.forge)
-        forge_before = _forge_counters(settings)
         json_logs.set_context(campaign=spec.name, run_id=run_id)
         emit("run", f"{run_id[:8]} over {start if single else f'{start} … {end}'}")
         with ProgressWatcher(instance, run_id, emit):
@@ -214,8 +195,6 @@ def _run_ranges(
             )
         # The agent CLI keeps its own session files in its home (for --resume): no secret stays.
         redact_files(settings.data_dir / "agent-homes")
-        stats.forge = metrics.forge_delta(forge_before, _forge_counters(settings))
-        metrics.record_run_stats(instance, run_id, stats)
         json_logs.set_context(run_id=None)
         outcome.run_ids.append(run_id)
         if not result.success:

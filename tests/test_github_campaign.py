@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from orchestrator_assets.metrics import EventLogCollector
 from tests.conftest import CODEMOD, TEST, Platform
 from tests.fake_github import FakeGitHub
 
@@ -76,6 +77,13 @@ def test_a_campaign_on_github_from_discovery_to_pull_requests(platform: Platform
     assert alpha.labels == ["campaign"] and alpha.reviewers == ["octocat"]
     assert "Rename OLD to NEW." in (alpha.body or "")
     assert github.refs("acme/alpha")["main"] != github.refs("acme/alpha")["campaign/rename"]
+    # The run counted its own code-host API calls for the metrics (discovery's are the CLI's).
+    with platform.instance() as instance:
+        collector = EventLogCollector(settings=platform.settings())
+        collector.refresh(instance)
+    labels = {"campaign": "rename", "forge": "github"}
+    counted = collector.metrics.registry.get_sample_value("campaign_forge_api_calls_total", labels)
+    assert 0 < counted < len(github.calls)
 
     # Re-running finds the PRs and creates none.
     platform.cli("run", "--file", str(path))

@@ -128,6 +128,42 @@ def test_exporter_counts_a_campaign_run_by_another_process(platform: Platform, e
     assert used <= set(samples), f"not exported: {sorted(used - set(samples))}"
 
 
+def test_a_run_launched_outside_the_cli_measures_its_sandboxes_too(platform: Platform):
+    """What a run pod or the daemon runs records sandbox time to ready as the CLI's runs do: here
+    a target materialized with Dagster's own CLI (the implicit asset job, no campaign tag)."""
+    import sys
+
+    from orchestrator_assets.catalog import load_one
+    from orchestrator_assets.metrics import STATS_TAG, EventLogCollector
+
+    path = platform.write_campaign()
+    spec = load_one(path, platform.settings()).spec
+    with platform.instance() as instance:
+        instance.add_dynamic_partitions(f"{spec.id}_targets", ["acme__alpha"])
+    select = ",".join(f"{spec.id}/{stage}" for stage in ("change", "verification", "pull_request"))
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "asset", "materialize",
+         "-m", "orchestrator_assets.definitions", "--select", select, "--partition", "acme__alpha"],
+        env={**platform.env, "PYTHONPATH": str(ROOT)}, cwd=ROOT, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with platform.instance() as instance:
+        (run,) = instance.get_runs()
+        assert run.tags["campaign"] == "rename"
+        stats = json.loads(run.tags[STATS_TAG])
+        collector = EventLogCollector(settings=platform.settings())
+        collector.refresh(instance)
+    # one sandbox for the change, one for the verification
+    assert [p for p, _ in stats["sandbox_ready"]] == ["local", "local"]
+    assert all(seconds > 0 for _, seconds in stats["sandbox_ready"])
+    registry = collector.metrics.registry
+    ready = registry.get_sample_value("campaign_sandbox_ready_seconds_count", {"provider": "local"})
+    assert ready == 2
+    runs = registry.get_sample_value("campaign_runs", {"campaign": "rename", "status": "success"})
+    assert runs == 1
+
+
 def test_dashboard_covers_every_metric_family():
     from orchestrator_assets.metrics import Metrics
 
