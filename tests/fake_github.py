@@ -344,9 +344,16 @@ class FakeGitHub:
             self._merge(repo, repo.pulls[number], "merge", None)
 
     def add_review(
-        self, full_name: str, number: int, login: str, state: str, body: str = ""
+        self,
+        full_name: str,
+        number: int,
+        login: str,
+        state: str,
+        body: str = "",
+        comments: list[tuple[str, int, str]] | None = None,
     ) -> None:
-        """`login` submits a review: APPROVED, CHANGES_REQUESTED, COMMENTED or DISMISSED."""
+        """`login` submits a review: APPROVED, CHANGES_REQUESTED, COMMENTED or DISMISSED, with
+        line `comments` on the diff as (path, line, body)."""
         with self._lock:
             repo = self.repos[full_name]
             pr = repo.pulls[number]
@@ -359,6 +366,10 @@ class FakeGitHub:
                     "body": body,
                     "commit_id": self._head_sha(repo, pr, self.refs(repo)),
                     "submitted_at": self._now(),
+                    "comments": [
+                        {"id": self._next_id(), "path": path, "line": line, "body": text}
+                        for path, line, text in comments or []
+                    ],
                 }
             )
             if login in pr.reviewers:
@@ -957,6 +968,30 @@ class FakeGitHub:
         ]  # fmt: skip
         return self._paginate(call, items)
 
+    def list_review_comments(self, call: Call, owner: str, name: str, number: str, review: str):
+        """Endpoint: GET /repos/{owner}/{repo}/pulls/{number}/reviews/{review_id}/comments."""
+        repo = self._repo_or_404(owner, name)
+        pr = self._pull_or_404(repo, number)
+        found = next((r for r in pr.reviews if str(r["id"]) == review), None)
+        if found is None:
+            raise HttpError(404, "Not Found")
+        api = self._api(f"/repos/{repo.full_name}/pulls")
+        items = [
+            {
+                "id": c["id"], "node_id": f"PRRC_{c['id']}", "pull_request_review_id": found["id"],
+                "path": c["path"], "line": c["line"], "original_line": c["line"], "side": "RIGHT",
+                "position": c["line"], "original_position": c["line"], "body": c["body"],
+                "diff_hunk": "", "commit_id": found["commit_id"],
+                "original_commit_id": found["commit_id"], "user": self._user_json(found["user"]),
+                "created_at": found["submitted_at"], "updated_at": found["submitted_at"],
+                "url": f"{api}/comments/{c['id']}", "pull_request_url": f"{api}/{pr.number}",
+                "html_url": f"{self.web}/{repo.full_name}/pull/{pr.number}#discussion_r{c['id']}",
+                "author_association": "MEMBER",
+            }
+            for c in found["comments"]
+        ]  # fmt: skip
+        return self._paginate(call, items)
+
     def request_reviewers(self, call: Call, owner: str, name: str, number: str):
         """Endpoint: POST /repos/{owner}/{repo}/pulls/{number}/requested_reviewers."""
         repo = self._repo_or_404(owner, name)
@@ -1217,6 +1252,8 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("PUT", r"/repos/([^/]+)/([^/]+)/pulls/(\d+)/merge", FakeGitHub.merge_pull),
     ("GET", r"/repos/([^/]+)/([^/]+)/pulls/(\d+)/merge", FakeGitHub.is_merged),
     ("GET", r"/repos/([^/]+)/([^/]+)/pulls/(\d+)/reviews", FakeGitHub.list_reviews),
+    ("GET", r"/repos/([^/]+)/([^/]+)/pulls/(\d+)/reviews/(\d+)/comments",
+     FakeGitHub.list_review_comments),
     ("POST", r"/repos/([^/]+)/([^/]+)/pulls/(\d+)/requested_reviewers",
      FakeGitHub.request_reviewers),
     ("GET", r"/repos/([^/]+)/([^/]+)/issues/(\d+)/comments", FakeGitHub.list_comments),

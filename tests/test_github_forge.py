@@ -453,8 +453,13 @@ def test_pull_request_status_follows_checks_reviews_and_merge(fake, forge, app):
     assert review() == ("commented", {"alice": "commented"})
     fake.add_review("acme/app", 1, "bob", "APPROVED")
     assert review()[0] == "approved"
-    fake.add_review("acme/app", 1, "alice", "CHANGES_REQUESTED")
+    comments = [("app.py", 3, "keep the old name here"), ("README.md", 1, "typo")]
+    fake.add_review("acme/app", 1, "alice", "CHANGES_REQUESTED", "not like this", comments)
     assert review()[0] == "changes_requested"
+    # what the change request asks for, with its line comments: the steer prompt's text
+    assert forge.pull_request_status(app, 1).review_notes == [
+        "alice: not like this\n  app.py:3: keep the old name here\n  README.md:1: typo"
+    ]
     fake.add_review("acme/app", 1, "alice", "APPROVED")
     fake.add_review("acme/app", 1, "alice", "COMMENTED")  # a later comment keeps the approval
     assert review() == ("approved", {"alice": "approved", "bob": "approved"})

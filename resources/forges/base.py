@@ -75,7 +75,9 @@ class PullRequestStatus(BaseModel):
         default_factory=dict, description="reviewer login -> their standing review state"
     )
     review_notes: list[str] = Field(
-        default_factory=list, description="what the standing change requests say ('login: body')"
+        default_factory=list,
+        description="what the standing change requests say: 'login: body', then a line "
+        "'  path:line: comment' per line comment",
     )
 
 

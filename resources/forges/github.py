@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -54,6 +55,7 @@ log = logging.getLogger(__name__)
 
 BRANCH_PREFIX = "campaign/"
 WRITE_VERBS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+MAX_NOTE_LINES = 50  # line comments of one change request passed on (a steer prompt stays short)
 NETWORK_ERRORS: tuple[type[Exception], ...] = (
     requests.exceptions.ConnectionError,
     requests.exceptions.Timeout,
@@ -829,10 +831,11 @@ class GitHubForge:
     @staticmethod
     def _reviews(pr: GhPullRequest) -> tuple[Any, dict[str, str], list[str]]:
         """Each reviewer's standing review (their latest approval, change request or dismissal;
-        a comment only when they gave nothing else), the decision they add up to, and the
-        bodies of the standing change requests (what the reviewers asked for)."""
+        a comment only when they gave nothing else), the decision they add up to, and what the
+        standing change requests ask for: their bodies and line comments."""
         standing: dict[str, str] = {}
         bodies: dict[str, str] = {}
+        review_ids: dict[str, int] = {}
         for review in pr.get_reviews():  # oldest first
             if review.user is None:
                 continue
@@ -840,13 +843,20 @@ class GitHubForge:
             if state in ("APPROVED", "CHANGES_REQUESTED", "DISMISSED"):
                 standing[login] = state.lower()
                 bodies[login] = review.body or ""
+                review_ids[login] = review.id
             elif state == "COMMENTED" and login not in standing:
                 standing[login] = "commented"
-        notes = [
-            f"{login}: {bodies[login]}".strip()
-            for login, state in standing.items()
-            if state == "changes_requested" and bodies.get(login)
-        ]
+        notes = []
+        for login, state in standing.items():
+            if state != "changes_requested":
+                continue
+            # The change request's line comments say where: "path:line: what to change".
+            lines = [
+                f"  {c.path}:{c.line or c.original_line}: {c.body}"
+                for c in islice(pr.get_single_review_comments(review_ids[login]), MAX_NOTE_LINES)
+            ]
+            if bodies[login] or lines:
+                notes.append("\n".join([f"{login}: {bodies[login]}".strip(), *lines]))
         values = set(standing.values())
         if "changes_requested" in values:
             return "changes_requested", standing, notes
