@@ -178,7 +178,7 @@ class VerificationRecord(BaseModel):
 
 
 PullRequestOutcome = Literal[
-    "opened", "updated", "unchanged", "no_change", "blocked", "awaiting_review", "failed",
+    "opened", "updated", "unchanged", "no_change", "blocked", "held", "awaiting_review", "failed",
     "not_reopened", "closed_stale", "rejected",
 ]  # fmt: skip
 

@@ -79,6 +79,8 @@ def target_status(
         return TargetStatus.PR_FAILED, pull_request.reason
     if pull_request.outcome == "blocked":
         return TargetStatus.VERIFICATION_FAILED, pull_request.reason
+    if pull_request.outcome == "held":  # the judge gave no verdict: a later run asks again
+        return TargetStatus.PENDING, pull_request.reason
     state = pull_request.state
     if state == "merged":
         return TargetStatus.MERGED, None

@@ -199,6 +199,11 @@ class JudgeConfig(_Model):
     model: str = "claude-sonnet-4-5"
     criteria: list[str] = Field(default_factory=list, description="checked besides the defaults")
     on_veto: Literal["repair", "fail"] = "repair"
+    on_error: Literal["approve", "hold"] = Field(
+        default="approve",
+        description="when the judge gives no verdict (API error): let the PR open, or hold it "
+        "until a later run's judge answers",
+    )
     max_diff_chars: int = Field(default=60_000, ge=1000, le=400_000)
 
 

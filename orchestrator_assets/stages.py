@@ -689,6 +689,9 @@ def deliver_pull_request(
     if verdict is not None and verdict.verdict == "veto":
         why = "; ".join(f"{r.get('kind')}: {r.get('detail')}" for r in verdict.reasons)
         return done(outcome="blocked", reason=f"judge vetoed: {why}", head_sha=head)
+    if _judge_holds(spec, change):
+        reason = f"held: the judge gave no verdict ({verdict.error}); the next run asks again"  # type: ignore[union-attr]
+        return done(outcome="held", reason=reason, head_sha=head)
     if gate.rejected is not None:
         return _reject(spec, target, head, gate.rejected, bench, log, done)
     awaiting = spec.review.policy == "required" and not gate.approved
@@ -967,7 +970,9 @@ def _quality_loop(
                 f"{settings.repair_attempts - left}/{settings.repair_attempts}")  # fmt: skip
             followup = FollowUp("repair", feedback)
         else:
-            if settings.judge is None or bench.judge is None or change.verdict is not None:
+            if settings.judge is None or bench.judge is None:
+                return change, verification
+            if change.verdict is not None and not _judge_holds(spec, change):
                 return change, verification
             change = _judge(spec, target, change, bench, log)
             verdict = change.verdict
@@ -1034,6 +1039,20 @@ def _veto_feedback(verdict: JudgeVerdict) -> str:
         "keep every test, and do not weaken any.",
     ]
     return "\n".join(lines)
+
+
+def _judge_holds(spec: CampaignSpec, change: ChangeRecord) -> bool:
+    """True when the judge gave no verdict on the change's head and the campaign holds the PR
+    until it does (`judge.on_error: hold`)."""
+    settings = spec.transformation
+    verdict = change.verdict
+    return (
+        isinstance(settings, AgenticTransformation)
+        and settings.judge is not None
+        and settings.judge.on_error == "hold"
+        and verdict is not None
+        and verdict.verdict == "error"
+    )
 
 
 def _judge(

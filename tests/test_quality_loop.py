@@ -12,7 +12,7 @@ from orchestrator_assets import history
 from orchestrator_assets.catalog import load_one
 from orchestrator_assets.demo_fleet import create_repo
 from tests.conftest import STRICT_TEST, TEST, Platform, app_repo, statuses
-from tests.fake_model import Usage, last_user_text, text, tool
+from tests.fake_model import Usage, error, last_user_text, text, tool
 from tests.test_agentic import model  # noqa: F401 (the scripted model server fixture)
 
 pytestmark = pytest.mark.usefixtures("bwrap")
@@ -162,3 +162,39 @@ def test_two_vetoes_end_the_target_as_judge_vetoed(platform: Platform, model):  
     change = change_of(platform, path)
     assert [v.verdict for v in change.verdicts] == ["veto", "veto"]
     assert row["judge"] == "veto → veto" and row["repairs"] == 1
+
+
+def test_a_judge_without_a_verdict_holds_the_pr_until_a_later_run_approves(
+    platform: Platform,
+    model,  # noqa: F811
+):
+    """`judge.on_error: hold`: no PR while the judge cannot answer; the next run asks again."""
+    repo = create_repo(platform.fleet, app_repo("alpha", "GREETING = 'OLD'\n"))
+    path = campaign(platform, repo, judge={"on_error": "hold"})
+    model.script = [
+        tool("Bash", {"command": "sed -i s/OLD/NEW/ app.py", "description": "rename"}),
+        text("Renamed."),
+    ]
+    model.judge_script = [error(400, message="prompt is too long")]
+    first = platform.run(path).report.set_index("target").loc["acme__alpha"]
+    assert first["status"] == "pending"
+    assert "judge gave no verdict" in first["reason"] and "prompt is too long" in first["reason"]
+    assert not list((repo / "pulls").glob("*.json"))
+
+    model.judge_script = [verdict({"verdict": "approve", "reasons": []})]
+    second = platform.run(path).report.set_index("target").loc["acme__alpha"]
+    assert second["status"] == "pr_open"
+    assert [v.verdict for v in change_of(platform, path).verdicts] == ["error", "approve"]
+    assert len(list((repo / "pulls").glob("*.json"))) == 1
+
+
+def test_by_default_a_judge_without_a_verdict_lets_the_pr_open(platform: Platform, model):  # noqa: F811
+    repo = create_repo(platform.fleet, app_repo("alpha", "GREETING = 'OLD'\n"))
+    path = campaign(platform, repo, judge={})
+    model.script = [
+        tool("Bash", {"command": "sed -i s/OLD/NEW/ app.py", "description": "rename"}),
+        text("Renamed."),
+    ]
+    model.judge_script = [error(400, message="prompt is too long")]
+    row = platform.run(path).report.set_index("target").loc["acme__alpha"]
+    assert (row["status"], row["judge"]) == ("pr_open", "error")
