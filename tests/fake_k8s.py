@@ -49,6 +49,8 @@ from urllib.parse import parse_qs, urlparse
 
 import yaml
 
+from resources.sandboxes.local import python_prefixes
+
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 EXT = "extensions.agents.x-k8s.io"
 AGENTS = "agents.x-k8s.io"
@@ -1055,6 +1057,10 @@ class Exec:
             source = self.runtime.root / "volumes" / mount["name"]
             source.mkdir(parents=True, exist_ok=True)
             cmd += ["--bind", str(source), mount["mountPath"]]
+        # The image's Python is this one: mounted back read-only where a pod volume (the
+        # emptyDir on /tmp) covers it, as in a checkout under /tmp.
+        for prefix in python_prefixes():
+            cmd += ["--ro-bind", str(prefix), str(prefix)]
         cmd += [
             "--chdir",
             container.get("workingDir") or "/",
