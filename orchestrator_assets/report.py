@@ -28,7 +28,7 @@ COLUMNS = [
     "judge", "cost_usd", "duration_s", "repo",
 ]  # fmt: skip
 BURNDOWN_COLUMNS = ["day", "open", "merged", "closed"]
-ENDED = ("merged", "closed")  # pull request states nothing reopens
+ENDED = ("merged", "closed")  # pull request states that end a target (until a reopen is seen)
 
 
 def target_status(

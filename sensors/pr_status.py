@@ -1,13 +1,14 @@
 """The PR status sensor: follows each open pull request of a campaign on its forge to the end.
 
 Each tick polls the pull requests that are due (the newest `pull_request` record naming a PR
-says it is open, and no observation says it ended) and records an `AssetObservation` on
+says it is open, and no observation says it was merged) and records an `AssetObservation` on
 `pull_request` for each target whose PR changed: state, mergeability, checks, review. A PR is
 polled again one interval later while it changes; each poll that finds it unchanged, or that
 fails, doubles its wait up to `max_interval_s`. Per PR the cursor keeps the next poll time, the
 failure and idle counts and a digest of the last status seen, so a restart neither re-polls
 everything at once nor records a status twice (without a cursor entry, the last observation's
-status is the reference).
+status is the reference). A PR a human closed is still looked at every `max_interval_s` for
+`follow_closed_s` after its close was seen, so that reopening it on the forge is noticed.
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ from orchestrator_assets import history
 from orchestrator_assets.spec import CampaignSpec
 from resources.forges.base import Forge, PullRequestStatus
 from resources.notify import Notify, no_notifier
-
-ENDED = ("merged", "closed")
 
 
 def status_digest(status: PullRequestStatus) -> str:
@@ -46,6 +45,7 @@ def build_pr_status_sensor(
     max_interval_s: float = 3600,
     max_polls_per_tick: int = 200,
     tick_budget_s: float = 40,
+    follow_closed_s: float = 7 * 86400,
     clock: Callable[[], float] = time.time,
     notifier_getter: Callable[[], Notify] = lambda: no_notifier,
 ) -> dg.SensorDefinition:
@@ -78,8 +78,12 @@ def build_pr_status_sensor(
         tracked: dict[str, dict] = {}
         for key, record in candidates.items():
             last = seen.get(key)
-            if last is not None and last.number == record.number and last.state in ENDED:
-                continue  # seen merged or closed: done
+            if (
+                last is not None
+                and last.number == record.number
+                and _ended(last, now, follow_closed_s)
+            ):
+                continue
             entry = previous.get(key)
             if entry is not None and entry.get("number") == record.number:
                 entry = {"next": 0.0, "failures": 0, "idle": 0, "digest": None, **entry}
@@ -134,15 +138,19 @@ def build_pr_status_sensor(
                     entry["idle"] += 1
                 if changed and status.state == "merged":
                     notifier_getter()("merged", f"*{spec.name}*: `{key}` merged: {status.url}")
-                if status.state in ENDED:
+                if status.state == "merged":
                     del tracked[key]  # followed to the end
+                    continue
+                if status.state == "closed":  # seldom: only a reopen would change it
+                    entry["next"] = now + max_interval_s
                     continue
             entry["next"] = now + next_delay(
                 minimum_interval_seconds, entry["idle"], entry["failures"], max_interval_s
             )
         cursor = json.dumps({"prs": tracked}, sort_keys=True, separators=(",", ":"))
         summary = (
-            f"{len(tracked)} open PR(s), {polled} polled, {len(events)} changed, {failed} failed"
+            f"{len(tracked)} PR(s) followed, {polled} polled, {len(events)} changed, "
+            f"{failed} failed"
         )
         context.log.info(summary)
         if not events:
@@ -150,6 +158,14 @@ def build_pr_status_sensor(
         return dg.SensorResult(asset_events=events, cursor=cursor)
 
     return pr_status
+
+
+def _ended(last: history.PullRequestObservation, now: float, follow_closed_s: float) -> bool:
+    """True when the PR needs no more polls: seen merged, or seen closed longer ago than a
+    reopen is still expected."""
+    return last.state == "merged" or (
+        last.state == "closed" and now - last.timestamp > follow_closed_s
+    )
 
 
 def _load(cursor: str | None) -> dict[str, dict]:

@@ -232,8 +232,10 @@ def test_sensor_follows_prs_to_merged_and_closed_and_the_report_shows_it(platfor
         assert got["acme__alpha"]["pr_state"] == "merged" and got["acme__beta"]["checks"] == "none"
         assert report.build_report(instance, spec)["mergeable"].dtype == "boolean"
 
-        # ended PRs are not polled again; only zeta stays tracked
-        assert set(json.loads(fourth.cursor)["prs"]) == {"acme__zeta"}
+        # a merged PR is not polled again; a closed one only hourly (a human may reopen it)
+        followed = json.loads(fourth.cursor)["prs"]
+        assert set(followed) == {"acme__beta", "acme__zeta"}
+        assert followed["acme__beta"]["next"] == clock.now + 3600
 
         table = report.burndown(instance, spec)
         today = datetime.now(UTC).date()
@@ -246,6 +248,44 @@ def test_sensor_follows_prs_to_merged_and_closed_and_the_report_shows_it(platfor
     outcome = platform.run(platform.campaigns / "rename.yaml")
     assert statuses(outcome.report)["acme__alpha"] == "merged"
     assert statuses(outcome.report)["acme__beta"] == "closed"
+
+
+def test_a_pr_a_human_reopens_is_followed_again_for_a_week_after_its_close(platform, campaign):
+    import time
+
+    spec, clock = campaign, Clock()
+    clock.now = time.time()  # observations carry the instance's real timestamps
+    sensor = build_pr_status_sensor(spec, lambda: LocalForge(), clock=clock)
+    beta = str(repo(platform, "beta"))
+    with platform.instance() as instance:
+        LocalForge().close_pull_request(beta, 1, "not now")
+        result = tick(sensor, instance, None)
+        assert observed(result)["acme__beta"]["pr_state"] == "closed"
+        assert statuses_of(instance, spec)["acme__beta"] == "closed"
+
+        LocalForge().reopen_pull_request(beta, 1)
+        clock.now += 1800  # not due: a closed PR is looked at hourly
+        result = tick(sensor, instance, result.cursor)
+        assert "acme__beta" not in observed(result)
+        clock.now += 1800
+        result = tick(sensor, instance, result.cursor)
+        assert observed(result)["acme__beta"]["pr_state"] == "open"
+        assert statuses_of(instance, spec)["acme__beta"] == "pr_open"
+
+        # closed again and left so for over a week: no longer polled, even without a cursor
+        LocalForge().close_pull_request(beta, 1, "for good")
+        clock.now += 3600
+        result = tick(sensor, instance, result.cursor)
+        assert observed(result)["acme__beta"]["pr_state"] == "closed"
+        clock.now += 8 * 86400
+        for cursor in (result.cursor, None):
+            assert "acme__beta" not in json.loads(tick(sensor, instance, cursor).cursor)["prs"]
+
+
+def statuses_of(instance, spec) -> dict[str, str]:
+    """Each target's status in the report built from the instance."""
+    frame = report.build_report(instance, spec)
+    return dict(zip(frame["target"], frame["status"], strict=True))
 
 
 def test_sensor_backs_off_unchanged_prs_and_survives_a_failing_one(platform, campaign):
