@@ -99,8 +99,18 @@ class TimedProvider:
         """The wrapped provider's sandbox, timed from the call until it is ready."""
         started = time.monotonic()
         with self._inner.open(label, tags) as sandbox:
-            self._stats.observe_ready(self._kind, time.monotonic() - started)
-            yield sandbox
+            opened = time.monotonic() - started
+            if not hasattr(sandbox, "ready_s"):
+                self._stats.observe_ready(self._kind, opened)
+                yield sandbox
+                return
+            # A cluster sandbox gets its pod at its first command and measures that wait
+            # itself; one that never became ready has no time to ready.
+            try:
+                yield sandbox
+            finally:
+                if sandbox.ready_s is not None:
+                    self._stats.observe_ready(self._kind, opened + sandbox.ready_s)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from orchestrator_assets.metrics import STATS_TAG
 from resources.sandboxes.docker import ContainerLimits
 from resources.sandboxes.k8s_config import KubernetesSettings, Toleration
 from resources.sandboxes.kubernetes import LABEL, KubernetesSandboxProvider
@@ -410,3 +411,10 @@ def test_a_campaign_runs_end_to_end_in_kubernetes_pods(platform: Platform, clust
     assert cluster.pods() == []  # every pod deleted
     if cluster.fake is not None:
         assert cluster.fake.exec_count > 10  # the commands really ran in the pods
+    # time to ready counts the wait for each pod (3 changes, 2 verifications: gamma has none)
+    with platform.instance() as instance:
+        (stats,) = [r.tags[STATS_TAG] for r in instance.get_runs() if STATS_TAG in r.tags]
+    ready = json.loads(stats)["sandbox_ready"]
+    assert len(ready) == 5 and {provider for provider, _ in ready} == {"kubernetes"}
+    floor = cluster.fake.start_delay_s if cluster.fake is not None else 0.0
+    assert all(seconds > floor for _, seconds in ready)

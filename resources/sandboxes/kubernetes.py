@@ -199,6 +199,7 @@ class PodSandbox:
         self.pod: Pod | None = None
         self.handle: str | None = None  # the pod or claim name, once created
         self.cancelled = threading.Event()
+        self.ready_s: float | None = None  # how long its pod took to be ready, once started
         self._lock = threading.Lock()  # one start at a time
         self._handle_lock = threading.Lock()  # never held while waiting on the cluster
         self._failure: str | None = None
@@ -220,8 +221,10 @@ class PodSandbox:
     def _ready_pod(self) -> Pod | str:
         with self._lock:
             if self.pod is None and self._failure is None and not self.cancelled.is_set():
+                started = time.monotonic()
                 try:
                     self.pod = self._provider.start(self)
+                    self.ready_s = time.monotonic() - started
                 except (SandboxNotReady, KubernetesUnavailable) as exc:
                     self._failure = str(exc)
                 except Exception as exc:  # an API answer we did not expect: this sandbox fails
