@@ -287,3 +287,26 @@ def test_sandbox_image_has_the_tools(images):
         assert proc.returncode == 0, f"{extra}: {proc.stdout}\n{proc.stderr}"
         assert "Python 3.11" in proc.stdout
         assert "(Claude Code)" in proc.stdout
+
+
+def test_platform_image_builds_offline_and_loads_the_code_location(images):
+    """The code location image a Helm release or the Docker launcher runs: it builds from
+    Debian's and PyPI's packages alone and serves the project's definitions."""
+    build("platform")
+    load = (
+        "import dagster_docker, dagster_k8s, dagster_postgres; "
+        "from orchestrator_assets.definitions import defs; "
+        "print(sorted(g for g in {k.path[0] for k in defs.resolve_all_asset_keys()}))"
+    )
+    proc = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", "--entrypoint", "python",
+         PLATFORM_IMAGE, "-c", load],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "modernize_python" in proc.stdout
+    cli = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", PLATFORM_IMAGE, "orchestrator", "--help"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert cli.returncode == 0 and "Apply one change across many repositories" in cli.stdout
