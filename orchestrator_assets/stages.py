@@ -689,8 +689,9 @@ def deliver_pull_request(
     if verdict is not None and verdict.verdict == "veto":
         why = "; ".join(f"{r.get('kind')}: {r.get('detail')}" for r in verdict.reasons)
         return done(outcome="blocked", reason=f"judge vetoed: {why}", head_sha=head)
-    if _judge_holds(spec, change):
-        reason = f"held: the judge gave no verdict ({verdict.error}); the next run asks again"  # type: ignore[union-attr]
+    held = _judge_holds(spec, change)
+    if held is not None:
+        reason = f"held: the judge gave no verdict ({held}); the next run asks again"
         return done(outcome="held", reason=reason, head_sha=head)
     if gate.rejected is not None:
         return _reject(spec, target, head, gate.rejected, bench, log, done)
@@ -972,7 +973,7 @@ def _quality_loop(
         else:
             if settings.judge is None or bench.judge is None:
                 return change, verification
-            if change.verdict is not None and not _judge_holds(spec, change):
+            if change.verdict is not None and _judge_holds(spec, change) is None:
                 return change, verification
             change = _judge(spec, target, change, bench, log)
             verdict = change.verdict
@@ -1041,18 +1042,20 @@ def _veto_feedback(verdict: JudgeVerdict) -> str:
     return "\n".join(lines)
 
 
-def _judge_holds(spec: CampaignSpec, change: ChangeRecord) -> bool:
-    """True when the judge gave no verdict on the change's head and the campaign holds the PR
-    until it does (`judge.on_error: hold`)."""
+def _judge_holds(spec: CampaignSpec, change: ChangeRecord) -> str | None:
+    """Why the judge gave no verdict on the change's head, when the campaign holds the PR until
+    it does (`judge.on_error: hold`); None when nothing holds it."""
     settings = spec.transformation
     verdict = change.verdict
-    return (
+    if (
         isinstance(settings, AgenticTransformation)
         and settings.judge is not None
         and settings.judge.on_error == "hold"
         and verdict is not None
         and verdict.verdict == "error"
-    )
+    ):
+        return verdict.error or "no answer"
+    return None
 
 
 def _judge(
