@@ -140,11 +140,11 @@ query Group($group: AssetGroupSelector!) {
 """
 
 REPORT_QUERY = """
-query Report($key: AssetKeyInput!) {
+query Report($key: AssetKeyInput!, $partitions: [String!]) {
   assetNodeOrError(assetKey: $key) {
     __typename
     ... on AssetNode {
-      assetMaterializations(limit: 1) {
+      assetMaterializations(limit: 1, partitions: $partitions) {
         runId
         metadataEntries {
           __typename
@@ -171,6 +171,11 @@ def test_graphql_shows_group_partitions_checks_and_report(platform: Platform):
         }
         nodes = graphql(base, GROUP_QUERY, {"group": group})["assetNodes"]
         report = graphql(base, REPORT_QUERY, {"key": {"path": ["rename", "report"]}})
+        change = graphql(
+            base,
+            REPORT_QUERY,
+            {"key": {"path": ["rename", "change"]}, "partitions": ["acme__alpha"]},
+        )
 
     by_stage = {tuple(n["assetKey"]["path"]): n for n in nodes}
     assert sorted(by_stage) == sorted(("rename", s) for s in STAGES)
@@ -217,6 +222,13 @@ def test_graphql_shows_group_partitions_checks_and_report(platform: Platform):
     }
     assert entries["targets"]["intValue"] == 5
     assert entries["status_pr_open"]["intValue"] == 2
+
+    # a target's change shows its diff as markdown (a fenced diff: red and green lines)
+    (materialization,) = change["assetNodeOrError"]["assetMaterializations"]
+    diff = {e["label"]: e for e in materialization["metadataEntries"]}["diff"]
+    assert diff["__typename"] == "MarkdownMetadataEntry"
+    assert diff["mdStr"].startswith("```diff\n")
+    assert "\n-GREETING = 'OLD'\n+GREETING = 'NEW'\n" in diff["mdStr"]
 
 
 CHROMIUM_FLAGS = [
