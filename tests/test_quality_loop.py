@@ -141,6 +141,15 @@ def test_the_judge_vetoes_a_deleted_test_the_agent_corrects_it_and_the_pr_opens(
         report = instance.get_latest_materialization_event(history.asset_key(spec, "report"))
         meta = {k: v.value for k, v in report.asset_materialization.metadata.items()}
     assert (meta["veto_rate"], meta["self_correction_rate"]) == (1.0, 1.0)
+    # `logs --agent` tells the loop in order: the veto with its reason, the judge's repair pass,
+    # then the approval
+    logs = platform.cli("logs", "quality", "acme__alpha", "--agent").stdout
+    order = [
+        "iteration 1 (initial)", "judge: veto", "iteration 2 (judge)", "judge: approve",
+        "judge veto on", "weakened_tests: tests/test_app.py is deleted", "judge approve on",
+    ]  # fmt: skip
+    positions = [logs.find(text) for text in order]
+    assert -1 not in positions and positions == sorted(positions), logs
 
 
 def test_two_vetoes_end_the_target_as_judge_vetoed(platform: Platform, model):  # noqa: F811
