@@ -423,7 +423,7 @@ def _transcript_lines(event: dict) -> list[str]:
     """Readable lines for one stored agent event."""
     kind = event.get("type")
     if kind == "system":
-        return [f"[session {event.get('session_id')} · model {event.get('model')}]"]
+        return _system_lines(event)
     if kind == "result":
         return [f"[result {event.get('subtype')} · {event.get('num_turns')} turns · "
                 f"${event.get('total_cost_usd', 0):.4f}]"]  # fmt: skip
@@ -440,6 +440,23 @@ def _transcript_lines(event: dict) -> list[str]:
             text = content if isinstance(content, str) else json.dumps(content)
             lines.append(f"← {text[:300]}")
     return lines
+
+
+def _system_lines(event: dict) -> list[str]:
+    """The session's start and the stop gate's decisions; the CLI's other notices are noise."""
+    subtype = event.get("subtype")
+    if subtype == "init":
+        return [f"[session {event.get('session_id')} · model {event.get('model')}]"]
+    if subtype != "hook_response" or event.get("hook_event") != "Stop":
+        return []
+    try:
+        answer = json.loads(event.get("output") or "{}")
+    except ValueError:  # not the gate's JSON: show what the hook said
+        return [f"[stop gate: {str(event.get('output'))[:300]}]"]
+    if isinstance(answer, dict) and answer.get("decision") == "block":
+        reason = str(answer.get("reason") or "").strip()
+        return [f"[stop gate: sent back — {reason.splitlines()[0][:300] if reason else ''}]"]
+    return ["[stop gate: let the agent finish]"]
 
 
 @cli.group()

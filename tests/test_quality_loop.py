@@ -207,3 +207,40 @@ def test_by_default_a_judge_without_a_verdict_lets_the_pr_open(platform: Platfor
     model.judge_script = [error(400, message="prompt is too long")]
     row = platform.run(path).report.set_index("target").loc["acme__alpha"]
     assert (row["status"], row["judge"]) == ("pr_open", "error")
+
+
+def test_verifier_tool_calls_and_stop_gate_blocks_are_in_the_metadata_and_the_logs(
+    platform: Platform,
+    model,  # noqa: F811
+):
+    """A campaign with the defaults: the agent calls the verifier tool, is sent back once by the
+    stop gate, fixes the test and the PR opens; `logs --agent` tells it in order."""
+    repo = create_repo(platform.fleet, app_repo("alpha", "GREETING = 'OLD'\n", STRICT_TEST))
+    path = campaign(platform, repo, verifier_tools=True, max_stop_blocks=2)
+    fix_test = "sed -i \"s/== 'OLD'/== 'NEW'/\" tests/test_app.py"
+    model.script = [
+        tool("Bash", {"command": "sed -i s/OLD/NEW/ app.py", "description": "rename"}),
+        tool("mcp__verifiers__run_verifier", {"name": "test"}),
+        text("Renamed; done."),  # the test fails: the stop gate sends the agent back
+        tool("Bash", {"command": fix_test, "description": "update the test"}),
+        text("Updated the test for the new name."),
+    ]
+    outcome = platform.run(path)
+    assert statuses(outcome.report) == {"acme__alpha": "pr_open"}
+    sent_back = next(
+        last_user_text(r["json"]) for r in model.conversation_requests
+        if "stop gate, block 1 of 2" in last_user_text(r["json"])
+    )  # fmt: skip
+    assert "FAIL test (pytest" in sent_back
+    (iteration,) = change_of(platform, path).iterations
+    assert (iteration.verifier_calls, iteration.stop_blocks) == (1, 1)
+    logs = platform.cli("logs", "quality", "acme__alpha", "--agent").stdout
+    order = [
+        "→ mcp__verifiers__run_verifier", "FAIL test (pytest", "assistant: Renamed; done.",
+        "[stop gate: sent back — You are not done yet", "(stop gate, block 1 of 2)",
+        '"description": "update the test"', "[stop gate: let the agent finish]",
+        "agent's verifier tool calls: 1 · stop gate blocks: 1", "platform verifiers: test:pass",
+    ]  # fmt: skip
+    positions = [logs.find(text) for text in order]
+    assert -1 not in positions and positions == sorted(positions), logs
+    assert "model None" not in logs  # the CLI's hook notices are not shown as sessions
