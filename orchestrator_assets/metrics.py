@@ -100,17 +100,14 @@ class TimedProvider:
         started = time.monotonic()
         with self._inner.open(label, tags) as sandbox:
             opened = time.monotonic() - started
-            if not hasattr(sandbox, "ready_s"):
-                self._stats.observe_ready(self._kind, opened)
-                yield sandbox
-                return
-            # A cluster sandbox gets its pod at its first command and measures that wait
-            # itself; one that never became ready has no time to ready.
             try:
                 yield sandbox
             finally:
-                if sandbox.ready_s is not None:
-                    self._stats.observe_ready(self._kind, opened + sandbox.ready_s)
+                # A cluster sandbox gets its pod at its first command and measures that wait
+                # itself (`ready_s`, None when it never became ready: no time to ready then).
+                waited = getattr(sandbox, "ready_s", 0.0)
+                if waited is not None:
+                    self._stats.observe_ready(self._kind, opened + waited)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
