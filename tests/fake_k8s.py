@@ -49,7 +49,7 @@ from urllib.parse import parse_qs, urlparse
 
 import yaml
 
-from resources.sandboxes.local import python_prefixes
+from resources.sandboxes.local import python_prefixes, read_only_root
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 EXT = "extensions.agents.x-k8s.io"
@@ -1042,16 +1042,9 @@ class Exec:
         """The command, under bubblewrap: the host's root read-only stands for the image, the
         pod's emptyDir volumes at their mount paths, the container's env and working dir."""
         container = self.pod["spec"]["containers"][0]
-        cmd = ["bwrap", "--die-with-parent", "--unshare-pid"]
-        # The host's top-level entries one by one rather than "/" itself: the new root stays
-        # bubblewrap's own tmpfs, so a mount path the host lacks (/workspace) can be made in it.
-        for entry in sorted(os.scandir("/"), key=lambda e: e.name):
-            if entry.name in ("dev", "proc"):
-                continue
-            if entry.is_symlink():
-                cmd += ["--symlink", os.readlink(entry.path), entry.path]
-            else:
-                cmd += ["--ro-bind", entry.path, entry.path]
+        # The host's root read-only on a tmpfs of its own, as the local sandbox has it, so a
+        # mount path the host lacks (/workspace) can be made in it.
+        cmd = ["bwrap", "--die-with-parent", "--unshare-pid", *read_only_root()]
         cmd += ["--dev", "/dev", "--proc", "/proc"]
         for mount in container.get("volumeMounts") or []:
             source = self.runtime.root / "volumes" / mount["name"]
