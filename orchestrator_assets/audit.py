@@ -16,10 +16,9 @@ from dagster import DagsterInstance
 from pydantic import BaseModel
 
 from orchestrator_assets import history
-from orchestrator_assets.records import ChangeRecord, PullRequestRecord, ReviewDecision
+from orchestrator_assets.records import PullRequestRecord, ReviewDecision
 from orchestrator_assets.review import DECISION
 from orchestrator_assets.spec import CampaignSpec
-from orchestrator_assets.status import ChangeOutcome
 
 CANCEL = "cancel"  # report observation metadata: a cancel, with its actor
 PR_WRITES = {"opened", "updated", "closed_stale", "rejected"}
@@ -121,26 +120,17 @@ def _written(instance: DagsterInstance, spec: CampaignSpec) -> Iterator[AuditEnt
             runs[run_id] = f"platform (run {run_id[:8]}" + (f", by {who})" if who else ")")
         return runs[run_id]
 
-    for record in _records(instance, history.asset_key(spec, "change"), False):
-        meta = history.event_metadata(record.event_log_entry)
-        if history.RECORD not in meta:
-            continue
-        change = ChangeRecord.model_validate(_value(meta, history.RECORD))
-        if change.outcome != ChangeOutcome.CHANGED or change.reused or not change.head_sha:
-            continue
-        kind = change.iterations[-1].kind if change.iterations else "initial"
-        yield AuditEntry(
-            at=record.timestamp, campaign=spec.name, target=record.partition_key,
-            actor=launched_by(record.run_id), action="push",
-            detail=f"{change.branch} → {change.head_sha[:12]} ({kind}, {len(change.files)} "
-                   f"file(s))",
-            run_id=record.run_id,
-        )  # fmt: skip
     for record in _records(instance, history.asset_key(spec, "pull_request"), False):
         meta = history.event_metadata(record.event_log_entry)
         if history.RECORD not in meta:
             continue
         pr = PullRequestRecord.model_validate(_value(meta, history.RECORD))
+        if pr.pushed_sha:  # a change is pushed only when it is published, by this stage
+            yield AuditEntry(
+                at=record.timestamp, campaign=spec.name, target=record.partition_key,
+                actor=launched_by(record.run_id), action="push",
+                detail=f"{spec.branch_name} → {pr.pushed_sha[:12]}", run_id=record.run_id,
+            )  # fmt: skip
         if pr.outcome not in PR_WRITES or (pr.outcome == "rejected" and pr.number is None):
             continue
         yield AuditEntry(

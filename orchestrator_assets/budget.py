@@ -42,10 +42,18 @@ class Budget:
                 if threshold not in self._crossed and self.spent >= threshold * self.limit:
                     self._crossed.add(threshold)
                     self.notify(
-                        f"budget: {threshold:.0%} reached (${self.spent:.4f} of "
-                        f"${self.limit:.2f} spent)"
+                        f"budget: {threshold:.0%} reached ({usd(self.spent)} of "
+                        f"{usd(self.limit)} spent)"
                     )
 
     def describe(self) -> str:
         """One line: what was spent of what."""
-        return f"${self.spent:.4f} of ${self.limit or 0:.2f} spent"
+        return f"{usd(self.spent)} of {usd(self.limit or 0)} spent"
+
+
+def usd(amount: float) -> str:
+    """An amount in US dollars with the digits a small agent cost needs ($0.0033, not $0.00),
+    and two decimals where more say nothing ($12.50)."""
+    text = f"{amount:,.4f}".rstrip("0")
+    whole, _, cents = text.partition(".")
+    return f"${whole}.{cents.ljust(2, '0')}"

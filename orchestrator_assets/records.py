@@ -60,6 +60,9 @@ class JudgeVerdict(BaseModel):
     output_tokens: int = 0
     cost_usd: float = 0.0
     error: str | None = None
+    # Not asked: the campaign's budget was spent. The PR is held (whatever `on_error` says)
+    # until a run with budget left asks the judge.
+    over_budget: bool = False
 
 
 class Iteration(BaseModel):
@@ -97,6 +100,11 @@ class ChangeRecord(BaseModel):
     base_sha: str | None = None
     branch: str
     head_sha: str | None = None
+    forge_branch_sha: str | None = Field(
+        default=None,
+        description="the campaign branch on the forge when the change was made (None: absent); "
+        "the change is published over it, with a lease, once it passed its gates",
+    )
     stale_branch_sha: str | None = Field(
         default=None, description="no change now, but the campaign branch exists (a PR to close)"
     )
@@ -192,6 +200,9 @@ class PullRequestRecord(BaseModel):
     url: str | None = None
     state: Literal["open", "merged", "closed"] | None = None
     head_sha: str | None = None
+    pushed_sha: str | None = Field(
+        default=None, description="the commit this run pushed to the campaign branch, if any"
+    )
     duration_s: float = 0.0
     awaiting_since: float | None = Field(
         default=None, description="when the change began to wait for a review (epoch seconds)"

@@ -54,7 +54,7 @@ def target_status(
     if change.outcome == ChangeOutcome.SETUP_FAILED:
         return TargetStatus.SETUP_FAILED, change.reason
     if change.outcome == ChangeOutcome.SKIPPED:
-        return TargetStatus.SKIPPED, change.reason
+        return TargetStatus.OVER_BUDGET, change.reason
     if change.outcome == ChangeOutcome.NO_CHANGE:
         return TargetStatus.NO_CHANGE, None
     if verification is None or verification.head_sha != change.head_sha:

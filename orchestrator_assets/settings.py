@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orchestrator_assets.errors import OrchestratorError
+from resources.forges.base import BRANCH_PREFIX
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +43,6 @@ class Settings(BaseSettings):
     profiles_file: Path | None = None
     git_author_name: str = "Campaign Bot"
     git_author_email: str = "campaigns@localhost"
-    branch_prefix: str = "campaign/"
     env_cache_max_mb: int = Field(default=5120, gt=0, description="environment cache size limit")
     forge: Literal["local", "github"] = Field(
         default="local", description="where target repositories and pull requests live"
@@ -65,6 +65,18 @@ class Settings(BaseSettings):
         description="the Dagster instance's storage: SQLite under DAGSTER_HOME, or PostgreSQL "
         "(dagster-postgres) at DAGSTER_PG_HOST/PORT/USER/PASSWORD/DB",
     )
+
+    @model_validator(mode="after")
+    def _no_branch_prefix(self) -> Settings:
+        # An earlier version listed a branch_prefix setting that nothing read; say so rather than
+        # let someone believe their campaigns push elsewhere.
+        if os.environ.get("ORCHESTRATOR_BRANCH_PREFIX", BRANCH_PREFIX) != BRANCH_PREFIX:
+            raise OrchestratorError(
+                "ORCHESTRATOR_BRANCH_PREFIX is not a setting: campaign branches always live "
+                f"under {BRANCH_PREFIX!r} (a campaign may name its own branch under it with "
+                "`branch:`)"
+            )
+        return self
 
     @cached_property
     def dagster_home(self) -> Path:

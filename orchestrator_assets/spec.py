@@ -26,6 +26,7 @@ from pydantic import (
 from orchestrator_assets.errors import OrchestratorError, Problem, SpecError
 from orchestrator_assets.slugs import CAMPAIGN_NAME_RE, dagster_name, slug_problem, target_slug
 from orchestrator_assets.spec_errors import problems_from_validation, yaml_problem
+from resources.forges.base import BRANCH_PREFIX
 from resources.forges.github_discovery import GitHubSelector
 
 Command = str | list[str]
@@ -376,7 +377,7 @@ class CampaignSpec(_Model):
     def _branch(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        if not value.startswith("campaign/") or value.strip("/") == "campaign":
+        if not value.startswith(BRANCH_PREFIX) or value == BRANCH_PREFIX:
             raise ValueError(
                 f"{value!r}: campaign branches must live under 'campaign/' so that a campaign "
                 "never pushes to another branch"
@@ -423,7 +424,7 @@ class CampaignSpec(_Model):
     @property
     def branch_name(self) -> str:
         """The campaign branch pushed to every target."""
-        return self.branch or f"campaign/{self.name}"
+        return self.branch or f"{BRANCH_PREFIX}{self.name}"
 
     @property
     def partitions_name(self) -> str:

@@ -40,7 +40,7 @@ from orchestrator_assets.spec import (
 from orchestrator_assets.status import ChangeOutcome
 from resources.agents.base import Agent, AgentRequest, VerifierTool
 from resources.agents.extractors import combine, extract
-from resources.agents.judge import JudgeError, Verdict
+from resources.agents.judge import JudgeError, Verdict, veto_feedback
 from resources.env_cache import DEFAULT_MANIFESTS, EnvCache, manifest_digest
 from resources.forges.base import Forge, ForgeError, PullRequestDraft
 from resources.git import GitError, author_env, run_git
@@ -128,7 +128,8 @@ def make_change(
     log: Log = _quiet,
     followup: FollowUp | None = None,
 ) -> ChangeRecord:
-    """Apply the campaign's transformation to one target and push the campaign branch.
+    """Apply the campaign's transformation to one target and keep its commit, unpublished, in
+    the repository cache (it reaches the forge only once it passed its gates: `publish`).
 
     With a `followup` the target's existing change (`prior`) is worked on again instead: the
     new pass is one more numbered iteration, and if it fails the existing change is kept.
@@ -228,6 +229,7 @@ def _make_change(
             "base_branch": repo.base_branch,
             "base_sha": repo.base_sha,
             "clone_url": repo.clone_url,
+            "forge_branch_sha": repo.branch_sha,
         }
     )
     if followup is not None:
@@ -238,10 +240,13 @@ def _make_change(
             update={"base_sha": prior.base_sha, "base_branch": prior.base_branch}
         )
         repo = repo.model_copy(update={"base_sha": prior.base_sha})
-    elif bench.use_cache and _still_current(prior, base, repo.branch_sha):
+    elif bench.use_cache and _still_current(prior, base, repo.branch_sha, bench):
         assert prior is not None
         log(f"{target.key}: change is up to date ({prior.outcome}), nothing to redo")
-        return prior.model_copy(update={"reused": True, "cost_usd": 0.0})
+        # What the forge's branch is now, so that a change published since is not pushed again.
+        return prior.model_copy(
+            update={"reused": True, "cost_usd": 0.0, "forge_branch_sha": repo.branch_sha}
+        )
     base.total_cost_usd = prior.total_cost_usd if prior else 0.0
     transformation = spec.transformation
     agentic = isinstance(transformation, AgenticTransformation)
@@ -251,11 +256,18 @@ def _make_change(
                 update={"reason": "the Claude Code CLI is not installed (run `make agent-cli`)"}
             )
         if not bench.budget.may_start():
-            log(f"{target.key}: skipped, the campaign's budget is spent")
+            why = f"budget: {bench.budget.describe()}"
+            log(f"{target.key}: not attempted, the campaign's budget is spent ({why})")
+            if followup is None and prior is not None and prior.outcome != ChangeOutcome.SKIPPED:
+                # What the target has stays its record (a failure is not turned into a skip);
+                # the next run with budget left tries it again.
+                note = f"not retried: {why}"
+                reason = f"{prior.reason}; {note}" if prior.reason else None
+                return prior.model_copy(update={"reused": True, "cost_usd": 0.0, "reason": reason})
             return base.model_copy(
                 update={
                     "outcome": ChangeOutcome.SKIPPED,
-                    "reason": f"budget: {bench.budget.describe()}",
+                    "reason": why,
                 }
             )
     with bench.open_sandbox("change", target) as sandbox:
@@ -307,7 +319,7 @@ def _make_change(
             )
         head = _commit(ws, spec, repo.base_sha, repo.branch_sha, bench)
         if head != repo.branch_sha:
-            bench.forge.push_branch(target.repo, ws, spec.branch_name, head, repo.branch_sha)
+            bench.cache.keep(repo.clone_url, ws, head, spec.branch_name)
         files, insertions, deletions = _diff_stat(ws, repo.base_sha, head)
         diff = run_git(["diff", "--no-color", "--no-ext-diff", repo.base_sha, head], ws)
         log(f"{target.key}: changed {len(files)} file(s), +{insertions} -{deletions}")
@@ -522,14 +534,25 @@ def _run_agent(
     return record, None if result.ok else result.error
 
 
-def _still_current(prior: ChangeRecord | None, now: ChangeRecord, branch_sha: str | None) -> bool:
-    """True when the previous change was made from the same inputs and is still on the forge."""
+def _still_current(
+    prior: ChangeRecord | None, now: ChangeRecord, branch_sha: str | None, bench: Workbench
+) -> bool:
+    """True when the previous change was made from the same inputs and is still there: on the
+    forge, or kept unpublished in the repository cache while the forge's branch has not moved."""
     if prior is None or prior.outcome in (ChangeOutcome.FAILED, ChangeOutcome.SKIPPED):
         return False
     same_inputs = prior.base_sha == now.base_sha and prior.fingerprint == now.fingerprint
     if prior.outcome == ChangeOutcome.NO_CHANGE:
         return same_inputs
-    return same_inputs and prior.head_sha is not None and prior.head_sha == branch_sha
+    if not same_inputs or prior.head_sha is None:
+        return False
+    if prior.head_sha == branch_sha:
+        return True
+    return (
+        prior.forge_branch_sha == branch_sha
+        and now.clone_url is not None
+        and bench.cache.has(now.clone_url, prior.head_sha)
+    )
 
 
 def _commit(
@@ -725,6 +748,7 @@ def deliver_pull_request(
                 state=existing.state,
                 head_sha=head,
             )
+        pushed = publish(spec, target, change, bench, log)
         if awaiting:  # the draft PR is where the review happens
             draft = draft.model_copy(update={"draft": True})
         elif spec.review.policy == "required" and spec.pull_request.draft:
@@ -745,10 +769,38 @@ def deliver_pull_request(
             _notify_awaiting(spec, target, change, bench, pr.url)
         return done(
             outcome="awaiting_review", reason=f"draft pull request #{pr.number} awaits a review",
-            number=pr.number, url=pr.url, state=pr.state, head_sha=head,
+            number=pr.number, url=pr.url, state=pr.state, head_sha=head, pushed_sha=pushed,
             awaiting_since=gate.awaiting_since or time.time(),
         )  # fmt: skip
-    return done(outcome=outcome, number=pr.number, url=pr.url, state=pr.state, head_sha=head)
+    return done(outcome=outcome, number=pr.number, url=pr.url, state=pr.state, head_sha=head,
+                pushed_sha=pushed)  # fmt: skip
+
+
+def publish(
+    spec: CampaignSpec, target: Target, change: ChangeRecord, bench: Workbench, log: Log = _quiet
+) -> str | None:
+    """Push the change's head, which passed its gates, from the repository cache to the campaign
+    branch; returns it, or None when the forge's branch already holds it."""
+    head = change.head_sha
+    assert head is not None
+    if head == change.forge_branch_sha:
+        return None
+    clone_url = (
+        change.clone_url
+        or bench.forge.resolve(target.repo, change.base_branch, spec.branch_name).clone_url
+    )
+    if not bench.cache.has(clone_url, head):
+        raise ForgeError(
+            f"{target.repo}: the change {head[:12]} is not in this machine's repository cache "
+            f"({bench.cache.path_for(clone_url)}), so it cannot be published; run its change "
+            "again (`orchestrator run --no-cache`)"
+        )
+    bench.forge.push_branch(
+        target.repo, bench.cache.path_for(clone_url), spec.branch_name, head,
+        change.forge_branch_sha,
+    )  # fmt: skip
+    log(f"{target.key}: published {head[:12]} to {spec.branch_name}")
+    return head
 
 
 def _reject(spec, target: Target, head: str, reason: str, bench: Workbench, log: Log, done):
@@ -984,7 +1036,7 @@ def _quality_loop(
             left -= 1
             log(f"{target.key}: the judge vetoed; repair attempt "
                 f"{settings.repair_attempts - left}/{settings.repair_attempts}")  # fmt: skip
-            followup = FollowUp("judge", _veto_feedback(verdict))
+            followup = FollowUp("judge", veto_feedback(verdict.reasons))
         before = change.head_sha
         change = make_change(spec, target, change, bench, log, followup)
         if change.head_sha == before:  # the attempt failed or changed nothing: stop here
@@ -1032,16 +1084,6 @@ def _failure_feedback(
     )
 
 
-def _veto_feedback(verdict: JudgeVerdict) -> str:
-    lines = [
-        "A reviewer compared your diff with the request and vetoed it:",
-        *[f"- {r.get('kind')}: {r.get('detail')}" for r in verdict.reasons],
-        "Change the diff so that it does what the request asks, all of it and nothing else; "
-        "keep every test, and do not weaken any.",
-    ]
-    return "\n".join(lines)
-
-
 def _judge_holds(spec: CampaignSpec, change: ChangeRecord) -> str | None:
     """Why the judge gave no verdict on the change's head, when the campaign holds the PR until
     it does (`judge.on_error: hold`); None when nothing holds it."""
@@ -1050,9 +1092,9 @@ def _judge_holds(spec: CampaignSpec, change: ChangeRecord) -> str | None:
     if (
         isinstance(settings, AgenticTransformation)
         and settings.judge is not None
-        and settings.judge.on_error == "hold"
         and verdict is not None
         and verdict.verdict == "error"
+        and (settings.judge.on_error == "hold" or verdict.over_budget)
     ):
         return verdict.error or "no answer"
     return None
@@ -1065,6 +1107,13 @@ def _judge(
     settings = spec.transformation
     assert isinstance(settings, AgenticTransformation) and settings.judge is not None
     assert bench.judge is not None and change.head_sha is not None
+    if not bench.budget.may_start():  # the judge spends too: it asks the budget like an agent
+        why = f"budget: {bench.budget.describe()}"
+        log(f"{target.key}: the judge is not asked, the campaign's budget is spent ({why})")
+        record = JudgeVerdict(
+            head_sha=change.head_sha, verdict="error", error=why, over_budget=True
+        )
+        return change.model_copy(update={"verdicts": [*change.verdicts, record]})
     try:
         verdict = bench.judge(settings.prompt, change.diff, settings.judge)
     except JudgeError as exc:

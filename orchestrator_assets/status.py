@@ -21,6 +21,9 @@ class TargetStatus(StrEnum):
     MERGED = "merged"
     CLOSED = "closed"
     SKIPPED = "skipped"  # target removed from the campaign; its history is kept
+    # Not attempted because the campaign's budget was spent; not final: a re-run picks it up
+    # once the budget allows (a raised `budget_usd`, or a new month's spend).
+    OVER_BUDGET = "over_budget"
 
     @property
     def is_final(self) -> bool:
@@ -40,7 +43,7 @@ class ChangeOutcome(StrEnum):
     NO_CHANGE = "no_change"
     FAILED = "failed"
     SETUP_FAILED = "setup_failed"  # a setup command failed; the transformation did not run
-    SKIPPED = "skipped"  # not attempted: the campaign's budget was spent
+    SKIPPED = "skipped"  # not attempted: the campaign's budget was spent (status over_budget)
 
 
 class PullRequestState(StrEnum):

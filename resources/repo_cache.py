@@ -13,8 +13,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from resources.git import run_git
+from resources.git import SAFE_RECEIVE_PACK, GitError, run_git
 from resources.slug import safe_dirname
+
+# What the mirrors follow of their forge. Named on every fetch (not `+refs/*:refs/*`, what a
+# mirror clone configures) so that `--prune` leaves the platform's own refs below alone.
+FETCH_REFSPECS = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]
+# Where a change waits until it is published: made and committed, kept in the mirror of its
+# repository, checked out from there for its verifiers, and pushed to the forge only once it
+# passed every gate. Nothing unverified reaches the code host (and its push-triggered CI).
+UNPUBLISHED = "refs/orchestrator/unpublished/"
 
 
 class RepoCache:
@@ -46,7 +54,11 @@ class RepoCache:
         mirror = self.path_for(url)
         with self._locked(mirror):
             if (mirror / "HEAD").exists():
-                run_git(["fetch", "--prune", "--quiet", "origin"], cwd=mirror, env=self.git_env)
+                run_git(
+                    ["fetch", "--prune", "--quiet", "origin", *FETCH_REFSPECS],
+                    cwd=mirror,
+                    env=self.git_env,
+                )
             else:
                 tmp = mirror.with_suffix(".partial")
                 if tmp.exists():  # left by a crashed clone
@@ -64,3 +76,25 @@ class RepoCache:
         else:
             run_git(["checkout", "--quiet", "--detach", commit], cwd=workspace)
         return mirror
+
+    def keep(self, url: str, workspace: Path, sha: str, branch: str) -> None:
+        """Keep commit `sha` of `workspace` (a checkout of `url`) in the mirror as the unpublished
+        head of campaign `branch`, replacing the one kept before."""
+        mirror = self.path_for(url)
+        with self._locked(mirror):
+            run_git(
+                ["push", "--quiet", "--force", f"--receive-pack={SAFE_RECEIVE_PACK}",
+                 str(mirror), f"{sha}:{UNPUBLISHED}{branch}"],
+                workspace,
+            )  # fmt: skip
+
+    def has(self, url: str, sha: str) -> bool:
+        """True when the mirror of `url` holds commit `sha` (a kept change, or the forge's)."""
+        mirror = self.path_for(url)
+        if not (mirror / "HEAD").exists():
+            return False
+        try:
+            run_git(["cat-file", "-e", f"{sha}^{{commit}}"], mirror)
+        except GitError:
+            return False
+        return True

@@ -15,6 +15,7 @@ from resources.agents.base import AgentRequest, VerifierTool
 from resources.agents.claude_code import DEFAULT_DISALLOWED_TOOLS, ClaudeCodeAgent
 from resources.agents.judge import JudgeError, judge_change, price
 from resources.sandboxes.local import LocalSandboxProvider
+from tests.conftest import require
 from tests.fake_model import ScriptedModel, Usage, error, last_user_text, require_claude, text, tool
 
 SECRET = "sk-test-" + uuid.uuid4().hex
@@ -78,8 +79,8 @@ def result_text(block: dict) -> str:
 def test_the_agent_runs_a_verifier_tool_and_gets_the_trimmed_failure(
     tmp_path: Path, model: ScriptedModel, server: str
 ):
-    if server == "builtin" and not Path(BARE_PYTHON).exists():
-        pytest.skip(f"no {BARE_PYTHON} to run the built-in server with")
+    if server == "builtin":
+        require(Path(BARE_PYTHON).exists(), f"no {BARE_PYTHON} to run the built-in server with")
     model.script = [
         tool("mcp__verifiers__run_verifier", {"name": "test"}),
         text("The test verifier fails; I would fix add()."),

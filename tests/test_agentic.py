@@ -139,7 +139,7 @@ def test_turn_limit_fails_the_target(platform: Platform, model):
     assert row["status"] == "change_failed" and "turn limit (2 turns)" in row["reason"]
 
 
-def test_budget_stops_new_agent_runs(platform: Platform, model):
+def test_budget_stops_new_agent_runs_and_a_raised_budget_picks_them_up(platform: Platform, model):
     repos = [
         create_repo(platform.fleet, app_repo(n, "GREETING = 'OLD'\n")) for n in ("a", "b", "c")
     ]
@@ -153,11 +153,25 @@ def test_budget_stops_new_agent_runs(platform: Platform, model):
     got = statuses(outcome.report)
     # a ran; its response cost more than its share ($0.25 / 3 targets, its --max-budget-usd)
     reason_a = outcome.report.set_index("target").loc["acme__a", "reason"]
-    assert got["acme__a"] == "change_failed" and "reached its budget ($0.08)" in reason_a
-    assert got["acme__b"] == got["acme__c"] == "skipped"
+    assert got["acme__a"] == "change_failed" and "reached its budget ($0.0833)" in reason_a
+    # not attempted for budget: a status of its own, not the final "skipped" of a removed target
+    assert got["acme__b"] == got["acme__c"] == "over_budget"
     reason = outcome.report.set_index("target").loc["acme__b", "reason"]
     assert reason.startswith("budget: $0.30") and "of $0.25 spent" in reason
     assert len(model.conversation_requests) == 1  # no further agent run started
+
+    # the same budget again: nothing runs, and the failed target keeps its failure
+    again = platform.run(agentic(platform, repos, budget_usd=0.25))
+    got = statuses(again.report)
+    assert got == {"acme__a": "change_failed", "acme__b": "over_budget", "acme__c": "over_budget"}
+    assert "not retried: budget" in again.report.set_index("target").loc["acme__a", "reason"]
+    assert again.skipped_final == [] and len(model.conversation_requests) == 1
+
+    # a raised budget picks up the targets it held back, and a failure is retried too
+    raised = platform.run(agentic(platform, repos, budget_usd=10))
+    assert statuses(raised.report) == {"acme__a": "no_change", "acme__b": "no_change",
+                                       "acme__c": "no_change"}  # fmt: skip
+    assert len(model.conversation_requests) == 4
 
 
 def test_secrets_are_redacted_from_the_transcript(platform: Platform, model):

@@ -56,10 +56,21 @@ def test_campaign_opens_prs_only_for_verified_changes(platform: Platform):
 
     beta = platform.fleet / "acme" / "beta.git"
     assert pr_records(beta)[0]["base"] == "master"  # the repository's default branch
-    # blocked and failed targets get no PR; the failing verifier's branch exists but no PR
+    # blocked and failed targets get no PR, and nothing unverified reaches the forge: the change
+    # that fails its verifier is kept in the repository cache, its branch never pushed (a push
+    # would start the target's CI with its secrets on unverified code)
     for name in ("gamma", "delta", "epsilon"):
         assert pr_records(platform.fleet / "acme" / f"{name}.git") == []
-    assert branch_sha(platform.fleet / "acme" / "gamma.git") is None
+        assert branch_sha(platform.fleet / "acme" / f"{name}.git") is None
+
+    # a re-run finds the unpublished change in the cache: it is not made again, still not pushed
+    again = platform.run(path)
+    rows = again.report.set_index("target")
+    assert rows.loc["acme__epsilon", "status"] == "verification_failed"
+    assert rows.loc["acme__epsilon", "head_sha"] == outcome.report.set_index("target").loc[
+        "acme__epsilon", "head_sha"]  # fmt: skip
+    assert branch_sha(platform.fleet / "acme" / "epsilon.git") is None
+    assert rows.loc["acme__alpha", "head_sha"] == branch_sha(alpha)
 
 
 def test_verifier_results_are_per_target_asset_checks(platform: Platform):

@@ -445,7 +445,8 @@ def test_audit_lists_decisions_bulk_actions_cancels_pushes_and_pr_writes(platfor
     assert ("acme__alpha", "erin", "pr comment") in seen
     assert (None, "erin", "cancel") in seen
     pushes = [e for e in entries if e["action"] == "push"]
-    assert {e["target"] for e in pushes} == {"acme__alpha", "acme__beta"}
+    # only an approved change is published: the rejected one never reached the forge
+    assert {e["target"] for e in pushes} == {"acme__alpha"}
     assert all(e["actor"].startswith("platform (run ") and e["run_id"] for e in pushes)
     opened = [e for e in entries if e["action"] == "pr opened"]
     assert [e["target"] for e in opened] == ["acme__alpha"] and opened[0]["detail"].startswith("#1")

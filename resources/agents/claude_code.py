@@ -388,7 +388,7 @@ class StreamParser:
         if subtype == "error_max_turns":
             return f"the agent reached its turn limit ({request.max_turns} turns)"
         if "budget" in subtype:
-            return f"the agent reached its budget (${request.max_budget_usd or 0:.2f})"
+            return f"the agent reached its budget (${request.max_budget_usd or 0:.4f})"
         if result.get("is_error"):
             message = redact(str(result.get("result") or subtype or "unknown error"), self.secrets)
             return f"the agent failed: {_short(message, 400)}"

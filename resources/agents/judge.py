@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import requests
@@ -100,15 +100,19 @@ class Verdict(BaseModel):
 
     def feedback(self) -> str:
         """The veto as an instruction for the agent (empty for an approval)."""
-        if not self.vetoed:
-            return ""
-        lines = [
-            "A reviewer compared your diff with the request and vetoed it:",
-            *[f"- {r.kind}: {r.detail}" for r in self.reasons],
-            "Change the diff so that it does what the request asks, all of it and nothing "
-            "else; keep every test, and do not weaken any.",
-        ]
-        return "\n".join(lines)
+        return veto_feedback([r.model_dump() for r in self.reasons]) if self.vetoed else ""
+
+
+def veto_feedback(reasons: Sequence[Mapping[str, Any]]) -> str:
+    """A veto's reasons (`kind`, `detail`) as an instruction for the agent: the one wording both
+    a fresh verdict and a recorded one are sent back with."""
+    lines = [
+        "A reviewer compared your diff with the request and vetoed it:",
+        *[f"- {r.get('kind')}: {r.get('detail')}" for r in reasons],
+        "Change the diff so that it does what the request asks, all of it and nothing else; "
+        "keep every test, and do not weaken any.",
+    ]
+    return "\n".join(lines)
 
 
 def price(model: str, usage: dict[str, Any]) -> tuple[float, bool]:

@@ -8,6 +8,10 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
 
+# Every campaign branch lives under this prefix, and every forge refuses to push anything else:
+# fixed (not a setting) so that no configuration can point a campaign at another branch.
+BRANCH_PREFIX = "campaign/"
+
 
 class ForgeError(RuntimeError):
     """The forge refused or failed an operation; the message says which and why."""

@@ -43,6 +43,7 @@ from pydantic import Field
 
 from resources.forges.base import (
     ForgeError,
+    BRANCH_PREFIX,
     PullRequest,
     PullRequestDraft,
     PullRequestStatus,
@@ -53,7 +54,6 @@ from resources.redact import redact, secret_values
 
 log = logging.getLogger(__name__)
 
-BRANCH_PREFIX = "campaign/"
 WRITE_VERBS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 MAX_NOTE_LINES = 50  # line comments of one change request passed on (a steer prompt stays short)
 NETWORK_ERRORS: tuple[type[Exception], ...] = (

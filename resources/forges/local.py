@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlparse
 from pydantic import BaseModel, ConfigDict, Field
 
 from resources.forges.base import (
+    BRANCH_PREFIX,
     ForgeError,
     PullRequest,
     PullRequestDraft,
@@ -23,7 +24,6 @@ from resources.forges.base import (
 )
 from resources.git import SAFE_RECEIVE_PACK, GitError, author_env, ls_remote, run_git
 
-BRANCH_PREFIX = "campaign/"
 CHECKS = get_args(PullRequestStatus.model_fields["checks"].annotation)
 REVIEWS = get_args(PullRequestStatus.model_fields["review"].annotation)
 # what the forge itself writes from a draft (a subclass's extra fields are not the record's)
@@ -119,6 +119,8 @@ class LocalForge:
         refs = ls_remote(str(path))
         if not branch.startswith(BRANCH_PREFIX) or branch == refs.get("HEAD->"):
             raise ForgeError(f"{url}: refusing to push to {branch!r}: not a campaign branch")
+        if refs.get(f"refs/heads/{branch}") == sha:
+            return  # published before (a run that ended before recording it): nothing to do
         lease = f"--force-with-lease=refs/heads/{branch}:{expected or ''}"
         try:
             run_git(
