@@ -60,7 +60,7 @@ class Profile(BaseModel):
     image: str = Field(
         default=DEFAULT_IMAGE, description="sandbox image (docker and kubernetes providers)"
     )
-    isolation: Literal["default", "gvisor"] = Field(
+    isolation: Literal["default", "gvisor", "none"] = Field(
         default="default",
         description="gvisor: commands run under gVisor (runsc) — locally instead of bubblewrap, "
         "on Docker with the runsc runtime; on a cluster set kubernetes.runtime_class",
@@ -107,6 +107,15 @@ class Profile(BaseModel):
     def _unique(cls, value: list[Verifier]) -> list[Verifier]:
         names = [v.name for v in value]
         twice = sorted({n for n in names if names.count(n) > 1})
+    @model_validator(mode="after")
+    def _isolation_none_is_local(self) -> Profile:
+        if self.isolation == "none" and self.provider != "local":
+            raise ValueError(
+                f"isolation: none is for the local provider only (a {self.provider} sandbox is "
+                "isolated by its container or pod)"
+            )
+        return self
+
         if twice:
             raise ValueError(f"verifier name {twice[0]!r} is used twice")
         return value

@@ -30,6 +30,7 @@ from resources.agents.claude_code import find_cli
 from resources.build import build_resources
 from resources.redact import redact_files
 
+from resources.sandboxes.local import SandboxUnavailable
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 Emit = Callable[[str, str], None]  # (stage, message)
 
@@ -113,6 +114,20 @@ def run_campaign(
 
     Targets already merged, closed or rejected are left alone; everything else runs through
     change, verification and pull request, each stage repeating nothing that is done.
+def _require_sandbox(campaign: Campaign, settings: Settings) -> None:
+    """Stop before any run when the campaign's local sandbox cannot isolate its commands (the
+    asset refuses it too; this says so once, naming the file and profile)."""
+    profile = campaign.profile
+    if profile.provider != "local":
+        return  # a container or pod is its own sandbox; its engine is checked when it starts
+    sandbox = build_resources(settings)["sandbox"]
+    try:
+        sandbox.get(profile.provider, profile.image, profile.limits())  # type: ignore[attr-defined]
+    except SandboxUnavailable as exc:
+        name = campaign.spec.profile or "default"
+        raise OrchestratorError(f"{campaign.file}: profile {name!r}: {exc}") from None
+
+
     """
     spec = campaign.spec
     if spec.transformation.kind == "agentic" and find_cli() is None:
@@ -132,6 +147,7 @@ def run_campaign(
     if plan.removed:
         emit("discovery", f"marked {len(plan.removed)} removed target(s) as skipped")
     before = build_report(instance, spec)
+    _require_sandbox(campaign, settings)
     unapplied = unapplied_rejections(instance, spec)
     final = {
         row.target

@@ -69,8 +69,8 @@ def _provider(
         return AgentSandboxProvider(Path(root), settings, claims_log, limits)
     if provider != "local":
         raise ValueError(f"unknown sandbox provider {provider!r}")
-    if limits.isolation == "gvisor":
-        isolation = "gvisor"  # the profile asks for it, whatever the platform's default
+    if limits.isolation in ("gvisor", "none"):
+        isolation = limits.isolation  # the profile asks for it, whatever the platform's default
     return LocalSandboxProvider(
         Path(root), hidden_paths=[Path(p) for p in hidden], isolation=isolation, limits=limits
     )

@@ -40,6 +40,19 @@ def bwrap_path() -> str | None:
     return shutil.which("bwrap")
 
 
+class SandboxUnavailable(RuntimeError):
+    """The sandbox a profile asks for cannot be had on this machine; nothing runs unisolated
+    instead (a profile opts out with `isolation: none`)."""
+
+
+NO_BWRAP = (
+    "bubblewrap (bwrap) is not installed, so the local sandbox cannot isolate the commands of "
+    "a target (its setup, transformation or agent, and verifiers that run its code): install it "
+    "(`apt-get install bubblewrap`, or `make system-deps`), use a docker or kubernetes profile, "
+    "or say `isolation: none` in the campaign's profile to run them as plain host processes"
+)
+
+
 def runsc_path() -> str | None:
     """gVisor's runsc binary (Debian package `runsc`), or None when it is not installed."""
     return shutil.which("runsc")
@@ -221,7 +234,6 @@ class LocalSandboxProvider(WorkspaceProvider):
     (`gvisor`: runsc with an OCI bundle of the same mounts), or not at all (`none`).
     Image transformations run in containers on the Docker engine, with `limits`."""
 
-    _warned = False
     provider_name = "local"
 
     def __init__(
@@ -238,16 +250,10 @@ class LocalSandboxProvider(WorkspaceProvider):
         self.gvisor = isolation == "gvisor"
         self._gvisor_root: str | None = None
         self._gvisor_ids = itertools.count(1)
-        bwrap = None if self.gvisor else bwrap_path()
-        if isolation == "bwrap" and not bwrap:
-            raise RuntimeError("isolation 'bwrap' was asked for but bubblewrap is not installed")
-        self._bwrap = bwrap if isolation in ("auto", "bwrap") else None
-        if isolation == "auto" and not bwrap and not LocalSandboxProvider._warned:
-            LocalSandboxProvider._warned = True
-            log.warning(
-                "bubblewrap (bwrap) is not installed: sandbox commands run as plain processes "
-                "with access to the host. Install it (apt-get install bubblewrap) to isolate them."
-            )
+        bwrap = None if self.gvisor or isolation == "none" else bwrap_path()
+        if isolation in ("auto", "bwrap") and not bwrap:
+            raise SandboxUnavailable(NO_BWRAP)  # fail closed: never quietly on the host
+        self._bwrap = bwrap
 
     @property
     def isolated(self) -> bool:
