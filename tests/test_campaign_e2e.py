@@ -8,9 +8,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from dagster import AssetCheckKey, AssetKey, AssetRecordsFilter
+from dagster import AssetCheckKey, AssetCheckSeverity, AssetKey, AssetRecordsFilter
 from dagster._core.event_api import PartitionKeyFilter
 
+from orchestrator_assets import history
+from orchestrator_assets.catalog import load_one
+from orchestrator_assets.runner import campaign_definitions
 from resources.forges.local import LocalForge
 from resources.git import run_git
 from tests.conftest import Platform, statuses
@@ -73,11 +76,18 @@ def test_campaign_opens_prs_only_for_verified_changes(platform: Platform):
     assert rows.loc["acme__alpha", "head_sha"] == branch_sha(alpha)
 
 
-def test_verifier_results_are_per_target_asset_checks(platform: Platform):
+def test_verifier_results_are_per_target_blocking_asset_checks(platform: Platform):
     path = platform.write_campaign()
-    outcome = platform.run(path)
+    outcome = platform.run(path)  # one range run over all five targets
     heads = outcome.report.set_index("target")["head_sha"]
     check = AssetCheckKey(AssetKey(["rename", "verification"]), "test")
+    defs = campaign_definitions(load_one(path, platform.settings()), platform.settings())
+    (spec,) = [
+        a.get_spec_for_check_key(check)
+        for a in defs.resolve_asset_graph().assets_defs
+        if check in a.check_keys
+    ]
+    assert spec.blocking  # what the UI shows beside the check
     with platform.instance() as instance:
         storage = instance.event_log_storage
         for target, passed in (("acme__alpha", True), ("acme__epsilon", False)):
@@ -85,12 +95,22 @@ def test_verifier_results_are_per_target_asset_checks(platform: Platform):
                 [check], partition_filter=PartitionKeyFilter(key=target)
             )[check]
             evaluation = record.event.dagster_event.event_specific_data
-            assert evaluation.passed is passed
+            # a failure is an ERROR for that target's partition (not the run summary's warning)
+            assert evaluation.passed is passed and evaluation.partition == target
+            assert evaluation.severity == AssetCheckSeverity.ERROR
             assert evaluation.metadata["head_sha"].value == heads[target]
             assert evaluation.metadata["exit_code"].value == (0 if passed else 1)
             assert "duration_s" in evaluation.metadata
             output = evaluation.metadata["output"].value
             assert ("1 passed" in output) if passed else ("AssertionError" in output)
+        # and it blocks, in a range run too: that target's PR stage is held, the others go on
+        prs = history.latest_materializations(instance, AssetKey(["rename", "pull_request"]),
+                                              ["acme__alpha", "acme__epsilon"])  # fmt: skip
+    assert pr_records(platform.fleet / "acme" / "epsilon.git") == []
+    assert len(pr_records(platform.fleet / "acme" / "alpha.git")) == 1
+    assert set(prs) == {"acme__alpha", "acme__epsilon"}
+    blocked = outcome.report.set_index("target").loc["acme__epsilon", "reason"]
+    assert blocked == "verifier failed: test"
 
 
 def test_rerun_repeats_nothing_and_opens_no_duplicate_pr(platform: Platform):

@@ -244,3 +244,42 @@ def test_verifier_tool_calls_and_stop_gate_blocks_are_in_the_metadata_and_the_lo
     positions = [logs.find(text) for text in order]
     assert -1 not in positions and positions == sorted(positions), logs
     assert "model None" not in logs  # the CLI's hook notices are not shown as sessions
+
+
+def test_the_judge_asks_the_budget_first_and_a_spent_budget_holds_the_pr(
+    platform: Platform,
+    model,  # noqa: F811
+):
+    """The judge spends too: once the campaign's budget is spent it is not asked, and the PR
+    waits for it (whatever `on_error` says) until a run with budget left gets its verdict."""
+    repo = create_repo(platform.fleet, app_repo("alpha", "GREETING = 'OLD'\n"))
+    big = Usage(input_tokens=100_000, output_tokens=10, cache_creation_input_tokens=0,
+                cache_read_input_tokens=0)  # fmt: skip  # about $0.30 an agent run
+
+    def write(budget: float):
+        return platform.write_campaign(
+            "quality", targets=[str(repo)], budget_usd=budget,
+            transformation={"kind": "agentic", "prompt": "Rename OLD to NEW.", "max_turns": 6,
+                            "verifier_tools": False, "max_stop_blocks": 0, "repair_attempts": 1,
+                            "judge": {}},  # the default on_error lets a PR open without a verdict
+        )  # fmt: skip
+
+    model.script = [
+        tool("Bash", {"command": "sed -i s/OLD/NEW/ app.py", "description": "rename"}),
+        text("Renamed.", usage=big),
+        tool("Bash", {"command": "echo '# renamed' >> app.py", "description": "note"}),
+        text("Addressed the review.", usage=big),
+    ]
+    veto = {"verdict": "veto", "reasons": [{"kind": "incomplete", "detail": "say why"}]}
+    model.judge_script = [verdict(veto)]
+    row = platform.run(write(0.5)).report.set_index("target").loc["acme__alpha"]
+    # agent $0.30, judge (veto), repair $0.30: $0.60 of $0.50 spent before the second verdict
+    assert len(model.judge_requests) == 1
+    assert row["status"] == "pending" and "budget: $0.60" in row["reason"], row["reason"]
+    assert not list((repo / "pulls").glob("*.json"))
+    verdicts = change_of(platform, (platform.campaigns / "quality.yaml")).verdicts
+    assert [(v.verdict, v.over_budget) for v in verdicts] == [("veto", False), ("error", True)]
+
+    model.judge_script = [verdict({"verdict": "approve", "reasons": []})]
+    row = platform.run(write(10)).report.set_index("target").loc["acme__alpha"]
+    assert len(model.judge_requests) == 2 and row["status"] == "pr_open"
