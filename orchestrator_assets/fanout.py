@@ -10,9 +10,10 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
+from resources.cancel import CancelScope
+from resources.cancel import scope as cancel_scope
 from resources.redact import redact
 
 R = TypeVar("R")
@@ -23,6 +24,9 @@ Log = Callable[[str], None]
 # get SHUTDOWN_GRACE_S to finish (and are recorded), then what still runs is cancelled.
 SHUTDOWN = threading.Event()
 SHUTDOWN_GRACE_S = float(os.environ.get("ORCHESTRATOR_SHUTDOWN_GRACE_S", "20"))
+# After the grace, how long the cancelled targets get to unwind and return what they had done
+# (killed processes return at once; this bounds a worker that is slow to notice).
+CANCEL_WAIT_S = 5.0
 
 
 @contextlib.contextmanager
@@ -65,12 +69,23 @@ def fan_out(
     """Yield `(key, work(key))` as each finishes; an exception becomes `on_error(key, exc)`.
 
     Progress lines from worker threads are passed to `log` on the calling thread, so Dagster's
-    run log is only written from the step's own thread. If the caller is interrupted (run
-    cancelled), `cancel` stops what the workers started and no new target is begun. Once
-    SHUTDOWN is set, targets not begun are dropped and those in flight get SHUTDOWN_GRACE_S to
-    finish; what is still running then is cancelled and not yielded (the next run redoes it).
+    run log is only written from the step's own thread. Once SHUTDOWN is set, targets not begun
+    are dropped and those in flight get SHUTDOWN_GRACE_S to finish. Then what still runs is
+    cancelled: `cancel` stops the sandboxes' commands, each worker's git processes are killed
+    and its forge back-offs cut short (`resources.cancel`); the results those workers still
+    return within CANCEL_WAIT_S are yielded like any other (what they had pushed or opened, and
+    what their agent cost, is in them), and a worker stuck beyond that is abandoned: its thread
+    is a daemon, so it cannot hold the process. If the caller is interrupted (run cancelled),
+    the same cancellation happens and nothing more is yielded.
     """
     lines: queue.Queue[str] = queue.Queue()
+    results: queue.Queue[tuple[str, R]] = queue.Queue()
+    todo: queue.Queue[str] = queue.Queue()
+    for key in keys:
+        todo.put(key)
+    lock = threading.Lock()
+    scopes: dict[str, CancelScope] = {}  # the targets in flight
+    closing = threading.Event()  # no new target is begun
 
     def drain() -> None:
         # One log message per drain: each message is an event-log write, which costs as much as
@@ -93,29 +108,83 @@ def fan_out(
             lines.put(f"{key}: unexpected error: {exc}\n{traceback.format_exc(limit=5)}")
             return on_error(key, exc)
 
-    pool = ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(keys) or 1)))
-    futures: dict[Future, str] = {pool.submit(run, key): key for key in keys}
+    def worker() -> None:
+        while not closing.is_set():
+            try:
+                key = todo.get_nowait()
+            except queue.Empty:
+                return
+            scope = CancelScope()
+            with lock:
+                scopes[key] = scope
+            with cancel_scope(scope):
+                result = run(key)
+            with lock:
+                scopes.pop(key, None)
+            results.put((key, result))
+
+    def cancel_in_flight() -> int:
+        closing.set()
+        with lock:
+            in_flight = list(scopes.values())
+        for scope in in_flight:
+            scope.cancel()
+        cancel()
+        return len(in_flight)
+
+    # Daemon threads, not a ThreadPoolExecutor: the interpreter joins an executor's threads at
+    # exit, so one worker stuck where nothing can interrupt it (a read from a server that never
+    # answers) would keep the process alive past any grace.
+    threads = [
+        threading.Thread(target=worker, name=f"fan-out-{i}", daemon=True)
+        for i in range(max(1, min(max_workers, len(keys) or 1)))
+    ]
+    for thread in threads:
+        thread.start()
+    waiting = set(keys)
     finished = False
     try:
-        pending = set(futures)
         deadline: float | None = None
-        while pending:
-            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+        given_up_at: float | None = None
+        while waiting:
+            try:
+                key, result = results.get(timeout=0.5)
+            except queue.Empty:
+                pass
+            else:
+                drain()
+                waiting.discard(key)
+                yield key, result
+                continue
             drain()
-            for future in done:
-                if not future.cancelled():
-                    yield futures[future], future.result()
             if SHUTDOWN.is_set() and deadline is None:
                 deadline = time.monotonic() + SHUTDOWN_GRACE_S
-                dropped = sum(f.cancel() for f in pending)
+                closing.set()
+                dropped = 0
+                while True:
+                    try:
+                        waiting.discard(todo.get_nowait())
+                    except queue.Empty:
+                        break
+                    dropped += 1
                 log(f"stopping: {dropped} target(s) not begun; finishing those in flight")
-            if deadline is not None and pending and time.monotonic() > deadline:
-                log(f"stopping: {len(pending)} target(s) did not finish in time; cancelled")
+            now = time.monotonic()
+            if deadline is not None and given_up_at is None and waiting and now > deadline:
+                given_up_at = now
+                log(f"stopping: {cancel_in_flight()} target(s) did not finish in time; cancelled "
+                    "(commands and git killed); recording what they had done")  # fmt: skip
+            if given_up_at is not None and waiting and now > given_up_at + CANCEL_WAIT_S:
+                log(f"stopping: {len(waiting)} target(s) did not stop when cancelled; left "
+                    f"unrecorded: {', '.join(sorted(waiting))}")  # fmt: skip
                 break
         drain()
-        finished = not pending
+        finished = not waiting
     finally:
         if not finished:
-            pool.shutdown(wait=False, cancel_futures=True)
-            cancel()
-        pool.shutdown(wait=True)
+            cancel_in_flight()
+            # Give the cancelled workers a moment to let go of their sandboxes and processes;
+            # one that does not is abandoned (a daemon thread), never waited for without bound.
+            until = time.monotonic() + CANCEL_WAIT_S
+            for thread in threads:
+                thread.join(max(0.0, until - time.monotonic()))
+            cancel()  # again: removes what a late worker opened after the first call

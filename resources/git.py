@@ -9,8 +9,11 @@ git clears `-c` settings for such local transports: pushes name `SAFE_RECEIVE_PA
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from pathlib import Path
+
+from resources import cancel
 
 HARDENING = [
     "-c", "core.hooksPath=/dev/null",
@@ -63,19 +66,39 @@ def run_git(
     check: bool = True,
     timeout: float = 600,
 ) -> str:
-    """Run `git ARGS` and return stdout; raise `GitError` on failure when `check`."""
-    proc = subprocess.run(
+    """Run `git ARGS` and return stdout; raise `GitError` on failure when `check`.
+
+    Inside a worker's cancel scope (`resources.cancel`), cancelling it kills the command with
+    everything it started and raises `GitError` (also for a command begun after the cancel),
+    whatever `check` says; `timeout` (`subprocess.TimeoutExpired`) kills them all too.
+    """
+    scope = cancel.current()
+    if scope is not None and scope.cancelled:
+        raise GitError(args, -signal.SIGKILL, cancel.CANCELLED_MESSAGE)
+    # Its own process group: a push or fetch runs helpers (remote-https, ssh, a local
+    # receive-pack), and killing only git would leave them running, orphaned.
+    proc = subprocess.Popen(
         ["git", *HARDENING, *args],
         cwd=cwd,
         env=git_env(env),
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
         stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
+    with cancel.scope_watching(scope, proc):
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except BaseException:  # timeout, Ctrl-C: nothing of it may outlive the call
+            cancel.kill_group(proc)
+            proc.communicate()
+            raise
+    if scope is not None and scope.cancelled and proc.returncode != 0:
+        raise GitError(args, proc.returncode, cancel.CANCELLED_MESSAGE)
     if check and proc.returncode != 0:
-        raise GitError(args, proc.returncode, proc.stderr)
-    return proc.stdout
+        raise GitError(args, proc.returncode, stderr)
+    return stdout
 
 
 def ls_remote(url: str) -> dict[str, str]:
@@ -104,3 +127,4 @@ def author_env(name: str, email: str) -> dict[str, str]:
         "GIT_COMMITTER_NAME": name,
         "GIT_COMMITTER_EMAIL": email,
     }
+
