@@ -128,3 +128,51 @@ def author_env(name: str, email: str) -> dict[str, str]:
         "GIT_COMMITTER_EMAIL": email,
     }
 
+
+# What git itself rewrites while the platform works in a repository (commits, fetches, resets):
+# left out of `git_metadata_digest`, which is about what could make git run code or read the
+# repository differently (config, commondir, hooks, info/attributes, anything new).
+_GIT_STATE_DIRS = {"objects", "refs", "logs", "rebase-merge", "rebase-apply", "sequencer"}
+_GIT_STATE_FILES = {
+    "index", "HEAD", "ORIG_HEAD", "FETCH_HEAD", "MERGE_HEAD", "MERGE_MSG", "MERGE_MODE",
+    "CHERRY_PICK_HEAD", "REVERT_HEAD", "AUTO_MERGE", "COMMIT_EDITMSG", "packed-refs", "shallow",
+    "gc.pid", "gc.log",
+}  # fmt: skip
+
+
+def git_metadata_digest(workspace: Path) -> str:
+    """A digest of the workspace's `.git` metadata: every file, link and directory in `.git`
+    (or the `.git` file of a worktree) except objects, refs, logs, the index and the other state
+    git rewrites itself. Equal before and after a sandbox ran means the sandbox changed nothing
+    there that could make the platform's git run code (config, commondir, hooks, info/)."""
+    import hashlib
+    import stat
+
+    root = Path(workspace) / ".git"
+    digest = hashlib.sha256()
+
+    def add(path: Path, rel: str) -> None:
+        st = path.lstat()
+        kind = stat.S_IFMT(st.st_mode)
+        digest.update(os.fsencode(rel) + f"\0{kind:o}\0{st.st_mode & 0o7777:o}\0".encode())
+        if stat.S_ISLNK(st.st_mode):
+            digest.update(os.fsencode(os.readlink(path)))
+        elif stat.S_ISREG(st.st_mode):
+            digest.update(path.read_bytes())
+        digest.update(b"\0")
+
+    if not os.path.lexists(root):
+        return digest.hexdigest()
+    add(root, ".git")
+    if root.is_symlink() or not root.is_dir():
+        return digest.hexdigest()
+    for dirpath, dirnames, filenames in os.walk(root):  # never follows links
+        here = Path(dirpath)
+        if here == root:
+            dirnames[:] = [d for d in dirnames if d not in _GIT_STATE_DIRS]
+        dirnames.sort()
+        for name in sorted([*dirnames, *filenames]):
+            if name in _GIT_STATE_FILES or name.endswith(".lock"):
+                continue
+            add(here / name, os.path.relpath(here / name, root))
+    return digest.hexdigest()
