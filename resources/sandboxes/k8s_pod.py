@@ -17,6 +17,8 @@ import json
 import logging
 import math
 import os
+import re
+import secrets
 import shutil
 import stat
 import tarfile
@@ -24,7 +26,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,26 @@ from resources.sandboxes.base import WORKSPACE, OutputCallback
 log = logging.getLogger(__name__)
 
 SYNC_MARK = "/tmp/.campaign-sync-mark"  # touched before a command: what is newer changed
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Before a command ($0 the sync mark, $1 a fresh folder): the command's environment arrives as a
+# tar on stdin, one private file per variable, then the mark is touched.
+PREPARE = 'umask 077 && mkdir "$1" && tar -x -f - -C "$1" && touch "$0"'
+# The pod's workspace but .git, one NUL-terminated record per entry (a name may hold a newline):
+# C when its status changed after the sync mark (content, mode, rename) else O, then its type,
+# permission bits, size and path.
+LIST = [
+    "find", WORKSPACE, "-path", f"{WORKSPACE}/.git", "-prune",
+    "-o", "!", "-path", WORKSPACE, "-cnewer", SYNC_MARK, "-printf", "C %y %m %s %P\\0",
+    "-o", "!", "-path", WORKSPACE, "-printf", "O %y %m %s %P\\0",
+]  # fmt: skip
+# Copy-back ($0 the workspace, $1 a fresh folder): the NUL-separated names arrive as a file in a
+# tar on stdin; tar reads them verbatim (no option, no wildcard), stores hard links as files and
+# never recurses (directories come from the listing).
+FETCH = (
+    'umask 077 && mkdir "$1" && tar -x -f - -C "$1" && cd "$0" || exit 125; '
+    "tar -c -f - --null --verbatim-files-from --no-recursion --hard-dereference "
+    '--ignore-failed-read -T "$1/names"; rc=$?; rm -rf "$1"; exit $rc'
+)
 TAIL_LINES = 80
 RETRIED = (429, 500, 502, 503, 504)
 CHUNK = 64 * 1024  # bytes per stdin frame
@@ -171,6 +193,7 @@ class Pod:
     container: str = "sandbox"
     synced: dict[str, Entry] = field(default_factory=dict)  # what the pod's workspace holds
     pushed_once: bool = False
+    refused: list[str] = field(default_factory=list)  # what the last pull would not take
 
     def describe(self) -> str:
         """The pod's name for messages."""
@@ -302,73 +325,282 @@ class Pod:
         self.synced = now
         return None
 
+    def prepare(self, env: Mapping[str, str]) -> tuple[str, str | None]:
+        """Before a command: write `env` into the pod as files (one per variable, in a fresh
+        private folder under /tmp, sent as a tar on stdin, so no value is ever part of an exec
+        URL or a command line) and touch the sync mark. Returns the folder, and None or why it
+        failed."""
+        bad = [name for name in env if not ENV_NAME.match(name)]
+        if bad:
+            return "", f"not a valid environment variable name: {bad[0]!r}"
+        folder = f"/tmp/.campaign-env-{secrets.token_hex(8)}"
+        with tempfile.SpooledTemporaryFile(max_size=4 * 1024 * 1024) as buffer:
+            with tarfile.open(fileobj=buffer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                for name, value in env.items():
+                    _add_bytes(tar, name, value.encode("utf-8", "surrogateescape"))
+            buffer.seek(0)
+            result = self.run(["sh", "-c", PREPARE, SYNC_MARK, folder], stdin=buffer, timeout_s=120)
+        if result.exit_code != 0:
+            why = result.tail.strip() or result.error
+            return folder, f"cannot prepare {self.describe()}: {why}"
+        return folder, None
+
     def pull(self, workspace: Path) -> str | None:
         """Bring the host's workspace up to date with what the last command did in the pod
-        (everything but `.git`); None, or why it failed."""
-        listing = self.run(
-            ["find", WORKSPACE, "-path", f"{WORKSPACE}/.git", "-prune", "-o", "-print"],
-            capture_stdout=True,
-            timeout_s=300,
-        )
-        changed = self.run(
-            [
-                "find",
-                WORKSPACE,
-                "-path",
-                f"{WORKSPACE}/.git",
-                "-prune",
-                "-o",
-                "!",
-                "-type",
-                "d",
-                "-newer",
-                SYNC_MARK,
-                "-print",
-            ],
-            capture_stdout=True,
-            timeout_s=300,
-        )
-        for result in (listing, changed):
-            if result.exit_code != 0:
-                return f"cannot list the workspace in {self.describe()}: " + (
-                    result.tail.strip() or result.error
-                )
-        prefix = WORKSPACE + "/"
-        in_pod = {
-            line[len(prefix) :]
-            for line in listing.stdout.decode("utf-8", "replace").splitlines()
-            if line.startswith(prefix)
-        }
-        on_host = snapshot(workspace)
-        for rel in sorted(on_host, reverse=True):
-            if rel == ".git" or rel.startswith(".git/") or rel in in_pod:
+        (everything but `.git`): deletions, renames, new and changed files, modes, symlinks and
+        directories, empty ones too. None, or why it failed; what the pod offered that could
+        not be taken safely is in `refused` (see `extract`)."""
+        self.refused = []
+        listing = self.run(LIST, capture_stdout=True, timeout_s=300)
+        if listing.exit_code != 0:
+            return f"cannot list the workspace in {self.describe()}: " + (
+                listing.tail.strip() or listing.error
+            )
+        in_pod: dict[str, PodEntry] = {}
+        for record in listing.stdout.split(b"\0"):
+            if not record:
                 continue
+            fields = record.split(b" ", 4)
+            if len(fields) != 5 or not fields[3].isdigit():
+                return f"unreadable listing of the workspace in {self.describe()}"
+            rel = os.fsdecode(fields[4])
+            if safe_parts(rel) is None:
+                self.refused.append(rel)
+                continue
+            with suppress(ValueError):
+                in_pod[rel] = PodEntry(
+                    fields[1].decode(), int(fields[2], 8), int(fields[3]), fields[0] == b"C"
+                )
+        on_host = host_entries(workspace)
+        # What the pod no longer has, or has as another type, goes (deepest first; a folder
+        # with what is in it).
+        for rel in sorted(on_host, reverse=True):
+            entry = in_pod.get(rel)
+            if entry is not None and entry.kind == on_host[rel].kind:
+                continue
+            del on_host[rel]
             path = workspace / rel
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                with suppress(FileNotFoundError):
+            with suppress(FileNotFoundError):
+                if stat.S_ISDIR(path.lstat().st_mode):
+                    shutil.rmtree(path)
+                else:
                     path.unlink()
-        # New files come with the tar below (their directories with them); a new directory
-        # left empty is not carried over: git does not see one either.
-        names = [
-            "./" + line[len(prefix) :]
-            for line in changed.stdout.decode("utf-8", "replace").splitlines()
-            if line.startswith(prefix)
-        ]
-        for batch in split_paths(names):
+        # Directories first, so that empty ones reach the host too.
+        with _workspace_fd(workspace) as root_fd:
+            for rel, entry in sorted(in_pod.items()):
+                if entry.kind == "d" and rel not in on_host:
+                    try:
+                        os.close(_open_dir(root_fd, safe_parts(rel) or [], create=True))
+                    except OSError as exc:
+                        self.refused.append(f"{rel} ({exc.strerror or exc})")
+        # A file comes back when its status changed after the mark (content, mode, a rename on
+        # most file systems), or when the host lacks it or holds it otherwise (a rename keeps
+        # the mtime, and a folder renamed does not touch what is in it).
+        wanted = sorted(
+            rel
+            for rel, entry in in_pod.items()
+            if entry.kind in ("f", "l")
+            and (entry.changed or rel not in on_host or on_host[rel] != entry.host_view())
+        )
+        if wanted:
+            problem = self._fetch(workspace, wanted)
+            if problem:
+                return problem
+        self.synced = snapshot(workspace)
+        return None
+
+    def _fetch(self, workspace: Path, wanted: list[str]) -> str | None:
+        """Copy `wanted` (relative paths) out of the pod's workspace into the host's. Their
+        names go in as a file (NUL-separated, in a tar on stdin), not as arguments."""
+        names = b"".join(b"./" + os.fsencode(rel) + b"\0" for rel in wanted)
+        folder = f"/tmp/.campaign-pull-{secrets.token_hex(8)}"
+        with tempfile.SpooledTemporaryFile(max_size=32 * 1024 * 1024) as buffer:
+            with tarfile.open(fileobj=buffer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                _add_bytes(tar, "names", names)
+            buffer.seek(0)
             result = self.run(
-                ["tar", "-c", "-f", "-", "-C", WORKSPACE, *batch],
+                ["sh", "-c", FETCH, WORKSPACE, folder],
+                stdin=buffer,
                 capture_stdout=True,
                 timeout_s=900,
             )
-            if result.exit_code != 0:
-                return f"cannot copy the change out of {self.describe()}: " + (
-                    result.tail.strip() or result.error
-                )
-            _extract(result.stdout, workspace)
-        self.synced = snapshot(workspace)
+        if result.exit_code != 0:
+            return f"cannot copy the change out of {self.describe()}: " + (
+                result.tail.strip() or result.error
+            )
+        self.refused += extract(result.stdout, workspace, set(wanted))
         return None
+
+
+@dataclass(frozen=True)
+class PodEntry:
+    """One entry of the pod's workspace listing."""
+
+    kind: str  # find's %y: f, d, l, p, s, c, b
+    mode: int  # permission bits
+    size: int
+    changed: bool  # its status changed after the sync mark
+
+    def host_view(self) -> HostEntry:
+        """What the host holds when it holds the same thing."""
+        return HostEntry(self.kind, self.mode & stat.S_IXUSR, self.size if self.kind == "f" else 0)
+
+
+@dataclass(frozen=True)
+class HostEntry:
+    """One entry of the host's workspace, as compared with the pod's."""
+
+    kind: str
+    exec_bit: int
+    size: int  # of a regular file (0 for anything else)
+
+
+def _kind(mode: int) -> str:
+    """find's %y letter for a file type."""
+    for test, letter in (
+        (stat.S_ISREG, "f"), (stat.S_ISDIR, "d"), (stat.S_ISLNK, "l"), (stat.S_ISFIFO, "p"),
+        (stat.S_ISSOCK, "s"), (stat.S_ISCHR, "c"), (stat.S_ISBLK, "b"),
+    ):  # fmt: skip
+        if test(mode):
+            return letter
+    return "?"
+
+
+def host_entries(workspace: Path) -> dict[str, HostEntry]:
+    """Everything in the host's workspace but its `.git` (never following a link)."""
+    found: dict[str, HostEntry] = {}
+    for dirpath, dirnames, filenames in os.walk(workspace):
+        if dirpath == str(workspace):
+            dirnames[:] = [d for d in dirnames if d != ".git"]
+            filenames = [f for f in filenames if f != ".git"]
+        for name in [*dirnames, *filenames]:
+            path = os.path.join(dirpath, name)
+            with suppress(FileNotFoundError):
+                st = os.lstat(path)
+                kind = _kind(st.st_mode)
+                found[os.path.relpath(path, workspace)] = HostEntry(
+                    kind, st.st_mode & stat.S_IXUSR, st.st_size if kind == "f" else 0
+                )
+    return found
+
+
+def safe_parts(rel: str) -> list[str] | None:
+    """The components of a path the pod named, or None when it is not a plain relative path
+    inside the workspace outside `.git` (absolute, empty, `.` or `..` parts)."""
+    rel = rel.removeprefix("./")
+    parts = rel.split("/")
+    if not rel or any(p in ("", ".", "..") for p in parts) or parts[0] == ".git":
+        return None
+    return parts
+
+
+class _workspace_fd:
+    """The workspace directory opened (a context manager giving its descriptor)."""
+
+    def __init__(self, workspace: Path):
+        self.fd = os.open(workspace, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def __enter__(self) -> int:
+        return self.fd
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _open_dir(root_fd: int, parts: Sequence[str], *, create: bool) -> int:
+    """A descriptor of the directory `parts` under `root_fd`, walked one component at a time
+    without following a symlink (a link on the way fails with ELOOP or ENOTDIR: whatever the
+    pod made, nothing is written through it); missing directories are made when `create`."""
+    fd = os.dup(root_fd)
+    try:
+        for part in parts:
+            try:
+                child = os.open(part, DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                os.mkdir(part, 0o755, dir_fd=fd)
+                child = os.open(part, DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _clear(parent_fd: int, name: str) -> None:
+    """Remove `name` in the directory `parent_fd` (a directory with what it holds; a link
+    itself, never what it points to); nothing when it is absent."""
+    try:
+        st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(name, dir_fd=parent_fd)
+    else:
+        os.unlink(name, dir_fd=parent_fd)
+
+
+def extract(data: bytes, workspace: Path, wanted: set[str]) -> list[str]:
+    """Unpack a tar from the pod into the workspace, and return what was refused.
+
+    The pod is untrusted: only members named in `wanted` are taken, only regular files,
+    symlinks and directories, none under `.git` or outside the workspace, and none through a
+    symlink (each directory on the way is opened with O_NOFOLLOW, each file created with
+    O_EXCL|O_NOFOLLOW after what stood there is removed). A symlink arrives as a symlink, as
+    the other providers leave it; nothing is ever written where one points."""
+    import io
+
+    refused: list[str] = []
+    with (
+        _workspace_fd(workspace) as root_fd,
+        tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar,
+    ):
+        for member in tar:
+            rel = member.name.removeprefix("./")
+            parts = safe_parts(rel)
+            if parts is None or rel not in wanted:
+                refused.append(member.name)
+                continue
+            if not (member.isreg() or member.issym() or member.isdir()):
+                refused.append(f"{rel} (a {member.type!r} entry)")
+                continue
+            try:
+                parent = _open_dir(root_fd, parts[:-1], create=True)
+            except OSError as exc:
+                refused.append(f"{rel} ({exc.strerror or exc})")
+                continue
+            name = parts[-1]
+            try:
+                if member.isdir():
+                    with suppress(FileNotFoundError):
+                        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+                        if stat.S_ISDIR(st.st_mode):
+                            continue
+                    _clear(parent, name)
+                    os.mkdir(name, 0o755, dir_fd=parent)
+                    continue
+                _clear(parent, name)
+                if member.issym():
+                    os.symlink(member.linkname, name, dir_fd=parent)
+                    continue
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                source = tar.extractfile(member)
+                with os.fdopen(os.open(name, flags, 0o600, dir_fd=parent), "wb") as out:
+                    if source is not None:
+                        shutil.copyfileobj(source, out)
+                    # The pod's permission bits (the executable bit is what git keeps), and
+                    # always readable and writable by the platform.
+                    os.fchmod(out.fileno(), (member.mode & 0o777) | 0o600)
+            except OSError as exc:
+                refused.append(f"{rel} ({exc.strerror or exc})")
+            finally:
+                os.close(parent)
+    return refused
 
 
 def _add(tar: tarfile.TarFile, workspace: Path, rel: str) -> None:
@@ -391,6 +623,15 @@ def _add(tar: tarfile.TarFile, workspace: Path, rel: str) -> None:
     _add_path(tar, path, rel)
 
 
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    """Add a private regular file holding `data`."""
+    import io
+
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = len(data), 0o600, int(time.time())
+    tar.addfile(info, io.BytesIO(data))
+
+
 def _add_path(tar: tarfile.TarFile, path: Path, arcname: str) -> None:
     with suppress(FileNotFoundError):
         info = tar.gettarinfo(str(path), arcname=arcname)
@@ -401,19 +642,3 @@ def _add_path(tar: tarfile.TarFile, path: Path, arcname: str) -> None:
                 tar.addfile(info, handle)
         else:
             tar.addfile(info)
-
-
-def _extract(data: bytes, workspace: Path) -> None:
-    """Unpack a tar from the pod into the workspace, refusing anything that would land outside
-    it or in `.git` (the pod is untrusted)."""
-    import io
-
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r|") as tar:
-        for member in tar:
-            name = os.path.normpath(member.name)
-            if name == ".git" or name.startswith(".git/") or name.startswith(".."):
-                continue
-            target = workspace / name
-            if target.is_symlink() or (target.exists() and not target.is_dir()):
-                target.unlink()
-            tar.extract(member, workspace, filter="data")
