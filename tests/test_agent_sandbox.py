@@ -149,6 +149,14 @@ def test_a_claim_binds_to_a_ready_sandbox_runs_commands_and_is_deleted(tmp_path,
         assert all(p["metadata"]["name"] != f"{bound}-pod" for p in fake.list("pods"))
 
 
+def test_secrets_reach_the_command_in_the_claimed_pod_but_never_an_exec_url(tmp_path, fake):
+    from tests.test_kubernetes import secret_travels_only_inside
+
+    wait_ready_pool(fake, "python")
+    with provider(tmp_path).open("agent", TAGS) as sandbox:
+        secret_travels_only_inside(sandbox, fake.requests if fake is not None else None)
+
+
 @fake_only
 def test_warm_claims_are_ready_at_once_and_cold_ones_after_a_while_and_pools_shows_both(
     tmp_path, fake, platform: Platform

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import socket
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -29,6 +33,7 @@ from resources.sandboxes.kubernetes import LABEL, KubernetesSandboxProvider
 from tests.conftest import FLEET, Platform, require, statuses
 from tests.fake_k8s import FakeKubernetes
 
+ROOT = Path(__file__).resolve().parents[1]
 REAL = os.environ.get("K8S_TEST_KUBECONFIG")
 NAMESPACE = os.environ.get("K8S_TEST_NAMESPACE", "default")
 IMAGE = os.environ.get("K8S_TEST_IMAGE", "campaign-sandbox:latest")
@@ -179,6 +184,84 @@ def test_the_workspace_goes_in_and_the_change_comes_out_but_not_git(tmp_path, cl
         (ws / "app.py").write_text("GREETING = 'HOST'\n")
         again = sandbox.exec(["cat", "app.py"])
         assert "HOST" in again.output_tail
+
+
+SECRET = "sk-ant-0123456789-not/a real=key&x%20y"
+
+
+def secret_travels_only_inside(sandbox, requests: list[tuple[str, str]] | None) -> None:
+    """Run a command given SECRET in its environment: it sees the value, yet no exec request
+    the API server received and no command line in the pod carries it. Shared with the
+    agent-sandbox tests."""
+    import hashlib
+    from urllib.parse import quote, quote_plus, unquote_plus
+
+    wanted = hashlib.sha256(SECRET.encode()).hexdigest()
+    # The command prints the value's hash (not the value) and every command line in the pod.
+    script = (
+        'printf %s "$ANTHROPIC_API_KEY" | sha256sum; '
+        'for p in /proc/[0-9]*; do tr "\\0" " " < "$p/cmdline"; echo; done'
+    )
+    result = sandbox.exec(["sh", "-c", script], env={"ANTHROPIC_API_KEY": SECRET, "OTHER": "1"})
+    assert result.ok, result.output_tail
+    assert wanted in result.output_tail  # the command saw the value
+    assert "sha256sum" in result.output_tail  # the command lines were listed
+    assert SECRET not in result.output_tail  # in no process's command line
+    assert not list(sandbox.workspace.rglob("*ANTHROPIC*"))  # nor left in the workspace
+    if requests is not None:
+        execs = [unquote_plus(path) for _method, path in requests if "/exec" in path]
+        assert execs, "no exec request was seen"
+        raw = [path for _method, path in requests]
+        for form in (SECRET, quote(SECRET, safe=""), quote_plus(SECRET)):
+            assert not any(form in path for path in execs + raw), form
+
+
+def test_secrets_reach_the_command_but_never_an_exec_url_or_command_line(tmp_path, cluster):
+    with provider(tmp_path, cluster).open("agent", TAGS) as sandbox:
+        secret_travels_only_inside(sandbox, cluster.fake.requests if cluster.fake else None)
+
+
+def test_a_hostile_tar_from_the_pod_cannot_write_through_a_symlink_or_into_git(tmp_path):
+    """What a pod could send instead of its changes: `x -> .git` then `x/config`, a member
+    through a symlink the host already has, `.git/...` itself, `../` and a hard link."""
+    import io
+    import tarfile
+
+    from resources.git import git_metadata_digest
+    from resources.sandboxes.k8s_pod import extract
+
+    ws = tmp_path / "ws"
+    subprocess.run(["git", "init", "-q", str(ws)], check=True)
+    (ws / "old_link").symlink_to(".git/hooks")
+    before = git_metadata_digest(ws)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+
+        def add(name: str, data: bytes = b"", **fields) -> None:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            for key, value in fields.items():
+                setattr(info, key, value)
+            tar.addfile(info, io.BytesIO(data))
+
+        add("./x", type=tarfile.SYMTYPE, linkname=".git")
+        add("./x/config", b"[core]\n\tfsmonitor = touch /tmp/pwned\n")
+        add("./old_link/post-checkout", b"#!/bin/sh\n", mode=0o755)
+        add("./.git/hooks/pre-commit", b"#!/bin/sh\n", mode=0o755)
+        add("../outside", b"x")
+        add("./hard", type=tarfile.LNKTYPE, linkname=".git/config")
+        add("./fine.txt", b"fine\n", mode=0o755)
+    wanted = {"x", "x/config", "old_link/post-checkout", ".git/hooks/pre-commit", "hard"}
+    refused = extract(buffer.getvalue(), ws, wanted | {"fine.txt", "../outside"})
+    assert git_metadata_digest(ws) == before
+    assert not (tmp_path / "outside").exists()
+    assert (ws / "x").is_symlink() and os.readlink(ws / "x") == ".git"
+    assert (ws / "fine.txt").read_text() == "fine\n" and os.access(ws / "fine.txt", os.X_OK)
+    assert not (ws / "hard").exists()
+    joined = "\n".join(refused)
+    for name in ("x/config", "old_link/post-checkout", ".git/hooks/pre-commit", "../outside"):
+        assert name in joined
+    assert "hard" in joined
 
 
 def test_a_command_that_runs_too_long_is_stopped_at_its_timeout(tmp_path, cluster):
@@ -418,3 +501,82 @@ def test_a_campaign_runs_end_to_end_in_kubernetes_pods(platform: Platform, clust
     assert len(ready) == 5 and {provider for provider, _ in ready} == {"kubernetes"}
     floor = cluster.fake.start_delay_s if cluster.fake is not None else 0.0
     assert all(seconds > floor for _, seconds in ready)
+
+
+# the client's floor ----------------------------------------------------------------------------
+
+FLOOR_SCRIPT = """
+import sys
+from pathlib import Path
+
+import kubernetes
+
+from resources.sandboxes.k8s_config import KubernetesSettings
+from resources.sandboxes.kubernetes import KubernetesSandboxProvider
+
+root, kubeconfig, namespace, image = sys.argv[1:5]
+settings = KubernetesSettings(kubeconfig=kubeconfig, namespace=namespace, ready_timeout_s=60)
+provider = KubernetesSandboxProvider(Path(root), image, settings)
+with provider.open("floor", {"target": "floor"}) as sandbox:
+    (sandbox.workspace / "in.txt").write_text("in\\n")
+    result = sandbox.exec(
+        ["sh", "-c", 'cat in.txt > out.txt && test "$FLOOR_SECRET" = s3cr3t-value && echo ok'],
+        env={"FLOOR_SECRET": "s3cr3t-value"},
+    )
+    assert result.ok and "ok" in result.output_tail, result.output_tail
+    assert (sandbox.workspace / "out.txt").read_text() == "in\\n"
+print("kubernetes", kubernetes.__version__, "from", Path(kubernetes.__file__).parent)
+"""
+
+
+def client_floor() -> str:
+    """The lowest kubernetes client pyproject.toml allows."""
+    text = (ROOT / "pyproject.toml").read_text()
+    found = re.search(r'"kubernetes>=([0-9][0-9.]*)"', text)
+    assert found, "pyproject.toml names no kubernetes>= floor"
+    return found.group(1)
+
+
+def floor_client(floor: str) -> Path:
+    """kubernetes==floor installed once (without its dependencies: the environment's serve)
+    under .tools/, from the package registry."""
+    target = ROOT / ".tools" / f"kubernetes-{floor}"
+    if (target / "kubernetes").is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".kubernetes-{floor}-", dir=target.parent))
+    try:
+        install = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target",
+             str(staging), f"kubernetes=={floor}"],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        require(
+            install.returncode == 0,
+            f"cannot install kubernetes=={floor} from the registry: {install.stderr[-400:]}",
+        )
+        with __import__("contextlib").suppress(OSError):  # another run may have won the race
+            staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+@fake_only
+def test_the_kubernetes_client_floor_in_pyproject_runs_a_sandbox(tmp_path, cluster):
+    """The oldest client pyproject.toml allows does everything the sandbox calls: a pod made
+    and awaited, the workspace in over stdin (closed with v5's close_channel), an env var, the
+    change out. Runs with that client first on sys.path, in a process of its own."""
+    floor = client_floor()
+    target = floor_client(floor)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), str(ROOT)])}
+    run = subprocess.run(
+        [sys.executable, "-c", FLOOR_SCRIPT, str(tmp_path / "floor"), str(cluster.kubeconfig),
+         NAMESPACE, IMAGE],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr[-3000:]
+    from packaging.version import Version
+
+    assert Version(run.stdout.split()[1]) == Version(floor), run.stdout
+    assert str(target) in run.stdout  # the floor's copy, not the environment's

@@ -36,7 +36,6 @@ from resources.sandboxes.k8s_config import (
 from resources.sandboxes.k8s_pod import (
     FATAL_WAITING,
     RETRIED,
-    SYNC_MARK,
     Pod,
     SandboxNotReady,
     api_error,
@@ -49,9 +48,22 @@ log = logging.getLogger(__name__)
 LABEL = "org.campaign.sandbox"  # on every pod and claim the platform creates: the provider
 LABEL_PREFIX = "org.campaign."
 CONTAINER = "sandbox"
-# Runs in the pod before the command: the working directory is the workspace whatever the
-# image's, and the command's argv follows as "$@" (data is never part of this script).
-CHDIR = 'cd "$0" || exit 125; exec "$@"'
+# Runs in the pod before the command ($0 the workspace, $1 the folder `Pod.prepare` wrote the
+# environment into, one file per variable): the working directory is the workspace whatever the
+# image's; each file becomes a variable (the `x` keeps trailing newlines) and the folder is gone
+# before the command starts; the command's argv follows as "$@". Neither data nor a value is
+# ever part of this script or of a command line: a secret passed in `env` is read from its file.
+RUN = """\
+cd "$0" || exit 125
+e=$1; shift
+for f in "$e"/*; do
+  [ -f "$f" ] || continue
+  v=$(cat "$f" && printf x) || exit 125
+  export "${f##*/}=${v%x}"
+done
+rm -rf "$e"
+exec "$@"
+"""
 
 
 def label_value(value: str) -> str:
@@ -263,27 +275,18 @@ class PodSandbox:
         problem = pod.push(self._workspace)
         if problem:
             return failed(125, problem)
-        mark = pod.run(["touch", SYNC_MARK], timeout_s=60)
-        if mark.exit_code != 0:
-            return failed(125, f"cannot prepare {pod.describe()}: {mark.tail or mark.error}")
+        # The environment travels as files, never as `env K=V` arguments: an exec's command is
+        # part of its URL (API server and proxy logs) and of the process's command line.
+        env_folder, problem = pod.prepare({**BASE_ENV, **(env or {})})
+        if problem:
+            return failed(125, problem)
         limit = max(1, math.ceil(timeout_s))
-        assignments = [f"{k}={v}" for k, v in {**BASE_ENV, **(env or {})}.items()]
-        command = [
-            "sh",
-            "-c",
-            CHDIR,
-            WORKSPACE,
-            "timeout",
-            "-k",
-            "5",
-            str(limit),
-            "env",
-            *assignments,
-            *argv,
-        ]
+        command = ["sh", "-c", RUN, WORKSPACE, env_folder, "timeout", "-k", "5", str(limit), *argv]
         outcome = pod.run(
             command, on_output=on_output, timeout_s=limit + 30, cancelled=self.cancelled
         )
+        if outcome.exit_code == -1 and outcome.error:  # never started: its variables stay
+            pod.run(["rm", "-rf", env_folder], timeout_s=60)
         elapsed = time.monotonic() - started
         timed_out = outcome.timed_out or (outcome.exit_code in (124, 137) and elapsed >= limit)
         tail = outcome.tail
@@ -301,6 +304,13 @@ class PodSandbox:
         problem = pod.pull(self._workspace)
         if problem:
             return failed(125, problem, tail)
+        if pod.refused:
+            shown = ", ".join(repr(r) for r in pod.refused[:10])
+            log.warning("%s: not copied back (unsafe): %s", pod.describe(), shown)
+            tail += (
+                f"[sandbox] not copied back from the pod ({len(pod.refused)}: a path under "
+                f".git, through a symlink, or not asked for): {shown}\n"
+            )
         return ExecResult(
             argv=list(argv),
             exit_code=outcome.exit_code,
