@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -25,7 +24,11 @@ from pydantic import (
 
 from orchestrator_assets.errors import Problem, SpecError
 from orchestrator_assets.spec import Verifier
-from orchestrator_assets.spec_errors import problems_from_validation, yaml_problem
+from orchestrator_assets.spec_errors import (
+    load_yaml_text,
+    problems_from_validation,
+    read_yaml_file,
+)
 from resources.env_cache import DEFAULT_MANIFESTS
 from resources.sandboxes.docker import DEFAULT_IMAGE, ContainerLimits
 from resources.sandboxes.k8s_config import AgentSandboxSettings, KubernetesSettings
@@ -183,10 +186,7 @@ def env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tupl
             raise SpecError(
                 var, [Problem("", "expected ORCHESTRATOR_PROFILE__<PROFILE>__<FIELD>=<value>")]
             )
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else raw
-        except yaml.YAMLError as exc:
-            raise SpecError(var, [yaml_problem(exc)]) from None
+        value = load_yaml_text(raw, var, "a variable's value") if raw.strip() else raw
         node = data.setdefault(parts[0], {})
         for part in parts[1:-1]:
             node = node.setdefault(part, {})
@@ -211,10 +211,8 @@ def load_profiles(path: Path, environ: Mapping[str, str] | None = None) -> Profi
     environ = os.environ if environ is None else environ
     data: dict[str, Any] = {}
     if path.exists():
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise SpecError(str(path), [yaml_problem(exc)]) from None
+        # The same strict reading as a campaign file's (duplicate keys, not UTF-8, too deep).
+        data = read_yaml_file(path, "a profiles file") or {}
         if not isinstance(data, dict):
             raise SpecError(str(path), [Problem("", "a profiles file must be a YAML mapping")])
     overrides, sources = env_overrides(environ)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import shlex
 from pathlib import Path
@@ -25,7 +26,7 @@ from pydantic import (
 
 from orchestrator_assets.errors import OrchestratorError, Problem, SpecError
 from orchestrator_assets.slugs import CAMPAIGN_NAME_RE, dagster_name, slug_problem, target_slug
-from orchestrator_assets.spec_errors import problems_from_validation, yaml_problem
+from orchestrator_assets.spec_errors import problems_from_validation, read_yaml_file
 from resources.forges.base import BRANCH_PREFIX
 from resources.forges.github_discovery import GitHubSelector
 
@@ -334,7 +335,7 @@ class CampaignSpec(_Model):
     pull_request: PullRequestTemplate = Field(default_factory=PullRequestTemplate)
     review: Review = Field(default_factory=Review)
     schedule: str | None = None
-    budget_usd: float | None = Field(default=None, ge=0)
+    budget_usd: float | None = Field(default=None, description="a positive amount of US dollars")
     concurrency: int = Field(default=4, ge=1, le=64)
 
     _check_setup = field_validator("setup")(lambda value: [_check_command(c) for c in value])
@@ -368,8 +369,27 @@ class CampaignSpec(_Model):
     @field_validator("schedule")
     @classmethod
     def _cron(cls, value: str | None) -> str | None:
-        if value is not None and not croniter.is_valid(value):
+        if value is None:
+            return value
+        fields = value.split()
+        # croniter also takes a sixth (seconds) field, which Dagster's schedules refuse: only
+        # five fields, or an alias such as @daily, reach a schedule.
+        if len(fields) != 5 and not value.strip().startswith("@"):
+            raise ValueError(
+                f"{value!r} is not a valid cron expression: it has {len(fields)} field"
+                f"{'s' if len(fields) != 1 else ''}, a schedule has five (minute hour "
+                "day-of-month month day-of-week, e.g. '0 6 * * 1') or is @daily, @hourly, …"
+            )
+        if not croniter.is_valid(value):
             raise ValueError(f"{value!r} is not a valid cron expression (e.g. '0 6 * * 1')")
+        return value
+
+    @field_validator("budget_usd")
+    @classmethod
+    def _budget(cls, value: float | None) -> float | None:
+        # Zero would stop every target before it starts; leave the field out for no budget.
+        if value is not None and not (0 < value < math.inf):
+            raise ValueError("must be a positive amount of US dollars (e.g. 50)")
         return value
 
     @field_validator("branch")
@@ -511,10 +531,7 @@ def load_campaign(path: Path, base_verifiers: Any = None) -> CampaignSpec:
     path = Path(path)
     if not path.is_file():
         raise SpecError(str(path), [Problem("", "no such file")])
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SpecError(str(path), [yaml_problem(exc)]) from None
+    data = read_yaml_file(path)  # refuses duplicate keys, bytes that are not UTF-8, deep nesting
     base = None
     if base_verifiers is not None and isinstance(data, dict):
         named = data.get("profile")

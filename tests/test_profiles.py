@@ -178,3 +178,25 @@ def test_validate_reports_a_bad_profiles_file_without_a_traceback(platform: Plat
     assert proc.returncode != 0
     assert "profiles.yaml: profiles.p.network: Input should be" in proc.stderr + proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_the_profiles_file_is_read_as_strictly_as_a_campaign(tmp_path: Path):
+    # One loader for both: a duplicate key, a byte that is not UTF-8 and deep nesting are
+    # each one line naming the profiles file.
+    path = write(
+        tmp_path / "profiles.yaml",
+        "profiles:\n  python:\n    timeout_s: 300\n    image: a\n    timeout_s: 30\n",
+    )
+    with pytest.raises(SpecError) as info:
+        load_profiles(path, environ={})
+    assert str(info.value) == (
+        f"{path}: profiles.python.timeout_s: duplicate key 'timeout_s' at line 5 (first at line 3)"
+    )
+    path.write_bytes(b"profiles:\n  python: {image: caf\xe9}\n")
+    with pytest.raises(SpecError) as info:
+        load_profiles(path, environ={})
+    assert str(info.value).startswith(f"{path}: line 2: not UTF-8 text: byte 0xe9 at byte offset")
+    path.write_text("profiles: " + "[" * 1000 + "]" * 1000)
+    with pytest.raises(SpecError) as info:
+        load_profiles(path, environ={})
+    assert "nested more than 100 levels deep (a profiles file needs far fewer)" in str(info.value)
