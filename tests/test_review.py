@@ -188,7 +188,15 @@ def test_partial_approval_opens_a_pr_with_exactly_the_approved_files(platform):
     path = reviewed(platform, fleet=fleet, transformation={"kind": "deterministic",
                                                            "command": TWO_FILES})  # fmt: skip
     platform.run(path)
-    assert sorted(branch_files(platform, "alpha")) == ["app.py", "notes.txt"]
+    spec = load_one(path, platform.settings()).spec
+    with platform.instance() as instance:
+        made = history.latest_changes(instance, spec)["acme__alpha"]
+    assert made.files == ["app.py", "notes.txt"]
+    # waiting for its review, the change is not on the forge: only an approved one is published
+    assert not subprocess.run(
+        ["git", "rev-parse", "--verify", "-q", "refs/heads/campaign/reviewed"],
+        cwd=platform.fleet / "acme" / "alpha.git", capture_output=True,
+    ).stdout  # fmt: skip
     platform.cli("approve", "reviewed", "acme__alpha", "--files", "app.py")
     outcome = platform.run(path)
     assert statuses(outcome.report) == {"acme__alpha": "pr_open"}
