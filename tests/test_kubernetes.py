@@ -221,6 +221,28 @@ def test_secrets_reach_the_command_but_never_an_exec_url_or_command_line(tmp_pat
         secret_travels_only_inside(sandbox, cluster.fake.requests if cluster.fake else None)
 
 
+@fake_only
+def test_a_server_that_speaks_only_exec_v4_still_syncs_and_passes_the_environment(
+    tmp_path, cluster
+):
+    """v4 cannot close stdin: every stdin the sandbox sends (workspace, environment, names to
+    copy back) must end by itself."""
+    assert cluster.fake is not None
+    cluster.fake.subprotocols = ["v4.channel.k8s.io"]
+    with provider(tmp_path, cluster).open("change", TAGS) as sandbox:
+        ws = sandbox.workspace
+        (ws / "a.txt").write_text("a\n")
+        result = sandbox.exec(
+            ["sh", "-c", 'mv a.txt b.txt && printf %s "$VALUE" > value.txt && mkdir empty'],
+            env={"VALUE": "two\nlines\n"},
+            timeout_s=60,
+        )
+        assert result.ok, result.output_tail
+        assert not (ws / "a.txt").exists() and (ws / "b.txt").read_text() == "a\n"
+        assert (ws / "value.txt").read_text() == "two\nlines\n"  # trailing newline kept
+        assert (ws / "empty").is_dir()
+
+
 def test_a_hostile_tar_from_the_pod_cannot_write_through_a_symlink_or_into_git(tmp_path):
     """What a pod could send instead of its changes: `x -> .git` then `x/config`, a member
     through a symlink the host already has, `.git/...` itself, `../` and a hard link."""

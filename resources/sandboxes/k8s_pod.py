@@ -7,8 +7,22 @@ is a `pods/exec` call through the API server's websocket (`v5.channel.k8s.io`, f
 
 The workspace lives on the host (the platform runs git there) and is mirrored into the pod's
 `/workspace` before a command and back after it, as tar streams over exec: only what changed since
-the last sync travels. The pod's `.git` is never copied back, so a command cannot change what the
-platform's git sees there (the same rule as the read-only `.git` of the other providers).
+the last sync travels. The pod is untrusted, and copy-back is built for that:
+
+- the pod's workspace is listed NUL-separated (a name may hold a newline), with each entry's type,
+  mode and size and whether its status changed after the command began (`find -cnewer`), so
+  renames (which keep a file's mtime), deletions, mode changes, type changes and empty
+  directories all reach the host;
+- the pod's `.git` is never copied back, so a command cannot change what the platform's git sees
+  there (the same rule as the read-only `.git` of the other providers);
+- the tar that comes back is unpacked by `extract`, which takes only the names it asked for and
+  never writes through a symlink (directories are opened with O_NOFOLLOW one by one, files
+  created with O_EXCL|O_NOFOLLOW), so a link the pod made (`x -> .git`) arrives as a link and
+  nothing is written where it points.
+
+A command's environment goes in as files (`Pod.prepare`), never in the exec URL or a command line.
+The image needs sh, GNU find (-printf, -cnewer), GNU tar (--verbatim-files-from) and coreutils'
+timeout, as Debian's have them (images/Dockerfile.sandbox).
 """
 
 from __future__ import annotations
