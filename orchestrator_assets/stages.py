@@ -6,7 +6,6 @@ records. Each is idempotent: given the record of its previous run it repeats not
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import uuid
@@ -43,7 +42,7 @@ from resources.agents.extractors import combine, extract
 from resources.agents.judge import JudgeError, Verdict, veto_feedback
 from resources.env_cache import DEFAULT_MANIFESTS, EnvCache, manifest_digest
 from resources.forges.base import Forge, ForgeError, PullRequestDraft
-from resources.git import GitError, author_env, run_git
+from resources.git import GitError, author_env, git_metadata_digest, run_git
 from resources.repo_cache import RepoCache
 from resources.sandboxes.base import ExecResult, Sandbox, SandboxProvider
 
@@ -278,8 +277,12 @@ def _make_change(
         sandbox.readable_paths.append(mirror)
         if followup is not None:
             _rebase_onto(ws, repo.base_sha, followup)  # type: ignore[arg-type]
-        config_digest = _digest(ws / ".git" / "config")
+        # The workspace's .git (config, hooks, info/) is where a sandbox could plant code for the
+        # platform's own git to run: it must come back byte-identical from every sandbox.
+        git_before = git_metadata_digest(ws)
         failed_setup, setup = run_setup(spec, target, sandbox, bench, log)
+        if git_metadata_digest(ws) != git_before:
+            return base.model_copy(update={"reason": "setup modified the workspace's .git"})
         base.setup = setup
         if failed_setup is not None:
             return base.model_copy(
@@ -289,6 +292,7 @@ def _make_change(
                     "output_tail": failed_setup.output_tail,
                 }
             )
+        git_before = git_metadata_digest(ws)  # with the platform's own info/exclude
         _exclude_untracked(ws)
         if followup is not None and followup.kind == "partial":
             failure, output = None, f"kept {len(followup.files)} approved file(s)"
@@ -303,8 +307,10 @@ def _make_change(
             )
             failure = None if result.ok else f"transformation failed: {result.describe_failure()}"
             output = result.output_tail
-        if _digest(ws / ".git" / "config") != config_digest:
-            return base.model_copy(update={"reason": "the transformation modified .git/config"})
+        if git_metadata_digest(ws) != git_before:
+            return base.model_copy(
+                update={"reason": "the transformation modified the workspace's .git"}
+            )
         if failure:
             return base.model_copy(update={"reason": failure, "output_tail": output})
         run_git(["add", "--all"], ws)
@@ -582,10 +588,6 @@ def _diff_stat(ws: Path, base: str, head: str) -> tuple[list[str], int, int]:
         insertions += int(added) if added.isdigit() else 0
         deletions += int(removed) if removed.isdigit() else 0
     return files, insertions, deletions
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else ""
 
 
 # verification ----------------------------------------------------------------------------------

@@ -61,3 +61,27 @@ def test_a_branch_prefix_setting_is_refused_not_ignored(platform: Platform):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "ORCHESTRATOR_BRANCH_PREFIX is not a setting" in proc.stderr
     assert "'campaign/'" in proc.stderr
+
+
+def test_a_transformation_that_touches_git_metadata_is_refused(platform: Platform):
+    """Unisolated (isolation: none), a command can write the workspace's .git: anything there
+    besides config (attributes, hooks) fails the change too, and nothing is pushed."""
+    profiles = platform.root / "profiles.yaml"
+    profiles.write_text("profiles:\n  plain:\n    isolation: none\n")
+    platform.set_env("ORCHESTRATOR_PROFILES_FILE", str(profiles))
+    plant = (
+        "python -c \"import pathlib; p = pathlib.Path('app.py'); "
+        "p.write_text(p.read_text().replace('OLD', 'NEW')); "
+        "pathlib.Path('.git/info').mkdir(exist_ok=True); "
+        "pathlib.Path('.git/info/attributes').write_text('* filter=evil')\""
+    )
+    path = platform.write_campaign(
+        profile="plain", transformation={"kind": "deterministic", "command": plant}
+    )
+    outcome = platform.run(path, ["acme__alpha"])
+    row = outcome.report.set_index("target").loc["acme__alpha"]
+    assert row["status"] == "change_failed"
+    assert row["reason"] == "the transformation modified the workspace's .git"
+    assert not (platform.fleet / "acme" / "alpha.git" / "pulls").exists() or not list(
+        (platform.fleet / "acme" / "alpha.git" / "pulls").glob("*.json")
+    )
