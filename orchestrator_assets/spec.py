@@ -25,9 +25,11 @@ from pydantic import (
 )
 
 from orchestrator_assets.errors import OrchestratorError, Problem, SpecError
+from orchestrator_assets.settings import Settings
 from orchestrator_assets.slugs import CAMPAIGN_NAME_RE, dagster_name, slug_problem, target_slug
 from orchestrator_assets.spec_errors import problems_from_validation, read_yaml_file
 from resources.forges.base import BRANCH_PREFIX
+from resources.forges.github import web_root
 from resources.forges.github_discovery import GitHubSelector
 
 Command = str | list[str]
@@ -90,6 +92,25 @@ class Target(_Model):
         lambda value: [_check_command(c) for c in value] if value else value
     )
 
+    @field_validator("repo")
+    @classmethod
+    def _owner_name(cls, value: str, info: ValidationInfo) -> str:
+        # `OWNER/NAME` reads as a GitHub repository and as a relative path alike: decide by the
+        # platform's forge here, so that it does not validate and then fail at run time.
+        context = info.context or {}
+        if context.get("base_dir") is None or not _OWNER_NAME.match(value):
+            return value
+        root = context.get("owner_name_root")
+        if root:
+            return f"{root}/{value}"
+        if not (Path(context["base_dir"]) / value).exists():
+            raise ValueError(
+                f"{value!r} is not an existing path (relative to the campaign file) nor a "
+                "repository URL; the local forge takes paths and git URLs (OWNER/NAME names a "
+                "GitHub repository with ORCHESTRATOR_FORGE=github)"
+            )
+        return value
+
     @model_validator(mode="before")
     @classmethod
     def _from_string(cls, value: Any) -> Any:
@@ -117,6 +138,17 @@ class Target(_Model):
         """The target's partition key."""
         assert self.slug is not None
         return self.slug
+
+
+# A target written as GitHub names it (not `./x/y`, `../x`, `/x/y`, `~/x` or a URL).
+_OWNER_NAME = re.compile(r"^(?!\.)[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+
+
+def owner_name_root(settings: Settings | None = None) -> str | None:
+    """Where a target written `OWNER/NAME` lives: the web root of the GitHub forge when it is the
+    platform's forge (`ORCHESTRATOR_FORGE=github`), None with the local forge (a path then)."""
+    settings = settings or Settings()
+    return web_root(settings.github_api_url) if settings.forge == "github" else None
 
 
 def _is_local_path(repo: str) -> bool:
@@ -518,7 +550,11 @@ def parse_campaign(
     are the profile's, which the campaign's extend."""
     if not isinstance(data, dict):
         raise SpecError(file, [Problem("", "a campaign file must be a YAML mapping")])
-    context = {"base_dir": base_dir, "base_verifiers": base_verifiers or []}
+    context = {
+        "base_dir": base_dir,
+        "base_verifiers": base_verifiers or [],
+        "owner_name_root": owner_name_root(),
+    }
     try:
         return CampaignSpec.model_validate(data, context=context)
     except ValidationError as exc:

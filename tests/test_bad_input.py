@@ -143,6 +143,10 @@ BAD = {
     "deep.yaml": (CAMPAIGN + "description: " + "{a: " * 3000 + "}" * 3000, "nested more than"),
     "cron.yaml": (CAMPAIGN + "schedule: '*/5 0 6 * * 1'\n", "schedule: "),
     "budget.yaml": (CAMPAIGN + "budget_usd: 0\n", "budget_usd: must be a positive amount"),
+    "owner-name.yaml": (
+        CAMPAIGN.replace("https://github.com/acme/billing", "acme/billing"),
+        "targets.0.repo: 'acme/billing' is not an existing path",
+    ),
 }
 
 

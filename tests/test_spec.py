@@ -88,17 +88,17 @@ def test_a_deterministic_transformation_needs_a_command_or_an_image(tmp_path: Pa
         ({"targets": None}, "targets: List should have at least 1 item (or select targets with"),
         ({"schedule": "61 * * * *"}, "schedule: '61 * * * *' is not a valid cron"),
         (
-            {"targets": [{"repo": "x/y", "slug": "Acme/Billing"}]},
+            {"targets": [{"repo": "/srv/x/y", "slug": "Acme/Billing"}]},
             "targets.0: 'Acme/Billing' is not a valid target slug",
         ),
-        ({"targets": ["a/b.git", "c/a/b"]}, "appears twice"),
+        ({"targets": ["/srv/a/b.git", "c/a/b"]}, "appears twice"),
         ({"branch": "main"}, "branch: 'main': campaign branches must live under 'campaign/'"),
         ({"transformation": {"kind": "magic"}}, "transformation: Input tag 'magic'"),
         ({"review": {"policy": "sometimes"}}, "review.policy: "),
         ({"budget_usd": -1}, "budget_usd: "),
         ({"pull_request": {"title": "{{ oops"}}, "pull_request.title: template error"),
         ({"setup": ["pip install -e .", ""]}, "setup: command is empty"),
-        ({"targets": [{"repo": "a/b", "setup_extend": ["'unclosed"]}]}, "cannot split command"),
+        ({"targets": [{"repo": "/a/b", "setup_extend": ["'unclosed"]}]}, "cannot split command"),
         (
             {"verifiers": [{"name": "a", "command": "x"}, {"name": "a", "command": "y"}]},
             "used twice",
@@ -110,6 +110,48 @@ def test_specific_mistakes_are_named(tmp_path: Path, change: dict, expected: str
     if change.get("targets") is None and "targets" in change:
         del data["targets"]
     assert any(expected in line for line in problems(tmp_path, data)), problems(tmp_path, data)
+
+
+@pytest.mark.parametrize(
+    ("api_url", "web"),
+    [
+        (None, "https://github.com"),
+        ("https://ghe.example.com/api/v3", "https://ghe.example.com"),
+        ("https://api.acme.ghe.com", "https://acme.ghe.com"),
+    ],
+)
+def test_owner_name_is_a_repository_of_the_github_forge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, api_url: str | None, web: str
+):
+    monkeypatch.setenv("ORCHESTRATOR_FORGE", "github")
+    if api_url:
+        monkeypatch.setenv("ORCHESTRATOR_GITHUB_API_URL", api_url)
+    else:
+        monkeypatch.delenv("ORCHESTRATOR_GITHUB_API_URL", raising=False)
+    targets = ["acme/billing", {"repo": "acme/ledger.git", "base": "dev"}, "./acme/local"]
+    spec = load_campaign(write(tmp_path, {**VALID, "targets": targets}))
+    assert [t.repo for t in spec.targets] == [
+        f"{web}/acme/billing",
+        f"{web}/acme/ledger.git",
+        str(tmp_path / "acme/local"),  # written as a path: still one
+    ]
+    assert [t.key for t in spec.targets] == ["acme__billing", "acme__ledger", "acme__local"]
+
+
+def test_owner_name_that_is_no_path_is_refused_with_the_local_forge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.delenv("ORCHESTRATOR_FORGE", raising=False)
+    targets = ["/srv/acme/a.git", "https://github.com/acme/b", {"repo": "acme/billing"}]
+    (line,) = problems(tmp_path, {**VALID, "targets": targets})
+    assert line == (
+        f"{tmp_path / 'c.yaml'}: targets.2.repo: 'acme/billing' is not an existing path (relative "
+        "to the campaign file) nor a repository URL; the local forge takes paths and git URLs "
+        "(OWNER/NAME names a GitHub repository with ORCHESTRATOR_FORGE=github)"
+    )
+    (tmp_path / "acme/billing").mkdir(parents=True)  # a path after all: taken as one
+    spec = load_campaign(write(tmp_path, {**VALID, "targets": targets}))
+    assert spec.targets[2].repo == str(tmp_path / "acme/billing")
 
 
 def test_yaml_syntax_error_names_the_line(tmp_path: Path):

@@ -119,6 +119,19 @@ def repo_full_name(url: str) -> str:
     )
 
 
+def web_root(api_url: str) -> str:
+    """The web root of the GitHub whose REST API root is `api_url`, where `OWNER/NAME` lives:
+    `https://api.github.com` -> `https://github.com`, a GHE server's `https://HOST/api/v3` ->
+    `https://HOST`, GHE.com's `https://api.SUB.ghe.com` -> `https://SUB.ghe.com`."""
+    parsed = urlparse(api_url.strip().rstrip("/"))
+    netloc, path = parsed.netloc, parsed.path
+    if path.endswith("/api/v3"):
+        path = path.removesuffix("/api/v3")
+    elif netloc.startswith("api."):
+        netloc = netloc.removeprefix("api.")
+    return f"{parsed.scheme or 'https'}://{netloc}{path}".rstrip("/")
+
+
 def _error_text(exc: GithubException) -> tuple[str, list[str]]:
     """GitHub's message and the messages of its `errors` list."""
     data = exc.data
