@@ -73,7 +73,7 @@ class Call:
 
 @dataclass
 class Fault:
-    """A rule that makes matching requests fail: `kind` is secondary, primary, 429, 502 or
+    """A rule that makes matching requests fail: `kind` is secondary, primary, 429, 404, 502 or
     502_after (the request is carried out, then answered with a 502)."""
 
     kind: str
@@ -351,16 +351,17 @@ class FakeGitHub:
         state: str,
         body: str = "",
         comments: list[tuple[str, int, str]] | None = None,
-    ) -> None:
+    ) -> int:
         """`login` submits a review: APPROVED, CHANGES_REQUESTED, COMMENTED or DISMISSED, with
-        line `comments` on the diff as (path, line, body)."""
+        line `comments` on the diff as (path, line, body). Returns the review's id."""
         with self._lock:
             repo = self.repos[full_name]
             pr = repo.pulls[number]
             self.users.add(login)
+            review_id = self._next_id()
             pr.reviews.append(
                 {
-                    "id": self._next_id(),
+                    "id": review_id,
                     "user": login,
                     "state": state,
                     "body": body,
@@ -374,6 +375,7 @@ class FakeGitHub:
             )
             if login in pr.reviewers:
                 pr.reviewers.remove(login)
+        return review_id
 
     def set_status(self, full_name: str, sha: str, context: str, state: str) -> None:
         """A commit status (success, failure, error, pending) for `context` on `sha`."""
@@ -632,6 +634,9 @@ class FakeGitHub:
                     "status": "403",
                 },
             )
+        if fault.kind == "404":  # what GitHub says of something gone (or hidden from the token)
+            return 404, self._rate_headers(), {"message": "Not Found", "documentation_url": DOCS,
+                                               "status": "404"}  # fmt: skip
         if fault.kind == "429":
             return (
                 429,

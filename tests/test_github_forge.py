@@ -14,6 +14,7 @@ import pytest
 from github import Auth, Github
 from pydantic import ValidationError
 
+from orchestrator_assets.spec import load_campaign
 from resources.forges.base import ForgeError, PullRequestDraft
 from resources.forges.github import (
     GitHubForge,
@@ -467,6 +468,49 @@ def test_pull_request_status_follows_checks_reviews_and_merge(fake, forge, app):
     forge.merge_pull_request(app, 1)
     status = forge.pull_request_status(app, 1)
     assert (status.state, status.checks, status.review) == ("merged", "success", "approved")
+
+
+def test_a_404_on_one_reviews_comments_keeps_the_rest_of_the_status(fake, forge, app):
+    forge.create_pull_request(app, draft())
+    sha = fake.refs("acme/app")[BRANCH]
+    fake.set_status("acme/app", sha, "ci/build", "failure")
+    fake.add_review("acme/app", 1, "bob", "APPROVED")
+    lost = fake.add_review(
+        "acme/app", 1, "alice", "CHANGES_REQUESTED", "not like this", [("app.py", 3, "keep it")]
+    )
+    fake.add_review(
+        "acme/app", 1, "carol", "CHANGES_REQUESTED", "tests please", [("app.py", 1, "a test")]
+    )
+    # GitHub answers 404 for the line comments of alice's review alone (deleted meanwhile)
+    fake.inject("404", methods={"GET"}, path=rf"/repos/acme/app/pulls/1/reviews/{lost}/comments")
+    status = forge.pull_request_status(app, 1)
+    assert (status.state, status.checks, status.failing_checks) == ("open", "failure", ["ci/build"])
+    assert status.review == "changes_requested"
+    assert status.reviews == {
+        "bob": "approved", "alice": "changes_requested", "carol": "changes_requested"
+    }  # fmt: skip
+    # what could be read is there; what could not is said, in the text a steer prompt gets
+    assert status.review_notes == [
+        f"alice: not like this\n  (the line comments of review {lost} could not be read: "
+        "GitHub answered 404 Not Found)",
+        "carol: tests please\n  app.py:1: a test",
+    ]
+    assert fake.fault_log == [("404", "GET", f"/repos/acme/app/pulls/1/reviews/{lost}/comments")]
+
+
+def test_an_owner_name_target_is_the_forges_repository(fake, forge, app, tmp_path, monkeypatch):
+    monkeypatch.setenv("ORCHESTRATOR_FORGE", "github")
+    monkeypatch.setenv("ORCHESTRATOR_GITHUB_API_URL", fake.base_url)
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "name: rename\ntargets: [acme/app]\n"
+        "transformation: {kind: deterministic, command: 'sed -i s/OLD/NEW/ app.py'}\n"
+    )
+    (target,) = load_campaign(path).targets
+    assert (target.repo, target.key) == (f"{fake.web}/acme/app", "acme__app")
+    resolved = forge.resolve(target.repo, None, BRANCH)
+    assert (resolved.base_branch, resolved.base_sha) == ("main", fake.refs("acme/app")["main"])
+    assert resolved.branch_sha == fake.refs("acme/app")[BRANCH]
 
 
 def test_merge_merges_once_even_when_the_answer_is_lost(fake, forge, app):

@@ -165,6 +165,25 @@ def _float(value: Any) -> float | None:
 # the forge ---------------------------------------------------------------------------------------
 
 
+def _review_lines(pr: GhPullRequest, review_id: int) -> list[str]:
+    """The line comments of one review as "  path:line: what to change"; when GitHub answers
+    404 for them (the review was deleted meanwhile, or the token cannot see them), one line that
+    says so: the rest of the pull request's status still holds and is reported."""
+    try:
+        return [
+            f"  {c.path}:{c.line or c.original_line}: {c.body}"
+            for c in islice(pr.get_single_review_comments(review_id), MAX_NOTE_LINES)
+        ]
+    except GithubException as exc:
+        if exc.status != 404:
+            raise
+        log.warning("%s: the line comments of review %s answered 404", pr.html_url, review_id)
+        return [
+            f"  (the line comments of review {review_id} could not be read: GitHub answered "
+            "404 Not Found)"
+        ]
+
+
 class GitHubForge:
     """Repositories and pull requests on github.com or a GitHub Enterprise Server.
 
@@ -863,11 +882,7 @@ class GitHubForge:
         for login, state in standing.items():
             if state != "changes_requested":
                 continue
-            # The change request's line comments say where: "path:line: what to change".
-            lines = [
-                f"  {c.path}:{c.line or c.original_line}: {c.body}"
-                for c in islice(pr.get_single_review_comments(review_ids[login]), MAX_NOTE_LINES)
-            ]
+            lines = _review_lines(pr, review_ids[login])
             if bodies[login] or lines:
                 notes.append("\n".join([f"{login}: {bodies[login]}".strip(), *lines]))
         values = set(standing.values())
