@@ -8,6 +8,7 @@ import sys
 import warnings
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -20,6 +21,9 @@ from orchestrator_assets.cli_review import approve, audit, cancel, diff, reject,
 from orchestrator_assets.cli_sandboxes import sandboxes
 from orchestrator_assets.errors import OrchestratorError, SpecError
 from orchestrator_assets.settings import Settings
+
+if TYPE_CHECKING:
+    from orchestrator_assets.catalog import Campaign, Overrides
 
 console = Console(highlight=False, soft_wrap=True)
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -149,14 +153,26 @@ def _adhoc_spec(
     "--args", "image_args", help="Ad hoc: arguments, split like a shell would (no shell runs)."
 )
 @click.option("--env", "env", multiple=True, help="Ad hoc: KEY=VALUE for the change; repeatable.")
-@click.option("--profile", help="Ad hoc: the sandbox profile (default: the default profile).")
-@click.option("--prompt", help="Ad hoc: what the coding agent should change in each repository.")
-@click.option("--model", help="Ad hoc, with --prompt: the model the agent uses.")
-@click.option("--verifier", "verifiers", multiple=True, help="Ad hoc: NAME:COMMAND; repeatable.")
-@click.option("--base", help="Ad hoc: base branch (default: each repository's default branch).")
-@click.option("--description", help="Ad hoc: campaign description.")
 @click.option(
-    "--review", type=click.Choice(["auto", "required"]), default="auto", show_default=True
+    "--profile",
+    help="The sandbox profile (default: the campaign's, else the default profile). [override]",
+)
+@click.option("--prompt", help="Ad hoc: what the coding agent should change in each repository.")
+@click.option(
+    "--model", help="The model the coding agent uses (agentic transformations only). [override]"
+)
+@click.option("--verifier", "verifiers", multiple=True, help="Ad hoc: NAME:COMMAND; repeatable.")
+@click.option(
+    "--base",
+    help="Base branch of every target (default: the campaign's, else each repository's default "
+    "branch). [override]",
+)
+@click.option("--description", help="The campaign's description. [override]")
+@click.option(
+    "--review",
+    type=click.Choice(["auto", "required"]),
+    help="Whether a human approves each change before its PR (default: the campaign's, else "
+    "auto). [override]",
 )
 @click.option("--force", is_flag=True, help="Ad hoc: overwrite a different campaigns/NAME.yaml.")
 @click.option(
@@ -164,6 +180,11 @@ def _adhoc_spec(
     "no_cache",
     is_flag=True,
     help="Redo changes, setup and verification even when their inputs did not change.",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="For CI: exit 1 when any target failed (setup, change, verifier, judge or PR).",
 )
 @OUTPUT
 def run(
@@ -185,6 +206,7 @@ def run(
     review,
     force,
     no_cache,
+    strict,
     output,
 ):
     """Run a campaign through Dagster: each target as far as it can go, then print the report.
@@ -194,10 +216,18 @@ def run(
     NAME:COMMAND (repeatable) and optionally --name (default: derived from the command, image
     or prompt). Re-running repeats nothing that is done.
 
-    Exits 0 when every run completed (a target's own failure is a status in the report), 1 when
-    a Dagster run failed, 2 for a mistake in the command or the campaign file.
+    The options marked [override] also go with --file/--campaign: they replace the file's
+    setting for this run (the file is not changed; the run's tags record them). --model with a
+    deterministic transformation is an error.
+
+    Exit status, the same whatever the other targets did: 0 when the campaign ran (every target
+    got a result; a target's failure is its status in the report and the summary), 1 when a
+    Dagster run failed (a platform error: targets may have no result) or, with --strict, when
+    any target failed, 2 for a mistake in the command or the campaign file, 143 when stopped by
+    SIGTERM.
     """
-    from orchestrator_assets.catalog import load_catalog, load_one
+    from orchestrator_assets.catalog import Overrides, load_catalog, load_one
+    from orchestrator_assets.report import failed_targets
     from orchestrator_assets.runner import run_campaign
     from orchestrator_assets.spec import dump_campaign
 
@@ -208,10 +238,14 @@ def run(
             "give exactly one of --file, --campaign, or the ad-hoc --repo with --command or "
             "--prompt form"
         )
+    overrides = Overrides(
+        profile=profile, base=base, model=model, review=review, description=description
+    )
     if file:
-        campaign = load_one(file, settings)
+        campaign = load_one(file, settings, overrides)
     elif campaign_name:
-        campaign = load_catalog(settings).get(campaign_name)
+        found = load_catalog(settings, open_instance()).get(campaign_name)
+        campaign = load_one(found.file, settings, overrides) if overrides.given() else found
     else:
         if not repos:
             raise OrchestratorError("the ad-hoc form needs --repo (one or more)")
@@ -227,8 +261,9 @@ def run(
         summary = prompt or " ".join(filter(None, [image, command, image_args]))
         name = name or _name_from(summary)
         spec = _adhoc_spec(
-            name, repos, transformation, verifiers, base, description, review, profile, summary
-        )
+            name, repos, transformation, verifiers, base, description, review or "auto", profile,
+            summary,
+        )  # fmt: skip
         path = settings.campaigns_dir / f"{spec.name}.yaml"
         text = dump_campaign(spec)
         if path.exists() and path.read_text() != text and not force:
@@ -241,7 +276,7 @@ def run(
         console.print(f"wrote {path}")
         campaign = load_one(path, settings)
     if campaign.spec.discover is not None:
-        campaign = _rediscover(campaign, settings)
+        campaign = _rediscover(campaign, settings, overrides)
     instance = open_instance()
 
     def emit(stage: str, message: str) -> None:
@@ -274,10 +309,16 @@ def run(
             f"[red]{len(outcome.failed_runs)} run(s) failed: {', '.join(outcome.failed_runs)}[/]"
         )
         raise SystemExit(1)
+    failed = failed_targets(outcome.report, list(targets) or None)
+    if strict and failed:
+        listed = ", ".join(f"{k} ({v})" for k, v in failed.items())
+        errors.print(f"[red]--strict: {len(failed)} target(s) failed: {listed}[/]")
+        raise SystemExit(1)
 
 
-def _rediscover(campaign, settings: Settings):
-    """Ask the code host for the campaign's targets again; the campaign with them."""
+def _rediscover(campaign: Campaign, settings: Settings, overrides: Overrides) -> Campaign:
+    """Ask the code host for the campaign's targets again; the campaign with them (and the
+    command line's overrides)."""
     from orchestrator_assets.catalog import load_one
     from orchestrator_assets.discovery import refresh
     from resources.build import build_forge
@@ -288,7 +329,7 @@ def _rediscover(campaign, settings: Settings):
         + (f"; new: {', '.join(found.added)}" if found.added else "")
         + (f"; gone: {', '.join(found.removed)}" if found.removed else "")
     )
-    return load_one(campaign.file, settings)
+    return load_one(campaign.file, settings, overrides)
 
 
 def _text(value: object) -> str:
@@ -332,8 +373,9 @@ def report(campaign: str, output: str) -> None:
     from orchestrator_assets.catalog import load_catalog
     from orchestrator_assets.report import build_report
 
-    loaded = load_catalog(Settings()).get(campaign)
-    _print_report(build_report(open_instance(), loaded.spec), output)
+    instance = open_instance()
+    loaded = load_catalog(Settings(), instance).get(campaign)
+    _print_report(build_report(instance, loaded.spec), output)
 
 
 @cli.command()
@@ -345,9 +387,9 @@ def logs(campaign: str, target: str, agent: bool) -> None:
     from orchestrator_assets import history
     from orchestrator_assets.catalog import load_catalog
 
-    spec = load_catalog(Settings()).get(campaign).spec
-    spec.require_target(target)
     instance = open_instance()
+    spec = load_catalog(Settings(), instance).get(campaign).spec
+    spec.require_target(target)
     change = history.latest_changes(instance, spec, [target]).get(target)
     verification = history.latest_verifications(instance, spec, [target]).get(target)
     if change is None:
@@ -517,8 +559,8 @@ def list_campaigns(output: str) -> None:
     from orchestrator_assets.catalog import load_catalog
     from orchestrator_assets.report import build_report, status_counts
 
-    catalog = load_catalog(Settings())
     instance = open_instance()
+    catalog = load_catalog(Settings(), instance)
     rows = []
     for name, loaded in sorted(catalog.campaigns.items()):
         frame = build_report(instance, loaded.spec)
@@ -546,6 +588,8 @@ def list_campaigns(output: str) -> None:
             f"[yellow]skipped invalid campaign file[/] {error.file} "
             f"(run `orchestrator validate {error.file}`)"
         )
+    for gone in catalog.gone:
+        errors.print(f"[yellow]not listed:[/] campaign file {gone} was run before and is gone")
 
 
 cli.add_command(prs)

@@ -284,9 +284,9 @@ def run_bulk(
 
     if verb == "comment" and not (message or "").strip():
         raise OrchestratorError("prs comment needs --message TEXT")
-    campaign = load_catalog(Settings()).get(campaign_name)
-    spec = campaign.spec
     instance = open_instance()
+    campaign = load_catalog(Settings(), instance).get(campaign_name)
+    spec = campaign.spec
     forge = forge_for(campaign)
     plans = plan_actions(verb, spec, instance, forge, targets, only_green)
     todo = [p for p in plans if p.action]

@@ -42,7 +42,7 @@ def _console() -> Console:
 def _spec(campaign: str) -> CampaignSpec:
     from orchestrator_assets.catalog import load_catalog
 
-    return load_catalog(Settings()).get(campaign).spec
+    return load_catalog(Settings(), open_instance()).get(campaign).spec
 
 
 def _files(value: str | None) -> list[str]:
@@ -304,11 +304,11 @@ def audit(campaign: str | None, since_h: float | None, output: str) -> None:
     from orchestrator_assets import audit as audit_log
     from orchestrator_assets.catalog import load_catalog
 
-    catalog = load_catalog(Settings())
+    instance = open_instance()
+    catalog = load_catalog(Settings(), instance)
     specs = (
         [catalog.get(campaign).spec] if campaign else [c.spec for c in catalog.campaigns.values()]
     )
-    instance = open_instance()
     entries = sorted(
         (e for spec in specs for e in audit_log.audit_entries(instance, spec)), key=lambda e: e.at
     )

@@ -219,6 +219,21 @@ def status_counts(frame: pd.DataFrame) -> dict[str, int]:
 
 
 UNFINISHED = (TargetStatus.PENDING.value, TargetStatus.AWAITING_REVIEW.value)
+# What `run --strict` calls a failed target: its change, setup, a verifier, the judge or the PR
+# failed. Waiting (pending, awaiting review, over budget) and ended targets are not failures.
+FAILED = (
+    TargetStatus.SETUP_FAILED.value, TargetStatus.CHANGE_FAILED.value,
+    TargetStatus.VERIFICATION_FAILED.value, TargetStatus.JUDGE_VETOED.value,
+    TargetStatus.PR_FAILED.value,
+)  # fmt: skip
+
+
+def failed_targets(frame: pd.DataFrame, targets: list[str] | None = None) -> dict[str, str]:
+    """target -> status of the targets that failed (of `targets`, default: all of them)."""
+    rows = frame[frame["status"].isin(FAILED)]
+    if targets is not None:
+        rows = rows[rows["target"].isin(targets)]
+    return dict(zip(rows["target"], rows["status"], strict=True))
 
 
 def is_finished(frame: pd.DataFrame) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -13,9 +14,10 @@ import dagster as dg
 import pandas as pd
 from dagster import DagsterEventType, DagsterInstance
 from dagster._core.utils import make_new_run_id
+from dagster._utils.error import SerializableErrorInfo
 
 from orchestrator_assets import json_logs
-from orchestrator_assets.catalog import Campaign
+from orchestrator_assets.catalog import FILE_TAG, OVERRIDES_TAG, Campaign
 from orchestrator_assets.cli_review import HOST_TAG, PID_TAG
 from orchestrator_assets.errors import OrchestratorError
 from orchestrator_assets.factory import NO_CACHE_TAG, build_campaign_definitions
@@ -24,15 +26,23 @@ from orchestrator_assets.partitions import contiguous_ranges, range_tags, sync_p
 from orchestrator_assets.report import build_report
 from orchestrator_assets.review import unapplied_rejections
 from orchestrator_assets.settings import Settings
-from orchestrator_assets.spec import CampaignSpec
 from orchestrator_assets.status import TargetStatus
 from resources.agents.claude_code import find_cli
 from resources.build import build_resources
 from resources.redact import redact_files
-
 from resources.sandboxes.local import SandboxUnavailable
+
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 Emit = Callable[[str, str], None]  # (stage, message)
+# A blocking asset check that failed makes Dagster fail the step (in a one-target run). That is
+# the target's verifier failing, which its records and the report already say, not a run error.
+CHECK_FAILED = "DagsterAssetCheckFailedError"
+
+
+def is_check_failure(error: SerializableErrorInfo | None) -> bool:
+    """True when a step failed only because a blocking asset check failed (a target's verifier
+    failed), not because the platform or a stage raised."""
+    return error is not None and error.cls_name == CHECK_FAILED
 
 
 @dataclass
@@ -91,6 +101,8 @@ class ProgressWatcher:
                     self.emit(stage, line)
         elif event.event_type == DagsterEventType.STEP_FAILURE:
             error = event.step_failure_data.error
+            if is_check_failure(error):  # the verifier's failure was logged as it happened
+                return
             self.emit(stage, f"step failed: {error.message.strip() if error else 'unknown'}")
 
 
@@ -102,18 +114,6 @@ def campaign_definitions(campaign: Campaign, settings: Settings) -> dg.Definitio
     )
 
 
-def run_campaign(
-    campaign: Campaign,
-    instance: DagsterInstance,
-    settings: Settings,
-    targets: Sequence[str] | None = None,
-    emit: Emit = lambda stage, message: None,
-    no_cache: bool = False,
-) -> RunOutcome:
-    """Advance the campaign's targets as far as they can go, and rebuild its report.
-
-    Targets already merged, closed or rejected are left alone; everything else runs through
-    change, verification and pull request, each stage repeating nothing that is done.
 def _require_sandbox(campaign: Campaign, settings: Settings) -> None:
     """Stop before any run when the campaign's local sandbox cannot isolate its commands (the
     asset refuses it too; this says so once, naming the file and profile)."""
@@ -128,6 +128,18 @@ def _require_sandbox(campaign: Campaign, settings: Settings) -> None:
         raise OrchestratorError(f"{campaign.file}: profile {name!r}: {exc}") from None
 
 
+def run_campaign(
+    campaign: Campaign,
+    instance: DagsterInstance,
+    settings: Settings,
+    targets: Sequence[str] | None = None,
+    emit: Emit = lambda stage, message: None,
+    no_cache: bool = False,
+) -> RunOutcome:
+    """Advance the campaign's targets as far as they can go, and rebuild its report.
+
+    Targets already merged, closed or rejected are left alone; everything else runs through
+    change, verification and pull request, each stage repeating nothing that is done.
     """
     spec = campaign.spec
     if spec.transformation.kind == "agentic" and find_cli() is None:
@@ -135,6 +147,7 @@ def _require_sandbox(campaign: Campaign, settings: Settings) -> None:
             f"{campaign.file}: transformation.kind: agentic campaigns need the Claude Code CLI; "
             "install it with `make agent-cli` (or set CLAUDE_BIN)"
         )
+    _require_sandbox(campaign, settings)
     keys = [t.key for t in spec.targets]
     unknown = [k for k in targets or [] if k not in keys]
     if unknown:
@@ -147,7 +160,6 @@ def _require_sandbox(campaign: Campaign, settings: Settings) -> None:
     if plan.removed:
         emit("discovery", f"marked {len(plan.removed)} removed target(s) as skipped")
     before = build_report(instance, spec)
-    _require_sandbox(campaign, settings)
     unapplied = unapplied_rejections(instance, spec)
     final = {
         row.target
@@ -164,7 +176,7 @@ def _require_sandbox(campaign: Campaign, settings: Settings) -> None:
     job = defs.resolve_job_def(f"{spec.id}_targets")
     ordered = instance.get_dynamic_partitions(spec.partitions_name)
     with stop_on_sigterm():
-        _run_ranges(job, instance, settings, spec, contiguous_ranges(ordered, todo), emit,
+        _run_ranges(job, instance, settings, campaign, contiguous_ranges(ordered, todo), emit,
                     no_cache, outcome)  # fmt: skip
     report_job = defs.resolve_job_def(f"{spec.id}_report")
     report_job.execute_in_process(instance=instance, run_config=QUIET, raise_on_error=False)
@@ -176,13 +188,16 @@ def _run_ranges(
     job: dg.JobDefinition,
     instance: DagsterInstance,
     settings: Settings,
-    spec: CampaignSpec,
+    campaign: Campaign,
     ranges: Iterable[tuple[str, str]],
     emit: Emit,
     no_cache: bool,
     outcome: RunOutcome,
 ) -> None:
     """One in-process run per range of targets; on SIGTERM, no new run is begun."""
+    spec = campaign.spec
+    # The UI shows a run's tags: what the command line changed in the file is visible there.
+    overrides = {OVERRIDES_TAG: json.dumps(campaign.overrides)} if campaign.overrides else {}
     for start, end in ranges:
         if SHUTDOWN.is_set():
             outcome.interrupted = True
@@ -199,6 +214,8 @@ def _run_ranges(
                 partition_key=start if single else None,
                 tags={
                     "campaign": spec.name,
+                    FILE_TAG: str(campaign.file.resolve()),
+                    **overrides,
                     **where,
                     # `orchestrator cancel` stops a run executed in this process through them.
                     PID_TAG: str(os.getpid()),
@@ -213,6 +230,13 @@ def _run_ranges(
         redact_files(settings.data_dir / "agent-homes")
         json_logs.set_context(run_id=None)
         outcome.run_ids.append(run_id)
-        if not result.success:
+        if not result.success and not _only_checks_failed(result):
             outcome.failed_runs.append(run_id)
         outcome.interrupted = SHUTDOWN.is_set()
+
+
+def _only_checks_failed(result: dg.ExecuteInProcessResult) -> bool:
+    """True when a run failed only because blocking checks failed: every target got its result
+    (the failed verifier is its status), so the run did its work."""
+    failures = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
+    return bool(failures) and all(is_check_failure(e.step_failure_data.error) for e in failures)
