@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from orchestrator_assets.cli_metrics import metrics
-from orchestrator_assets.cli_options import OUTPUT, open_instance
+from orchestrator_assets.cli_options import OUTPUT, make_console, open_instance
 from orchestrator_assets.cli_prs import prs
 from orchestrator_assets.cli_review import approve, audit, cancel, diff, reject, steer
 from orchestrator_assets.cli_sandboxes import sandboxes
@@ -25,8 +24,8 @@ from orchestrator_assets.settings import Settings
 if TYPE_CHECKING:
     from orchestrator_assets.catalog import Campaign, Overrides
 
-console = Console(highlight=False, soft_wrap=True)
-errors = Console(stderr=True, highlight=False, soft_wrap=True)
+console = make_console()
+errors = make_console(stderr=True)
 
 STATUS_STYLE = {
     "pr_open": "green", "merged": "bold green", "no_change": "dim", "pending": "yellow",
@@ -355,7 +354,7 @@ def _print_report(frame, output: str) -> None:
         pr = f"#{int(row.pr_number)}" if _text(row.pr_number) else ""
         table.add_row(
             row.target, f"[{style}]{row.status}[/]" if style else row.status,
-            str(row.files_changed), pr, f"{row.cost_usd:.4f}", _text(row.reason)[:160],
+            str(row.files_changed), pr, f"{row.cost_usd:.4f}", _text(row.reason)[:300],
         )  # fmt: skip
     console.print(table)
     for row in frame.itertuples():

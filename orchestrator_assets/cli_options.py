@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import TYPE_CHECKING
 
 import click
+from rich.console import Console
 
 from orchestrator_assets.settings import Settings, ensure_dagster_home
 
@@ -18,6 +21,21 @@ OUTPUT = click.option(
     show_default=True,
     help="A table for people, or JSON (a list of objects) for scripts.",
 )
+
+
+# Into a file or a pipe rich would assume 80 columns and fold the tables' cells: a table gets the
+# width it needs instead (up to this many columns), so a saved summary reads like the screen.
+FILE_WIDTH = 4096
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A console for the CLI's output: on a terminal (or with COLUMNS set) as wide as that,
+    into a file or a pipe wide enough that no table is folded or cut."""
+    stream = sys.stderr if stderr else sys.stdout
+    wide = not stream.isatty() and not os.environ.get("COLUMNS")
+    return Console(
+        stderr=stderr, highlight=False, soft_wrap=True, width=FILE_WIDTH if wide else None
+    )
 
 
 def open_instance() -> DagsterInstance:

@@ -23,7 +23,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator_assets.cli_options import OUTPUT, open_instance
+from orchestrator_assets.cli_options import OUTPUT, make_console, open_instance
 from orchestrator_assets.errors import OrchestratorError
 from orchestrator_assets.settings import Settings
 from resources.forges.base import Forge, PullRequestDraft, PullRequestStatus
@@ -248,7 +248,7 @@ def _record(
 
 def _console() -> Console:
     """Standard output (made per command, so it takes the terminal's width of the moment)."""
-    return Console(highlight=False, soft_wrap=True)
+    return make_console()
 
 
 def _print_plans(plans: list[PlannedAction], verb: str, done: bool) -> None:

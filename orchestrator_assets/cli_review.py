@@ -20,7 +20,7 @@ import click
 from rich.console import Console
 from rich.syntax import Syntax
 
-from orchestrator_assets.cli_options import open_instance
+from orchestrator_assets.cli_options import make_console, open_instance
 from orchestrator_assets.cli_prs import current_actor
 from orchestrator_assets.errors import OrchestratorError
 from orchestrator_assets.settings import Settings
@@ -36,7 +36,7 @@ CANCEL_WAIT_S = 30.0  # how long a run's process gets to stop after SIGTERM
 
 
 def _console() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    return make_console()
 
 
 def _spec(campaign: str) -> CampaignSpec:

@@ -118,3 +118,26 @@ def test_a_failed_blocking_check_is_not_a_run_error_but_a_raising_step_is():
     assert not checked.success and _only_checks_failed(checked)
     crashed = dg.materialize([broken], raise_on_error=False)
     assert not crashed.success and not _only_checks_failed(crashed)
+
+
+@pytest.mark.usefixtures("bwrap")
+def test_a_failing_command_is_shown_so_it_can_be_pasted_and_the_table_is_not_cut(
+    platform: Platform,
+):
+    import re
+    import shlex
+
+    alpha = _fleet(platform)["alpha"]
+    command = ". .venv/bin/activate && python -m fix --everything"  # no .venv: bash exits 1
+    path = platform.write_campaign(
+        "pasteable",
+        targets=[alpha],
+        transformation={"kind": "deterministic", "command": ["bash", "-c", command]},
+    )
+    proc = platform.cli("run", "--file", str(path))  # stdout is a pipe here, not a terminal
+    quoted = "`bash -c '. .venv/bin/activate && python -m fix --everything'` exited with code 1"
+    # The summary table keeps each row on one line: target, status and the whole reason.
+    [row] = [line for line in proc.stdout.splitlines() if "acme__alpha" in line and "│" in line]
+    assert "change_failed" in row and f"transformation failed: {quoted}" in row
+    pasted = re.search(r"`([^`]+)`", row)
+    assert pasted and shlex.split(pasted.group(1)) == ["bash", "-c", command]
