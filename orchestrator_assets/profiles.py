@@ -66,7 +66,9 @@ class Profile(BaseModel):
     isolation: Literal["default", "gvisor", "none"] = Field(
         default="default",
         description="gvisor: commands run under gVisor (runsc) — locally instead of bubblewrap, "
-        "on Docker with the runsc runtime; on a cluster set kubernetes.runtime_class",
+        "on Docker with the runsc runtime; on a cluster set kubernetes.runtime_class. none (local "
+        "provider only): commands run as plain host processes, for trusted code on a "
+        "throwaway machine; without it a missing bubblewrap stops the campaign",
     )
     kubernetes: KubernetesSettings = Field(
         default_factory=KubernetesSettings, description="pods of the kubernetes provider"
@@ -105,11 +107,6 @@ class Profile(BaseModel):
 
     _paths = field_validator("cache_paths")(lambda v: [check_relative(p) for p in v])
 
-    @field_validator("verifiers")
-    @classmethod
-    def _unique(cls, value: list[Verifier]) -> list[Verifier]:
-        names = [v.name for v in value]
-        twice = sorted({n for n in names if names.count(n) > 1})
     @model_validator(mode="after")
     def _isolation_none_is_local(self) -> Profile:
         if self.isolation == "none" and self.provider != "local":
@@ -119,6 +116,11 @@ class Profile(BaseModel):
             )
         return self
 
+    @field_validator("verifiers")
+    @classmethod
+    def _unique(cls, value: list[Verifier]) -> list[Verifier]:
+        names = [v.name for v in value]
+        twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ValueError(f"verifier name {twice[0]!r} is used twice")
         return value
