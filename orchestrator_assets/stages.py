@@ -281,9 +281,9 @@ def _make_change(
         # platform's own git to run: it must come back byte-identical from every sandbox.
         git_before = git_metadata_digest(ws)
         failed_setup, setup = run_setup(spec, target, sandbox, bench, log)
+        base.setup = setup
         if git_metadata_digest(ws) != git_before:
             return base.model_copy(update={"reason": "setup modified the workspace's .git"})
-        base.setup = setup
         if failed_setup is not None:
             return base.model_copy(
                 update={
@@ -292,8 +292,8 @@ def _make_change(
                     "output_tail": failed_setup.output_tail,
                 }
             )
-        git_before = git_metadata_digest(ws)  # with the platform's own info/exclude
         _exclude_untracked(ws)
+        git_before = git_metadata_digest(ws)  # with the platform's own info/exclude
         if followup is not None and followup.kind == "partial":
             failure, output = None, f"kept {len(followup.files)} approved file(s)"
         elif agentic:
