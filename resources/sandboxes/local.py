@@ -230,8 +230,9 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 class LocalSandboxProvider(WorkspaceProvider):
-    """Workspaces under `root`; commands isolated with bubblewrap (`auto`, `bwrap`), gVisor
-    (`gvisor`: runsc with an OCI bundle of the same mounts), or not at all (`none`).
+    """Workspaces under `root`; commands isolated with bubblewrap (`auto`, `bwrap`: refused when
+    it is not installed), gVisor (`gvisor`: runsc with an OCI bundle of the same mounts), or, only
+    when asked for by name, not at all (`none`).
     Image transformations run in containers on the Docker engine, with `limits`."""
 
     provider_name = "local"
