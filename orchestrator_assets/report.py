@@ -130,7 +130,7 @@ def build_report(instance: DagsterInstance, spec: CampaignSpec) -> pd.DataFrame:
                     f"{r.name}:{'pass' if r.passed else 'fail'}" for r in results
                 ),
                 "failed_verifiers": ", ".join(r.name for r in results if not r.passed),
-                "setup": _setup_applied(change),
+                "setup": _setup_applied(change, verification),
                 "pr_number": pr.number if pr and pr.number else None,
                 "pr_url": pr.url if pr else None,
                 "pr_state": pr_state,
@@ -206,11 +206,39 @@ def _pr_state(
     return seen.state
 
 
-def _setup_applied(change: ChangeRecord | None) -> str:
-    """How the target's workspace was prepared: `none`, or the setup and its cache outcome."""
-    if change is None or change.setup is None:
+def _setup_applied(change: ChangeRecord | None, verification: VerificationRecord | None) -> str:
+    """How the last run prepared the target's workspaces: `none` (no setup), `reused` (it
+    reused the earlier change and verification, so no setup ran), or per stage whether setup
+    ran (cache miss or off), was restored (cache hit), failed, or the stage's record was reused.
+
+    A reused record is a copy of the run that made it, setup included: it must not be shown
+    as what this run did."""
+    if change is None:
         return "none"
-    return f"{change.setup.commands} command(s), cache {change.setup.cache}"
+    current = verification if verification and verification.head_sha == change.head_sha else None
+    failed = {
+        "change": change.outcome == ChangeOutcome.SETUP_FAILED,
+        "verification": bool(current and current.setup_failed),
+    }
+    stages: list[tuple[str, ChangeRecord | VerificationRecord]] = [("change", change)]
+    if current is not None and current.head_sha:
+        stages.append(("verification", current))
+    commands = max((r.setup.commands for _, r in stages if r.setup is not None), default=0)
+    if not commands and not any(failed.values()):
+        return "none"  # the campaign has no setup
+    if all(r.reused for _, r in stages):
+        return "reused"
+    parts = []
+    for name, record in stages:
+        if record.reused:
+            parts.append(f"{name} reused")
+        elif record.setup is not None:
+            parts.append(f"{name} cache {record.setup.cache}")
+        elif failed[name]:
+            parts.append(f"{name} setup failed")
+        else:  # the stage stopped before its setup (e.g. the repository could not be cloned)
+            parts.append(f"{name} no setup")
+    return (f"{commands} command(s): " if commands else "") + ", ".join(parts)
 
 
 def status_counts(frame: pd.DataFrame) -> dict[str, int]:

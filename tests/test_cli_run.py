@@ -141,3 +141,30 @@ def test_a_failing_command_is_shown_so_it_can_be_pasted_and_the_table_is_not_cut
     assert "change_failed" in row and f"transformation failed: {quoted}" in row
     pasted = re.search(r"`([^`]+)`", row)
     assert pasted and shlex.split(pasted.group(1)) == ["bash", "-c", command]
+
+
+@pytest.mark.usefixtures("bwrap")
+def test_the_report_says_what_the_last_run_did_for_setup_and_duration(platform: Platform):
+    alpha = _fleet(platform)["alpha"]
+    make_deps = "import pathlib; pathlib.Path('.deps').mkdir(); pathlib.Path('.deps/x').touch()"
+    setup = ["python", "-c", make_deps]
+    slow = "python -c 'import time; time.sleep(3)'"
+    path = platform.write_campaign(
+        "timed",
+        targets=[alpha],
+        setup=[setup],
+        cache_paths=[".deps"],
+        verifiers=[{"name": "slow", "command": slow}],
+    )
+    first = platform.run(path).report.set_index("target").loc["acme__alpha"]
+    assert first["status"] == "pr_open"
+    # the change ran setup (a miss, so it filled the cache); the verification restored it
+    assert first["setup"] == "1 command(s): change cache miss, verification cache hit"
+    assert first["duration_s"] >= 3
+
+    # Nothing changed: this run reused the change and its verification, and took little time;
+    # the report must not repeat the first run's setup and its verifier's three seconds.
+    last = platform.run(path).report.set_index("target").loc["acme__alpha"]
+    assert last["status"] == "pr_open"
+    assert last["setup"] == "reused"
+    assert last["duration_s"] < 3
