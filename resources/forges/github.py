@@ -41,9 +41,10 @@ from github.PullRequest import PullRequest as GhPullRequest
 from github.Repository import Repository as GhRepository
 from pydantic import Field
 
+from resources import cancel
 from resources.forges.base import (
-    ForgeError,
     BRANCH_PREFIX,
+    ForgeError,
     PullRequest,
     PullRequestDraft,
     PullRequestStatus,
@@ -73,6 +74,14 @@ TRANSIENT_GIT = re.compile(
 )
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _SCP_LIKE = re.compile(r"^[\w.-]+@[\w.-]+:(?P<path>.+)$")
+
+
+def stoppable_sleep(seconds: float) -> None:
+    """The forge's default wait (back-off, rate-limit pause, write pacing): it ends at once, with
+    a ForgeError, when the calling worker is cancelled, so that a target in a retry loop cannot
+    outlive the run's shutdown grace (a back-off can reach `max_wait_s` per retry)."""
+    if cancel.sleep(seconds):
+        raise ForgeError(f"GitHub: {cancel.CANCELLED_MESSAGE}")
 
 
 # models ------------------------------------------------------------------------------------------
@@ -209,7 +218,7 @@ class GitHubForge:
         per_page: int = 100,
         timeout_s: int = 30,
         merge_method: Literal["merge", "squash", "rebase"] = "merge",
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] = stoppable_sleep,
         clock: Callable[[], float] = time.monotonic,
     ):
         if not token:
