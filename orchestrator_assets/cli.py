@@ -136,7 +136,11 @@ def _adhoc_spec(
 
 @cli.command()
 @click.option("--file", "file", type=click.Path(path_type=Path), help="Campaign file to run.")
-@click.option("--campaign", "campaign_name", help="Name of a campaign in the campaigns folder.")
+@click.option(
+    "--campaign",
+    "campaign_name",
+    help="Name of a campaign: in the campaigns folder, or one run before with --file.",
+)
 @click.option("--target", "targets", multiple=True, help="Only these targets (slugs); repeatable.")
 @click.option("--name", help="Ad hoc: the campaign name (written to campaigns/NAME.yaml).")
 @click.option(
@@ -368,7 +372,9 @@ def _print_report(frame, output: str) -> None:
 @click.argument("campaign")
 @OUTPUT
 def report(campaign: str, output: str) -> None:
-    """Print a campaign's report: one row per target with status, PR and cost."""
+    """Print a campaign's report: one row per target with status, PR and cost.
+
+    CAMPAIGN is a campaign of the campaigns folder, or one run before with `run --file`."""
     from orchestrator_assets.catalog import load_catalog
     from orchestrator_assets.report import build_report
 
@@ -554,7 +560,8 @@ def _mb(size: int) -> str:
 @cli.command(name="list")
 @OUTPUT
 def list_campaigns(output: str) -> None:
-    """List the campaigns with how many targets are in each status."""
+    """List the campaigns with how many targets are in each status: those of the campaigns
+    folder and those run with `run --file` from elsewhere (named by their file)."""
     from orchestrator_assets.catalog import load_catalog
     from orchestrator_assets.report import build_report, status_counts
 
