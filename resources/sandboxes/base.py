@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -41,7 +42,8 @@ class ExecResult(BaseModel):
 
     def describe_failure(self) -> str:
         """One line saying how the command failed."""
-        cmd = " ".join(self.argv)[:200]
+        cmd = shlex.join(self.argv)  # quoted as a shell reads it, so it can be pasted
+        cmd = cmd if len(cmd) <= 200 else cmd[:199] + "…"
         if self.timed_out:
             return f"`{cmd}` timed out after {self.timeout_s or self.duration_s:.0f}s"
         if self.oom_killed:
