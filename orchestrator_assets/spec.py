@@ -87,10 +87,22 @@ class Target(_Model):
     pr_base: str | None = Field(
         default=None, description="the branch the PR targets (default: the base branch)"
     )
+    cache_paths: list[str] = Field(
+        default_factory=list,
+        description="workspace paths setup produces for this target, cached and restored "
+        "besides the campaign's (part of the environment cache's key)",
+    )
 
     _check_setup = field_validator("setup", "setup_extend")(
         lambda value: [_check_command(c) for c in value] if value else value
     )
+
+    @field_validator("cache_paths")
+    @classmethod
+    def _cache_paths(cls, value: list[str]) -> list[str]:
+        from orchestrator_assets.profiles import check_relative  # profiles imports this module
+
+        return [check_relative(p) for p in value]
 
     @field_validator("repo")
     @classmethod
@@ -431,8 +443,8 @@ class CampaignSpec(_Model):
             return value
         if not value.startswith(BRANCH_PREFIX) or value == BRANCH_PREFIX:
             raise ValueError(
-                f"{value!r}: campaign branches must live under 'campaign/' so that a campaign "
-                "never pushes to another branch"
+                f"{value!r}: campaign branches must live under {BRANCH_PREFIX!r} so that a "
+                "campaign never pushes to another branch"
             )
         if any(c in value for c in " ~^:?*[\\") or ".." in value or value.endswith((".lock", "/")):
             raise ValueError(f"{value!r} is not a valid git branch name")

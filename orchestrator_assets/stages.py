@@ -7,6 +7,7 @@ records. Each is idempotent: given the record of its previous run it repeats not
 from __future__ import annotations
 
 import json
+import shlex
 import time
 import uuid
 from collections.abc import Callable
@@ -40,7 +41,7 @@ from orchestrator_assets.status import ChangeOutcome
 from resources.agents.base import Agent, AgentRequest, VerifierTool
 from resources.agents.extractors import combine, extract
 from resources.agents.judge import JudgeError, Verdict, veto_feedback
-from resources.env_cache import DEFAULT_MANIFESTS, EnvCache, manifest_digest
+from resources.env_cache import DEFAULT_MANIFESTS, EnvCache, manifest_digest, outermost
 from resources.forges.base import Forge, ForgeError, PullRequestDraft
 from resources.git import GitError, author_env, git_metadata_digest, run_git
 from resources.repo_cache import RepoCache
@@ -354,12 +355,17 @@ def run_setup(
     started = time.monotonic()
     ws = sandbox.workspace
     cache_paths = spec.cache_paths if spec.cache_paths is not None else bench.cache_paths
+    # A target's own cache_paths are cached besides the campaign's (or the profile's).
+    cache_paths = [*cache_paths, *(p for p in target.cache_paths if p not in cache_paths)]
     inputs = {
         "target": target.key,
         "setup": commands,
         "profile": bench.profile_name,
         "manifests": manifest_digest(ws, bench.manifests),
         "paths": cache_paths,
+        # Entries hold what setup wrote outside the tracked files too; this keeps entries
+        # made before that (only `paths`: a hit without e.g. a generated `_version.py`) unused.
+        "outputs": "untracked",
     }
     if bench.environment != "local":  # keeps the local sandbox's keys as they were
         inputs["environment"] = bench.environment
@@ -372,6 +378,8 @@ def run_setup(
             summary = SetupSummary(cache="hit", key=key, commands=len(commands), duration_s=took,
                                    size_bytes=hit.size_bytes)  # fmt: skip
             return None, summary
+    caching = bench.env_cache is not None and bool(cache_paths)
+    before = _setup_outputs(ws) if caching else _SetupOutputs(set(), set())
     for argv in commands:
         result = sandbox.exec(
             argv,
@@ -383,8 +391,21 @@ def run_setup(
             log(f"{target.key}: setup FAILED: {result.describe_failure()}")
             return result, None
     stored = None
-    if bench.env_cache is not None and cache_paths:
-        stored = bench.env_cache.store(key, ws, cache_paths, inputs)
+    if bench.env_cache is not None and caching:
+        after = _setup_outputs(ws)
+        # A hit must leave the workspace as setup would: keep whatever setup wrote outside the
+        # tracked files (a generated `_version.py`, an `*.egg-info`), not only `cache_paths`.
+        written = outermost(sorted(after.untracked - before.untracked))
+        covered = outermost(cache_paths)
+        extra = [p for p in written if not any(p == c or p.startswith(c + "/") for c in covered)]
+        if extra:
+            log(f"{target.key}: setup wrote {_names(extra)} besides cache_paths; cached with "
+                "the environment")  # fmt: skip
+        changed = sorted(after.modified - before.modified)
+        if changed:
+            log(f"{target.key}: WARNING: setup changed tracked file(s) {_names(changed)}; a "
+                "cache hit does not redo that unless `cache_paths` names them")  # fmt: skip
+        stored = bench.env_cache.store(key, ws, [*cache_paths, *written], inputs)
     took = round(time.monotonic() - started, 3)
     log(f"{target.key}: setup done ({len(commands)} command(s), {took:.1f}s)")
     return None, SetupSummary(
@@ -392,6 +413,31 @@ def run_setup(
         key=key, commands=len(commands), duration_s=took,
         size_bytes=stored.size_bytes if stored else 0,
     )  # fmt: skip
+
+
+@dataclass
+class _SetupOutputs:
+    """What a workspace holds besides its committed tree."""
+
+    untracked: set[str]  # untracked or ignored paths (a wholly untracked folder as one path)
+    modified: set[str]  # tracked files changed in the working tree
+
+
+def _setup_outputs(ws: Path) -> _SetupOutputs:
+    """The workspace's untracked/ignored paths and modified tracked files (NUL-separated
+    listings: a path may hold any character)."""
+    others = run_git(["ls-files", "-z", "--others", "--directory"], ws)
+    modified = run_git(["diff", "--name-only", "-z"], ws)
+    return _SetupOutputs(
+        untracked={p.rstrip("/") for p in others.split("\0") if p.strip("/")},
+        modified={p for p in modified.split("\0") if p},
+    )
+
+
+def _names(paths: list[str], limit: int = 10) -> str:
+    """Paths for a log line, at most `limit` of them."""
+    more = f" and {len(paths) - limit} more" if len(paths) > limit else ""
+    return ", ".join(paths[:limit]) + more
 
 
 def _rebase_onto(ws: Path, base_sha: str, followup: FollowUp) -> None:
@@ -607,7 +653,7 @@ def verify_change(
         why = "no change" if change and change.outcome == ChangeOutcome.NO_CHANGE else None
         return VerificationRecord(skipped_reason=why or "the change failed or has not run")
     verifiers = spec.verifiers_for(target)
-    wanted = [(v.name, " ".join(v.argv())) for v in verifiers]
+    wanted = [(v.name, shlex.join(v.argv())) for v in verifiers]  # quoted: it can be pasted
     if (
         bench.use_cache
         and prior is not None
@@ -616,7 +662,9 @@ def verify_change(
         and [(r.name, r.command) for r in prior.results] == wanted
     ):
         log(f"{target.key}: verification of {change.head_sha[:8]} already passed")
-        return prior.model_copy(update={"reused": True})
+        # The copy is this run's record: its duration is this run's, not the earlier run's.
+        took = round(time.monotonic() - started, 3)
+        return prior.model_copy(update={"reused": True, "duration_s": took})
     results: list[VerifierResult] = []
     try:
         with bench.open_sandbox("verify", target) as sandbox:
@@ -649,7 +697,7 @@ def verify_change(
                     duration_s=run.duration_s,
                     output_tail=run.output_tail,
                     timed_out=run.timed_out,
-                    command=" ".join(verifier.argv()),
+                    command=shlex.join(verifier.argv()),
                 )
                 results.append(result)
                 mark = "passed" if run.ok else f"FAILED ({run.describe_failure()})"
