@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -44,5 +45,15 @@ def open_instance() -> DagsterInstance:
     Dagster is imported here, when a command runs, so `orchestrator --help` stays quick."""
     from dagster import DagsterInstance
 
-    ensure_dagster_home(Settings())
-    return DagsterInstance.get()
+    settings = Settings()
+    settings.dagster_home.mkdir(parents=True, exist_ok=True)
+    # Two commands started at once on a new home would both create its storage's tables ("table
+    # secondary_indexes already exists"): one at a time creates them; later opens just wait.
+    with open(settings.dagster_home / ".instance.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        ensure_dagster_home(settings)
+        instance = DagsterInstance.get()
+        instance.get_runs(limit=1)  # run, event log and schedule storages are made on first use
+        instance.event_log_storage.get_maximum_record_id()
+        instance.schedule_storage  # noqa: B018
+    return instance

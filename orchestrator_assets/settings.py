@@ -177,8 +177,10 @@ def ensure_dagster_home(settings: Settings) -> Path:
     project_copy = (PROJECT_ROOT / "dagster.yaml").read_text()
     # Homes made before the file was generated hold a plain copy of the project's file.
     if current is None or current == project_copy or current.startswith(MANAGED_HEADER):
-        if current != wanted:
-            config.write_text(wanted)
+        if current != wanted:  # whole or not at all: another process may be reading it
+            partial = config.with_name(f".dagster.yaml.{os.getpid()}")
+            partial.write_text(wanted)
+            partial.replace(config)
     elif settings.storage == "postgres" and "dagster_postgres" not in current:
         raise OrchestratorError(
             f"{config}: ORCHESTRATOR_STORAGE=postgres, but this dagster.yaml (not written by the "

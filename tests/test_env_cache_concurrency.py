@@ -214,3 +214,25 @@ def test_two_campaigns_at_once_share_the_cache_and_lose_nothing(platform: Platfo
     for entry in entries:
         assert (cache_root / entry["key"] / "files" / ".venv" / "blob").stat().st_size == 100_000
     assert sorted(p.name for p in cache_root.iterdir() if p.name.startswith(".")) == [".locks"]
+
+
+def test_two_runs_started_at_once_on_a_new_dagster_home_both_succeed(platform: Platform):
+    """The first commands on a new DAGSTER_HOME create its storage; two at once must not both
+    try (SQLite: "table ... already exists")."""
+    paths = []
+    for name in ("one", "two"):
+        repos = platform.make_fleet([app_repo(f"{name}x", "GREETING = 'OLD'\n")])
+        paths.append(platform.write_campaign(name, targets=[str(r) for r in repos]))
+    assert not list(Path(platform.env["DAGSTER_HOME"]).glob("*.db"))  # nothing made yet
+    procs = [
+        subprocess.Popen(
+            [ORCHESTRATOR, "run", "--file", str(p)],
+            env=platform.env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for p in paths
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
