@@ -13,6 +13,7 @@ from dagster import AssetKey, AssetRecordsFilter
 from orchestrator_assets.demo_fleet import create_repo
 from resources.agents.base import AgentRequest
 from resources.agents.claude_code import ClaudeCodeAgent
+from resources.agents.judge import price
 from resources.sandboxes.local import LocalSandboxProvider
 from tests.conftest import STRICT_TEST, Platform, app_repo, statuses
 from tests.fake_model import ScriptedModel, error, last_user_text, require_claude, text, tool
@@ -267,6 +268,21 @@ def test_an_agent_that_hangs_is_stopped_at_its_timeout(tmp_path: Path):
         tmp_path, 'echo \'{"type":"system","subtype":"init"}\'\nsleep 60', timeout_s=1
     )
     assert not result.ok and result.error == "the agent timed out after 1s"
+
+
+def test_an_agent_stopped_before_its_result_still_reports_what_it_spent(tmp_path: Path):
+    # The CLI reports its total only at the end; a run cut short (timeout, shutdown) has spent
+    # what its model responses so far cost, and that must reach the campaign's budget.
+    usage = {"input_tokens": 100_000, "output_tokens": 10, "cache_read_input_tokens": 0,
+             "cache_creation_input_tokens": 0}  # fmt: skip
+    event = {"type": "assistant", "message": {"id": "msg_1", "model": "claude-sonnet-4-5",
+             "usage": usage, "content": [{"type": "text", "text": "working"}]}}  # fmt: skip
+    line = json.dumps(event)
+    # the same response arrives as one event per content block: counted once
+    result = run_fake_cli(tmp_path, f"echo '{line}'\necho '{line}'\nsleep 60", timeout_s=1)
+    assert not result.ok and result.error == "the agent timed out after 1s"
+    expected, _ = price("claude-sonnet-4-5", usage)
+    assert expected > 0.29 and result.cost_usd == pytest.approx(expected)
 
 
 def test_unchanged_inputs_reuse_the_agent_change_without_calling_the_model(

@@ -23,6 +23,7 @@ from resources.agents.base import (
     ModelUsage,
     VerifierCall,
 )
+from resources.agents.judge import price
 from resources.redact import redact, redact_files, secret_values
 from resources.sandboxes.base import ExecResult, Sandbox
 from resources.sandboxes.model_proxy import DEFAULT_MODEL_URL
@@ -293,6 +294,9 @@ class StreamParser:
         self.secrets = secrets
         self.events: list[dict] = []
         self.result: dict | None = None
+        # Each model response's usage as its assistant events carry it (message id -> model,
+        # usage): what a run that never prints its result (killed, timed out) has spent.
+        self.responses: dict[str, tuple[str, dict]] = {}
         self.garbage = 0
         self.lock = threading.Lock()
 
@@ -326,7 +330,11 @@ class StreamParser:
             if event.get("hook_event") == "Stop" and '"block"' in str(event.get("output") or ""):
                 self.on_event("agent: stop gate sent it back to work (a verifier fails)")
         elif kind == "assistant":
-            for block in (event.get("message") or {}).get("content") or []:
+            message = event.get("message") or {}
+            if isinstance(message.get("usage"), dict):
+                key = str(message.get("id") or len(self.responses))
+                self.responses[key] = (str(message.get("model") or ""), message["usage"])
+            for block in message.get("content") or []:
                 self._show(block)
 
     def _show(self, block: dict) -> None:
@@ -364,7 +372,7 @@ class StreamParser:
             duration_s=round(
                 float(result.get("duration_ms") or executed.duration_s * 1000) / 1000, 3
             ),
-            cost_usd=float(result.get("total_cost_usd") or 0.0),
+            cost_usd=float(result.get("total_cost_usd") or 0.0) if result else self.spent(),
             input_tokens=int(usage.get("input_tokens") or 0),
             output_tokens=int(usage.get("output_tokens") or 0),
             cache_read_tokens=int(usage.get("cache_read_input_tokens") or 0),
@@ -373,6 +381,12 @@ class StreamParser:
             final_message=redact(str(result.get("result") or ""), self.secrets),
             transcript=self.events,
         )
+
+    def spent(self) -> float:
+        """What the responses seen so far cost, priced from their usage: the CLI reports its
+        total only in the result event, and a run stopped before it must still reach the
+        budget (an estimate at the list prices the judge uses)."""
+        return round(sum(price(model, usage)[0] for model, usage in self.responses.values()), 6)
 
     def _error(self, executed: ExecResult, result: dict, request: AgentRequest) -> str | None:
         if executed.timed_out:
