@@ -260,6 +260,7 @@ def test_the_judge_asks_the_budget_first_and_a_spent_budget_holds_the_pr(
         return platform.write_campaign(
             "quality", targets=[str(repo)], budget_usd=budget,
             transformation={"kind": "agentic", "prompt": "Rename OLD to NEW.", "max_turns": 6,
+                            "model": "claude-sonnet-4-5",
                             "verifier_tools": False, "max_stop_blocks": 0, "repair_attempts": 1,
                             "judge": {}},  # the default on_error lets a PR open without a verdict
         )  # fmt: skip
@@ -274,7 +275,7 @@ def test_the_judge_asks_the_budget_first_and_a_spent_budget_holds_the_pr(
     model.judge_script = [verdict(veto)]
     row = platform.run(write(0.5)).report.set_index("target").loc["acme__alpha"]
     # agent $0.30, judge (veto), repair $0.30: $0.60 of $0.50 spent before the second verdict
-    assert len(model.judge_requests) == 1
+    assert len(model.judge_requests) == 1, dict(row)
     assert row["status"] == "pending" and "budget: $0.60" in row["reason"], row["reason"]
     assert not list((repo / "pulls").glob("*.json"))
     verdicts = change_of(platform, (platform.campaigns / "quality.yaml")).verdicts

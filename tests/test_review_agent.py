@@ -101,7 +101,7 @@ def test_a_budget_alert_is_posted_to_slack(platform: Platform, model, monkeypatc
         # The first run spends past the tiny budget (its own --max-budget-usd stops it); the
         # second target is not started.
         assert statuses(outcome.report) == {"acme__alpha": "change_failed",
-                                            "acme__beta": "skipped"}  # fmt: skip
+                                            "acme__beta": "over_budget"}  # fmt: skip
         alerts = receiver.texts("budget")
         assert alerts and "budgeted" in alerts[-1] and "100% reached" in alerts[-1]
     finally:
