@@ -303,8 +303,9 @@ def run(
     _print_report(outcome.report, output)
     if outcome.interrupted:
         errors.print(
-            "stopped (SIGTERM): the targets in flight were finished and recorded and their "
-            "sandboxes removed; run the campaign again to continue where it stopped"
+            "stopped (SIGTERM): what the targets in flight finished within the grace is recorded "
+            "(the rest were cancelled) and their sandboxes removed; run the campaign again to "
+            "continue where it stopped"
         )
         raise SystemExit(143)
     if outcome.failed_runs:

@@ -124,7 +124,7 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
             asset=verification_key,
             blocking=True,
             partitions_def=partitions,
-            description=f"Verifier `{' '.join(v.argv())}` passes at the change's head commit.",
+            description=f"Verifier `{v.command_line()}` passes at the change's head commit.",
         )
         for v in spec.all_verifiers()
     ]

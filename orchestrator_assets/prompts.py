@@ -27,7 +27,7 @@ def build_prompt(spec: CampaignSpec, target: Target, base_branch: str) -> str:
             "what fails, and run them again until they pass (they run again afterwards as the "
             "gate for the pull request):",
             "",
-            *[f"- {v.name}: `{' '.join(v.argv())}`" for v in verifiers],
+            *[f"- {v.name}: `{v.command_line()}`" for v in verifiers],
             "",
         ]
         if spec.transformation.verifier_tools:
@@ -84,7 +84,7 @@ def build_followup_prompt(spec: CampaignSpec, target: Target, followup) -> str:
     if verifiers:
         lines += [
             "The same commands must still pass afterwards: "
-            + ", ".join(f"`{' '.join(v.argv())}`" for v in verifiers)
+            + ", ".join(f"`{v.command_line()}`" for v in verifiers)
             + ".",
             "",
         ]

@@ -294,6 +294,11 @@ class Verifier(_Model):
         """The argv to run."""
         return to_argv(self.command)
 
+    def command_line(self) -> str:
+        """The command as a shell would read it (quoted), to show to people and the agent and
+        to paste into a terminal."""
+        return shlex.join(self.argv())
+
 
 Target.model_rebuild()
 

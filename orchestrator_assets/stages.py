@@ -7,7 +7,6 @@ records. Each is idempotent: given the record of its previous run it repeats not
 from __future__ import annotations
 
 import json
-import shlex
 import time
 import uuid
 from collections.abc import Callable
@@ -653,7 +652,7 @@ def verify_change(
         why = "no change" if change and change.outcome == ChangeOutcome.NO_CHANGE else None
         return VerificationRecord(skipped_reason=why or "the change failed or has not run")
     verifiers = spec.verifiers_for(target)
-    wanted = [(v.name, shlex.join(v.argv())) for v in verifiers]  # quoted: it can be pasted
+    wanted = [(v.name, v.command_line()) for v in verifiers]
     if (
         bench.use_cache
         and prior is not None
@@ -697,7 +696,7 @@ def verify_change(
                     duration_s=run.duration_s,
                     output_tail=run.output_tail,
                     timed_out=run.timed_out,
-                    command=shlex.join(verifier.argv()),
+                    command=verifier.command_line(),
                 )
                 results.append(result)
                 mark = "passed" if run.ok else f"FAILED ({run.describe_failure()})"

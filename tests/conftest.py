@@ -84,6 +84,16 @@ class Platform:
         self.env[key] = value
         self.monkeypatch.setenv(key, value)
 
+    def use_github(self, api_url: str, token: str) -> None:
+        """Point this platform at a GitHub API server (the fake one on loopback), unpaced."""
+        for key, value in {
+            "ORCHESTRATOR_FORGE": "github",
+            "ORCHESTRATOR_GITHUB_API_URL": api_url,
+            "ORCHESTRATOR_GITHUB_WRITE_INTERVAL_S": "0",
+            "GITHUB_TOKEN": token,
+        }.items():
+            self.set_env(key, value)
+
     @property
     def campaigns(self) -> Path:
         return self.root / "campaigns"

@@ -25,7 +25,7 @@ SECRETS = [TOKEN, base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()]
 
 
 @pytest.fixture
-def github(platform: Platform, monkeypatch: pytest.MonkeyPatch):
+def github(platform: Platform):
     with FakeGitHub(TOKEN, platform.root / "github") as fake:
         fake.add_org("acme")
         files = {"app.py": "GREETING = 'OLD'\n", "tests/test_app.py": TEST}
@@ -33,15 +33,7 @@ def github(platform: Platform, monkeypatch: pytest.MonkeyPatch):
         fake.add_repo("acme/beta", files, topics=["python"], language="Python")
         fake.add_repo("acme/old", files, topics=["python"], language="Python", archived=True)
         fake.add_repo("acme/site", files, topics=["web"], language="JavaScript")
-        env = {
-            "ORCHESTRATOR_FORGE": "github",
-            "ORCHESTRATOR_GITHUB_API_URL": fake.base_url,
-            "ORCHESTRATOR_GITHUB_WRITE_INTERVAL_S": "0",
-            "GITHUB_TOKEN": TOKEN,
-        }
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        platform.env.update(env)
+        platform.use_github(fake.base_url, TOKEN)
         yield fake
 
 

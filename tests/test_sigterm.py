@@ -121,14 +121,7 @@ def _stuck_in_git_or_forge_retries(platform: Platform, github: FakeGitHub) -> No
         f'exec {shutil.which("git")} "$@"\n'
     )
     wrapper.chmod(0o755)
-    env = {
-        "ORCHESTRATOR_FORGE": "github",
-        "ORCHESTRATOR_GITHUB_API_URL": github.base_url,
-        "ORCHESTRATOR_GITHUB_WRITE_INTERVAL_S": "0",
-        "GITHUB_TOKEN": TOKEN,
-    }
-    for key, value in env.items():
-        platform.set_env(key, value)
+    platform.use_github(github.base_url, TOKEN)
     path = platform.campaigns / "rename.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump({
