@@ -76,6 +76,20 @@ def _wait_for(path: Path, what: str) -> None:
         time.sleep(0.05)
 
 
+def _stop_once_done_finished(work, shutdown: threading.Event, before_stop=lambda: None):
+    """Fan out a target that finishes ("done") and one that hangs ("stuck"); ask for shutdown
+    once "done" is recorded. Returns every target's result and how long it all took."""
+    started = time.monotonic()
+    results = {}
+    for key, result in fan_out(["done", "stuck"], work, lambda k, e: f"error {e}",
+                               max_workers=2, log=lambda _: None):  # fmt: skip
+        results[key] = result
+        if key == "done":
+            before_stop()
+            shutdown.set()
+    return results, time.monotonic() - started
+
+
 def test_after_the_grace_a_git_command_is_killed_with_its_children_and_its_target_recorded(
     tmp_path: Path, shutdown: threading.Event
 ):
@@ -93,15 +107,9 @@ def test_after_the_grace_a_git_command_is_killed_with_its_children_and_its_targe
             return f"recorded: {exc.stderr}"  # what stages do: the failure becomes the record
         return "finished"
 
-    started = time.monotonic()
-    results = {}
-    for key, result in fan_out(["done", "stuck"], work, lambda k, e: f"error {e}",
-                               max_workers=2, log=lambda _: None):  # fmt: skip
-        results[key] = result
-        if key == "done":
-            _wait_for(pidfile, "the hanging git command")
-            shutdown.set()
-    took = time.monotonic() - started
+    results, took = _stop_once_done_finished(
+        work, shutdown, lambda: _wait_for(pidfile, "the hanging git command")
+    )
     assert took < 30, f"fan_out took {took:.0f}s: the grace is no bound"  # the git hang is 60 s
     assert results == {"done": "pushed", "stuck": f"recorded: {CANCELLED_MESSAGE}"}
     child = int(pidfile.read_text())
@@ -139,14 +147,7 @@ def test_after_the_grace_a_forge_back_off_is_cut_short_and_its_target_recorded(
             tried.set()
 
         threading.Thread(target=watch, daemon=True).start()
-        started = time.monotonic()
-        results = {}
-        for key, result in fan_out(["done", "stuck"], work, lambda k, e: f"error {e}",
-                                   max_workers=2, log=lambda _: None):  # fmt: skip
-            results[key] = result
-            if key == "done":
-                shutdown.set()
-        took = time.monotonic() - started
+        results, took = _stop_once_done_finished(work, shutdown)
     assert took < 30, f"fan_out took {took:.0f}s: the grace is no bound"
     assert results["done"] == "opened"
     assert results["stuck"] == f"recorded: GitHub: {CANCELLED_MESSAGE}"
