@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+from resources.cancel import kill_group
 from resources.sandboxes.base import WORKSPACE, ExecResult, OutputCallback
 from resources.sandboxes.docker import ContainerLimits, EngineConnection, run_in_container
 from resources.sandboxes.workspaces import WorkspaceProvider
@@ -169,7 +169,7 @@ class LocalSandbox:
             timed_out = True
             if gvisor_id:
                 self._provider.gvisor_delete(gvisor_id)
-            _kill_group(proc)
+            kill_group(proc)
             proc.wait()
         finally:
             reader.join(timeout=5)
@@ -198,7 +198,7 @@ class LocalSandbox:
         for gvisor_id in list(self.gvisor_ids):
             self._provider.gvisor_delete(gvisor_id)
         for proc in procs:
-            _kill_group(proc)
+            kill_group(proc)
         self._provider.containers.kill_owned_by(self)
 
 
@@ -222,11 +222,6 @@ def _pump(proc: subprocess.Popen, tail: deque[str], on_output: OutputCallback | 
         tail.append(line)
         if on_output:
             on_output(line.rstrip("\n"))
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    with suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
 
 
 class LocalSandboxProvider(WorkspaceProvider):
