@@ -40,7 +40,7 @@ from orchestrator_assets.status import ChangeOutcome
 from resources.agents.base import Agent, AgentRequest, VerifierTool
 from resources.agents.extractors import combine, extract
 from resources.agents.judge import JudgeError, Verdict, veto_feedback
-from resources.env_cache import DEFAULT_MANIFESTS, EnvCache, manifest_digest, outermost
+from resources.env_cache import DEFAULT_MANIFESTS, EnvCache, inside, manifest_digest, outermost
 from resources.forges.base import Forge, ForgeError, PullRequestDraft
 from resources.git import GitError, author_env, git_metadata_digest, run_git
 from resources.repo_cache import RepoCache
@@ -396,7 +396,7 @@ def run_setup(
         # tracked files (a generated `_version.py`, an `*.egg-info`), not only `cache_paths`.
         written = outermost(sorted(after.untracked - before.untracked))
         covered = outermost(cache_paths)
-        extra = [p for p in written if not any(p == c or p.startswith(c + "/") for c in covered)]
+        extra = [p for p in written if not inside(p, covered)]
         if extra:
             log(f"{target.key}: setup wrote {_names(extra)} besides cache_paths; cached with "
                 "the environment")  # fmt: skip

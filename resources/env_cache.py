@@ -67,7 +67,12 @@ def outermost(paths: list[str]) -> list[str]:
         path = posixpath.normpath(path.strip("/")) if path.strip("/") else "."
         if path != "." and path not in cleaned:
             cleaned.append(path)
-    return [p for p in cleaned if not any(p.startswith(other + "/") for other in cleaned)]
+    return [p for p in cleaned if not inside(p, [o for o in cleaned if o != p])]
+
+
+def inside(path: str, roots: list[str]) -> bool:
+    """True when workspace-relative `path` is one of `roots` or lies under one of them."""
+    return any(path == root or path.startswith(root + "/") for root in roots)
 
 
 def _size(path: Path) -> int:

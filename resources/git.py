@@ -8,8 +8,10 @@ git clears `-c` settings for such local transports: pushes name `SAFE_RECEIVE_PA
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
+import stat
 import subprocess
 from pathlib import Path
 
@@ -145,9 +147,6 @@ def git_metadata_digest(workspace: Path) -> str:
     (or the `.git` file of a worktree) except objects, refs, logs, the index and the other state
     git rewrites itself. Equal before and after a sandbox ran means the sandbox changed nothing
     there that could make the platform's git run code (config, commondir, hooks, info/)."""
-    import hashlib
-    import stat
-
     root = Path(workspace) / ".git"
     digest = hashlib.sha256()
 
