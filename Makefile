@@ -71,7 +71,7 @@ test: $(BIN)/orchestrator system-deps agent-cli lint
 	$(BIN)/pytest -q
 
 dev: $(BIN)/orchestrator system-deps agent-cli
-	$(BIN)/python -c "from orchestrator_assets.settings import Settings, ensure_dagster_home; ensure_dagster_home(Settings())"
+	$(BIN)/python -c "from orchestrator_assets.spec.settings import Settings, ensure_dagster_home; ensure_dagster_home(Settings())"
 	$(BIN)/dagster dev -w workspace.yaml
 
 clean:

@@ -47,18 +47,18 @@ def _seed_history(instance, spec, keys: list[str]) -> None:
     """Give every target a change, verification and pull-request record, as a run would."""
     import dagster as dg
 
-    from orchestrator_assets.metadata import (
+    from orchestrator_assets.assets.metadata import (
         change_metadata,
         pull_request_metadata,
         verification_metadata,
     )
-    from orchestrator_assets.records import (
+    from orchestrator_assets.stages.records import (
         ChangeRecord,
         PullRequestRecord,
         VerificationRecord,
         VerifierResult,
     )
-    from orchestrator_assets.status import ChangeOutcome
+    from orchestrator_assets.stages.status import ChangeOutcome
 
     for i, key in enumerate(keys):
         head = f"{i:040x}"
@@ -99,9 +99,9 @@ def scale_run(n: int, work: Path) -> dict:
     sys.path.insert(0, str(ROOT))
     import dagster as dg
 
-    from orchestrator_assets.report import build_report
-    from orchestrator_assets.settings import Settings, ensure_dagster_home
-    from orchestrator_assets.spec import load_campaign
+    from orchestrator_assets.reports.report import build_report
+    from orchestrator_assets.spec.campaign import load_campaign
+    from orchestrator_assets.spec.settings import Settings, ensure_dagster_home
     from sensors.discovery import build_discovery_sensor
 
     ensure_dagster_home(Settings())

@@ -129,8 +129,8 @@ def run_backfill(home: Path, repos: list[Path], concurrency: int) -> float:
     sync = (
         "import sys; sys.path.insert(0, sys.argv[2]);"
         "from dagster import DagsterInstance;"
-        "from orchestrator_assets.spec import load_campaign;"
-        "from orchestrator_assets.partitions import sync_partitions;"
+        "from orchestrator_assets.spec.campaign import load_campaign;"
+        "from orchestrator_assets.assets.partitions import sync_partitions;"
         "sync_partitions(DagsterInstance.get(), load_campaign(sys.argv[1]))"
     )
     subprocess.run([sys.executable, "-c", sync, str(path), str(ROOT)], env=env, check=True)

@@ -6,9 +6,9 @@ import logging
 
 import dagster as dg
 
-from orchestrator_assets.catalog import load_catalog
-from orchestrator_assets.factory import build_campaign_definitions
-from orchestrator_assets.settings import Settings
+from orchestrator_assets.assets.factory import build_campaign_definitions
+from orchestrator_assets.spec.catalog import load_catalog
+from orchestrator_assets.spec.settings import Settings
 from resources.build import build_resources
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from orchestrator_assets.settings import Settings
+from orchestrator_assets.spec.settings import Settings
 from resources.dagster_resources import (
     AgentResource,
     EnvCacheResource,

@@ -6,9 +6,9 @@ import json
 
 import dagster as dg
 
-from orchestrator_assets import history
-from orchestrator_assets.partitions import plan_sync, removal_events
-from orchestrator_assets.spec import CampaignSpec
+from orchestrator_assets.assets import history
+from orchestrator_assets.assets.partitions import plan_sync, removal_events
+from orchestrator_assets.spec.campaign import CampaignSpec
 
 
 def build_discovery_sensor(spec: CampaignSpec) -> dg.SensorDefinition:
@@ -53,8 +53,8 @@ def _current(spec: CampaignSpec, context: dg.SensorEvaluationContext) -> Campaig
     """The campaign with the targets its code host lists now (asked again when stale)."""
     if spec.discover is None:
         return spec
-    from orchestrator_assets.discovery import STALE_AFTER_S, age_s, refresh, with_discovered
-    from orchestrator_assets.settings import Settings
+    from orchestrator_assets.spec.discovery import STALE_AFTER_S, age_s, refresh, with_discovered
+    from orchestrator_assets.spec.settings import Settings
     from resources.build import build_forge
 
     settings = Settings()

@@ -20,8 +20,8 @@ from collections.abc import Callable
 
 import dagster as dg
 
-from orchestrator_assets import history
-from orchestrator_assets.spec import CampaignSpec
+from orchestrator_assets.assets import history
+from orchestrator_assets.spec.campaign import CampaignSpec
 from resources.forges.base import Forge, PullRequestStatus
 from resources.notify import Notify, no_notifier
 

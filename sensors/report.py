@@ -5,8 +5,8 @@ from __future__ import annotations
 import dagster as dg
 from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 
-from orchestrator_assets import history
-from orchestrator_assets.spec import CampaignSpec
+from orchestrator_assets.assets import history
+from orchestrator_assets.spec.campaign import CampaignSpec
 
 
 def build_report_sensor(spec: CampaignSpec, report_job: dg.UnresolvedAssetJobDefinition):

@@ -23,10 +23,11 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 )
 from pydantic import Field
 
-from orchestrator_assets import history, review
-from orchestrator_assets.errors import OrchestratorError
-from orchestrator_assets.records import ReviewDecision, decision_applies
-from orchestrator_assets.spec import CampaignSpec
+from orchestrator_assets.assets import history
+from orchestrator_assets.spec.campaign import CampaignSpec
+from orchestrator_assets.spec.errors import OrchestratorError
+from orchestrator_assets.stages import review
+from orchestrator_assets.stages.records import ReviewDecision, decision_applies
 from resources.forges.base import Forge
 from resources.notify import Notify, no_notifier
 

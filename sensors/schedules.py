@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from orchestrator_assets.partitions import contiguous_ranges, range_tags
-from orchestrator_assets.spec import CampaignSpec
+from orchestrator_assets.assets.partitions import contiguous_ranges, range_tags
+from orchestrator_assets.spec.campaign import CampaignSpec
 
 
 def build_schedule(spec: CampaignSpec, job: dg.UnresolvedAssetJobDefinition):

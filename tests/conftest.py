@@ -133,13 +133,13 @@ class Platform:
         return DagsterInstance.from_config(self.env["DAGSTER_HOME"])
 
     def settings(self):
-        from orchestrator_assets.settings import Settings
+        from orchestrator_assets.spec.settings import Settings
 
         return Settings()
 
     def run(self, path: Path, targets: list[str] | None = None):
-        from orchestrator_assets.catalog import load_one
-        from orchestrator_assets.runner import run_campaign
+        from orchestrator_assets.assets.runner import run_campaign
+        from orchestrator_assets.spec.catalog import load_one
 
         settings = self.settings()
         campaign = load_one(path, settings)
@@ -150,7 +150,7 @@ class Platform:
 @pytest.fixture
 def platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Platform:
     """A fresh platform: its own campaigns folder, data folder and DAGSTER_HOME."""
-    from orchestrator_assets.settings import Settings, ensure_dagster_home
+    from orchestrator_assets.spec.settings import Settings, ensure_dagster_home
 
     env = {
         "DAGSTER_HOME": str(tmp_path / "dagster_home"),

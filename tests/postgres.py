@@ -176,7 +176,7 @@ def postgres() -> Iterator[PostgresServer]:
 def pg_platform(platform, postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch):
     """The `platform` fixture with its Dagster instance in a fresh PostgreSQL database
     (ORCHESTRATOR_STORAGE=postgres, as a user switches it on)."""
-    from orchestrator_assets.settings import Settings, ensure_dagster_home
+    from orchestrator_assets.spec.settings import Settings, ensure_dagster_home
 
     dbname = postgres.database()
     env = {"ORCHESTRATOR_STORAGE": "postgres", **postgres.env(dbname)}

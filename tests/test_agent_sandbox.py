@@ -98,7 +98,7 @@ def wait_ready_pool(fake: FakeKubernetes | None, name: str) -> None:
 
 
 def test_deploy_ships_a_gvisor_template_and_a_warm_pool_per_profile():
-    from orchestrator_assets.profiles import load_profiles
+    from orchestrator_assets.spec.profiles import load_profiles
 
     profiles = load_profiles(DEPLOY / "profiles.yaml", environ={})
     wanted = {n for n, p in profiles.profiles.items() if p.provider == "agent-sandbox"}
@@ -255,7 +255,7 @@ def test_cancelling_while_a_claim_waits_deletes_the_claim(tmp_path, fake):
 
 @fake_only
 def test_prune_deletes_the_claims_a_crashed_run_left(tmp_path, fake, platform: Platform):
-    from orchestrator_assets.sweep import Cluster, find_leftovers
+    from orchestrator_assets.assets.sweep import Cluster, find_leftovers
 
     p = provider(tmp_path)
     dead = subprocess.Popen(["true"])

@@ -307,8 +307,8 @@ def test_unchanged_inputs_reuse_the_agent_change_without_calling_the_model(
     assert again.report.set_index("target").loc["acme__alpha", "cost_usd"] == cost
 
     # --no-cache forces a fresh agent run; so does a base commit that moved
-    from orchestrator_assets.catalog import load_one
-    from orchestrator_assets.runner import run_campaign
+    from orchestrator_assets.assets.runner import run_campaign
+    from orchestrator_assets.spec.catalog import load_one
 
     with platform.instance() as instance:
         run_campaign(load_one(path, platform.settings()), instance, platform.settings(),

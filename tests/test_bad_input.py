@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator_assets.errors import SpecError
-from orchestrator_assets.spec import load_campaign
+from orchestrator_assets.spec.campaign import load_campaign
+from orchestrator_assets.spec.errors import SpecError
 from tests.conftest import ORCHESTRATOR
 
 CAMPAIGN = """\
@@ -182,7 +182,7 @@ def test_validate_prints_one_line_per_bad_file_and_exits_1(bad_files):
 
 @pytest.mark.parametrize("name", sorted(BAD))
 def test_run_file_prints_one_line_and_exits_2(bad_files, name, monkeypatch, capsys):
-    from orchestrator_assets.cli import main
+    from orchestrator_assets.cli.main import main
 
     path, text = bad_files[name]
     monkeypatch.setattr(sys, "argv", ["orchestrator", "run", "--file", str(path)])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator_assets.budget import Budget, usd
+from orchestrator_assets.stages.budget import Budget, usd
 
 
 def test_thresholds_are_reported_once_and_the_limit_stops_new_runs():

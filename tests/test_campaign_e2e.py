@@ -11,9 +11,9 @@ import pytest
 from dagster import AssetCheckKey, AssetCheckSeverity, AssetKey, AssetRecordsFilter
 from dagster._core.event_api import PartitionKeyFilter
 
-from orchestrator_assets import history
-from orchestrator_assets.catalog import load_one
-from orchestrator_assets.runner import campaign_definitions
+from orchestrator_assets.assets import history
+from orchestrator_assets.assets.runner import campaign_definitions
+from orchestrator_assets.spec.catalog import load_one
 from resources.forges.local import LocalForge
 from resources.git import run_git
 from tests.conftest import Platform, statuses
@@ -198,8 +198,8 @@ def _commit_file(bare: Path, name: str, text: str) -> None:
 
 
 def test_report_frame_is_stored_by_the_io_manager(platform: Platform):
-    from orchestrator_assets.catalog import load_one
-    from orchestrator_assets.runner import campaign_definitions
+    from orchestrator_assets.assets.runner import campaign_definitions
+    from orchestrator_assets.spec.catalog import load_one
 
     path = platform.write_campaign()
     outcome = platform.run(path)

@@ -83,7 +83,7 @@ def test_canary_secret_is_stored_nowhere(request, monkeypatch: pytest.MonkeyPatc
     assert b"key=***" in transcript
 
     # the agent's spend is in the metrics, read back from the event log
-    from orchestrator_assets.metrics import EventLogCollector
+    from orchestrator_assets.reports.metrics import EventLogCollector
 
     collector = EventLogCollector()
     with platform.instance() as instance:

@@ -103,7 +103,7 @@ def test_report_and_list_find_a_campaign_run_from_outside_the_campaigns_folder(
 def test_a_failed_blocking_check_is_not_a_run_error_but_a_raising_step_is():
     import dagster as dg
 
-    from orchestrator_assets.runner import _only_checks_failed
+    from orchestrator_assets.assets.runner import _only_checks_failed
 
     @dg.asset(check_specs=[dg.AssetCheckSpec("test", asset="verified", blocking=True)])
     def verified():

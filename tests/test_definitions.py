@@ -12,9 +12,9 @@ import dagster as dg
 import pytest
 from dagster import AssetKey
 
+from orchestrator_assets.assets.history import REMOVED, asset_key
 from orchestrator_assets.definitions import build_definitions
-from orchestrator_assets.history import REMOVED, asset_key
-from orchestrator_assets.spec import load_campaign
+from orchestrator_assets.spec.campaign import load_campaign
 from sensors.discovery import build_discovery_sensor
 from sensors.schedules import build_schedule
 from tests.conftest import Platform, statuses

@@ -334,7 +334,7 @@ def test_a_killed_run_leaves_orphans_that_prune_removes(platform: Platform, imag
 
 
 def test_prune_leaves_a_live_sandbox_alone(provider, platform: Platform):
-    from orchestrator_assets.sweep import find_leftovers
+    from orchestrator_assets.assets.sweep import find_leftovers
 
     with platform.instance() as instance, provider.open("live", {"campaign": "c"}) as sandbox:
         done = threading.Event()

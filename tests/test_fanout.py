@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator_assets import fanout
-from orchestrator_assets.fanout import fan_out
-from orchestrator_assets.sweep import process_alive
+from orchestrator_assets.assets import fanout
+from orchestrator_assets.assets.fanout import fan_out
+from orchestrator_assets.assets.sweep import process_alive
 from resources.cancel import CANCELLED_MESSAGE
 from resources.forges.base import ForgeError
 from resources.forges.github import GitHubForge

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator_assets import history
-from orchestrator_assets.catalog import load_one
-from orchestrator_assets.errors import OrchestratorError
+from orchestrator_assets.assets import history
+from orchestrator_assets.spec.catalog import load_one
+from orchestrator_assets.spec.errors import OrchestratorError
 from resources.sandboxes import local
 from resources.sandboxes.local import LocalSandboxProvider, SandboxUnavailable
 from tests.conftest import Platform, statuses

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator_assets.metrics import EventLogCollector
+from orchestrator_assets.reports.metrics import EventLogCollector
 from tests.conftest import CODEMOD, TEST, Platform
 from tests.fake_github import FakeGitHub
 
@@ -124,8 +124,8 @@ def test_discovery_without_the_github_forge_is_a_clear_error(platform: Platform,
 def test_the_discovery_sensor_turns_github_repositories_into_partitions(platform: Platform, github):
     from dagster import build_sensor_context
 
-    from orchestrator_assets.catalog import load_one
-    from orchestrator_assets.discovery import discovered_path
+    from orchestrator_assets.spec.catalog import load_one
+    from orchestrator_assets.spec.discovery import discovered_path
     from sensors.discovery import build_discovery_sensor
 
     spec = load_one(campaign(platform), platform.settings()).spec
@@ -153,9 +153,9 @@ def test_github_reviews_of_draft_prs_are_the_review_decisions(platform: Platform
     request (with its body) is recorded as the decision with the reviewer's login."""
     from dagster import build_sensor_context
 
-    from orchestrator_assets import review
-    from orchestrator_assets.catalog import load_one
-    from orchestrator_assets.factory import build_campaign_definitions
+    from orchestrator_assets.assets.factory import build_campaign_definitions
+    from orchestrator_assets.spec.catalog import load_one
+    from orchestrator_assets.stages import review
     from resources.build import build_forge
     from sensors.review import build_review_sensor
 

@@ -14,7 +14,7 @@ import pytest
 from github import Auth, Github
 from pydantic import ValidationError
 
-from orchestrator_assets.spec import load_campaign
+from orchestrator_assets.spec.campaign import load_campaign
 from resources.forges.base import ForgeError, PullRequestDraft
 from resources.forges.github import (
     GitHubForge,

@@ -116,8 +116,8 @@ def test_gvisor_commands_write_only_their_workspace(tmp_path, runsc):
 
 
 def test_a_campaign_on_a_gvisor_profile_runs_there_and_records_it(platform: Platform, runsc):
-    from orchestrator_assets.catalog import load_one
-    from orchestrator_assets.history import latest_changes
+    from orchestrator_assets.assets.history import latest_changes
+    from orchestrator_assets.spec.catalog import load_one
 
     path = platform.root / "profiles.yaml"
     path.write_text(

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator_assets.metrics import STATS_TAG
+from orchestrator_assets.reports.metrics import STATS_TAG
 from resources.sandboxes.docker import ContainerLimits
 from resources.sandboxes.k8s_config import KubernetesSettings, Toleration
 from resources.sandboxes.kubernetes import LABEL, KubernetesSandboxProvider
@@ -489,7 +489,7 @@ def test_prune_deletes_the_pods_a_crashed_run_left_and_spares_live_ones(
 
 
 def test_a_campaign_runs_end_to_end_in_kubernetes_pods(platform: Platform, cluster):
-    from orchestrator_assets.history import latest_changes
+    from orchestrator_assets.assets.history import latest_changes
 
     profiles_file(platform, cluster)
     fleet = platform.make_fleet([r for r in FLEET if r.name in ("alpha", "gamma", "epsilon")])
@@ -507,7 +507,7 @@ def test_a_campaign_runs_end_to_end_in_kubernetes_pods(platform: Platform, clust
         check=True,
     ).stdout
     assert "NEW" in shown
-    from orchestrator_assets.catalog import load_one
+    from orchestrator_assets.spec.catalog import load_one
 
     spec = load_one(path, platform.settings()).spec
     with platform.instance() as instance:

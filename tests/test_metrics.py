@@ -16,7 +16,7 @@ import dagster as dg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestrator_assets.json_logs import LOGGERS, JsonFormatter
+from orchestrator_assets.reports.json_logs import LOGGERS, JsonFormatter
 from tests.conftest import CODEMOD, ORCHESTRATOR, Platform, statuses
 
 pytestmark = pytest.mark.usefixtures("bwrap")
@@ -133,8 +133,8 @@ def test_a_run_launched_outside_the_cli_measures_its_sandboxes_too(platform: Pla
     a target materialized with Dagster's own CLI (the implicit asset job, no campaign tag)."""
     import sys
 
-    from orchestrator_assets.catalog import load_one
-    from orchestrator_assets.metrics import STATS_TAG, EventLogCollector
+    from orchestrator_assets.reports.metrics import STATS_TAG, EventLogCollector
+    from orchestrator_assets.spec.catalog import load_one
 
     path = platform.write_campaign()
     spec = load_one(path, platform.settings()).spec
@@ -165,7 +165,7 @@ def test_a_run_launched_outside_the_cli_measures_its_sandboxes_too(platform: Pla
 
 
 def test_dashboard_covers_every_metric_family():
-    from orchestrator_assets.metrics import Metrics
+    from orchestrator_assets.reports.metrics import Metrics
 
     dashboard = DASHBOARD.read_text()
     families = {f.name for f in Metrics().registry.collect()}

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator_assets.demo_fleet import create_repo
-from orchestrator_assets.errors import SpecError
-from orchestrator_assets.spec import parse_campaign
+from orchestrator_assets.spec.campaign import parse_campaign
+from orchestrator_assets.spec.errors import SpecError
 from tests.conftest import CODEMOD, Platform, app_repo, statuses
 
 pytestmark = pytest.mark.usefixtures("bwrap")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator_assets.errors import OrchestratorError
-from orchestrator_assets.settings import MANAGED_HEADER, Settings, ensure_dagster_home
+from orchestrator_assets.spec.errors import OrchestratorError
+from orchestrator_assets.spec.settings import MANAGED_HEADER, Settings, ensure_dagster_home
 from tests import test_campaign_e2e as e2e
 from tests.conftest import Platform, statuses
 

@@ -14,10 +14,11 @@ import dagster as dg
 import pytest
 from click.testing import CliRunner
 
-from orchestrator_assets import history, report
-from orchestrator_assets.catalog import load_one
-from orchestrator_assets.cli_prs import prs
+from orchestrator_assets.assets import history
+from orchestrator_assets.cli.prs import prs
 from orchestrator_assets.demo_fleet import RepoSpec, create_repo
+from orchestrator_assets.reports import report
+from orchestrator_assets.spec.catalog import load_one
 from resources.forges.base import ForgeError, PullRequestDraft
 from resources.forges.github import GitHubPullRequestDraft
 from resources.forges.local import LocalForge
@@ -490,7 +491,7 @@ def test_comment_and_close_selected_targets(platform, campaign, monkeypatch):
 
 
 def test_a_failure_on_one_pr_is_reported_and_the_others_go_on(platform, campaign, monkeypatch):
-    from orchestrator_assets import cli_prs
+    import orchestrator_assets.cli.prs as cli_prs
 
     class FlakyForge(CountingForge):
         def merge_pull_request(self, url: str, number: int):

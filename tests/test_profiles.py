@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator_assets.catalog import load_catalog, load_one
-from orchestrator_assets.errors import SpecError
-from orchestrator_assets.profiles import load_profiles
-from orchestrator_assets.settings import Settings
+from orchestrator_assets.spec.catalog import load_catalog, load_one
+from orchestrator_assets.spec.errors import SpecError
+from orchestrator_assets.spec.profiles import load_profiles
+from orchestrator_assets.spec.settings import Settings
 from tests.conftest import Platform
 
 PROFILES = {

@@ -12,11 +12,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from orchestrator_assets import history, review
-from orchestrator_assets.catalog import load_one
+from orchestrator_assets.assets import history
+from orchestrator_assets.assets.factory import build_campaign_definitions
+from orchestrator_assets.assets.runner import campaign_definitions
 from orchestrator_assets.demo_fleet import RepoSpec
-from orchestrator_assets.factory import build_campaign_definitions
-from orchestrator_assets.runner import campaign_definitions
+from orchestrator_assets.spec.catalog import load_one
+from orchestrator_assets.stages import review
 from resources.build import build_forge
 from resources.notify import NotifierResource
 from sensors.review import build_review_sensor
@@ -279,7 +280,7 @@ def test_review_sensor_requests_one_run_per_decision_and_expires_late_reviews(pl
 
 
 def review_rows(instance, spec) -> list[dict]:
-    from orchestrator_assets.report import build_report
+    from orchestrator_assets.reports.report import build_report
 
     return build_report(instance, spec).to_dict("records")
 

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from orchestrator_assets import history
-from orchestrator_assets.catalog import load_one
+from orchestrator_assets.assets import history
 from orchestrator_assets.demo_fleet import create_repo
+from orchestrator_assets.spec.catalog import load_one
 from tests.conftest import Platform, app_repo, statuses
 from tests.fake_model import last_user_text, text, tool
 from tests.test_agentic import model  # noqa: F401 (the scripted model server fixture)

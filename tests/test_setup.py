@@ -265,8 +265,8 @@ def test_a_target_adds_cache_paths_which_key_the_cache(platform: Platform, wheel
 
 
 def test_target_cache_paths_must_stay_inside_the_workspace(tmp_path: Path):
-    from orchestrator_assets.errors import SpecError
-    from orchestrator_assets.spec import load_campaign
+    from orchestrator_assets.spec.campaign import load_campaign
+    from orchestrator_assets.spec.errors import SpecError
 
     path = tmp_path / "bad.yaml"
     path.write_text(

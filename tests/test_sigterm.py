@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator_assets import history
-from orchestrator_assets.sweep import process_alive
+from orchestrator_assets.assets import history
+from orchestrator_assets.assets.sweep import process_alive
 from tests.conftest import CODEMOD, ORCHESTRATOR, TEST, Platform, app_repo, statuses
 from tests.fake_github import FakeGitHub
 
@@ -170,7 +170,7 @@ def _stuck_in_git_or_forge_retries(platform: Platform, github: FakeGitHub) -> No
     # What was done is recorded: alpha's PR, beta's change and verification (pushed), and the
     # attempts that were cancelled, so that the next run knows where each target stands.
     with platform.instance() as instance:
-        from orchestrator_assets.catalog import load_one
+        from orchestrator_assets.spec.catalog import load_one
 
         spec = load_one(path, platform.settings()).spec
         changes = history.latest_changes(instance, spec)

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator_assets.errors import SpecError
-from orchestrator_assets.slugs import slug_problem, target_slug
-from orchestrator_assets.spec import dump_campaign, load_campaign, parse_campaign
+from orchestrator_assets.spec.campaign import dump_campaign, load_campaign, parse_campaign
+from orchestrator_assets.spec.errors import SpecError
+from orchestrator_assets.spec.slugs import slug_problem, target_slug
 
 VALID = {
     "name": "bump-go",

@@ -313,9 +313,9 @@ def test_backfill_launched_from_the_ui_does_the_same_work(platform: Platform):
     from dagster import DagsterRunStatus, RunsFilter
     from dagster._core.execution.backfill import BulkActionStatus
 
-    from orchestrator_assets.catalog import load_one
-    from orchestrator_assets.partitions import sync_partitions
-    from orchestrator_assets.report import build_report
+    from orchestrator_assets.assets.partitions import sync_partitions
+    from orchestrator_assets.reports.report import build_report
+    from orchestrator_assets.spec.catalog import load_one
     from tests.conftest import statuses
 
     path = platform.write_campaign()

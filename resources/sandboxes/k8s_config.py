@@ -2,7 +2,7 @@
 
 `KubernetesSettings` is a profile's `kubernetes:` section (one pod per sandbox),
 `AgentSandboxSettings` its `agent_sandbox:` section (one SandboxClaim per sandbox). Both are
-plain pydantic models so that `orchestrator_assets/profiles.py` validates them with the rest of
+plain pydantic models so that `orchestrator_assets/spec/profiles.py` validates them with the rest of
 the profile and names the field of every mistake.
 
 Credentials are chosen automatically: inside a pod (KUBERNETES_SERVICE_HOST is set) the pod's

@@ -5,14 +5,14 @@ from __future__ import annotations
 import dagster as dg
 import pandas as pd
 
-from orchestrator_assets.history import RECORD
-from orchestrator_assets.records import (
+from orchestrator_assets.assets.history import RECORD
+from orchestrator_assets.reports.report import judge_rates, report_markdown, status_counts
+from orchestrator_assets.stages.records import (
     ChangeRecord,
     PullRequestRecord,
     SetupSummary,
     VerificationRecord,
 )
-from orchestrator_assets.report import judge_rates, report_markdown, status_counts
 
 
 def _fenced(text: str, lang: str = "") -> dg.MarkdownMetadataValue:

@@ -13,8 +13,8 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 from dagster._core.event_api import PartitionKeyFilter
 from pydantic import BaseModel, ValidationError
 
-from orchestrator_assets.records import ChangeRecord, PullRequestRecord, VerificationRecord
-from orchestrator_assets.spec import CampaignSpec
+from orchestrator_assets.spec.campaign import CampaignSpec
+from orchestrator_assets.stages.records import ChangeRecord, PullRequestRecord, VerificationRecord
 from resources.forges.base import PullRequestStatus
 
 RECORD = "record"  # metadata key holding a stage's full record as JSON

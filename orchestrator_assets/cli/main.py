@@ -13,16 +13,16 @@ from typing import TYPE_CHECKING
 import click
 from rich.table import Table
 
-from orchestrator_assets.cli_metrics import metrics
-from orchestrator_assets.cli_options import OUTPUT, make_console, open_instance
-from orchestrator_assets.cli_prs import prs
-from orchestrator_assets.cli_review import approve, audit, cancel, diff, reject, steer
-from orchestrator_assets.cli_sandboxes import sandboxes
-from orchestrator_assets.errors import OrchestratorError, SpecError
-from orchestrator_assets.settings import Settings
+from orchestrator_assets.cli.metrics import metrics
+from orchestrator_assets.cli.options import OUTPUT, make_console, open_instance
+from orchestrator_assets.cli.prs import prs
+from orchestrator_assets.cli.review import approve, audit, cancel, diff, reject, steer
+from orchestrator_assets.cli.sandboxes import sandboxes
+from orchestrator_assets.spec.errors import OrchestratorError, SpecError
+from orchestrator_assets.spec.settings import Settings
 
 if TYPE_CHECKING:
-    from orchestrator_assets.catalog import Campaign, Overrides
+    from orchestrator_assets.spec.catalog import Campaign, Overrides
 
 console = make_console()
 errors = make_console(stderr=True)
@@ -51,7 +51,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 def validate(files: tuple[Path, ...]) -> None:
     """Check campaign files and report every problem with file, field and reason."""
-    from orchestrator_assets.catalog import load_one
+    from orchestrator_assets.spec.catalog import load_one
 
     settings = Settings()
     bad = 0
@@ -112,7 +112,7 @@ def _adhoc_transformation(command, prompt, model, image, args, env) -> dict:
 def _adhoc_spec(
     name, repos, transformation, verifiers, base, description, review, profile, summary
 ):
-    from orchestrator_assets.spec import parse_campaign
+    from orchestrator_assets.spec.campaign import parse_campaign
 
     parsed = []
     for value in verifiers:
@@ -229,10 +229,10 @@ def run(
     any target failed, 2 for a mistake in the command or the campaign file, 143 when stopped by
     SIGTERM.
     """
-    from orchestrator_assets.catalog import Overrides, load_catalog, load_one
-    from orchestrator_assets.report import failed_targets
-    from orchestrator_assets.runner import run_campaign
-    from orchestrator_assets.spec import dump_campaign
+    from orchestrator_assets.assets.runner import run_campaign
+    from orchestrator_assets.reports.report import failed_targets
+    from orchestrator_assets.spec.campaign import dump_campaign
+    from orchestrator_assets.spec.catalog import Overrides, load_catalog, load_one
 
     settings = Settings()
     adhoc = name or repos or command or image or prompt or verifiers
@@ -291,7 +291,7 @@ def run(
         f"[bold]campaign {campaign.spec.name}[/] ({len(campaign.spec.targets)} targets) · "
         f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}"
     )
-    from orchestrator_assets import json_logs
+    from orchestrator_assets.reports import json_logs
 
     json_logs.set_context(campaign=campaign.spec.name)  # ORCHESTRATOR_LOG_FORMAT=json: JSON lines
     progress = json_logs.emit if json_logs.enabled() else emit
@@ -323,8 +323,8 @@ def run(
 def _rediscover(campaign: Campaign, settings: Settings, overrides: Overrides) -> Campaign:
     """Ask the code host for the campaign's targets again; the campaign with them (and the
     command line's overrides)."""
-    from orchestrator_assets.catalog import load_one
-    from orchestrator_assets.discovery import refresh
+    from orchestrator_assets.spec.catalog import load_one
+    from orchestrator_assets.spec.discovery import refresh
     from resources.build import build_forge
 
     found = refresh(campaign.spec, settings, build_forge(settings))
@@ -344,7 +344,7 @@ def _text(value: object) -> str:
 
 
 def _print_report(frame, output: str) -> None:
-    from orchestrator_assets.report import status_counts
+    from orchestrator_assets.reports.report import status_counts
 
     if output == "json":
         records = json.loads(frame.to_json(orient="records"))
@@ -376,8 +376,8 @@ def report(campaign: str, output: str) -> None:
     """Print a campaign's report: one row per target with status, PR and cost.
 
     CAMPAIGN is a campaign of the campaigns folder, or one run before with `run --file`."""
-    from orchestrator_assets.catalog import load_catalog
-    from orchestrator_assets.report import build_report
+    from orchestrator_assets.reports.report import build_report
+    from orchestrator_assets.spec.catalog import load_catalog
 
     instance = open_instance()
     loaded = load_catalog(Settings(), instance).get(campaign)
@@ -390,8 +390,8 @@ def report(campaign: str, output: str) -> None:
 @click.option("--agent", "agent", is_flag=True, help="Print the agent's transcript as well.")
 def logs(campaign: str, target: str, agent: bool) -> None:
     """Print a target's verifier output and, with --agent, the agent's transcript."""
-    from orchestrator_assets import history
-    from orchestrator_assets.catalog import load_catalog
+    from orchestrator_assets.assets import history
+    from orchestrator_assets.spec.catalog import load_catalog
 
     instance = open_instance()
     spec = load_catalog(Settings(), instance).get(campaign).spec
@@ -563,8 +563,8 @@ def _mb(size: int) -> str:
 def list_campaigns(output: str) -> None:
     """List the campaigns with how many targets are in each status: those of the campaigns
     folder and those run with `run --file` from elsewhere (named by their file)."""
-    from orchestrator_assets.catalog import load_catalog
-    from orchestrator_assets.report import build_report, status_counts
+    from orchestrator_assets.reports.report import build_report, status_counts
+    from orchestrator_assets.spec.catalog import load_catalog
 
     instance = open_instance()
     catalog = load_catalog(Settings(), instance)

@@ -6,24 +6,17 @@ from pathlib import Path
 
 import dagster as dg
 
-from orchestrator_assets import history, metrics, review
-from orchestrator_assets.budget import Budget
-from orchestrator_assets.fanout import fan_out
-from orchestrator_assets.metadata import (
+from orchestrator_assets.assets import history
+from orchestrator_assets.assets.fanout import fan_out
+from orchestrator_assets.assets.metadata import (
     change_metadata,
     check_metadata,
     pull_request_metadata,
     report_metadata,
     verification_metadata,
 )
-from orchestrator_assets.profiles import Profile
-from orchestrator_assets.records import (
-    ChangeRecord,
-    PullRequestRecord,
-    TargetOutcome,
-    VerificationRecord,
-)
-from orchestrator_assets.report import (
+from orchestrator_assets.reports import metrics
+from orchestrator_assets.reports.report import (
     build_report,
     burndown,
     burndown_chart,
@@ -31,10 +24,18 @@ from orchestrator_assets.report import (
     finished_message,
     is_finished,
 )
-from orchestrator_assets.settings import Settings
-from orchestrator_assets.spec import CampaignSpec
-from orchestrator_assets.stages import Gate, Workbench, advance_target
-from orchestrator_assets.status import ChangeOutcome
+from orchestrator_assets.spec.campaign import CampaignSpec
+from orchestrator_assets.spec.profiles import Profile
+from orchestrator_assets.spec.settings import Settings
+from orchestrator_assets.stages import Gate, Workbench, advance_target, review
+from orchestrator_assets.stages.budget import Budget
+from orchestrator_assets.stages.records import (
+    ChangeRecord,
+    PullRequestRecord,
+    TargetOutcome,
+    VerificationRecord,
+)
+from orchestrator_assets.stages.status import ChangeOutcome
 from resources.agents.judge import judge_change
 from resources.build import build_forge
 from resources.dagster_resources import (

@@ -33,10 +33,10 @@ def serve(port: int, host: str, interval: float) -> None:
     from dagster import DagsterInstance
     from prometheus_client import start_http_server
 
-    from orchestrator_assets.cli import console
-    from orchestrator_assets.errors import OrchestratorError
-    from orchestrator_assets.metrics import EventLogCollector
-    from orchestrator_assets.settings import Settings, ensure_dagster_home
+    from orchestrator_assets.cli.main import console
+    from orchestrator_assets.reports.metrics import EventLogCollector
+    from orchestrator_assets.spec.errors import OrchestratorError
+    from orchestrator_assets.spec.settings import Settings, ensure_dagster_home
 
     ensure_dagster_home(Settings())
     collector = EventLogCollector()

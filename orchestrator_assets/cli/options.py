@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 from rich.console import Console
 
-from orchestrator_assets.settings import Settings, ensure_dagster_home
+from orchestrator_assets.spec.settings import Settings, ensure_dagster_home
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance

@@ -9,17 +9,17 @@ from pathlib import Path
 import pandas as pd
 from dagster import DagsterInstance
 
-from orchestrator_assets import history
-from orchestrator_assets.records import (
+from orchestrator_assets.assets import history
+from orchestrator_assets.spec.campaign import CampaignSpec
+from orchestrator_assets.stages.records import (
     ChangeRecord,
     PullRequestRecord,
     ReviewDecision,
     VerificationRecord,
     decision_applies,
 )
-from orchestrator_assets.review import latest_decisions
-from orchestrator_assets.spec import CampaignSpec
-from orchestrator_assets.status import ChangeOutcome, TargetStatus
+from orchestrator_assets.stages.review import latest_decisions
+from orchestrator_assets.stages.status import ChangeOutcome, TargetStatus
 
 COLUMNS = [
     "target", "status", "reason", "base_sha", "head_sha", "files_changed", "verifiers",

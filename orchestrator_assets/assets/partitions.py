@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import dagster as dg
 from dagster import DagsterInstance
 
-from orchestrator_assets import history
-from orchestrator_assets.spec import CampaignSpec
+from orchestrator_assets.assets import history
+from orchestrator_assets.spec.campaign import CampaignSpec
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"

@@ -15,7 +15,7 @@ import yaml
 from pydantic import ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from orchestrator_assets.errors import Problem, SpecError
+from orchestrator_assets.spec.errors import Problem, SpecError
 
 # Real campaign and profiles files nest fewer than ten levels. A bound well below Python's
 # recursion limit (PyYAML's composer recurses once per level) makes "too deep" an answer that

@@ -17,15 +17,15 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator_assets.cli_options import OUTPUT, open_instance
-from orchestrator_assets.settings import Settings
+from orchestrator_assets.cli.options import OUTPUT, open_instance
+from orchestrator_assets.spec.settings import Settings
 
 console = Console(highlight=False, soft_wrap=True)
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _profiles(settings: Settings):
-    from orchestrator_assets.profiles import load_profiles
+    from orchestrator_assets.spec.profiles import load_profiles
 
     return load_profiles(settings.resolved_profiles_file())
 
@@ -41,7 +41,7 @@ def sandboxes() -> None:
 
 
 def _leftovers():
-    from orchestrator_assets.sweep import find_leftovers, profile_clusters
+    from orchestrator_assets.assets.sweep import find_leftovers, profile_clusters
 
     settings = Settings()
     clusters = profile_clusters(_profiles(settings))

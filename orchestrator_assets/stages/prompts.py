@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator_assets.spec import AgenticTransformation, CampaignSpec, Target
+from orchestrator_assets.spec.campaign import AgenticTransformation, CampaignSpec, Target
 
 
 def build_prompt(spec: CampaignSpec, target: Target, base_branch: str) -> str:

@@ -20,15 +20,15 @@ import click
 from rich.console import Console
 from rich.syntax import Syntax
 
-from orchestrator_assets.cli_options import make_console, open_instance
-from orchestrator_assets.cli_prs import current_actor
-from orchestrator_assets.errors import OrchestratorError
-from orchestrator_assets.settings import Settings
+from orchestrator_assets.cli.options import make_console, open_instance
+from orchestrator_assets.cli.prs import current_actor
+from orchestrator_assets.spec.errors import OrchestratorError
+from orchestrator_assets.spec.settings import Settings
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance
 
-    from orchestrator_assets.spec import CampaignSpec
+    from orchestrator_assets.spec.campaign import CampaignSpec
 
 PID_TAG = "orchestrator/pid"  # on a run the CLI executes in its own process
 HOST_TAG = "orchestrator/host"
@@ -40,7 +40,7 @@ def _console() -> Console:
 
 
 def _spec(campaign: str) -> CampaignSpec:
-    from orchestrator_assets.catalog import load_catalog
+    from orchestrator_assets.spec.catalog import load_catalog
 
     return load_catalog(Settings(), open_instance()).get(campaign).spec
 
@@ -50,8 +50,8 @@ def _files(value: str | None) -> list[str]:
 
 
 def _decide(campaign: str, target: str, decision: str, **fields) -> None:
-    from orchestrator_assets.records import ReviewDecision
-    from orchestrator_assets.review import prepare_decision, record_decision
+    from orchestrator_assets.stages.records import ReviewDecision
+    from orchestrator_assets.stages.review import prepare_decision, record_decision
 
     spec = _spec(campaign)
     instance = open_instance()
@@ -115,7 +115,7 @@ def steer(campaign: str, target: str, prompt: str, files: str | None, reason: st
 @click.option("--stat", is_flag=True, help="Only the files and line counts.")
 def diff(campaign: str, target: str, iteration: int | None, stat: bool) -> None:
     """Print a target's change as a diff: coloured in a terminal, plain when piped."""
-    from orchestrator_assets import history
+    from orchestrator_assets.assets import history
 
     spec = _spec(campaign)
     spec.require_target(target)
@@ -203,7 +203,7 @@ def cancel(campaign: str, target: str | None, wait_s: float) -> None:
         console.print(f"run {run.run_id[:8]} ({_covers(run)}): {stop_run(instance, run, wait_s)}")
     removed = sweep_runs(instance, {r.run_id for r in runs})
     console.print(f"removed {removed} sandbox(es) of the cancelled run(s)")
-    from orchestrator_assets.audit import cancel_observation
+    from orchestrator_assets.reports.audit import cancel_observation
 
     instance.report_runless_asset_event(
         cancel_observation(spec, current_actor(), target, [r.run_id for r in runs])
@@ -214,7 +214,7 @@ def active_runs(instance: DagsterInstance, spec: CampaignSpec, target: str | Non
     """The campaign's runs that are queued or in progress (those covering `target`, if given)."""
     import dagster as dg
 
-    from orchestrator_assets.partitions import RANGE_END, RANGE_START
+    from orchestrator_assets.assets.partitions import RANGE_END, RANGE_START
 
     statuses = [
         dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
@@ -247,7 +247,7 @@ def stop_run(instance: DagsterInstance, run, wait_s: float) -> str:
     """Stop one run; what was done, in words."""
     import dagster as dg
 
-    from orchestrator_assets.sweep import process_alive
+    from orchestrator_assets.assets.sweep import process_alive
 
     pid, host = run.tags.get(PID_TAG), run.tags.get(HOST_TAG)
     if pid and pid.isdigit() and host == socket.gethostname():
@@ -273,7 +273,7 @@ def stop_run(instance: DagsterInstance, run, wait_s: float) -> str:
 
 def sweep_runs(instance: DagsterInstance, run_ids: set[str]) -> int:
     """Remove the sandboxes (workspaces, containers, pods) the given runs left behind."""
-    from orchestrator_assets.sweep import find_leftovers
+    from orchestrator_assets.assets.sweep import find_leftovers
 
     if not run_ids:
         return 0
@@ -301,8 +301,8 @@ def audit(campaign: str | None, since_h: float | None, output: str) -> None:
 
     from rich.table import Table
 
-    from orchestrator_assets import audit as audit_log
-    from orchestrator_assets.catalog import load_catalog
+    from orchestrator_assets.reports import audit as audit_log
+    from orchestrator_assets.spec.catalog import load_catalog
 
     instance = open_instance()
     catalog = load_catalog(Settings(), instance)

@@ -11,10 +11,10 @@ import yaml
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from orchestrator_assets.errors import OrchestratorError
+from orchestrator_assets.spec.errors import OrchestratorError
 from resources.forges.base import BRANCH_PREFIX
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 # The variables the PostgreSQL storage reads (the same names as deploy/docker and deploy/k8s).
 # The instance file names them with `env:`, so no host or password is ever written into it.

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from orchestrator_assets.status import ChangeOutcome
+from orchestrator_assets.stages.status import ChangeOutcome
 
 
 class SetupSummary(BaseModel):

@@ -15,10 +15,10 @@ import dagster as dg
 from dagster import DagsterInstance
 from pydantic import BaseModel
 
-from orchestrator_assets import history
-from orchestrator_assets.records import PullRequestRecord, ReviewDecision
-from orchestrator_assets.review import DECISION
-from orchestrator_assets.spec import CampaignSpec
+from orchestrator_assets.assets import history
+from orchestrator_assets.spec.campaign import CampaignSpec
+from orchestrator_assets.stages.records import PullRequestRecord, ReviewDecision
+from orchestrator_assets.stages.review import DECISION
 
 CANCEL = "cancel"  # report observation metadata: a cancel, with its actor
 PR_WRITES = {"opened", "updated", "closed_stale", "rejected"}

@@ -6,12 +6,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator_assets.discovery import with_discovered
-from orchestrator_assets.errors import OrchestratorError, Problem, SpecError
-from orchestrator_assets.profiles import Profile, ProfilesFile, load_profiles
-from orchestrator_assets.settings import Settings
-from orchestrator_assets.spec import CampaignSpec, campaign_files, load_campaign, parse_campaign
-from orchestrator_assets.spec_errors import read_yaml_file
+from orchestrator_assets.spec.campaign import (
+    CampaignSpec,
+    campaign_files,
+    load_campaign,
+    parse_campaign,
+)
+from orchestrator_assets.spec.discovery import with_discovered
+from orchestrator_assets.spec.errors import OrchestratorError, Problem, SpecError
+from orchestrator_assets.spec.profiles import Profile, ProfilesFile, load_profiles
+from orchestrator_assets.spec.reading import read_yaml_file
+from orchestrator_assets.spec.settings import Settings
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance

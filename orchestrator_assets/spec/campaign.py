@@ -24,10 +24,10 @@ from pydantic import (
     model_validator,
 )
 
-from orchestrator_assets.errors import OrchestratorError, Problem, SpecError
-from orchestrator_assets.settings import Settings
-from orchestrator_assets.slugs import CAMPAIGN_NAME_RE, dagster_name, slug_problem, target_slug
-from orchestrator_assets.spec_errors import problems_from_validation, read_yaml_file
+from orchestrator_assets.spec.errors import OrchestratorError, Problem, SpecError
+from orchestrator_assets.spec.reading import problems_from_validation, read_yaml_file
+from orchestrator_assets.spec.settings import Settings
+from orchestrator_assets.spec.slugs import CAMPAIGN_NAME_RE, dagster_name, slug_problem, target_slug
 from resources.forges.base import BRANCH_PREFIX
 from resources.forges.github import web_root
 from resources.forges.github_discovery import GitHubSelector
@@ -100,7 +100,7 @@ class Target(_Model):
     @field_validator("cache_paths")
     @classmethod
     def _cache_paths(cls, value: list[str]) -> list[str]:
-        from orchestrator_assets.profiles import check_relative  # profiles imports this module
+        from orchestrator_assets.spec.profiles import check_relative  # profiles imports this module
 
         return [check_relative(p) for p in value]
 
@@ -366,7 +366,7 @@ class CampaignSpec(_Model):
     name: str
     description: str = ""
     discover: Discovery | None = None  # before targets: their check looks at it
-    # The keys of targets added by discovery (orchestrator_assets/discovery.py), not the file's.
+    # The keys of targets added by discovery (spec/discovery.py), not the file's.
     _discovered: frozenset[str] = PrivateAttr(default=frozenset())
     targets: list[Target] = Field(default_factory=list, validate_default=True)
     transformation: Transformation
@@ -401,7 +401,7 @@ class CampaignSpec(_Model):
     @field_validator("cache_paths")
     @classmethod
     def _cache_paths(cls, value: list[str] | None) -> list[str] | None:
-        from orchestrator_assets.profiles import check_relative
+        from orchestrator_assets.spec.profiles import check_relative
 
         return [check_relative(p) for p in value] if value is not None else None
 

@@ -16,16 +16,16 @@ from dataclasses import dataclass
 import dagster as dg
 from dagster import DagsterInstance
 
-from orchestrator_assets import history
-from orchestrator_assets.errors import OrchestratorError
-from orchestrator_assets.records import (
+from orchestrator_assets.assets import history
+from orchestrator_assets.spec.campaign import CampaignSpec
+from orchestrator_assets.spec.errors import OrchestratorError
+from orchestrator_assets.stages.records import (
     ChangeRecord,
     PullRequestRecord,
     ReviewDecision,
     decision_applies,
 )
-from orchestrator_assets.spec import CampaignSpec
-from orchestrator_assets.status import ChangeOutcome
+from orchestrator_assets.stages.status import ChangeOutcome
 
 DECISION = "review_decision"  # observation metadata holding a decision as JSON
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")

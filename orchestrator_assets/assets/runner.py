@@ -16,17 +16,17 @@ from dagster import DagsterEventType, DagsterInstance
 from dagster._core.utils import make_new_run_id
 from dagster._utils.error import SerializableErrorInfo
 
-from orchestrator_assets import json_logs
-from orchestrator_assets.catalog import FILE_TAG, OVERRIDES_TAG, Campaign
-from orchestrator_assets.cli_review import HOST_TAG, PID_TAG
-from orchestrator_assets.errors import OrchestratorError
-from orchestrator_assets.factory import NO_CACHE_TAG, build_campaign_definitions
-from orchestrator_assets.fanout import SHUTDOWN, stop_on_sigterm
-from orchestrator_assets.partitions import contiguous_ranges, range_tags, sync_partitions
-from orchestrator_assets.report import build_report
-from orchestrator_assets.review import unapplied_rejections
-from orchestrator_assets.settings import Settings
-from orchestrator_assets.status import TargetStatus
+from orchestrator_assets.assets.factory import NO_CACHE_TAG, build_campaign_definitions
+from orchestrator_assets.assets.fanout import SHUTDOWN, stop_on_sigterm
+from orchestrator_assets.assets.partitions import contiguous_ranges, range_tags, sync_partitions
+from orchestrator_assets.cli.review import HOST_TAG, PID_TAG
+from orchestrator_assets.reports import json_logs
+from orchestrator_assets.reports.report import build_report
+from orchestrator_assets.spec.catalog import FILE_TAG, OVERRIDES_TAG, Campaign
+from orchestrator_assets.spec.errors import OrchestratorError
+from orchestrator_assets.spec.settings import Settings
+from orchestrator_assets.stages.review import unapplied_rejections
+from orchestrator_assets.stages.status import TargetStatus
 from resources.agents.claude_code import find_cli
 from resources.build import build_resources
 from resources.redact import redact_files

@@ -8,7 +8,7 @@ Switched on with `ORCHESTRATOR_LOG_FORMAT=json`:
   `loggers: {json: {config: {log_level: INFO}}}`);
 - an instance sends every run's log through it from `dagster.yaml` (see deploy/dagster.yaml):
   `python_logs.dagster_handler_config.handlers.json.class` set to
-  `orchestrator_assets.json_logs.JsonLogHandler`.
+  `orchestrator_assets.reports.json_logs.JsonLogHandler`.
 
 A platform message that holds several targets' lines (they are batched into one event-log entry)
 becomes one JSON line per line, each with the target its line names.
@@ -32,7 +32,7 @@ from resources.redact import redact, secret_values
 
 ENV_VAR = "ORCHESTRATOR_LOG_FORMAT"
 # A platform line starts with the target's partition key: "acme__alpha: changed 1 file(s)" or
-# "acme__alpha | test: output". Keys are slugs (orchestrator_assets/slugs.py), without ':' or ' '.
+# "acme__alpha | test: output". Keys are slugs (spec/slugs.py), without ':' or ' '.
 TARGET_PREFIX = re.compile(r"^(?P<target>[A-Za-z0-9][A-Za-z0-9_.-]*)(?::| \|) ")
 JOB_SUFFIX = re.compile(r"_(targets|report)$")
 
@@ -44,7 +44,7 @@ def enabled(environ: Mapping[str, str] | None = None) -> bool:
     """True when ORCHESTRATOR_LOG_FORMAT asks for JSON logs."""
     value = (os.environ if environ is None else environ).get(ENV_VAR, "text").strip().lower()
     if value not in ("json", "text", ""):
-        from orchestrator_assets.errors import OrchestratorError
+        from orchestrator_assets.spec.errors import OrchestratorError
 
         raise OrchestratorError(f"{ENV_VAR}={value!r}: expected 'json' or 'text'")
     return value == "json"

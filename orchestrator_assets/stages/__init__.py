@@ -13,9 +13,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator_assets.budget import Budget
-from orchestrator_assets.prompts import build_followup_prompt, build_prompt
-from orchestrator_assets.records import (
+from orchestrator_assets.spec.campaign import (
+    TEMPLATES,
+    AgenticTransformation,
+    CampaignSpec,
+    DeterministicTransformation,
+    JudgeConfig,
+    Target,
+)
+from orchestrator_assets.stages.budget import Budget
+from orchestrator_assets.stages.prompts import build_followup_prompt, build_prompt
+from orchestrator_assets.stages.records import (
     AgentSummary,
     ChangeRecord,
     Iteration,
@@ -28,15 +36,7 @@ from orchestrator_assets.records import (
     VerifierResult,
     decision_applies,
 )
-from orchestrator_assets.spec import (
-    TEMPLATES,
-    AgenticTransformation,
-    CampaignSpec,
-    DeterministicTransformation,
-    JudgeConfig,
-    Target,
-)
-from orchestrator_assets.status import ChangeOutcome
+from orchestrator_assets.stages.status import ChangeOutcome
 from resources.agents.base import Agent, AgentRequest, VerifierTool
 from resources.agents.extractors import combine, extract
 from resources.agents.judge import JudgeError, Verdict, veto_feedback

@@ -22,9 +22,9 @@ from pydantic import (
     model_validator,
 )
 
-from orchestrator_assets.errors import Problem, SpecError
-from orchestrator_assets.spec import Verifier
-from orchestrator_assets.spec_errors import (
+from orchestrator_assets.spec.campaign import Verifier
+from orchestrator_assets.spec.errors import Problem, SpecError
+from orchestrator_assets.spec.reading import (
     load_yaml_text,
     problems_from_validation,
     read_yaml_file,

@@ -42,7 +42,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from orchestrator_assets.status import TargetStatus
+from orchestrator_assets.stages.status import TargetStatus
 
 STATS_TAG = "orchestrator/metrics"  # run tag: JSON of RunStats, written when the run ends
 STAGES = ("provision", "setup", "transformation", "verification", "pull_request")
@@ -197,8 +197,8 @@ class EventLogCollector:
             log.exception("metrics refresh failed")
 
     def _campaigns(self) -> list[Any]:
-        from orchestrator_assets.catalog import load_catalog
-        from orchestrator_assets.settings import Settings
+        from orchestrator_assets.spec.catalog import load_catalog
+        from orchestrator_assets.spec.settings import Settings
 
         catalog = load_catalog(self.settings or Settings())
         return [c.spec for _, c in sorted(catalog.campaigns.items())]
@@ -245,7 +245,7 @@ class EventLogCollector:
             m.rate_wait.labels(campaign, kind).inc(max(0.0, wait))
 
     def _targets(self, instance: Any, spec: Any) -> None:
-        from orchestrator_assets.report import build_report
+        from orchestrator_assets.reports.report import build_report
 
         frame = build_report(instance, spec)
         counts = frame["status"].value_counts().to_dict() if len(frame) else {}
@@ -257,7 +257,7 @@ class EventLogCollector:
             self.metrics.tokens.labels(spec.name, "none", kind)
 
     def _materializations(self, instance: Any, spec: Any) -> None:
-        from orchestrator_assets import history
+        from orchestrator_assets.assets import history
 
         for stage in ("change", "verification", "pull_request"):
             key = history.asset_key(spec, stage)

@@ -23,16 +23,16 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator_assets.cli_options import OUTPUT, make_console, open_instance
-from orchestrator_assets.errors import OrchestratorError
-from orchestrator_assets.settings import Settings
+from orchestrator_assets.cli.options import OUTPUT, make_console, open_instance
+from orchestrator_assets.spec.errors import OrchestratorError
+from orchestrator_assets.spec.settings import Settings
 from resources.forges.base import Forge, PullRequestDraft, PullRequestStatus
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance
 
-    from orchestrator_assets.catalog import Campaign
-    from orchestrator_assets.spec import CampaignSpec
+    from orchestrator_assets.spec.campaign import CampaignSpec
+    from orchestrator_assets.spec.catalog import Campaign
 
 VERBS = {"merge": "merged", "close": "closed", "comment": "commented on", "publish": "published"}
 STATUS_READERS = 8  # PR statuses read at once for the preview
@@ -87,7 +87,7 @@ def plan_actions(
     only_green: bool = False,
 ) -> list[PlannedAction]:
     """What `verb` would do to each selected target's pull request, from its live status."""
-    from orchestrator_assets import history
+    from orchestrator_assets.assets import history
 
     keys = [t.key for t in spec.targets]
     unknown = [k for k in targets if k not in keys]
@@ -215,7 +215,7 @@ def _record(
     """Log the action as an observation of the PR, with the state it is in now."""
     import dagster as dg
 
-    from orchestrator_assets import history
+    from orchestrator_assets.assets import history
 
     assert plan.number is not None and plan.status is not None
     status = plan.status
@@ -280,7 +280,7 @@ def run_bulk(
     output: str,
 ) -> None:
     """Preview or do `verb` over a campaign's pull requests (the body of every `prs` command)."""
-    from orchestrator_assets.catalog import load_catalog
+    from orchestrator_assets.spec.catalog import load_catalog
 
     if verb == "comment" and not (message or "").strip():
         raise OrchestratorError("prs comment needs --message TEXT")

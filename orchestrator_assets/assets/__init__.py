@@ -1,0 +1,1 @@
+"""The Dagster layer: the per-campaign asset factory, partitions, history, metadata, runs."""

@@ -1,0 +1,1 @@
+"""What the platform tells about campaigns: the report, metrics, the audit log, logs."""

@@ -1,0 +1,1 @@
+"""What a campaign is: the campaign and profile models, settings, the catalog, their errors."""
