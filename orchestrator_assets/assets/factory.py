@@ -27,8 +27,9 @@ from orchestrator_assets.reports.report import (
 from orchestrator_assets.spec.campaign import CampaignSpec
 from orchestrator_assets.spec.profiles import Profile
 from orchestrator_assets.spec.settings import Settings
-from orchestrator_assets.stages import Gate, Workbench, advance_target, review
+from orchestrator_assets.stages import review
 from orchestrator_assets.stages.budget import Budget
+from orchestrator_assets.stages.deliver import Gate
 from orchestrator_assets.stages.records import (
     ChangeRecord,
     PullRequestRecord,
@@ -36,6 +37,8 @@ from orchestrator_assets.stages.records import (
     VerificationRecord,
 )
 from orchestrator_assets.stages.status import ChangeOutcome
+from orchestrator_assets.stages.target import advance_target
+from orchestrator_assets.stages.workbench import Workbench
 from resources.agents.judge import judge_change
 from resources.build import build_forge
 from resources.dagster_resources import (

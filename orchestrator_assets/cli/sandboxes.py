@@ -14,14 +14,13 @@ import statistics
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-from orchestrator_assets.cli.options import OUTPUT, open_instance
+from orchestrator_assets.cli.options import OUTPUT, make_console, open_instance
 from orchestrator_assets.spec.settings import Settings
 
-console = Console(highlight=False, soft_wrap=True)
-errors = Console(stderr=True, highlight=False, soft_wrap=True)
+console = make_console()
+errors = make_console(stderr=True)
 
 
 def _profiles(settings: Settings):

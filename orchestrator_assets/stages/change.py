@@ -1,0 +1,456 @@
+"""The change stage: check a target out, run the transformation (a command or an agent) in a
+sandbox, and keep the commit unpublished in the repository cache.
+
+Idempotent: given the record of its previous run it repeats nothing that is done.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from orchestrator_assets.spec.campaign import (
+    AgenticTransformation,
+    CampaignSpec,
+    DeterministicTransformation,
+    Target,
+)
+from orchestrator_assets.stages.prompts import build_followup_prompt, build_prompt
+from orchestrator_assets.stages.records import (
+    AgentSummary,
+    ChangeRecord,
+    Iteration,
+)
+from orchestrator_assets.stages.setup import run_setup
+from orchestrator_assets.stages.status import ChangeOutcome
+from orchestrator_assets.stages.workbench import FollowUp, Log, Workbench, quiet
+from resources.agents.base import AgentRequest, VerifierTool
+from resources.forges.base import ForgeError
+from resources.git import GitError, author_env, git_metadata_digest, run_git
+from resources.sandboxes.base import ExecResult, Sandbox
+
+DIFF_LIMIT = 20_000
+ITERATION_DIFF_LIMIT = 8_000  # each iteration keeps its own diff, smaller
+
+
+def make_change(
+    spec: CampaignSpec,
+    target: Target,
+    prior: ChangeRecord | None,
+    bench: Workbench,
+    log: Log = quiet,
+    followup: FollowUp | None = None,
+) -> ChangeRecord:
+    """Apply the campaign's transformation to one target and keep its commit, unpublished, in
+    the repository cache (it reaches the forge only once it passed its gates: `publish`).
+
+    With a `followup` the target's existing change (`prior`) is worked on again instead: the
+    new pass is one more numbered iteration, and if it fails the existing change is kept.
+    """
+    started = time.monotonic()
+    base = ChangeRecord(
+        outcome=ChangeOutcome.FAILED,
+        repo=target.repo,
+        branch=spec.branch_name,
+        fingerprint=spec.transformation_fingerprint(
+            spec.setup_for(target, bench.profile_setup), bench.environment
+        ),
+    )
+    try:
+        record = _make_change(spec, target, prior, bench, base, log, followup)
+    except (ForgeError, GitError) as exc:
+        record = base.model_copy(update={"reason": str(exc)})
+    record.duration_s = round(time.monotonic() - started, 3)
+    if record.reused:
+        return record
+    return _with_iteration(spec, prior, record, followup, log)
+
+
+def _with_iteration(
+    spec: CampaignSpec,
+    prior: ChangeRecord | None,
+    record: ChangeRecord,
+    followup: FollowUp | None,
+    log: Log,
+) -> ChangeRecord:
+    """The record with this pass added to its iterations. A follow-up that failed keeps the
+    existing change (and its verification) and only records the failed attempt."""
+    earlier: list[Iteration] = []
+    if followup is not None and prior is not None:
+        earlier = list(prior.iterations) or [_first_iteration(spec, prior)]
+    made = Iteration(
+        number=len(earlier) + 1,
+        kind=followup.kind if followup else "initial",  # type: ignore[arg-type]
+        prompt=followup.prompt if followup else _initial_prompt(spec),
+        files=followup.files if followup else [],
+        decision_id=followup.decision_id if followup else None,
+        session_id=record.agent.session_id if record.agent else None,
+        head_sha=record.head_sha,
+        diff=record.diff[:ITERATION_DIFF_LIMIT],
+        files_changed=len(record.files),
+        cost_usd=record.cost_usd,
+        outcome=record.outcome.value if record.reason is None else record.reason,
+        transcript=record.agent.transcript if record.agent else None,
+        verifier_calls=len(record.agent.verifier_calls) if record.agent else 0,
+        stop_blocks=record.agent.stop_blocks if record.agent else 0,
+    )
+    if followup is not None and prior is not None and record.outcome != ChangeOutcome.CHANGED:
+        why = record.reason or f"it left {record.outcome.value}"
+        log(f"{record.repo}: iteration {made.number} ({followup.kind}) did not make a change "
+            f"({why}); the change of iteration {len(earlier)} stands")  # fmt: skip
+        return prior.model_copy(
+            update={
+                "iterations": [*earlier, made],
+                "reason": f"iteration {made.number} ({followup.kind}) failed: {why}",
+                "cost_usd": record.cost_usd,
+                "total_cost_usd": record.total_cost_usd,
+                "reused": False,
+                "duration_s": record.duration_s,
+            }
+        )
+    verdicts = prior.verdicts if followup is not None and prior is not None else []
+    return record.model_copy(update={"iterations": [*earlier, made], "verdicts": verdicts})
+
+
+def _initial_prompt(spec: CampaignSpec) -> str | None:
+    transformation = spec.transformation
+    return transformation.prompt if isinstance(transformation, AgenticTransformation) else None
+
+
+def _first_iteration(spec: CampaignSpec, change: ChangeRecord) -> Iteration:
+    """The first pass of a change recorded before iterations were kept."""
+    return Iteration(
+        number=1, prompt=_initial_prompt(spec), head_sha=change.head_sha,
+        session_id=change.agent.session_id if change.agent else None,
+        diff=change.diff[:ITERATION_DIFF_LIMIT], files_changed=len(change.files),
+        cost_usd=change.total_cost_usd, outcome=change.outcome.value,
+    )  # fmt: skip
+
+
+def _make_change(
+    spec: CampaignSpec,
+    target: Target,
+    prior: ChangeRecord | None,
+    bench: Workbench,
+    base: ChangeRecord,
+    log: Log,
+    followup: FollowUp | None = None,
+) -> ChangeRecord:
+    repo = bench.forge.resolve(target.repo, target.base, spec.branch_name)
+    base = base.model_copy(
+        update={
+            "base_branch": repo.base_branch,
+            "base_sha": repo.base_sha,
+            "clone_url": repo.clone_url,
+            "forge_branch_sha": repo.branch_sha,
+        }
+    )
+    if followup is not None:
+        if prior is None or prior.outcome != ChangeOutcome.CHANGED or not prior.head_sha:
+            return base.model_copy(update={"reason": f"no change to {followup.kind}"})
+        # The follow-up works on the change as it is, made against the same base.
+        base = base.model_copy(
+            update={"base_sha": prior.base_sha, "base_branch": prior.base_branch}
+        )
+        repo = repo.model_copy(update={"base_sha": prior.base_sha})
+    elif bench.use_cache and _still_current(prior, base, repo.branch_sha, bench):
+        assert prior is not None
+        log(f"{target.key}: change is up to date ({prior.outcome}), nothing to redo")
+        # What the forge's branch is now, so that a change published since is not pushed again.
+        return prior.model_copy(
+            update={"reused": True, "cost_usd": 0.0, "forge_branch_sha": repo.branch_sha}
+        )
+    base.total_cost_usd = prior.total_cost_usd if prior else 0.0
+    transformation = spec.transformation
+    agentic = isinstance(transformation, AgenticTransformation)
+    if agentic and (followup is None or followup.kind != "partial"):
+        if bench.agent is None:
+            return base.model_copy(
+                update={"reason": "the Claude Code CLI is not installed (run `make agent-cli`)"}
+            )
+        if not bench.budget.may_start():
+            why = f"budget: {bench.budget.describe()}"
+            log(f"{target.key}: not attempted, the campaign's budget is spent ({why})")
+            if followup is None and prior is not None and prior.outcome != ChangeOutcome.SKIPPED:
+                # What the target has stays its record (a failure is not turned into a skip);
+                # the next run with budget left tries it again.
+                note = f"not retried: {why}"
+                reason = f"{prior.reason}; {note}" if prior.reason else None
+                return prior.model_copy(update={"reused": True, "cost_usd": 0.0, "reason": reason})
+            return base.model_copy(
+                update={
+                    "outcome": ChangeOutcome.SKIPPED,
+                    "reason": why,
+                }
+            )
+    with bench.open_sandbox("change", target) as sandbox:
+        ws = sandbox.workspace
+        base.isolation = getattr(sandbox, "isolation", None)
+        start = prior.head_sha if followup is not None and prior is not None else repo.base_sha
+        mirror = bench.cache.checkout(repo.clone_url, ws, start, spec.branch_name)  # type: ignore[arg-type]
+        sandbox.readable_paths.append(mirror)
+        if followup is not None:
+            _rebase_onto(ws, repo.base_sha, followup)  # type: ignore[arg-type]
+        # The workspace's .git (config, hooks, info/) is where a sandbox could plant code for the
+        # platform's own git to run: it must come back byte-identical from every sandbox.
+        git_before = git_metadata_digest(ws)
+        failed_setup, setup = run_setup(spec, target, sandbox, bench, log)
+        base.setup = setup
+        if git_metadata_digest(ws) != git_before:
+            return base.model_copy(update={"reason": "setup modified the workspace's .git"})
+        if failed_setup is not None:
+            return base.model_copy(
+                update={
+                    "outcome": ChangeOutcome.SETUP_FAILED,
+                    "reason": f"setup failed: {failed_setup.describe_failure()}",
+                    "output_tail": failed_setup.output_tail,
+                }
+            )
+        _exclude_untracked(ws)
+        git_before = git_metadata_digest(ws)  # with the platform's own info/exclude
+        if followup is not None and followup.kind == "partial":
+            failure, output = None, f"kept {len(followup.files)} approved file(s)"
+        elif agentic:
+            base, failure = _run_agent(
+                spec, target, repo.base_branch, sandbox, bench, base, log, prior, followup
+            )
+            output = base.agent.final_message if base.agent else ""
+        else:
+            result = _run_command(
+                transformation, sandbox, bench, bench.streamer(target, "run", log)
+            )
+            failure = None if result.ok else f"transformation failed: {result.describe_failure()}"
+            output = result.output_tail
+        if git_metadata_digest(ws) != git_before:
+            return base.model_copy(
+                update={"reason": "the transformation modified the workspace's .git"}
+            )
+        if failure:
+            return base.model_copy(update={"reason": failure, "output_tail": output})
+        run_git(["add", "--all"], ws)
+        if not run_git(["status", "--porcelain"], ws).strip():
+            log(f"{target.key}: no change")
+            return base.model_copy(
+                update={
+                    "outcome": ChangeOutcome.NO_CHANGE,
+                    "output_tail": output,
+                    "stale_branch_sha": repo.branch_sha,
+                }
+            )
+        head = _commit(ws, spec, repo.base_sha, repo.branch_sha, bench)
+        if head != repo.branch_sha:
+            bench.cache.keep(repo.clone_url, ws, head, spec.branch_name)
+        files, insertions, deletions = _diff_stat(ws, repo.base_sha, head)
+        diff = run_git(["diff", "--no-color", "--no-ext-diff", repo.base_sha, head], ws)
+        log(f"{target.key}: changed {len(files)} file(s), +{insertions} -{deletions}")
+        return base.model_copy(
+            update={
+                "outcome": ChangeOutcome.CHANGED,
+                "head_sha": head,
+                "files": files,
+                "insertions": insertions,
+                "deletions": deletions,
+                "diff": diff[:DIFF_LIMIT],
+                "diff_truncated": len(diff) > DIFF_LIMIT,
+                "output_tail": output,
+            }
+        )
+
+
+def _rebase_onto(ws: Path, base_sha: str, followup: FollowUp) -> None:
+    """Make the checked-out change (HEAD) a working tree over `base_sha`, so that the new pass
+    is committed as the one commit of the campaign branch on its base. A partial approval keeps
+    only the approved files' changes."""
+    if followup.kind == "partial":
+        patch = run_git(["diff", "--binary", "--no-color", base_sha, "HEAD", "--", *followup.files],
+                        ws)  # fmt: skip
+        run_git(["reset", "--quiet", "--hard", base_sha], ws)
+        if patch.strip():
+            patch_file = ws / ".git" / "approved.patch"
+            patch_file.write_text(patch)
+            run_git(["apply", "--index", "--binary", str(patch_file)], ws)
+            patch_file.unlink()
+        return
+    run_git(["reset", "--quiet", "--soft", base_sha], ws)
+
+
+def _exclude_untracked(ws: Path) -> None:
+    """Keep what setup created (a virtualenv, build output) out of the change."""
+    created = [
+        line[3:].strip('"')
+        for line in run_git(["status", "--porcelain", "--untracked-files=normal"], ws).splitlines()
+        if line.startswith("?? ")
+    ]
+    if created:
+        exclude = ws / ".git" / "info" / "exclude"
+        exclude.parent.mkdir(parents=True, exist_ok=True)
+        with exclude.open("a") as handle:
+            handle.write("".join(f"/{path}\n" for path in created))
+
+
+def _run_command(
+    transformation: DeterministicTransformation,
+    sandbox: Sandbox,
+    bench: Workbench,
+    on_output: Callable[[str], None],
+) -> ExecResult:
+    timeout_s = transformation.timeout_s or bench.default_timeout_s
+    if transformation.image:
+        return sandbox.run_image(
+            transformation.image,
+            transformation.image_args(),
+            entrypoint=transformation.entrypoint(),
+            env=transformation.env,
+            timeout_s=timeout_s,
+            network=bench.network,
+            on_output=on_output,
+        )
+    return sandbox.exec(
+        transformation.argv(),
+        env=transformation.env,
+        timeout_s=timeout_s,
+        network=bench.network,
+        on_output=on_output,
+    )
+
+
+def _run_agent(
+    spec: CampaignSpec,
+    target: Target,
+    base_branch: str,
+    sandbox: Sandbox,
+    bench: Workbench,
+    base: ChangeRecord,
+    log: Log,
+    prior: ChangeRecord | None = None,
+    followup: FollowUp | None = None,
+) -> tuple[ChangeRecord, str | None]:
+    """Run the agent in the sandbox; the record gains its cost and summary, and why it failed.
+
+    A follow-up resumes the session that made `prior`, so the agent keeps the conversation.
+    """
+    assert bench.agent is not None and isinstance(spec.transformation, AgenticTransformation)
+    settings = spec.transformation
+    share = spec.budget_usd / len(spec.targets) if spec.budget_usd else None
+    limits = [x for x in (settings.max_budget_usd, share) if x]
+    home_root = bench.agent_homes or sandbox.workspace.parent / "agent-home"
+    resume = followup is not None and prior is not None and prior.agent is not None
+    number = (prior.iteration or 1) + 1 if resume and prior is not None else 1
+    request = AgentRequest(
+        prompt=build_followup_prompt(spec, target, followup)  # type: ignore[arg-type]
+        if resume
+        else build_prompt(spec, target, base_branch),
+        session_id=prior.agent.session_id if resume else str(uuid.uuid4()),  # type: ignore[union-attr]
+        resume=resume,
+        model=settings.model,
+        max_turns=settings.max_turns,
+        max_budget_usd=min(limits) if limits else None,
+        allowed_tools=settings.allowed_tools,
+        timeout_s=settings.timeout_s or bench.default_timeout_s,
+        home=home_root / spec.id / target.key,
+        full_network=bench.network,
+        verifiers=[
+            VerifierTool(name=v.name, argv=v.argv(), timeout_s=v.timeout_s, extractor=v.extractor)
+            for v in spec.verifiers_for(target)
+        ],
+        verifier_tools=settings.verifier_tools,
+        max_stop_blocks=settings.max_stop_blocks,
+        feedback_chars=settings.feedback_chars,
+        disallowed_tools=settings.disallowed_tools,
+    )
+    result = bench.agent.run(sandbox, request, lambda line: log(f"{target.key}: {line}"))
+    bench.budget.add(result.cost_usd)
+    transcript = None
+    if bench.transcripts is not None:
+        name = result.session_id + (f".{number}" if number > 1 else "")
+        path = bench.transcripts / spec.id / target.key / f"{name}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(e) + "\n" for e in result.transcript))
+        transcript = str(path)
+    summary = AgentSummary(
+        session_id=result.session_id,
+        model=settings.model or next(iter(result.model_usage), None),
+        num_turns=result.num_turns,
+        duration_s=result.duration_s,
+        input_tokens=result.input_tokens,
+        output_tokens=result.output_tokens,
+        cache_read_tokens=result.cache_read_tokens,
+        cache_write_tokens=result.cache_write_tokens,
+        model_usage={k: v.model_dump() for k, v in result.model_usage.items()},
+        final_message=result.final_message,
+        transcript=transcript,
+        verifier_calls=[
+            {"name": c.name, "passed": c.passed, "exit_code": c.exit_code, "chars": c.chars}
+            for c in result.verifier_calls
+        ],
+        gate_decisions=[
+            {"decision": d.decision, "why": d.why, "failing": d.failing}
+            for d in result.gate_decisions
+        ],
+    )
+    if summary.verifier_calls or summary.gate_decisions:
+        log(f"{target.key}: agent ran {len(summary.verifier_calls)} verifier tool call(s); "
+            f"the stop gate sent it back {summary.stop_blocks} time(s)")  # fmt: skip
+    log(f"{target.key}: agent {'done' if result.ok else 'FAILED'} in {result.num_turns} turn(s), "
+        f"${result.cost_usd:.4f}")  # fmt: skip
+    record = base.model_copy(
+        update={
+            "agent": summary,
+            "cost_usd": result.cost_usd,
+            "total_cost_usd": base.total_cost_usd + result.cost_usd,
+        }
+    )
+    return record, None if result.ok else result.error
+
+
+def _still_current(
+    prior: ChangeRecord | None, now: ChangeRecord, branch_sha: str | None, bench: Workbench
+) -> bool:
+    """True when the previous change was made from the same inputs and is still there: on the
+    forge, or kept unpublished in the repository cache while the forge's branch has not moved."""
+    if prior is None or prior.outcome in (ChangeOutcome.FAILED, ChangeOutcome.SKIPPED):
+        return False
+    same_inputs = prior.base_sha == now.base_sha and prior.fingerprint == now.fingerprint
+    if prior.outcome == ChangeOutcome.NO_CHANGE:
+        return same_inputs
+    if not same_inputs or prior.head_sha is None:
+        return False
+    if prior.head_sha == branch_sha:
+        return True
+    return (
+        prior.forge_branch_sha == branch_sha
+        and now.clone_url is not None
+        and bench.cache.has(now.clone_url, prior.head_sha)
+    )
+
+
+def _commit(
+    ws: Path, spec: CampaignSpec, base_sha: str, branch_sha: str | None, bench: Workbench
+) -> str:
+    """Commit the workspace; reuse the campaign branch's commit when it holds the same tree."""
+    tree = run_git(["write-tree"], ws).strip()
+    if branch_sha:
+        try:
+            info = run_git(["log", "-1", "--format=%T %P", branch_sha], ws).split()
+        except GitError:
+            info = []
+        if info == [tree, base_sha]:
+            run_git(["reset", "--quiet", "--soft", branch_sha], ws)
+            return branch_sha
+    summary = spec.description.strip().splitlines()[0] if spec.description.strip() else ""
+    message = f"{spec.name}: {summary or 'automated change'}\n\nCampaign: {spec.name}\n"
+    run_git(["commit", "--quiet", "--no-verify", "-m", message], ws, env=author_env(*bench.author))
+    return run_git(["rev-parse", "HEAD"], ws).strip()
+
+
+def _diff_stat(ws: Path, base: str, head: str) -> tuple[list[str], int, int]:
+    files, insertions, deletions = [], 0, 0
+    for line in run_git(["diff", "--numstat", "--no-renames", base, head], ws).splitlines():
+        added, removed, name = line.split("\t", 2)
+        files.append(name)
+        insertions += int(added) if added.isdigit() else 0
+        deletions += int(removed) if removed.isdigit() else 0
+    return files, insertions, deletions
