@@ -334,7 +334,7 @@ def test_judge_prices_by_model_family():
 
 
 def test_a_campaign_configures_the_loop_and_each_verifiers_extractor():
-    from orchestrator_assets.spec.campaign import AgenticTransformation, Verifier
+    from orchestrator_assets.spec.steps import AgenticTransformation, Verifier
 
     verifier = Verifier.model_validate({"name": "test", "command": "make test",
                                         "extractor": "maven"})  # fmt: skip

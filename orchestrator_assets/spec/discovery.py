@@ -13,9 +13,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator_assets.spec.campaign import CampaignSpec, Target
+from orchestrator_assets.spec.campaign import CampaignSpec
 from orchestrator_assets.spec.errors import OrchestratorError
 from orchestrator_assets.spec.settings import Settings
+from orchestrator_assets.spec.target import Target
 from resources.forges.base import Forge, ForgeError
 
 STALE_AFTER_S = 600  # the sensor asks GitHub again after this long

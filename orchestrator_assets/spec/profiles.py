@@ -22,13 +22,13 @@ from pydantic import (
     model_validator,
 )
 
-from orchestrator_assets.spec.campaign import Verifier
 from orchestrator_assets.spec.errors import Problem, SpecError
 from orchestrator_assets.spec.reading import (
     load_yaml_text,
     problems_from_validation,
     read_yaml_file,
 )
+from orchestrator_assets.spec.steps import Verifier
 from resources.env_cache import DEFAULT_MANIFESTS
 from resources.sandboxes.docker import DEFAULT_IMAGE, ContainerLimits
 from resources.sandboxes.k8s_config import AgentSandboxSettings, KubernetesSettings

@@ -12,12 +12,9 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from orchestrator_assets.spec.campaign import (
-    AgenticTransformation,
-    CampaignSpec,
-    DeterministicTransformation,
-    Target,
-)
+from orchestrator_assets.spec.campaign import CampaignSpec
+from orchestrator_assets.spec.steps import AgenticTransformation, DeterministicTransformation
+from orchestrator_assets.spec.target import Target
 from orchestrator_assets.stages.prompts import build_followup_prompt, build_prompt
 from orchestrator_assets.stages.records import (
     AgentSummary,

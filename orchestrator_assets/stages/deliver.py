@@ -6,11 +6,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from orchestrator_assets.spec.campaign import (
-    TEMPLATES,
-    CampaignSpec,
-    Target,
-)
+from orchestrator_assets.spec.campaign import CampaignSpec
+from orchestrator_assets.spec.delivery import TEMPLATES
+from orchestrator_assets.spec.target import Target
 from orchestrator_assets.stages.quality import judge_holds
 from orchestrator_assets.stages.records import (
     ChangeRecord,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from orchestrator_assets.spec.campaign import AgenticTransformation, CampaignSpec, Target
+from orchestrator_assets.spec.campaign import CampaignSpec
+from orchestrator_assets.spec.steps import AgenticTransformation
+from orchestrator_assets.spec.target import Target
 
 
 def build_prompt(spec: CampaignSpec, target: Target, base_branch: str) -> str:

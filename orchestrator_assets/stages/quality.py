@@ -3,11 +3,9 @@ the campaign's repair limit."""
 
 from __future__ import annotations
 
-from orchestrator_assets.spec.campaign import (
-    AgenticTransformation,
-    CampaignSpec,
-    Target,
-)
+from orchestrator_assets.spec.campaign import CampaignSpec
+from orchestrator_assets.spec.steps import AgenticTransformation
+from orchestrator_assets.spec.target import Target
 from orchestrator_assets.stages.change import make_change
 from orchestrator_assets.stages.records import (
     ChangeRecord,

@@ -7,10 +7,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator_assets.spec.campaign import (
-    CampaignSpec,
-    Target,
-)
+from orchestrator_assets.spec.campaign import CampaignSpec
+from orchestrator_assets.spec.target import Target
 from orchestrator_assets.stages.records import (
     SetupSummary,
 )

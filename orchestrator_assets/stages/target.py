@@ -3,10 +3,8 @@ that steer or approve it."""
 
 from __future__ import annotations
 
-from orchestrator_assets.spec.campaign import (
-    CampaignSpec,
-    Target,
-)
+from orchestrator_assets.spec.campaign import CampaignSpec
+from orchestrator_assets.spec.target import Target
 from orchestrator_assets.stages.change import make_change
 from orchestrator_assets.stages.deliver import Gate, deliver_pull_request
 from orchestrator_assets.stages.quality import quality_loop

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import time
 
-from orchestrator_assets.spec.campaign import (
-    CampaignSpec,
-    Target,
-)
+from orchestrator_assets.spec.campaign import CampaignSpec
+from orchestrator_assets.spec.target import Target
 from orchestrator_assets.stages.records import (
     ChangeRecord,
     VerificationRecord,

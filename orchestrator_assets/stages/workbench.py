@@ -7,10 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator_assets.spec.campaign import (
-    JudgeConfig,
-    Target,
-)
+from orchestrator_assets.spec.steps import JudgeConfig
+from orchestrator_assets.spec.target import Target
 from orchestrator_assets.stages.budget import Budget
 from resources.agents.base import Agent
 from resources.agents.judge import Verdict

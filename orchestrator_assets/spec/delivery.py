@@ -1,0 +1,65 @@
+"""How a change is delivered: the pull request's templates and whether a human reviews it first."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from jinja2 import Environment, StrictUndefined, TemplateSyntaxError
+from pydantic import (
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from orchestrator_assets.spec.steps import StrictModel
+
+
+class PullRequestTemplate(StrictModel):
+    """How the pull request of each target reads; title and body are Jinja templates."""
+
+    title: str = "{{ campaign.name }}: automated change"
+    body: str = (
+        "{{ campaign.description }}\n\n"
+        "{{ summary }}\n\n"
+        "### Verifiers\n\n{{ verifier_table }}\n\n"
+        "Cost: ${{ '%.4f' | format(cost_usd) }}\n\n"
+        "_Opened by campaign `{{ campaign.name }}` for `{{ target.slug }}`._\n"
+    )
+    labels: list[str] = Field(default_factory=list)
+    reviewers: list[str] = Field(default_factory=list, description="users asked to review")
+    draft: bool = False
+    reopen: bool = Field(default=False, description="reopen a PR a human closed (not merged)")
+
+    @field_validator("title", "body")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        try:
+            TEMPLATES.from_string(value)
+        except TemplateSyntaxError as exc:
+            raise ValueError(f"template error at line {exc.lineno}: {exc.message}") from None
+        return value
+
+
+TEMPLATES = Environment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+
+
+class Review(StrictModel):
+    """Whether a human decides before a PR opens."""
+
+    policy: Literal["auto", "required"] = "auto"
+    timeout: str | None = Field(
+        default=None, description="e.g. 24h: a review not given by then rejects the target"
+    )
+
+    @field_validator("timeout")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^\s*\d+(\.\d+)?\s*[smhdw]\s*$", value):
+            raise ValueError(f"{value!r} is not a duration such as 30m, 24h or 7d")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"policy": value} if isinstance(value, str) else value
