@@ -6,30 +6,26 @@ Idempotent: given the record of its previous run it repeats nothing that is done
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 from orchestrator_assets.spec.campaign import CampaignSpec
-from orchestrator_assets.spec.steps import AgenticTransformation, DeterministicTransformation
+from orchestrator_assets.spec.steps import AgenticTransformation
 from orchestrator_assets.spec.target import Target
-from orchestrator_assets.stages.prompts import build_followup_prompt, build_prompt
 from orchestrator_assets.stages.records import (
-    AgentSummary,
     ChangeRecord,
     Iteration,
 )
 from orchestrator_assets.stages.setup import run_setup
 from orchestrator_assets.stages.status import ChangeOutcome
+from orchestrator_assets.stages.transform import run_agent, run_command
 from orchestrator_assets.stages.workbench import FollowUp, Log, Workbench, quiet
-from resources.agents.base import AgentRequest, VerifierTool
 from resources.forges.base import ForgeError
 from resources.git import GitError, author_env, git_metadata_digest, run_git
-from resources.sandboxes.base import ExecResult, Sandbox
 
 DIFF_LIMIT = 20_000
+
+
 ITERATION_DIFF_LIMIT = 8_000  # each iteration keeps its own diff, smaller
 
 
@@ -211,14 +207,12 @@ def _make_change(
         if followup is not None and followup.kind == "partial":
             failure, output = None, f"kept {len(followup.files)} approved file(s)"
         elif agentic:
-            base, failure = _run_agent(
+            base, failure = run_agent(
                 spec, target, repo.base_branch, sandbox, bench, base, log, prior, followup
             )
             output = base.agent.final_message if base.agent else ""
         else:
-            result = _run_command(
-                transformation, sandbox, bench, bench.streamer(target, "run", log)
-            )
+            result = run_command(transformation, sandbox, bench, bench.streamer(target, "run", log))
             failure = None if result.ok else f"transformation failed: {result.describe_failure()}"
             output = result.output_tail
         if git_metadata_digest(ws) != git_before:
@@ -286,121 +280,6 @@ def _exclude_untracked(ws: Path) -> None:
         exclude.parent.mkdir(parents=True, exist_ok=True)
         with exclude.open("a") as handle:
             handle.write("".join(f"/{path}\n" for path in created))
-
-
-def _run_command(
-    transformation: DeterministicTransformation,
-    sandbox: Sandbox,
-    bench: Workbench,
-    on_output: Callable[[str], None],
-) -> ExecResult:
-    timeout_s = transformation.timeout_s or bench.default_timeout_s
-    if transformation.image:
-        return sandbox.run_image(
-            transformation.image,
-            transformation.image_args(),
-            entrypoint=transformation.entrypoint(),
-            env=transformation.env,
-            timeout_s=timeout_s,
-            network=bench.network,
-            on_output=on_output,
-        )
-    return sandbox.exec(
-        transformation.argv(),
-        env=transformation.env,
-        timeout_s=timeout_s,
-        network=bench.network,
-        on_output=on_output,
-    )
-
-
-def _run_agent(
-    spec: CampaignSpec,
-    target: Target,
-    base_branch: str,
-    sandbox: Sandbox,
-    bench: Workbench,
-    base: ChangeRecord,
-    log: Log,
-    prior: ChangeRecord | None = None,
-    followup: FollowUp | None = None,
-) -> tuple[ChangeRecord, str | None]:
-    """Run the agent in the sandbox; the record gains its cost and summary, and why it failed.
-
-    A follow-up resumes the session that made `prior`, so the agent keeps the conversation.
-    """
-    assert bench.agent is not None and isinstance(spec.transformation, AgenticTransformation)
-    settings = spec.transformation
-    share = spec.budget_usd / len(spec.targets) if spec.budget_usd else None
-    limits = [x for x in (settings.max_budget_usd, share) if x]
-    home_root = bench.agent_homes or sandbox.workspace.parent / "agent-home"
-    resume = followup is not None and prior is not None and prior.agent is not None
-    number = (prior.iteration or 1) + 1 if resume and prior is not None else 1
-    request = AgentRequest(
-        prompt=build_followup_prompt(spec, target, followup)  # type: ignore[arg-type]
-        if resume
-        else build_prompt(spec, target, base_branch),
-        session_id=prior.agent.session_id if resume else str(uuid.uuid4()),  # type: ignore[union-attr]
-        resume=resume,
-        model=settings.model,
-        max_turns=settings.max_turns,
-        max_budget_usd=min(limits) if limits else None,
-        allowed_tools=settings.allowed_tools,
-        timeout_s=settings.timeout_s or bench.default_timeout_s,
-        home=home_root / spec.id / target.key,
-        full_network=bench.network,
-        verifiers=[
-            VerifierTool(name=v.name, argv=v.argv(), timeout_s=v.timeout_s, extractor=v.extractor)
-            for v in spec.verifiers_for(target)
-        ],
-        verifier_tools=settings.verifier_tools,
-        max_stop_blocks=settings.max_stop_blocks,
-        feedback_chars=settings.feedback_chars,
-        disallowed_tools=settings.disallowed_tools,
-    )
-    result = bench.agent.run(sandbox, request, lambda line: log(f"{target.key}: {line}"))
-    bench.budget.add(result.cost_usd)
-    transcript = None
-    if bench.transcripts is not None:
-        name = result.session_id + (f".{number}" if number > 1 else "")
-        path = bench.transcripts / spec.id / target.key / f"{name}.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps(e) + "\n" for e in result.transcript))
-        transcript = str(path)
-    summary = AgentSummary(
-        session_id=result.session_id,
-        model=settings.model or next(iter(result.model_usage), None),
-        num_turns=result.num_turns,
-        duration_s=result.duration_s,
-        input_tokens=result.input_tokens,
-        output_tokens=result.output_tokens,
-        cache_read_tokens=result.cache_read_tokens,
-        cache_write_tokens=result.cache_write_tokens,
-        model_usage={k: v.model_dump() for k, v in result.model_usage.items()},
-        final_message=result.final_message,
-        transcript=transcript,
-        verifier_calls=[
-            {"name": c.name, "passed": c.passed, "exit_code": c.exit_code, "chars": c.chars}
-            for c in result.verifier_calls
-        ],
-        gate_decisions=[
-            {"decision": d.decision, "why": d.why, "failing": d.failing}
-            for d in result.gate_decisions
-        ],
-    )
-    if summary.verifier_calls or summary.gate_decisions:
-        log(f"{target.key}: agent ran {len(summary.verifier_calls)} verifier tool call(s); "
-            f"the stop gate sent it back {summary.stop_blocks} time(s)")  # fmt: skip
-    log(f"{target.key}: agent {'done' if result.ok else 'FAILED'} in {result.num_turns} turn(s), "
-        f"${result.cost_usd:.4f}")  # fmt: skip
-    record = base.model_copy(
-        update={
-            "agent": summary,
-            "cost_usd": result.cost_usd,
-            "total_cost_usd": base.total_cost_usd + result.cost_usd,
-        }
-    )
-    return record, None if result.ok else result.error
 
 
 def _still_current(
