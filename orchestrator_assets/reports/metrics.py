@@ -3,7 +3,7 @@
 `EventLogCollector.refresh()` reads what the platform recorded — runs (run storage), each
 target's latest status (the report), and every change, verification and pull-request
 materialization since the last refresh (event log) — into the metrics below. `orchestrator
-metrics serve` (cli_metrics.py) refreshes it periodically and serves it over HTTP, so it counts
+metrics serve` (cli/metrics.py) refreshes it periodically and serves it over HTTP, so it counts
 campaigns run by the CLI, the daemon or a Kubernetes run pod alike. A restarted exporter reads the
 history again, so counters are totals over everything stored.
 
