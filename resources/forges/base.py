@@ -17,6 +17,19 @@ class ForgeError(RuntimeError):
     """The forge refused or failed an operation; the message says which and why."""
 
 
+def refuse_push(subject: str, branch: str, default_branch: str | None = None) -> None:
+    """Refuse (a ForgeError) a push to `branch` unless it is a campaign branch: under
+    `BRANCH_PREFIX` and not the repository's `default_branch` (when known), which a repository
+    whose default branch happens to live under the prefix would otherwise let a campaign take."""
+    if not branch.startswith(BRANCH_PREFIX):
+        raise ForgeError(f"{subject}: refusing to push to {branch!r}: not a campaign branch")
+    if branch == default_branch:
+        raise ForgeError(
+            f"{subject}: refusing to push to {branch!r}: the default branch is not a campaign "
+            "branch"
+        )
+
+
 class ResolvedRepo(BaseModel):
     """A target repository as the forge sees it now."""
 
@@ -27,8 +40,9 @@ class ResolvedRepo(BaseModel):
     branch_sha: str | None = Field(default=None, description="the campaign branch's sha, if any")
 
 
-class PullRequestDraft(BaseModel):
-    """What the platform wants a pull request to say."""
+class PullRequestText(BaseModel):
+    """What a pull request says, whether wanted (a draft) or reported (a pull request): its
+    branches, title, body, labels and draft flag."""
 
     head: str
     base: str
@@ -36,22 +50,21 @@ class PullRequestDraft(BaseModel):
     body: str
     labels: list[str] = Field(default_factory=list)
     draft: bool = False
+
+
+class PullRequestDraft(PullRequestText):
+    """What the platform wants a pull request to say."""
+
     reviewers: list[str] = Field(
         default_factory=list, description="users asked to review (added, never removed)"
     )
 
 
-class PullRequest(BaseModel):
+class PullRequest(PullRequestText):
     """A pull request as the forge reports it."""
 
     number: int
     url: str
-    head: str
-    base: str
-    title: str
-    body: str
-    labels: list[str] = Field(default_factory=list)
-    draft: bool = False
     state: Literal["open", "merged", "closed"] = "open"
     head_sha: str | None = None
     created_at: datetime

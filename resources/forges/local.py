@@ -15,12 +15,12 @@ from urllib.parse import unquote, urlparse
 from pydantic import BaseModel, ConfigDict, Field
 
 from resources.forges.base import (
-    BRANCH_PREFIX,
     ForgeError,
     PullRequest,
     PullRequestDraft,
     PullRequestStatus,
     ResolvedRepo,
+    refuse_push,
 )
 from resources.git import SAFE_RECEIVE_PACK, GitError, author_env, ls_remote, run_git
 
@@ -117,8 +117,7 @@ class LocalForge:
         """Push `sha` to `branch` with a lease on `expected`; campaign branches only."""
         path, _ = self._repo(url)
         refs = ls_remote(str(path))
-        if not branch.startswith(BRANCH_PREFIX) or branch == refs.get("HEAD->"):
-            raise ForgeError(f"{url}: refusing to push to {branch!r}: not a campaign branch")
+        refuse_push(url, branch, refs.get("HEAD->"))
         if refs.get(f"refs/heads/{branch}") == sha:
             return  # published before (a run that ended before recording it): nothing to do
         lease = f"--force-with-lease=refs/heads/{branch}:{expected or ''}"
