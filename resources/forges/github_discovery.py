@@ -14,7 +14,7 @@ from github.Repository import Repository as GhRepository
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from resources.forges.base import ForgeError
-from resources.forges.github import NETWORK_ERRORS, GitHubForge
+from resources.forges.github_transport import NETWORK_ERRORS, GitHubTransport
 
 
 class GitHubSelector(BaseModel):
@@ -106,12 +106,13 @@ def _listing(gh: Github, selector: GitHubSelector):
     return gh.search_repositories(query.strip())
 
 
-def discover(gh: GitHubForge | Github, selector: GitHubSelector) -> list[DiscoveredRepo]:
+def discover(gh: GitHubTransport | Github, selector: GitHubSelector) -> list[DiscoveredRepo]:
     """The repositories `selector` picks, sorted by full name.
 
-    With a `GitHubForge` the listing shares its retries, rate-limit handling and redaction.
+    With a `GitHubForge` (or its bare `GitHubTransport`) the listing shares its retries,
+    rate-limit handling and redaction.
     """
-    client = gh.client() if isinstance(gh, GitHubForge) else gh
+    client = gh.client() if isinstance(gh, GitHubTransport) else gh
     source = (
         f"org {selector.org}"
         if selector.org
@@ -122,7 +123,7 @@ def discover(gh: GitHubForge | Github, selector: GitHubSelector) -> list[Discove
     try:
         found = [_discovered(repo) for repo in _listing(client, selector)]
     except GithubException as exc:
-        if isinstance(gh, GitHubForge):
+        if isinstance(gh, GitHubTransport):
             raise gh.forge_error(
                 exc, source, "listing repositories", f"{source}: not found"
             ) from None

@@ -1,0 +1,423 @@
+"""How the GitHub forge talks to GitHub: one PyGithub client per thread, retries, pacing, counters.
+
+Every API request goes through one retry loop (`GitHubTransport._request`): 5xx, network errors,
+429 and rate-limit 403s are retried with back-off that honours `Retry-After` and
+`X-RateLimit-Reset`; a rate limit pauses every thread of the forge, not just the one that hit it.
+Writes (POST, PATCH, PUT, DELETE and git pushes) share a bounded semaphore and are paced, so
+hundreds of targets do not trip GitHub's secondary (abuse) limits. A write retried after an
+ambiguous failure (a 5xx or a lost response) may already have been applied: the caller can say
+how to find it (`_recovering`), and what is found is returned instead of writing again.
+
+PyGithub's `Github` client is not thread-safe (its connection object keeps the pending request in
+attributes), so the transport keeps one client per thread.
+
+What PyGithub offers and why it is switched off here (`Github(retry=None,
+seconds_between_requests=None, seconds_between_writes=None)`):
+
+- `GithubRetry` is a urllib3 `Retry`: it runs inside the HTTP adapter of one thread's connection
+  and waits with `time.sleep`. It cannot (1) end a wait when the worker is cancelled, nor wait on
+  the injected clock the tests use (`stoppable_sleep`, `sleep=`); (2) pause the other threads
+  when one hits a rate limit; (3) ask "did my write land?" before retrying a write — that needs
+  another request on the same, non-reentrant client, and to return what it found instead of a
+  response; (4) count retries and waits (`stats`), or log them redacted; (5) retry a
+  `ChunkedEncodingError`, which requests raises after urllib3 has returned. Its rate-limit test
+  also reads only the message (`Requester.isRateLimitError`), where ours reads
+  `X-RateLimit-Remaining: 0` too, and its 5xx back-off has no multiplicative jitter (its
+  `max_rate_limit_wait`, failing at once on a far reset, is `max_wait_s` here). Wrapping it
+  to do all that would override every method it has and still leave a loop here for writes, so
+  the loop below is the only retry layer.
+- `seconds_between_writes` keeps its last-write time in each `Requester`, i.e. per thread, and
+  sleeps with `time.sleep`: GitHub's secondary limits count per token, so writes are paced here
+  across all threads (`_pace_write`), on the injectable, cancellable sleep.
+  `seconds_between_requests` (PyGithub's default 0.25 s between any two requests of a client) is
+  off for the same reason: reads are not paced, only rate limits slow them.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import logging
+import random
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import requests
+from github import Auth, Github, GithubException
+
+from resources import cancel
+from resources.forges.base import ForgeError
+from resources.git import GitError, run_git
+from resources.redact import redact, secret_values
+
+log = logging.getLogger(__name__)
+
+WRITE_VERBS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+NETWORK_ERRORS: tuple[type[Exception], ...] = (
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+)
+# git failures worth another try: the server or the network, not the request
+TRANSIENT_GIT = re.compile(
+    r"returned error: (5\d\d|429)|could not resolve host|connection (reset|refused|timed out)"
+    r"|operation timed out|early eof|remote end hung up|rpc failed|ssl_",
+    re.I,
+)
+# What a write that may have landed is found as: the (headers, data) its answer would have had.
+Found = tuple[dict, Any]
+
+
+def stoppable_sleep(seconds: float) -> None:
+    """The forge's default wait (back-off, rate-limit pause, write pacing): it ends at once, with
+    a ForgeError, when the calling worker is cancelled, so that a target in a retry loop cannot
+    outlive the run's shutdown grace (a back-off can reach `max_wait_s` per retry)."""
+    if cancel.sleep(seconds):
+        raise ForgeError(f"GitHub: {cancel.CANCELLED_MESSAGE}")
+
+
+def error_text(exc: GithubException) -> tuple[str, list[str]]:
+    """GitHub's message and the messages of its `errors` list."""
+    data = exc.data
+    message = ""
+    details: list[str] = []
+    if isinstance(data, dict):
+        message = str(data.get("message") or data.get("data") or "")
+        for err in data.get("errors") or []:
+            if isinstance(err, dict):
+                text = err.get("message") or " ".join(
+                    str(err[k]) for k in ("resource", "field", "code") if err.get(k)
+                )
+                details.append(str(text))
+            else:
+                details.append(str(err))
+    return message or (exc.message or ""), details
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class GitHubTransport:
+    """Authenticated, retried, paced access to one GitHub API (github.com or an Enterprise Server).
+
+    `base_url` is the REST API root: `https://api.github.com`, or `https://HOST/api/v3` for GHE.
+    `write_concurrency` bounds simultaneous writes and pushes across threads; `write_interval_s`
+    spaces API writes (GitHub asks integrations for about one second between mutating requests).
+    `max_retries`, `backoff_s` and `max_wait_s` shape the retries; `sleep` and `clock` are
+    injectable so tests do not wait. `stats` counts api_calls, retries, rate_limited,
+    server_errors, rate_limit_wait_s, backoff_wait_s, write_pacing_wait_s, git_pushes and
+    recovered_writes (writes found applied after a lost answer). Waits are summed over threads.
+    """
+
+    def __init__(
+        self,
+        token: str,
+        base_url: str = "https://api.github.com",
+        *,
+        write_concurrency: int = 4,
+        max_retries: int = 8,
+        backoff_s: float = 1.0,
+        max_wait_s: float = 60.0,
+        write_interval_s: float = 1.0,
+        per_page: int = 100,
+        timeout_s: int = 30,
+        sleep: Callable[[float], None] = stoppable_sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        if not token:
+            raise ForgeError("GitHub forge: no token given")
+        self._token = token
+        self.base_url = base_url.rstrip("/")
+        self.write_concurrency = write_concurrency
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.max_wait_s = max_wait_s
+        self.write_interval_s = write_interval_s
+        self.per_page = per_page
+        self.timeout_s = timeout_s
+        self._sleep = sleep
+        self._clock = clock
+        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+        self._auth_header = f"Authorization: Basic {basic}"
+        self._secrets = sorted(
+            {token, basic, base64.b64encode(token.encode()).decode()}, key=len, reverse=True
+        )
+        self._write_slots = threading.BoundedSemaphore(write_concurrency)
+        self._lock = threading.Lock()  # stats, pause and client list
+        self._pace_lock = threading.Lock()
+        self._pause_until = 0.0
+        self._next_write_at = 0.0
+        self._local = threading.local()
+        self._clients: list[Github] = []
+        self.stats: dict[str, float] = {
+            "api_calls": 0,
+            "retries": 0,
+            "rate_limited": 0,
+            "server_errors": 0,
+            "rate_limit_wait_s": 0.0,
+            "backoff_wait_s": 0.0,
+            "write_pacing_wait_s": 0.0,
+            "git_pushes": 0,
+            "recovered_writes": 0,
+        }
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    # credentials ---------------------------------------------------------------------------------
+
+    def redact(self, text: str) -> str:
+        """`text` with the token (plain or base64, and any secret in the environment) masked."""
+        return redact(text, self._secrets + secret_values())
+
+    def git_env(self) -> dict[str, str]:
+        """Environment for git processes that talk to this GitHub over HTTPS with the token.
+
+        The token goes in an `Authorization: Basic` header set through `GIT_CONFIG_*` variables
+        (command-line scope: nothing is written to any config file); redirects are not followed,
+        so the header cannot be carried to another host. Pass it as `run_git(..., env=...)`.
+        """
+        return {
+            "GIT_CONFIG_COUNT": "2",
+            "GIT_CONFIG_KEY_0": "http.extraHeader",
+            "GIT_CONFIG_VALUE_0": self._auth_header,
+            "GIT_CONFIG_KEY_1": "http.followRedirects",
+            "GIT_CONFIG_VALUE_1": "false",
+        }
+
+    # clients -------------------------------------------------------------------------------------
+
+    def client(self) -> Github:
+        """This thread's PyGithub client, whose every request runs through the retry loop."""
+        gh = getattr(self._local, "gh", None)
+        if gh is None:
+            gh = Github(
+                auth=Auth.Token(self._token),
+                base_url=self.base_url,
+                per_page=self.per_page,
+                timeout=self.timeout_s,
+                retry=None,  # retries are ours (see the module docstring): _request
+                seconds_between_requests=None,
+                seconds_between_writes=None,  # pacing is ours, shared by all threads
+                lazy=True,
+                user_agent="campaign-orchestrator",
+            )
+            requester = gh.requester
+            send = requester.requestJsonAndCheck
+            requester.requestJsonAndCheck = functools.partial(self._request, send)  # type: ignore[method-assign]
+            self._local.gh = gh
+            with self._lock:
+                self._clients.append(gh)
+        return gh
+
+    def close(self) -> None:
+        """Close every thread's HTTP connections."""
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for gh in clients:
+            gh.close()
+
+    # retries -------------------------------------------------------------------------------------
+
+    def _bump(self, key: str, amount: float = 1) -> None:
+        with self._lock:
+            self.stats[key] = round(self.stats[key] + amount, 6)
+
+    def _request(self, send: Callable[..., Any], verb: str, url: str, *args: Any, **kwargs: Any):
+        """One API request with retries; writes take a write slot and are paced."""
+        write = verb.upper() in WRITE_VERBS
+        attempt = 0
+        while True:
+            self._await_pause()
+            failure: Exception
+            with self._write_slots if write else nullcontext():
+                if write:
+                    self._pace_write()
+                self._bump("api_calls")
+                try:
+                    return send(verb, url, *args, **kwargs)
+                except (GithubException, *NETWORK_ERRORS) as exc:
+                    failure = exc
+            plan = self._retry_plan(failure)
+            if plan is None or attempt >= self.max_retries:
+                raise failure
+            kind, wait = plan
+            if write and kind != "rate_limit":  # a 5xx or lost response: it may have been applied
+                found = self._recovered()
+                if found is not None:
+                    self._bump("server_errors")
+                    self._bump("recovered_writes")
+                    return found
+            attempt += 1
+            self._back_off(kind, wait, attempt, f"{verb} {urlparse(url).path}", failure)
+
+    def _recovered(self) -> Found | None:
+        """What this thread's recovery hook finds of a write that may have landed (or None)."""
+        recover = getattr(self._local, "recover", None)
+        if recover is None:
+            return None
+        try:
+            return recover()
+        except (GithubException, *NETWORK_ERRORS):
+            return None  # cannot tell: retry the write
+
+    def _retry_plan(self, exc: Exception) -> tuple[str, float | None] | None:
+        """`(kind, wait)` for a failure worth retrying (wait None: back off), else None."""
+        if not isinstance(exc, GithubException):
+            return ("network", None)
+        headers = {str(k).lower(): str(v) for k, v in (exc.headers or {}).items()}
+        retry_after = _float(headers.get("retry-after"))
+        message = error_text(exc)[0].lower()
+        if exc.status in (403, 429):
+            if headers.get("x-ratelimit-remaining") == "0" and retry_after is None:
+                reset = _float(headers.get("x-ratelimit-reset"))
+                if reset is not None:
+                    wait = max(0.0, reset - time.time()) + 1.0
+                    if wait > self.max_wait_s:
+                        when = datetime.fromtimestamp(reset, UTC).strftime("%H:%M:%SZ")
+                        raise ForgeError(
+                            f"GitHub API rate limit exhausted until {when} (in {wait:.0f} s); "
+                            "not waiting that long — try again after the reset"
+                        )
+                    return ("rate_limit", wait)
+                return ("rate_limit", None)
+            # "rate limit" is in the primary and the secondary limit's messages ("abuse": the
+            # secondary limit's older name)
+            limited = "rate limit" in message or "abuse" in message
+            if exc.status == 429 or retry_after is not None or limited:
+                return ("rate_limit", retry_after)
+            return None
+        if exc.status >= 500:
+            return ("server", retry_after)
+        return None
+
+    def _back_off(
+        self, kind: str, wait: float | None, attempt: int, what: str, exc: Exception | None
+    ) -> None:
+        """Wait before retry `attempt`: rate limits pause every thread, other failures this one."""
+        self._bump("retries")
+        if kind == "rate_limit":
+            self._bump("rate_limited")
+            if wait is None:  # GitHub: without a hint, wait at least a minute, then longer
+                wait = 60.0 * 2 ** (attempt - 1)
+            wait = min(wait, self.max_wait_s)
+            with self._lock:
+                self._pause_until = max(self._pause_until, self._clock() + wait)
+        else:
+            self._bump("server_errors")
+            if wait is None:
+                wait = self.backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.0)
+            wait = min(wait, self.max_wait_s)
+        reason = self.redact(str(exc)) if exc is not None else kind
+        log.warning(
+            "GitHub %s: %s (%s); retry %d/%d in %.1f s",
+            what, kind, reason[:200], attempt, self.max_retries, wait,
+        )  # fmt: skip
+        if kind != "rate_limit":  # a rate-limit pause is slept out before the next request
+            self._sleep(wait)
+            self._bump("backoff_wait_s", wait)
+
+    def _await_pause(self) -> None:
+        """Sleep out a rate-limit pause that any thread started."""
+        with self._lock:
+            wait = self._pause_until - self._clock()
+        if wait > 0:
+            self._sleep(wait)
+            self._bump("rate_limit_wait_s", wait)
+
+    def _pace_write(self) -> None:
+        """Space writes at least `write_interval_s` apart, across threads."""
+        if self.write_interval_s <= 0:
+            return
+        with self._pace_lock:
+            now = self._clock()
+            wait = self._next_write_at - now
+            if wait > 0:
+                self._sleep(wait)
+                self._bump("write_pacing_wait_s", wait)
+                now += wait
+            self._next_write_at = now + self.write_interval_s
+
+    @contextmanager
+    def _recovering(self, recover: Callable[[], Found | None]) -> Iterator[None]:
+        """While inside, a write retried after a 5xx first asks `recover` whether it landed."""
+        previous = getattr(self._local, "recover", None)
+        self._local.recover = recover
+        try:
+            yield
+        finally:
+            self._local.recover = previous
+
+    def _git_write(
+        self, argv: list[str], workspace: Path, *, landed: Callable[[], bool], what: str, label: str
+    ) -> None:
+        """Run a git command that writes to GitHub (a push) in a write slot, retrying transient
+        failures with back-off; when it failed but `landed()` (only the answer was lost), it is
+        done. The error says "`what` failed: <git's reason>"; retries are logged as `label`."""
+        attempt = 0
+        while True:
+            with self._write_slots:
+                self._bump("git_pushes")
+                try:
+                    run_git(argv, workspace, env=self.git_env())
+                    return
+                except GitError as exc:
+                    reason = exc.stderr
+                except subprocess.TimeoutExpired:
+                    reason = "timed out"
+            if landed():
+                return
+            transient = reason == "timed out" or TRANSIENT_GIT.search(reason)
+            if not transient or attempt >= self.max_retries:
+                raise ForgeError(self.redact(f"{what} failed: {reason}"))
+            attempt += 1
+            self._back_off("server", None, attempt, label, None)
+
+    # errors --------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _op(self, subject: str, action: str, not_found: str | None = None) -> Iterator[None]:
+        """Turn PyGithub and network failures inside into a clear, redacted ForgeError."""
+        try:
+            yield
+        except GithubException as exc:
+            raise self.forge_error(exc, subject, action, not_found) from None
+        except NETWORK_ERRORS as exc:
+            raise ForgeError(
+                self.redact(f"{subject}: {action} failed: cannot reach GitHub ({exc})")
+            ) from None
+
+    def forge_error(
+        self, exc: GithubException, subject: str, action: str, not_found: str | None = None
+    ) -> ForgeError:
+        """A redacted ForgeError saying what `action` on `subject` ran into (404 -> `not_found`)."""
+        message, details = error_text(exc)
+        status = exc.status
+        if status == 404:
+            text = not_found or f"{subject}: repository not found (or the token cannot see it)"
+        elif status == 401:
+            text = f"{subject}: {action} failed: GitHub rejected the token (401 {message})"
+        elif status == 403:
+            text = (
+                f"{subject}: {action} forbidden (403 {message}); does the token have the "
+                "permission it needs?"
+            )
+        elif status == 422:
+            text = f"{subject}: {action} rejected by GitHub (422 {message})"
+            if details:
+                text += ": " + "; ".join(details)
+        else:
+            text = f"{subject}: {action} failed: HTTP {status} {message}".rstrip()
+        return ForgeError(self.redact(text))
