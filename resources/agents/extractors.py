@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 EXTRACTORS = ("auto", "pytest", "go", "jest", "maven", "generic")
 DEFAULT_MAX_CHARS = 2000
@@ -29,7 +30,7 @@ MAX_BLOCK_LINES = 8  # lines kept per failure block
 LINE_CHARS = 300  # characters kept per line
 TAIL_LINES = 30  # lines of output a generic extract ends with
 
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 
 @dataclass
@@ -92,18 +93,26 @@ def extract(
     timed_out: bool = False,
     duration_s: float | None = None,
     cwd: str | None = None,
+    report: str | None = None,
 ) -> str:
     """The verifier's result for an agent: one line for a pass; for a failure the exit code,
     the runner's summary, the failing tests and the first errors with file and line, at most
-    `max_chars` characters. `cwd` (the workspace as the command saw it) is cut from paths."""
+    `max_chars` characters. `cwd` (the workspace as the command saw it) is cut from paths.
+
+    `report` is the text of a report file the verifier wrote (JUnit XML, `jest --json`,
+    `go test -json`; see `reports.read_report`): its findings are used when it parses and
+    counted tests. Without one, a `go test -json` or `jest --json` report printed into
+    `output` is used (for `auto`, `go` and `jest`); else the console text is read."""
     if kind not in EXTRACTORS:
         raise ValueError(f"unknown extractor {kind!r} (known: {', '.join(EXTRACTORS)})")
     max_chars = max(MIN_MAX_CHARS, max_chars)
-    text = _ANSI.sub("", output).replace("\r\n", "\n")
-    if cwd:
-        text = text.replace(cwd.rstrip("/") + "/", "")
-    chosen = detect(argv, text) if kind == "auto" else kind
-    findings = PARSERS[chosen](text)
+    text = clean(output, cwd)
+    found = _structured(text, clean(report, cwd) if report is not None else None, kind)
+    if found is not None:
+        chosen, findings, text = found.kind, found.findings, found.console or text
+    else:
+        chosen = detect(argv, text) if kind == "auto" else kind
+        findings = PARSERS[chosen](text)
     took = f" in {duration_s:.1f}s" if duration_s is not None else ""
     if exit_code == 0 and not timed_out:
         return _cut(f"PASS {name} ({chosen}){took}: {findings.summary or 'exit code 0'}", max_chars)
@@ -112,6 +121,25 @@ def extract(
     if findings.summary:
         header += f": {findings.summary}"
     return _render(header, findings, text, max_chars)
+
+
+def clean(output: str, cwd: str | None = None) -> str:
+    """A runner's output as an agent should read it: no terminal colours, `\n` line ends, and
+    paths relative to `cwd` (the workspace as the command saw it)."""
+    text = ANSI.sub("", output).replace("\r\n", "\n")
+    return text.replace(cwd.rstrip("/") + "/", "") if cwd else text
+
+
+def _structured(text: str, report: str | None, kind: str) -> Any:
+    """A `reports.Report` from the declared report, else from the output; None: use the
+    console text. (Imported here: `reports` builds on this module.)"""
+    if __package__:
+        from resources.agents import reports
+    else:  # run as a script inside a sandbox: the sibling file
+        import reports  # type: ignore[no-redef]
+
+    found = reports.parse_report(report) if report is not None else None
+    return found or reports.find_report(text, kind)
 
 
 def combine(texts: Sequence[str], max_chars: int = DEFAULT_MAX_CHARS) -> str:
@@ -225,17 +253,21 @@ def parse_pytest(text: str) -> Findings:
             block = [title.group(1)]
             findings.errors.append(block)
             continue
-        if block is None:
-            continue
-        location = _PYTEST_LOCATION.match(line)
-        framework = location is not None and any(n in location.group(1) for n in _NOISE_PATH)
-        first_errors = line.startswith("E ") and sum(x.startswith("  E") for x in block) < 4
-        if (location and not framework) or first_errors:
+        if block is not None and keep_pytest_line(line, block):
             block.append("  " + line.rstrip())
     if not findings.failing:  # no short summary (-rN): the block titles name the tests
         findings.failing = [b[0] for b in findings.errors]
     findings.errors = [b for b in findings.errors if len(b) > 1]
     return findings
+
+
+def keep_pytest_line(line: str, block: Sequence[str]) -> bool:
+    """Whether a line of a pytest failure belongs in its block: a file:line location outside
+    the framework, or one of its first `E` lines (`block`: the lines kept so far)."""
+    location = _PYTEST_LOCATION.match(line)
+    framework = location is not None and any(n in location.group(1) for n in _NOISE_PATH)
+    first_errors = line.startswith("E ") and sum(x.startswith("  E") for x in block) < 4
+    return bool(location and not framework) or first_errors
 
 
 # go test ----------------------------------------------------------------------------------------

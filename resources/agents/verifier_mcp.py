@@ -8,16 +8,25 @@ with the extractor's text (`extractors.py`): one line for a pass; the failing te
 errors with file and line, at most `max_chars` characters, for a failure. Each call is also
 appended to a JSON-lines call log the platform reads back after the run.
 
+A verifier that declares a `report` file (JUnit XML, `jest --json --outputFile`, `go test
+-json` lines; relative to the workspace) is judged from that file when this run wrote it
+(`reports.py`); a file the run created is removed afterwards, so it does not end up in the
+agent's change.
+
 It runs inside the sandbox, with whatever Python the sandbox has:
 
 - with the `mcp` package importable (the platform's own virtualenv, which a local sandbox
   uses) it is served by the SDK's `MCPServer` (`FastMCP` in mcp 1.x);
-- otherwise (a sandbox image's bare python3) by a small built-in JSON-RPC loop implementing
-  the part of MCP that the CLI uses over stdio: `initialize`, `ping`, `tools/list` and
-  `tools/call`. Both answer the same tool the same way; `VERIFIER_MCP_IMPL=mcp|builtin`
-  forces one.
+- otherwise by a small built-in JSON-RPC loop implementing the part of MCP that the CLI uses
+  over stdio: `initialize`, `ping`, `tools/list` and `tools/call`. Both answer the same tool
+  the same way; `VERIFIER_MCP_IMPL=mcp|builtin` forces one.
 
-So this file and `extractors.py` use only the standard library at import time.
+The built-in loop stays because the SDK does not fit every sandbox: the docker sandbox's
+image (images/Dockerfile.sandbox) has a bare Debian python3 with only ruff and pytest
+installed, a target's own image may have less, and this folder is mounted read-only without
+a virtualenv; installing `mcp` (pydantic, anyio, starlette, …) into every image and keeping
+it in step with the platform's is more than the four methods the CLI calls. So this file,
+`extractors.py` and `reports.py` use only the standard library at import time.
 
     python verifier_mcp.py CONFIG.json      # CONFIG: see `QualityConfig` in claude_code.py
 """
@@ -40,13 +49,15 @@ from typing import Any
 
 if __package__:
     from resources.agents.extractors import DEFAULT_MAX_CHARS, EXTRACTORS, combine, extract
-else:  # run as a script inside a sandbox: the sibling file, nothing else needed
+    from resources.agents.reports import read_report
+else:  # run as a script inside a sandbox: the sibling files, nothing else needed
     from extractors import (  # type: ignore[no-redef]
         DEFAULT_MAX_CHARS,
         EXTRACTORS,
         combine,
         extract,
     )
+    from reports import read_report  # type: ignore[no-redef]
 
 SERVER_NAME = "verifiers"
 TOOL_NAME = "run_verifier"
@@ -54,19 +65,22 @@ PROTOCOL_VERSION = "2025-06-18"  # answered when the client asks for none we kno
 KNOWN_PROTOCOLS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
 CAPTURE_HEAD = 200_000  # characters of a verifier's output kept from its start ...
 CAPTURE_TAIL = 200_000  # ... and from its end (what extractors need is at one or the other)
-LOG_LINE_LIMIT = 8000  # characters of feedback kept per log line
+LOG_LINE_LIMIT = 8000  # characters of feedback kept per log line, and per output line ...
+JSON_LINE_LIMIT = CAPTURE_TAIL  # ... but `jest --json` prints its whole report as one line
 # The verifiers run repository code: they do not get the model's credentials.
 WITHHELD_ENV_PREFIXES = ("ANTHROPIC_", "CLAUDE_CODE_", "MCP_", "AWS_", "GITHUB_", "GH_")
 
 
 @dataclass
 class VerifierSpec:
-    """One verifier the agent may run: its name, argv, timeout and extractor."""
+    """One verifier the agent may run: its name, argv, timeout, extractor and the report
+    file it writes, if any (relative to the workspace)."""
 
     name: str
     argv: list[str]
     timeout_s: float = 600
     extractor: str = "auto"
+    report: str | None = None
 
 
 @dataclass
@@ -94,6 +108,8 @@ def load_config(path: str | Path) -> dict[str, Any]:
             raise ValueError(f"{path}: verifiers.{i} needs a `name` and an `argv` list")
         if v.get("extractor", "auto") not in EXTRACTORS:
             raise ValueError(f"{path}: verifiers.{i}.extractor {v['extractor']!r} is unknown")
+        if not isinstance(v.get("report") or "", str):
+            raise ValueError(f"{path}: verifiers.{i}.report must be a path")
     return config
 
 
@@ -105,6 +121,7 @@ def verifier_specs(config: dict[str, Any]) -> list[VerifierSpec]:
             argv=[str(a) for a in v["argv"]],
             timeout_s=float(v.get("timeout_s") or 600),
             extractor=v.get("extractor") or "auto",
+            report=v.get("report") or None,
         )
         for v in config["verifiers"]
     ]
@@ -117,8 +134,11 @@ def verifier_env() -> dict[str, str]:
 
 def run_verifier(spec: VerifierSpec, cwd: str, max_chars: int = DEFAULT_MAX_CHARS) -> Outcome:
     """Run one verifier in `cwd` (no shell) under its timeout; its output is bounded in
-    memory and trimmed by its extractor."""
+    memory and trimmed by its extractor (or read from its report file)."""
+    report = Path(cwd, spec.report) if spec.report else None
+    report_existed = report is not None and report.exists()
     started = time.monotonic()
+    started_at = time.time()  # the report must be newer than this
     try:
         proc = subprocess.Popen(
             spec.argv,
@@ -145,6 +165,10 @@ def run_verifier(spec: VerifierSpec, cwd: str, max_chars: int = DEFAULT_MAX_CHAR
         proc.wait()
     reader.join(timeout=5)
     duration = round(time.monotonic() - started, 3)
+    report_text = read_report(report, since=started_at) if report else None
+    if report is not None and not report_existed:
+        with suppress(OSError):  # the run's by-product, not part of the agent's change
+            report.unlink()
     text = extract(
         capture.text(),
         proc.returncode,
@@ -155,6 +179,7 @@ def run_verifier(spec: VerifierSpec, cwd: str, max_chars: int = DEFAULT_MAX_CHAR
         timed_out=timed_out,
         duration_s=duration,
         cwd=cwd,
+        report=report_text,
     )
     passed = proc.returncode == 0 and not timed_out
     return Outcome(spec.name, passed, proc.returncode, duration, timed_out, text)
@@ -173,7 +198,8 @@ class _Capture:
     def read(self, proc: subprocess.Popen) -> None:
         assert proc.stdout is not None
         for raw in iter(proc.stdout.readline, b""):
-            line = raw.decode("utf-8", errors="replace")[:LOG_LINE_LIMIT]
+            line = raw.decode("utf-8", errors="replace")
+            line = line[: JSON_LINE_LIMIT if line.startswith("{") else LOG_LINE_LIMIT]
             if self.head_size < CAPTURE_HEAD:
                 self.head.append(line)
                 self.head_size += len(line)
