@@ -15,7 +15,7 @@ from orchestrator_assets.assets.metadata import (
     report_metadata,
     verification_metadata,
 )
-from orchestrator_assets.reports import metrics
+from orchestrator_assets.reports import json_logs, metrics
 from orchestrator_assets.reports.report import (
     build_report,
     burndown,
@@ -234,7 +234,9 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
                 log=context.log.info,
                 cancel=sandboxes.close_all,
             ):
-                record_target(context, key, outcome, single)
+                # Its failure lines and materialization events are the target's in JSON logs.
+                with json_logs.bind(target=key):
+                    record_target(context, key, outcome, single)
                 while budget_notes:
                     note = f"campaign {spec.name}: {budget_notes.pop(0)}"
                     context.log.warning(note)

@@ -10,11 +10,11 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from orchestrator_assets.reports import json_logs
 from resources.cancel import CancelScope
 from resources.cancel import scope as cancel_scope
-from resources.redact import redact
 
 R = TypeVar("R")
 
@@ -69,16 +69,18 @@ def fan_out(
     """Yield `(key, work(key))` as each finishes; an exception becomes `on_error(key, exc)`.
 
     Progress lines from worker threads are passed to `log` on the calling thread, so Dagster's
-    run log is only written from the step's own thread. Once SHUTDOWN is set, targets not begun
-    are dropped and those in flight get SHUTDOWN_GRACE_S to finish. Then what still runs is
-    cancelled: `cancel` stops the sandboxes' commands, each worker's git processes are killed
-    and its forge back-offs cut short (`resources.cancel`); the results those workers still
-    return within CANCEL_WAIT_S are yielded like any other (what they had pushed or opened, and
-    what their agent cost, is in them), and a worker stuck beyond that is abandoned: its thread
-    is a daemon, so it cannot hold the process. If the caller is interrupted (run cancelled),
-    the same cancellation happens and nothing more is yielded.
+    run log is only written from the step's own thread. Each worker binds its target's key
+    (`json_logs.bind`) while it works on it, and every line keeps the context bound where it was
+    logged, so JSON logs name each line's target without reading it from the text. Once SHUTDOWN
+    is set, targets not begun are dropped and those in flight get SHUTDOWN_GRACE_S to finish.
+    Then what still runs is cancelled: `cancel` stops the sandboxes' commands, each worker's git
+    processes are killed and its forge back-offs cut short (`resources.cancel`); the results
+    those workers still return within CANCEL_WAIT_S are yielded like any other (what they had
+    pushed or opened, and what their agent cost, is in them), and a worker stuck beyond that is
+    abandoned: its thread is a daemon, so it cannot hold the process. If the caller is
+    interrupted (run cancelled), the same cancellation happens and nothing more is yielded.
     """
-    lines: queue.Queue[str] = queue.Queue()
+    lines: queue.Queue[tuple[dict[str, Any], str]] = queue.Queue()  # (bound context, line)
     results: queue.Queue[tuple[str, R]] = queue.Queue()
     todo: queue.Queue[str] = queue.Queue()
     for key in keys:
@@ -98,15 +100,22 @@ def fan_out(
                 break
         if batch:
             # The run log is stored (event log, compute logs, the CLI's output): no secret in it,
-            # whatever a target's command or agent printed.
-            log(redact("\n".join(batch)))
+            # whatever a target's command or agent printed (log_lines masks them).
+            json_logs.log_lines(log, batch)
 
     def run(key: str) -> R:
-        try:
-            return work(key, lines.put)
-        except Exception as exc:
-            lines.put(f"{key}: unexpected error: {exc}\n{traceback.format_exc(limit=5)}")
-            return on_error(key, exc)
+        with json_logs.bind(target=key):
+
+            def log_line(line: str) -> None:
+                # What is bound where the line is logged (a stage, say), and the target even on
+                # another thread: a command's output arrives from its reader thread.
+                lines.put(({**json_logs.bound(), "target": key}, line))
+
+            try:
+                return work(key, log_line)
+            except Exception as exc:
+                log_line(f"{key}: unexpected error: {exc}\n{traceback.format_exc(limit=5)}")
+                return on_error(key, exc)
 
     def worker() -> None:
         while not closing.is_set():
