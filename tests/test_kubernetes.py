@@ -58,12 +58,12 @@ class Cluster:
         """The platform's pods in the namespace."""
         from kubernetes import client
 
+        from resources.sandboxes.k8s_api import json_body
         from resources.sandboxes.k8s_config import api_client
-        from resources.sandboxes.kubernetes import _json
 
         core = client.CoreV1Api(api_client(self.settings()))
         listed = core.list_namespaced_pod(NAMESPACE, label_selector=LABEL, _preload_content=False)
-        return _json(listed)["items"]
+        return json_body(listed)["items"]
 
 
 @pytest.fixture
@@ -250,7 +250,7 @@ def test_a_hostile_tar_from_the_pod_cannot_write_through_a_symlink_or_into_git(t
     import tarfile
 
     from resources.git import git_metadata_digest
-    from resources.sandboxes.k8s_pod import extract
+    from resources.sandboxes.k8s_copy import extract
 
     ws = tmp_path / "ws"
     subprocess.run(["git", "init", "-q", str(ws)], check=True)

@@ -23,16 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from resources.sandboxes.docker import ContainerLimits
-from resources.sandboxes.k8s_config import AgentSandboxSettings
-from resources.sandboxes.k8s_pod import Pod, SandboxNotReady, api_error, call
-from resources.sandboxes.kubernetes import (
-    ClusterProvider,
-    PodSandbox,
-    _json,
-    object_metadata,
-    object_name,
+from resources.sandboxes.k8s_api import (
+    SandboxNotReady,
+    call,
+    delete_quietly,
+    json_body,
     wait_for,
 )
+from resources.sandboxes.k8s_config import AgentSandboxSettings
+from resources.sandboxes.k8s_objects import object_manifest
+from resources.sandboxes.k8s_pod import Pod
+from resources.sandboxes.kubernetes import ClusterProvider, PodSandbox
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,21 @@ def ready_condition(obj: Mapping[str, Any]) -> Mapping[str, Any]:
         if cond.get("type") == "Ready":
             return cond
     return {}
+
+
+def read_custom(custom: Any, group: str, version: str, ns: str, plural: str, name: str) -> dict:
+    """One custom object (claim, Sandbox, warm pool) as the API returns it."""
+    return json_body(
+        call(
+            custom.get_namespaced_custom_object,
+            group,
+            version,
+            ns,
+            plural,
+            name,
+            _preload_content=False,
+        )
+    )
 
 
 class ClaimLog:
@@ -84,6 +100,9 @@ class AgentSandboxProvider(ClusterProvider):
     """One SandboxClaim per sandbox, against the profile's warm pool and template."""
 
     provider_name = "agent-sandbox"
+    settings: AgentSandboxSettings
+    image = None  # the template says which
+    handle_kind, handle_type = "claim", "SandboxClaim"
 
     def __init__(
         self,
@@ -93,11 +112,17 @@ class AgentSandboxProvider(ClusterProvider):
         limits: ContainerLimits | None = None,
     ):
         super().__init__(root, settings, limits)
-        self.settings = settings
-        self.template = settings.template or "default"
-        self.pool = settings.warm_pool or self.template
-        self.image = None  # the template says which
         self.claims = ClaimLog(claims_log)
+
+    @property
+    def template(self) -> str:
+        """The SandboxTemplate the claims' pods are made from."""
+        return self.settings.template or "default"
+
+    @property
+    def pool(self) -> str:
+        """The SandboxWarmPool the claims name."""
+        return self.settings.warm_pool or self.template
 
     @property
     def isolation(self) -> str:
@@ -112,67 +137,38 @@ class AgentSandboxProvider(ClusterProvider):
 
     def claim_manifest(self, name: str, tags: Mapping[str, str]) -> dict:
         """A SandboxClaim naming the profile's warm pool, labelled with campaign, target, run."""
-        labels, annotations = object_metadata(self.provider_name, tags)
-        return {
-            "apiVersion": f"{CLAIM_GROUP}/{CLAIM_VERSION}",
-            "kind": "SandboxClaim",
-            "metadata": {
-                "name": name,
-                "namespace": self.settings.namespace,
-                "labels": labels,
-                "annotations": annotations,
-            },
-            "spec": {"warmPoolRef": {"name": self.pool}},
-        }
+        return object_manifest(
+            f"{CLAIM_GROUP}/{CLAIM_VERSION}",
+            "SandboxClaim",
+            name,
+            self.settings.namespace,
+            self.provider_name,
+            tags,
+            {"warmPoolRef": {"name": self.pool}},
+        )
 
     def read_claim(self, name: str) -> dict:
         """The claim as the API returns it."""
-        return _json(
-            call(
-                self.custom().get_namespaced_custom_object,
-                CLAIM_GROUP,
-                CLAIM_VERSION,
-                self.settings.namespace,
-                CLAIMS,
-                name,
-                _preload_content=False,
-            )
-        )
+        ns = self.settings.namespace
+        return read_custom(self.custom(), CLAIM_GROUP, CLAIM_VERSION, ns, CLAIMS, name)
 
     def start(self, sandbox: PodSandbox) -> Pod:
         """Create the claim, wait until it is bound to a ready Sandbox, and find its pod."""
-        from kubernetes.client.exceptions import ApiException
-
         ns = self.settings.namespace
         custom = self.custom()
         started = time.monotonic()
-        for _attempt in range(3):
-            name = object_name("claim", sandbox.tags)
-            try:
-                created = _json(
-                    call(
-                        custom.create_namespaced_custom_object,
-                        CLAIM_GROUP,
-                        CLAIM_VERSION,
-                        ns,
-                        CLAIMS,
-                        self.claim_manifest(name, sandbox.tags),
-                        _preload_content=False,
-                    )
-                )
-            except ApiException as exc:
-                if exc.status == 409:
-                    continue
-                raise SandboxNotReady(
-                    f"cannot create SandboxClaim {ns}/{name} (warm pool {self.pool}): "
-                    f"{api_error(exc)}"
-                ) from None
-            break
-        else:
-            raise SandboxNotReady(f"cannot create a SandboxClaim in {ns}: every name was taken")
-        if not sandbox.claim_handle(name):
-            self.release(name)
-            raise SandboxNotReady("the sandbox was closed while its claim was being created")
+        name, created = self.create_for(
+            sandbox,
+            lambda name: custom.create_namespaced_custom_object(
+                CLAIM_GROUP,
+                CLAIM_VERSION,
+                ns,
+                CLAIMS,
+                self.claim_manifest(name, sandbox.tags),
+                _preload_content=False,
+            ),
+            f"warm pool {self.pool}",
+        )
         observation: dict[str, Any] = {
             "time": time.time(),
             "namespace": ns,
@@ -229,17 +225,7 @@ class AgentSandboxProvider(ClusterProvider):
             lambda: self.read_claim(name),
         )
         sandbox_name = claim["status"]["sandbox"]["name"]
-        sandbox = _json(
-            call(
-                custom.get_namespaced_custom_object,
-                SANDBOX_GROUP,
-                SANDBOX_VERSION,
-                ns,
-                SANDBOXES,
-                sandbox_name,
-                _preload_content=False,
-            )
-        )
+        sandbox = read_custom(custom, SANDBOX_GROUP, SANDBOX_VERSION, ns, SANDBOXES, sandbox_name)
         meta = sandbox.get("metadata") or {}
         pod_name = (meta.get("annotations") or {}).get(POD_NAME_ANNOTATION) or sandbox_name
         launch = (meta.get("labels") or {}).get(LAUNCH_TYPE_LABEL, "unknown")
@@ -255,10 +241,8 @@ class AgentSandboxProvider(ClusterProvider):
 
     def release(self, handle: str) -> None:
         """Delete the claim (its Sandbox and pod follow); 404 means already gone."""
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            call(
+        delete_quietly(
+            lambda: call(
                 self.custom().delete_namespaced_custom_object,
                 CLAIM_GROUP,
                 CLAIM_VERSION,
@@ -266,12 +250,9 @@ class AgentSandboxProvider(ClusterProvider):
                 CLAIMS,
                 handle,
                 _preload_content=False,
-            )
-        except ApiException as exc:
-            if exc.status != 404:
-                log.warning("cannot delete SandboxClaim %s: %s", handle, api_error(exc))
-        except Exception as exc:
-            log.warning("cannot delete SandboxClaim %s: %s", handle, exc)
+            ),
+            f"SandboxClaim {handle}",
+        )
 
 
 def pool_status(access: AgentSandboxSettings, pool: str) -> dict[str, Any]:
@@ -281,17 +262,7 @@ def pool_status(access: AgentSandboxSettings, pool: str) -> dict[str, Any]:
     from resources.sandboxes.k8s_config import api_client
 
     custom = client.CustomObjectsApi(api_client(access))
-    obj = _json(
-        call(
-            custom.get_namespaced_custom_object,
-            CLAIM_GROUP,
-            CLAIM_VERSION,
-            access.namespace,
-            POOLS,
-            pool,
-            _preload_content=False,
-        )
-    )
+    obj = read_custom(custom, CLAIM_GROUP, CLAIM_VERSION, access.namespace, POOLS, pool)
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
     return {
         "replicas": spec.get("replicas"),

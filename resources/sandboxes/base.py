@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
@@ -22,6 +24,7 @@ BASE_ENV = {
     "PYTHONDONTWRITEBYTECODE": "1",
     "CI": "true",
 }
+OUTPUT_CHARS = 8000  # how much of a command's output its result keeps (the end)
 
 
 class ExecResult(BaseModel):
@@ -34,6 +37,27 @@ class ExecResult(BaseModel):
     timed_out: bool = False
     timeout_s: float | None = None  # the limit it ran under
     oom_killed: bool = False
+
+    @classmethod
+    def of(
+        cls,
+        argv: Sequence[str],
+        exit_code: int,
+        output: str,
+        *,
+        started: float | None = None,
+        **details: Any,
+    ) -> ExecResult:
+        """The result of `argv` with the end of its `output`, timed from `started` (a
+        `time.monotonic()` reading; None for a command that never started)."""
+        duration = 0.0 if started is None else round(time.monotonic() - started, 3)
+        return cls(
+            argv=list(argv),
+            exit_code=exit_code,
+            duration_s=duration,
+            output_tail=output[-OUTPUT_CHARS:],
+            **details,
+        )
 
     @property
     def ok(self) -> bool:
@@ -53,8 +77,24 @@ class ExecResult(BaseModel):
         return f"`{cmd}` exited with code {self.exit_code}"
 
 
+@dataclass(frozen=True)
+class ExecRequest:
+    """One command a sandbox was asked to run, with how: what `Sandbox.exec` hands a provider."""
+
+    argv: list[str]
+    env: Mapping[str, str] | None = None
+    timeout_s: float = 600
+    network: bool = False
+    on_output: OutputCallback | None = None
+    model_endpoint: str | None = None  # without network: the one endpoint it may reach
+
+
 class Sandbox(Protocol):
-    """One provisioned sandbox with a workspace."""
+    """One provisioned sandbox with a workspace.
+
+    Callers use `exec`; a provider implements `run`, which gets the same call as one
+    `ExecRequest` (providers subclass this protocol, or `workspaces.HostSandbox`, to inherit
+    `exec`)."""
 
     image: str | None  # the image commands run in; None: the host's own tools
     tags: dict[str, str]  # campaign, target and run the sandbox belongs to
@@ -69,7 +109,7 @@ class Sandbox(Protocol):
 
     def exec(
         self,
-        argv: list[str],
+        argv: Sequence[str],
         *,
         env: dict[str, str] | None = None,
         timeout_s: float = 600,
@@ -79,6 +119,10 @@ class Sandbox(Protocol):
     ) -> ExecResult:
         """Run `argv` in the workspace (no shell) and report how it went. Without `network`,
         a `model_endpoint` URL is the one place the command may still reach."""
+        return self.run(ExecRequest(list(argv), env, timeout_s, network, on_output, model_endpoint))
+
+    def run(self, request: ExecRequest) -> ExecResult:
+        """Run one command as `exec` was asked to (what each provider implements)."""
         ...
 
     def run_image(

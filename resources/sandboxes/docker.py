@@ -14,7 +14,6 @@ import logging
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
@@ -23,16 +22,16 @@ from typing import Any
 
 from docker.types import Mount
 
-from resources.sandboxes.base import BASE_ENV, WORKSPACE, ExecResult, OutputCallback
+from resources.sandboxes.base import BASE_ENV, WORKSPACE, ExecRequest, ExecResult, OutputCallback
 from resources.sandboxes.model_proxy import SOCKET_DIR, ModelProxy, endpoint_of, is_ip, wrap_command
-from resources.sandboxes.workspaces import WorkspaceProvider
+from resources.sandboxes.output import OutputTail
+from resources.sandboxes.workspaces import HostSandbox, WorkspaceProvider
 
 log = logging.getLogger(__name__)
 
 DEFAULT_IMAGE = "campaign-sandbox:latest"  # built by `make images` (images/Dockerfile.sandbox)
 LABEL = "org.campaign.sandbox"  # on every container the platform starts: the provider's name
 LABEL_PREFIX = "org.campaign."
-TAIL_LINES = 80
 
 
 class DockerUnavailable(RuntimeError):
@@ -114,10 +113,7 @@ class DockerEngine:
         started = time.monotonic()
 
         def failed(code: int, message: str) -> ExecResult:
-            return ExecResult(
-                argv=argv or [req.image], exit_code=code,
-                duration_s=round(time.monotonic() - started, 3), output_tail=message,
-            )  # fmt: skip
+            return ExecResult.of(argv or [req.image], code, message, started=started)
 
         from docker.errors import APIError, ImageNotFound
 
@@ -188,7 +184,7 @@ class DockerEngine:
                 return failed(125, f"cannot create a container from {req.image!r}: {_explain(exc)}")
             with self._lock:
                 self._running[container.id] = owner
-            tail: deque[str] = deque(maxlen=TAIL_LINES)
+            tail = OutputTail(on_output)
             timed_out = False
             try:
                 try:
@@ -197,9 +193,7 @@ class DockerEngine:
                     # e.g. `exec: "foo": executable file not found in $PATH`
                     what = argv[0] if argv else req.image
                     return failed(127, f"cannot start {what!r}: {_explain(exc)}")
-                pump = threading.Thread(
-                    target=_pump_logs, args=(container, tail, on_output), daemon=True
-                )
+                pump = threading.Thread(target=_pump_logs, args=(container, tail), daemon=True)
                 pump.start()
                 try:
                     status = container.wait(timeout=req.timeout_s)
@@ -215,16 +209,16 @@ class DockerEngine:
                     container.reload()
                     oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
                 if oom:
-                    tail.append(
+                    tail.note(
                         f"[sandbox] killed: out of memory (limit {limits.memory_mb} MB)\n"
                         if limits.memory_mb
                         else "[sandbox] killed: out of memory\n"
                     )
-                return ExecResult(
-                    argv=argv or [req.image],
-                    exit_code=exit_code,
-                    duration_s=round(time.monotonic() - started, 3),
-                    output_tail="".join(tail)[-8000:],
+                return ExecResult.of(
+                    argv or [req.image],
+                    exit_code,
+                    tail.text(),
+                    started=started,
                     timed_out=timed_out,
                     timeout_s=req.timeout_s,
                     oom_killed=oom,
@@ -274,70 +268,54 @@ class EngineConnection:
         if self._engine is not None:
             self._engine.kill_owned_by(owner)
 
+    def run(
+        self,
+        sandbox: HostSandbox,
+        image: str,
+        request: ExecRequest,
+        entrypoint: Sequence[str] | None = None,
+    ) -> ExecResult:
+        """Run `image` with `sandbox`'s workspace and mounts; a missing engine is this command's
+        failure, not an exception."""
+        try:
+            engine = self.get()
+        except DockerUnavailable as exc:
+            return ExecResult.of([image, *request.argv], 125, str(exc))
+        container = ContainerRequest(
+            image=image, command=list(request.argv), entrypoint=entrypoint,
+            workspace=sandbox.workspace, readable=list(sandbox.readable_paths),
+            writable=list(sandbox.writable_paths), env=request.env or {},
+            network=request.network, timeout_s=request.timeout_s, labels=sandbox.tags,
+            model_endpoint=request.model_endpoint,
+        )  # fmt: skip
+        return engine.run(container, request.on_output, owner=sandbox)
+
 
 def _explain(exc: Any) -> str:
     return str(getattr(exc, "explanation", None) or exc)[:500]
 
 
-def _pump_logs(container: Any, tail: deque[str], on_output: OutputCallback | None) -> None:
-    pending = ""
+def _pump_logs(container: Any, tail: OutputTail) -> None:
     try:
         for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
-            pending += chunk.decode("utf-8", errors="replace")
-            *lines, pending = pending.split("\n")
-            for line in lines:
-                tail.append(line + "\n")
-                if on_output:
-                    on_output(line)
+            tail.feed(chunk)
     except Exception as exc:  # the container went away mid-stream: keep what was read
         log.debug("log stream ended: %s", exc)
-    if pending:
-        tail.append(pending)
-        if on_output:
-            on_output(pending)
+    tail.finish()
 
 
-class DockerSandbox:
+class DockerSandbox(HostSandbox):
     """A workspace on the host whose commands run in containers from one image."""
 
     def __init__(self, provider: DockerSandboxProvider, workspace: Path, tags: dict[str, str]):
-        self._provider = provider
-        self._workspace = workspace
-        self.tags = tags
+        super().__init__(provider, workspace, tags)
         self.image = provider.image
-        self.readable_paths: list[Path] = []
-        self.writable_paths: list[Path] = []
         limits = provider.containers.limits
         self.isolation = "docker:runsc" if limits.isolation == "gvisor" else "docker"
 
-    @property
-    def workspace(self) -> Path:
-        """The workspace as a host path."""
-        return self._workspace
-
-    def exec(
-        self,
-        argv: Sequence[str],
-        *,
-        env: dict[str, str] | None = None,
-        timeout_s: float = 600,
-        network: bool = False,
-        on_output: OutputCallback | None = None,
-        model_endpoint: str | None = None,
-    ) -> ExecResult:
-        """Run `argv` (no shell) in a container from the sandbox image."""
-        return self.run_image(
-            self.image, argv, env=env, timeout_s=timeout_s, network=network, on_output=on_output,
-            model_endpoint=model_endpoint,
-        )  # fmt: skip
-
-    def run_image(self, image: str, args: Sequence[str], **kwargs: Any) -> ExecResult:
-        """Run a container image with this workspace mounted at /workspace."""
-        return run_in_container(self._provider, self, image, args, **kwargs)
-
-    def kill_all(self) -> None:
-        """Kill every container still running for this sandbox."""
-        self._provider.containers.kill_owned_by(self)
+    def run(self, request: ExecRequest) -> ExecResult:
+        """Run the command (no shell) in a container from the sandbox image."""
+        return self._provider.containers.run(self, self._provider.image, request)
 
 
 class DockerSandboxProvider(WorkspaceProvider):
@@ -352,34 +330,6 @@ class DockerSandboxProvider(WorkspaceProvider):
 
     def _new_sandbox(self, workspace: Path, tags: dict[str, str]) -> DockerSandbox:
         return DockerSandbox(self, workspace, tags)
-
-
-def run_in_container(
-    provider: Any,
-    sandbox: Any,
-    image: str,
-    args: Sequence[str],
-    *,
-    entrypoint: Sequence[str] | None = None,
-    env: dict[str, str] | None = None,
-    timeout_s: float = 600,
-    network: bool = False,
-    on_output: OutputCallback | None = None,
-    model_endpoint: str | None = None,
-) -> ExecResult:
-    """Run `image` with `sandbox`'s workspace and mounts on `provider`'s engine; a missing
-    engine is this command's failure, not an exception."""
-    try:
-        engine = provider.containers.get()
-    except DockerUnavailable as exc:
-        return ExecResult(argv=[image, *args], exit_code=125, duration_s=0.0, output_tail=str(exc))
-    request = ContainerRequest(
-        image=image, command=list(args), entrypoint=entrypoint, workspace=sandbox.workspace,
-        readable=list(sandbox.readable_paths), writable=list(sandbox.writable_paths),
-        env=env or {}, network=network, timeout_s=timeout_s, labels=sandbox.tags,
-        model_endpoint=model_endpoint,
-    )  # fmt: skip
-    return engine.run(request, on_output, owner=sandbox)
 
 
 def labelled_containers(client: Any) -> list[Any]:

@@ -1,4 +1,5 @@
-"""One pod as a place to run commands: API calls with retries, readiness, exec, workspace sync.
+"""One pod as a place to run commands: exec over the API server's websocket, and the host
+workspace mirrored in and out around each command.
 
 What both cluster providers share. The pod's container keeps running (it sleeps); every command
 is a `pods/exec` call through the API server's websocket (`v5.channel.k8s.io`, falling back to
@@ -6,8 +7,8 @@ is a `pods/exec` call through the API server's websocket (`v5.channel.k8s.io`, f
 `metav1.Status` whose `details.causes[reason=ExitCode]` carries a non-zero exit code.
 
 The workspace lives on the host (the platform runs git there) and is mirrored into the pod's
-`/workspace` before a command and back after it, as tar streams over exec: only what changed since
-the last sync travels. The pod is untrusted, and copy-back is built for that:
+`/workspace` before a command and back after it, as tar streams over exec (`k8s_copy`): only what
+changed since the last sync travels. The pod is untrusted, and copy-back is built for that:
 
 - the pod's workspace is listed NUL-separated (a name may hold a newline), with each entry's type,
   mode and size and whether its status changed after the command began (`find -cnewer`), so
@@ -15,10 +16,8 @@ the last sync travels. The pod is untrusted, and copy-back is built for that:
   directories all reach the host;
 - the pod's `.git` is never copied back, so a command cannot change what the platform's git sees
   there (the same rule as the read-only `.git` of the other providers);
-- the tar that comes back is unpacked by `extract`, which takes only the names it asked for and
-  never writes through a symlink (directories are opened with O_NOFOLLOW one by one, files
-  created with O_EXCL|O_NOFOLLOW), so a link the pod made (`x -> .git`) arrives as a link and
-  nothing is written where it points.
+- the tar that comes back is unpacked by `k8s_copy.extract`, which takes only the names it asked
+  for and never writes through a symlink.
 
 A command's environment goes in as files (`Pod.prepare`), never in the exec URL or a command line.
 The image needs sh, GNU find (-printf, -cnewer), GNU tar (--verbatim-files-from) and coreutils'
@@ -39,14 +38,42 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from resources.sandboxes.base import WORKSPACE, OutputCallback
+from resources.sandboxes.base import OUTPUT_CHARS, WORKSPACE, OutputCallback
+from resources.sandboxes.k8s_api import RETRIED, SandboxNotReady, api_error, call
+from resources.sandboxes.k8s_copy import (
+    Entry,
+    PodEntry,
+    add_bytes,
+    add_entry,
+    extract,
+    host_entries,
+    open_dir,
+    safe_parts,
+    snapshot,
+    split_paths,
+    workspace_fd,
+)
+from resources.sandboxes.k8s_objects import FATAL_WAITING
+from resources.sandboxes.output import OutputTail
+
+# Importable from here as before (orchestrator_assets' sweep and CLI, older callers).
+__all__ = [
+    "FATAL_WAITING",
+    "RETRIED",
+    "ExecOutcome",
+    "Pod",
+    "SandboxNotReady",
+    "api_error",
+    "call",
+    "exit_status",
+    "extract",
+]
 
 log = logging.getLogger(__name__)
 
@@ -71,67 +98,8 @@ FETCH = (
     "tar -c -f - --null --verbatim-files-from --no-recursion --hard-dereference "
     '--ignore-failed-read -T "$1/names"; rc=$?; rm -rf "$1"; exit $rc'
 )
-TAIL_LINES = 80
-RETRIED = (429, 500, 502, 503, 504)
 CHUNK = 64 * 1024  # bytes per stdin frame
-ARGS_BUDGET = 64 * 1024  # bytes of paths per exec (far below ARG_MAX)
-# Waiting reasons that will not fix themselves: report them at once instead of at the timeout.
-# (ErrImagePull is not one: a registry's hiccup; the kubelet retries, then says BackOff.)
-FATAL_WAITING = {
-    "ImagePullBackOff",
-    "InvalidImageName",
-    "ErrImageNeverPull",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-    "CrashLoopBackOff",
-    "RunContainerError",
-}
-
-T = TypeVar("T")
-
-
-class SandboxNotReady(RuntimeError):
-    """A pod or claim did not become ready; the message names it and says why."""
-
-
-def api_error(exc: Exception) -> str:
-    """One line for an API error: status, reason and the server's message."""
-    status = getattr(exc, "status", None)
-    body = getattr(exc, "body", None)
-    message, reason = "", getattr(exc, "reason", "") or ""
-    if body:
-        with suppress(ValueError, TypeError, AttributeError):
-            status_body = json.loads(body)
-            message = status_body.get("message", "")
-            reason = status_body.get("reason") or reason  # the API's word (Invalid, Forbidden)
-    return f"{status} {reason}: {message}".strip(": ") if status else str(exc)[:300]
-
-
-def retry_after(exc: Any) -> float | None:
-    """The server's Retry-After (seconds), if it sent one."""
-    headers = getattr(exc, "headers", None) or {}
-    value = headers.get("Retry-After") if hasattr(headers, "get") else None
-    with suppress(TypeError, ValueError):
-        return max(0.0, float(value)) if value is not None else None
-    return None
-
-
-def call(fn: Callable[..., T], *args: Any, attempts: int = 6, **kwargs: Any) -> T:
-    """Call the API, retrying throttling (429, honouring Retry-After) and 5xx answers with
-    backoff; anything else raises at once."""
-    from kubernetes.client.exceptions import ApiException
-
-    for attempt in range(attempts):
-        try:
-            return fn(*args, **kwargs)
-        except ApiException as exc:
-            if exc.status not in RETRIED or attempt == attempts - 1:
-                raise
-            delay = retry_after(exc)
-            delay = min(0.25 * 2**attempt, 8.0) if delay is None else min(delay, 30.0)
-            log.info("Kubernetes API answered %s; retrying in %.1fs", exc.status, delay)
-            time.sleep(delay)
-    raise AssertionError("unreachable")
+SPOOL_BYTES = 32 * 1024 * 1024  # a tar for the pod stays in memory up to this, then on disk
 
 
 @dataclass
@@ -165,38 +133,6 @@ def exit_status(raw: bytes | str) -> tuple[int, str]:
     return (127 if "not found" in message else 126), message
 
 
-def split_paths(paths: Sequence[str]) -> list[list[str]]:
-    """Paths in batches small enough for one command line."""
-    batches: list[list[str]] = [[]]
-    size = 0
-    for path in paths:
-        if size + len(path) > ARGS_BUDGET and batches[-1]:
-            batches.append([])
-            size = 0
-        batches[-1].append(path)
-        size += len(path) + 1
-    return [b for b in batches if b]
-
-
-Entry = tuple[int, int, int]  # file type bits, mtime_ns, size
-
-
-def snapshot(root: Path) -> dict[str, Entry]:
-    """Every file, link and directory under `root` (relative path -> type, mtime, size)."""
-    found: dict[str, Entry] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in [*dirnames, *filenames]:
-            path = os.path.join(dirpath, name)
-            with suppress(FileNotFoundError):
-                st = os.lstat(path)
-                found[os.path.relpath(path, root)] = (
-                    stat.S_IFMT(st.st_mode),
-                    st.st_mtime_ns,
-                    st.st_size,
-                )
-    return found
-
-
 @dataclass
 class Pod:
     """A running pod the platform execs commands in, and the host workspace it mirrors."""
@@ -206,7 +142,6 @@ class Pod:
     name: str
     container: str = "sandbox"
     synced: dict[str, Entry] = field(default_factory=dict)  # what the pod's workspace holds
-    pushed_once: bool = False
     refused: list[str] = field(default_factory=list)  # what the last pull would not take
 
     def describe(self) -> str:
@@ -256,22 +191,15 @@ class Pod:
             return ExecOutcome(-1, "", error=f"exec in {self.describe()} failed: {cause}")
         finally:
             own.close()
-        tail: deque[str] = deque(maxlen=TAIL_LINES)
-        pending = {1: b"", 2: b""}
+        tail = OutputTail(on_output)
         stdout = bytearray()
         deadline = time.monotonic() + timeout_s if timeout_s else math.inf
 
         def take(channel: int, data: bytes) -> None:
             if capture_stdout and channel == 1:
                 stdout.extend(data)
-                return
-            pending[channel] += data
-            *lines, pending[channel] = pending[channel].split(b"\n")
-            for line in lines:
-                text = line.decode("utf-8", "replace")
-                tail.append(text + "\n")
-                if on_output:
-                    on_output(text)
+            else:
+                tail.feed(data, channel)
 
         timed_out = False
         try:
@@ -301,15 +229,28 @@ class Pod:
         finally:
             with suppress(Exception):
                 ws.close()
-        for channel in (1, 2):
-            if pending[channel]:
-                take(channel, b"\n")
+        tail.finish(newline=True)  # a last line without a newline is a line all the same
         if timed_out:
-            return ExecOutcome(-1, "".join(tail)[-8000:], bytes(stdout), timed_out=True)
+            return ExecOutcome(-1, tail.text()[-OUTPUT_CHARS:], bytes(stdout), timed_out=True)
         code, message = exit_status(raw_status)
         if message:
-            tail.append(f"[sandbox] {message}\n")
-        return ExecOutcome(code, "".join(tail)[-8000:], bytes(stdout), error=message)
+            tail.note(f"[sandbox] {message}\n")
+        return ExecOutcome(code, tail.text()[-OUTPUT_CHARS:], bytes(stdout), error=message)
+
+    def send_tar(
+        self,
+        argv: Sequence[str],
+        fill: Callable[[tarfile.TarFile], None],
+        *,
+        max_size: int = SPOOL_BYTES,
+        **options: Any,
+    ) -> ExecOutcome:
+        """Run `argv` with a tar on its stdin, written by `fill` (`options` as for `run`)."""
+        with tempfile.SpooledTemporaryFile(max_size=max_size) as buffer:
+            with tarfile.open(fileobj=buffer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                fill(tar)
+            buffer.seek(0)
+            return self.run(argv, stdin=buffer, **options)
 
     # workspace sync --------------------------------------------------------------------------
 
@@ -324,14 +265,12 @@ class Pod:
                 return f"cannot remove files in {self.describe()}: {result.tail or result.error}"
         changed = sorted(p for p, entry in now.items() if self.synced.get(p) != entry)
         if changed:
-            with tempfile.SpooledTemporaryFile(max_size=32 * 1024 * 1024) as buffer:
-                with tarfile.open(fileobj=buffer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-                    for rel in changed:
-                        _add(tar, workspace, rel)
-                buffer.seek(0)
-                result = self.run(
-                    ["tar", "-x", "-f", "-", "-C", WORKSPACE], stdin=buffer, timeout_s=900
-                )
+
+            def fill(tar: tarfile.TarFile) -> None:
+                for rel in changed:
+                    add_entry(tar, workspace, rel)
+
+            result = self.send_tar(["tar", "-x", "-f", "-", "-C", WORKSPACE], fill, timeout_s=900)
             if result.exit_code != 0:
                 return f"cannot copy the workspace into {self.describe()}: " + (
                     result.tail.strip() or result.error
@@ -348,12 +287,14 @@ class Pod:
         if bad:
             return "", f"not a valid environment variable name: {bad[0]!r}"
         folder = f"/tmp/.campaign-env-{secrets.token_hex(8)}"
-        with tempfile.SpooledTemporaryFile(max_size=4 * 1024 * 1024) as buffer:
-            with tarfile.open(fileobj=buffer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-                for name, value in env.items():
-                    _add_bytes(tar, name, value.encode("utf-8", "surrogateescape"))
-            buffer.seek(0)
-            result = self.run(["sh", "-c", PREPARE, SYNC_MARK, folder], stdin=buffer, timeout_s=120)
+
+        def fill(tar: tarfile.TarFile) -> None:
+            for name, value in env.items():
+                add_bytes(tar, name, value.encode("utf-8", "surrogateescape"))
+
+        result = self.send_tar(
+            ["sh", "-c", PREPARE, SYNC_MARK, folder], fill, max_size=4 * 1024 * 1024, timeout_s=120
+        )
         if result.exit_code != 0:
             why = result.tail.strip() or result.error
             return folder, f"cannot prepare {self.describe()}: {why}"
@@ -400,11 +341,11 @@ class Pod:
                 else:
                     path.unlink()
         # Directories first, so that empty ones reach the host too.
-        with _workspace_fd(workspace) as root_fd:
+        with workspace_fd(workspace) as root_fd:
             for rel, entry in sorted(in_pod.items()):
                 if entry.kind == "d" and rel not in on_host:
                     try:
-                        os.close(_open_dir(root_fd, safe_parts(rel) or [], create=True))
+                        os.close(open_dir(root_fd, safe_parts(rel) or [], create=True))
                     except OSError as exc:
                         self.refused.append(f"{rel} ({exc.strerror or exc})")
         # A file comes back when its status changed after the mark (content, mode, a rename on
@@ -428,231 +369,15 @@ class Pod:
         names go in as a file (NUL-separated, in a tar on stdin), not as arguments."""
         names = b"".join(b"./" + os.fsencode(rel) + b"\0" for rel in wanted)
         folder = f"/tmp/.campaign-pull-{secrets.token_hex(8)}"
-        with tempfile.SpooledTemporaryFile(max_size=32 * 1024 * 1024) as buffer:
-            with tarfile.open(fileobj=buffer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-                _add_bytes(tar, "names", names)
-            buffer.seek(0)
-            result = self.run(
-                ["sh", "-c", FETCH, WORKSPACE, folder],
-                stdin=buffer,
-                capture_stdout=True,
-                timeout_s=900,
-            )
+        result = self.send_tar(
+            ["sh", "-c", FETCH, WORKSPACE, folder],
+            lambda tar: add_bytes(tar, "names", names),
+            capture_stdout=True,
+            timeout_s=900,
+        )
         if result.exit_code != 0:
             return f"cannot copy the change out of {self.describe()}: " + (
                 result.tail.strip() or result.error
             )
         self.refused += extract(result.stdout, workspace, set(wanted))
         return None
-
-
-@dataclass(frozen=True)
-class PodEntry:
-    """One entry of the pod's workspace listing."""
-
-    kind: str  # find's %y: f, d, l, p, s, c, b
-    mode: int  # permission bits
-    size: int
-    changed: bool  # its status changed after the sync mark
-
-    def host_view(self) -> HostEntry:
-        """What the host holds when it holds the same thing."""
-        return HostEntry(self.kind, self.mode & stat.S_IXUSR, self.size if self.kind == "f" else 0)
-
-
-@dataclass(frozen=True)
-class HostEntry:
-    """One entry of the host's workspace, as compared with the pod's."""
-
-    kind: str
-    exec_bit: int
-    size: int  # of a regular file (0 for anything else)
-
-
-def _kind(mode: int) -> str:
-    """find's %y letter for a file type."""
-    for test, letter in (
-        (stat.S_ISREG, "f"), (stat.S_ISDIR, "d"), (stat.S_ISLNK, "l"), (stat.S_ISFIFO, "p"),
-        (stat.S_ISSOCK, "s"), (stat.S_ISCHR, "c"), (stat.S_ISBLK, "b"),
-    ):  # fmt: skip
-        if test(mode):
-            return letter
-    return "?"
-
-
-def host_entries(workspace: Path) -> dict[str, HostEntry]:
-    """Everything in the host's workspace but its `.git` (never following a link)."""
-    found: dict[str, HostEntry] = {}
-    for dirpath, dirnames, filenames in os.walk(workspace):
-        if dirpath == str(workspace):
-            dirnames[:] = [d for d in dirnames if d != ".git"]
-            filenames = [f for f in filenames if f != ".git"]
-        for name in [*dirnames, *filenames]:
-            path = os.path.join(dirpath, name)
-            with suppress(FileNotFoundError):
-                st = os.lstat(path)
-                kind = _kind(st.st_mode)
-                found[os.path.relpath(path, workspace)] = HostEntry(
-                    kind, st.st_mode & stat.S_IXUSR, st.st_size if kind == "f" else 0
-                )
-    return found
-
-
-def safe_parts(rel: str) -> list[str] | None:
-    """The components of a path the pod named, or None when it is not a plain relative path
-    inside the workspace outside `.git` (absolute, empty, `.` or `..` parts)."""
-    rel = rel.removeprefix("./")
-    parts = rel.split("/")
-    if not rel or any(p in ("", ".", "..") for p in parts) or parts[0] == ".git":
-        return None
-    return parts
-
-
-class _workspace_fd:
-    """The workspace directory opened (a context manager giving its descriptor)."""
-
-    def __init__(self, workspace: Path):
-        self.fd = os.open(workspace, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-
-    def __enter__(self) -> int:
-        return self.fd
-
-    def __exit__(self, *exc: object) -> None:
-        os.close(self.fd)
-
-
-DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-def _open_dir(root_fd: int, parts: Sequence[str], *, create: bool) -> int:
-    """A descriptor of the directory `parts` under `root_fd`, walked one component at a time
-    without following a symlink (a link on the way fails with ELOOP or ENOTDIR: whatever the
-    pod made, nothing is written through it); missing directories are made when `create`."""
-    fd = os.dup(root_fd)
-    try:
-        for part in parts:
-            try:
-                child = os.open(part, DIR_FLAGS, dir_fd=fd)
-            except FileNotFoundError:
-                if not create:
-                    raise
-                os.mkdir(part, 0o755, dir_fd=fd)
-                child = os.open(part, DIR_FLAGS, dir_fd=fd)
-            os.close(fd)
-            fd = child
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _clear(parent_fd: int, name: str) -> None:
-    """Remove `name` in the directory `parent_fd` (a directory with what it holds; a link
-    itself, never what it points to); nothing when it is absent."""
-    try:
-        st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(name, dir_fd=parent_fd)
-    else:
-        os.unlink(name, dir_fd=parent_fd)
-
-
-def extract(data: bytes, workspace: Path, wanted: set[str]) -> list[str]:
-    """Unpack a tar from the pod into the workspace, and return what was refused.
-
-    The pod is untrusted: only members named in `wanted` are taken, only regular files,
-    symlinks and directories, none under `.git` or outside the workspace, and none through a
-    symlink (each directory on the way is opened with O_NOFOLLOW, each file created with
-    O_EXCL|O_NOFOLLOW after what stood there is removed). A symlink arrives as a symlink, as
-    the other providers leave it; nothing is ever written where one points."""
-    import io
-
-    refused: list[str] = []
-    with (
-        _workspace_fd(workspace) as root_fd,
-        tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar,
-    ):
-        for member in tar:
-            rel = member.name.removeprefix("./")
-            parts = safe_parts(rel)
-            if parts is None or rel not in wanted:
-                refused.append(member.name)
-                continue
-            if not (member.isreg() or member.issym() or member.isdir()):
-                refused.append(f"{rel} (a {member.type!r} entry)")
-                continue
-            try:
-                parent = _open_dir(root_fd, parts[:-1], create=True)
-            except OSError as exc:
-                refused.append(f"{rel} ({exc.strerror or exc})")
-                continue
-            name = parts[-1]
-            try:
-                if member.isdir():
-                    with suppress(FileNotFoundError):
-                        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
-                        if stat.S_ISDIR(st.st_mode):
-                            continue
-                    _clear(parent, name)
-                    os.mkdir(name, 0o755, dir_fd=parent)
-                    continue
-                _clear(parent, name)
-                if member.issym():
-                    os.symlink(member.linkname, name, dir_fd=parent)
-                    continue
-                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-                source = tar.extractfile(member)
-                with os.fdopen(os.open(name, flags, 0o600, dir_fd=parent), "wb") as out:
-                    if source is not None:
-                        shutil.copyfileobj(source, out)
-                    # The pod's permission bits (the executable bit is what git keeps), and
-                    # always readable and writable by the platform.
-                    os.fchmod(out.fileno(), (member.mode & 0o777) | 0o600)
-            except OSError as exc:
-                refused.append(f"{rel} ({exc.strerror or exc})")
-            finally:
-                os.close(parent)
-    return refused
-
-
-def _add(tar: tarfile.TarFile, workspace: Path, rel: str) -> None:
-    """Add one workspace entry; a git alternates file is replaced by the objects it points to
-    (the mirror it names exists on the host, not in the pod)."""
-    path = workspace / rel
-    if rel == ".git/objects/info/alternates":
-        for line in path.read_text().splitlines():
-            source = Path(line.strip())
-            if not line.strip() or not source.is_dir():
-                continue
-            for dirpath, _dirs, files in os.walk(source):
-                for name in files:
-                    full = Path(dirpath) / name
-                    inner = full.relative_to(source)
-                    if inner.parts[:1] == ("info",):
-                        continue
-                    _add_path(tar, full, f".git/objects/{inner}")
-        return
-    _add_path(tar, path, rel)
-
-
-def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    """Add a private regular file holding `data`."""
-    import io
-
-    info = tarfile.TarInfo(name)
-    info.size, info.mode, info.mtime = len(data), 0o600, int(time.time())
-    tar.addfile(info, io.BytesIO(data))
-
-
-def _add_path(tar: tarfile.TarFile, path: Path, arcname: str) -> None:
-    with suppress(FileNotFoundError):
-        info = tar.gettarinfo(str(path), arcname=arcname)
-        info.uid = info.gid = 0
-        info.uname = info.gname = ""
-        if info.isreg():
-            with open(path, "rb") as handle:
-                tar.addfile(info, handle)
-        else:
-            tar.addfile(info)

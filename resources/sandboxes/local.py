@@ -12,20 +12,18 @@ import sys
 import tempfile
 import threading
 import time
-from collections import deque
 from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
 
 from resources.cancel import kill_group
-from resources.sandboxes.base import WORKSPACE, ExecResult, OutputCallback
-from resources.sandboxes.docker import ContainerLimits, EngineConnection, run_in_container
-from resources.sandboxes.workspaces import WorkspaceProvider
+from resources.sandboxes.base import BASE_ENV, WORKSPACE, ExecRequest, ExecResult
+from resources.sandboxes.docker import ContainerLimits, EngineConnection
+from resources.sandboxes.output import OutputTail
+from resources.sandboxes.workspaces import HostSandbox, WorkspaceProvider
 
 log = logging.getLogger(__name__)
 
-TAIL_LINES = 80
 SANDBOX_WORKSPACE = WORKSPACE  # where commands see the workspace under bubblewrap
 # Places on the host a sandboxed command must not read: credentials of the user running the
 # platform. Hidden behind empty tmpfs mounts when they exist.
@@ -83,52 +81,27 @@ def python_prefixes() -> list[Path]:
     return sorted({Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()})
 
 
-class LocalSandbox:
+class LocalSandbox(HostSandbox):
     """One workspace directory; commands run in it with the provider's isolation."""
 
     image: str | None = None  # commands run with the host's tools, not an image's
 
     def __init__(self, provider: LocalSandboxProvider, workspace: Path, tags: dict[str, str]):
-        self._provider = provider
-        self.tags = tags
-        self._workspace = workspace
+        super().__init__(provider, workspace, tags)
         self._procs: set[subprocess.Popen] = set()
         self._lock = threading.Lock()
-        self.readable_paths: list[Path] = []  # extra host paths mounted read-only (git mirrors)
-        self.writable_paths: list[Path] = []  # extra host paths mounted read-write (agent home)
         self.isolation = provider.isolation_name
         self.gvisor_ids: set[str] = set()  # runsc containers of this sandbox still running
 
-    @property
-    def workspace(self) -> Path:
-        """The workspace as a host path."""
-        return self._workspace
-
-    def exec(
-        self,
-        argv: Sequence[str],
-        *,
-        env: dict[str, str] | None = None,
-        timeout_s: float = 600,
-        network: bool = False,
-        on_output: OutputCallback | None = None,
-        model_endpoint: str | None = None,
-    ) -> ExecResult:
-        """Run `argv` in the workspace (no shell); output is merged and its tail kept.
+    def run(self, request: ExecRequest) -> ExecResult:
+        """Run the command in the workspace (no shell); output is merged and its tail kept.
 
         bubblewrap cannot limit a network to one endpoint: a command that must reach the model
         (`model_endpoint`) gets the network.
         """
-        network = network or model_endpoint is not None
-        full_env = {
-            "PATH": default_path(),
-            "HOME": "/tmp",
-            "TMPDIR": "/tmp",
-            "LANG": "C.UTF-8",
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "CI": "true",
-            **(env or {}),
-        }
+        argv, timeout_s = request.argv, request.timeout_s
+        network = request.network or request.model_endpoint is not None
+        full_env = {"PATH": default_path(), **BASE_ENV, **(request.env or {})}
         started = time.monotonic()
         missing = _missing_executable(argv[0], full_env["PATH"], self._workspace)
         if self._provider.gvisor and not missing and not runsc_path():
@@ -137,7 +110,7 @@ class LocalSandbox:
                 "(apt-get install runsc, or `make system-deps` as root)"
             )
         if missing:
-            return ExecResult(argv=list(argv), exit_code=127, duration_s=0.0, output_tail=missing)
+            return ExecResult.of(argv, 127, missing)
         command = self._provider.wrap(list(argv), self, full_env, network)
         gvisor_id = command[-1] if self._provider.gvisor else None
         try:
@@ -151,16 +124,11 @@ class LocalSandbox:
                 start_new_session=True,
             )
         except OSError as exc:
-            return ExecResult(
-                argv=list(argv),
-                exit_code=127,
-                duration_s=0.0,
-                output_tail=f"cannot start {argv[0]!r}: {exc.strerror}",
-            )
+            return ExecResult.of(argv, 127, f"cannot start {argv[0]!r}: {exc.strerror}")
         with self._lock:
             self._procs.add(proc)
-        tail: deque[str] = deque(maxlen=TAIL_LINES)
-        reader = threading.Thread(target=_pump, args=(proc, tail, on_output), daemon=True)
+        tail = OutputTail(request.on_output)
+        reader = threading.Thread(target=_pump, args=(proc, tail), daemon=True)
         reader.start()
         timed_out = False
         try:
@@ -178,18 +146,14 @@ class LocalSandbox:
             if gvisor_id:
                 self._provider.gvisor_delete(gvisor_id)
                 self.gvisor_ids.discard(gvisor_id)
-        return ExecResult(
-            argv=list(argv),
-            exit_code=proc.returncode,
-            duration_s=round(time.monotonic() - started, 3),
-            output_tail="".join(tail)[-8000:],
+        return ExecResult.of(
+            argv,
+            proc.returncode,
+            tail.text(),
+            started=started,
             timed_out=timed_out,
             timeout_s=timeout_s,
         )
-
-    def run_image(self, image: str, args: Sequence[str], **kwargs: Any) -> ExecResult:
-        """Run a container image with this workspace mounted at /workspace (Docker engine)."""
-        return run_in_container(self._provider, self, image, args, **kwargs)
 
     def kill_all(self) -> None:
         """Kill every command still running in this sandbox."""
@@ -199,7 +163,7 @@ class LocalSandbox:
             self._provider.gvisor_delete(gvisor_id)
         for proc in procs:
             kill_group(proc)
-        self._provider.containers.kill_owned_by(self)
+        super().kill_all()
 
 
 def _missing_executable(program: str, path: str, workspace: Path) -> str | None:
@@ -215,13 +179,11 @@ def _missing_executable(program: str, path: str, workspace: Path) -> str | None:
     return f"cannot start {program!r}: command not found on PATH ({path})"
 
 
-def _pump(proc: subprocess.Popen, tail: deque[str], on_output: OutputCallback | None) -> None:
+def _pump(proc: subprocess.Popen, tail: OutputTail) -> None:
     assert proc.stdout is not None
     for raw in iter(proc.stdout.readline, b""):
-        line = raw.decode("utf-8", errors="replace")
-        tail.append(line)
-        if on_output:
-            on_output(line.rstrip("\n"))
+        tail.feed(raw)
+    tail.finish()
 
 
 class LocalSandboxProvider(WorkspaceProvider):

@@ -1,7 +1,10 @@
-"""Workspaces as directories on this host: what the local and docker providers share.
+"""Workspaces as directories on this host: what every provider's sandboxes share.
 
 Each sandbox gets `<root>/<label>-XXXX/workspace` plus a `sandbox.json` beside it that says which
-campaign, target and run it belongs to, so a sweep can find what a crashed run left behind.
+campaign, target and run it belongs to, so a sweep can find what a crashed run left behind. Every
+provider's sandbox is a `HostSandbox`: the platform clones and commits in the host workspace, and
+image transformations (`run_image`) run on the Docker engine with it mounted, whatever the
+provider; the provider says how a command runs (`run`).
 """
 
 from __future__ import annotations
@@ -13,12 +16,48 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from resources.sandboxes.base import ExecRequest, ExecResult, Sandbox
+
 MARKER = "sandbox.json"
+
+
+class HostSandbox(Sandbox):
+    """A sandbox whose workspace is a directory on this host. Its provider has `containers`
+    (a `docker.EngineConnection`), which runs `run_image` and is cleaned up by `kill_all`."""
+
+    image: str | None = None
+
+    def __init__(self, provider: Any, workspace: Path, tags: dict[str, str]):
+        self._provider = provider
+        self._workspace = workspace
+        self.tags = tags
+        self.readable_paths: list[Path] = []  # extra host paths mounted read-only (git mirrors)
+        self.writable_paths: list[Path] = []  # extra host paths mounted read-write (agent home)
+
+    @property
+    def workspace(self) -> Path:
+        """The workspace as a host path."""
+        return self._workspace
+
+    def run(self, request: ExecRequest) -> ExecResult:
+        """Run one command in the workspace (each provider's own way)."""
+        raise NotImplementedError
+
+    def run_image(self, image: str, args: Sequence[str], **options: Any) -> ExecResult:
+        """Run a container image on the Docker engine with this workspace mounted at /workspace
+        (`entrypoint` and `exec`'s options)."""
+        entrypoint = options.pop("entrypoint", None)
+        request = ExecRequest(list(args), **options)
+        return self._provider.containers.run(self, image, request, entrypoint)
+
+    def kill_all(self) -> None:
+        """Kill every command still running for this sandbox (its image runs here)."""
+        self._provider.containers.kill_owned_by(self)
 
 
 class WorkspaceProvider:
