@@ -23,6 +23,13 @@ from typing import Any, Literal
 
 import requests
 from pydantic import BaseModel, Field, ValidationError
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    retry_if_result,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 DEFAULT_MODEL = "claude-sonnet-4-5"
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -31,6 +38,7 @@ TOOL_NAME = "record_verdict"
 MAX_REASONS = 10
 DETAIL_CHARS = 600
 RETRIED_STATUSES = (408, 409, 429, 500, 502, 503, 504, 529)
+BACKOFF = wait_exponential(multiplier=0.5, max=8.0)  # 0.5 s, 1 s, 2 s … at most 8 s
 
 ReasonKind = Literal["scope_creep", "weakened_tests", "unrelated_refactor", "missing_part", "other"]
 REASON_KINDS: dict[str, str] = {
@@ -267,30 +275,32 @@ def _post(
     else:
         raise JudgeError("the judge needs ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN)")
     http = session or requests.Session()
-    for attempt in range(max_retries + 1):
-        try:
-            response = http.post(f"{url}/v1/messages", json=body, headers=headers,
-                                 timeout=timeout_s)  # fmt: skip
-        except requests.RequestException as exc:
-            if attempt < max_retries:
-                time.sleep(min(8.0, 0.5 * 2**attempt))
-                continue
-            # The exception's text names the URL, never the key (it is in a header).
-            raise JudgeError(f"the judge could not reach {url}: {type(exc).__name__}") from None
-        if response.status_code in RETRIED_STATUSES and attempt < max_retries:
-            time.sleep(min(8.0, 0.5 * 2**attempt))
-            continue
-        if response.status_code != 200:
-            raise JudgeError(f"the judge's API answered {response.status_code}: "
-                             f"{_error_message(response)}")  # fmt: skip
-        try:
-            data = response.json()
-        except ValueError:
-            raise JudgeError("the judge's API answered with something that is not JSON") from None
-        if not isinstance(data, dict):
-            raise JudgeError("the judge's API answered with an unexpected shape")
-        return data
-    raise JudgeError("the judge's API kept failing")  # not reached: the loop returns or raises
+    retrying = Retrying(
+        retry=retry_if_exception_type(requests.RequestException)
+        | retry_if_result(lambda response: response.status_code in RETRIED_STATUSES),
+        stop=stop_after_attempt(max_retries + 1),
+        wait=BACKOFF,
+        sleep=time.sleep,
+        # Out of attempts: the last answer is judged below, the last exception raised here.
+        retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+    )
+    try:
+        response = retrying(
+            http.post, f"{url}/v1/messages", json=body, headers=headers, timeout=timeout_s
+        )
+    except requests.RequestException as exc:
+        # The exception's text names the URL, never the key (it is in a header).
+        raise JudgeError(f"the judge could not reach {url}: {type(exc).__name__}") from None
+    if response.status_code != 200:
+        raise JudgeError(f"the judge's API answered {response.status_code}: "
+                         f"{_error_message(response)}")  # fmt: skip
+    try:
+        data = response.json()
+    except ValueError:
+        raise JudgeError("the judge's API answered with something that is not JSON") from None
+    if not isinstance(data, dict):
+        raise JudgeError("the judge's API answered with an unexpected shape")
+    return data
 
 
 def _error_message(response: requests.Response) -> str:
