@@ -284,3 +284,52 @@ def test_the_judge_asks_the_budget_first_and_a_spent_budget_holds_the_pr(
     model.judge_script = [verdict({"verdict": "approve", "reasons": []})]
     row = platform.run(write(10)).report.set_index("target").loc["acme__alpha"]
     assert len(model.judge_requests) == 2 and row["status"] == "pr_open"
+
+
+def test_a_verifier_report_file_is_the_repair_feedback(platform: Platform, model):  # noqa: F811
+    """A verifier that declares `report:` (here pytest's JUnit XML) is read from that file, not
+    from its console text, when the platform's verification fails."""
+    repo = create_repo(platform.fleet, app_repo("alpha", "GREETING = 'OLD'\n", STRICT_TEST))
+    junit = "python -m pytest -q -p no:cacheprovider --junitxml=.reports/junit.xml"
+    path = platform.write_campaign(
+        "quality",
+        targets=[str(repo)],
+        transformation={"kind": "agentic", "prompt": "Rename OLD to NEW; keep the tests green.",
+                        "max_turns": 6, "verifier_tools": False, "max_stop_blocks": 0,
+                        "repair_attempts": 1},
+        verifiers=[{"name": "test", "command": junit, "report": ".reports/junit.xml"}],
+    )  # fmt: skip
+    fix_test = "sed -i \"s/== 'OLD'/== 'NEW'/\" tests/test_app.py"
+    model.script = [
+        tool("Bash", {"command": "sed -i s/OLD/NEW/ app.py", "description": "rename"}),
+        text("Renamed."),
+        tool("Bash", {"command": fix_test, "description": "update the test"}),
+        text("Updated the test for the new name."),
+    ]
+    outcome = platform.run(path)
+    assert statuses(outcome.report) == {"acme__alpha": "pr_open"}
+    repair = next(
+        r["json"] for r in model.conversation_requests
+        if "ran the verifiers on your change" in last_user_text(r["json"])
+    )  # fmt: skip
+    feedback = last_user_text(repair)
+    assert "FAIL test (junit" in feedback
+    assert "tests/test_app.py::test_greeting" in feedback
+
+
+def test_a_report_that_is_a_symlink_is_not_read(tmp_path):
+    """The repository's code writes the report: a symlink to a host file must not carry that
+    file into the agent's feedback."""
+    from orchestrator_assets.spec.steps import Verifier
+    from orchestrator_assets.stages.verify import own_report
+
+    secret = tmp_path / "secret.xml"
+    secret.write_text('<testsuite tests="1" failures="1"><testcase name="t"/></testsuite>')
+    workspace = tmp_path / "ws"
+    (workspace / ".reports").mkdir(parents=True)
+    verifier = Verifier(name="test", command="true", report=".reports/junit.xml")
+    (workspace / ".reports" / "junit.xml").symlink_to(secret)
+    assert own_report(verifier, workspace, since=0) is None
+    (workspace / ".reports" / "junit.xml").unlink()
+    (workspace / ".reports" / "junit.xml").write_text(secret.read_text())
+    assert own_report(verifier, workspace, since=0) is not None

@@ -4,6 +4,7 @@ command, an image or an agent's prompt, with its judge) and the verifiers."""
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -141,6 +142,12 @@ class Verifier(StrictModel):
     extractor: Literal["auto", "pytest", "go", "jest", "maven", "generic"] = Field(
         default="auto", description="how a failure is trimmed for the agent (auto: by command)"
     )
+    report: str | None = Field(
+        default=None,
+        description="a report file the command writes, relative to the workspace: JUnit XML "
+        "(pytest --junitxml=…, surefire TEST-*.xml), jest --json --outputFile=…, or go test "
+        "-json lines; read instead of the console text when this run wrote it",
+    )
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -154,6 +161,15 @@ class Verifier(StrictModel):
                 f"{value!r} is not a valid verifier name: lowercase letters, digits, '_' and '-', "
                 "starting with a letter"
             )
+        return value
+
+    @field_validator("report")
+    @classmethod
+    def _report(cls, value: str | None) -> str | None:
+        if value is not None and (
+            not value.strip() or value.startswith("/") or ".." in Path(value).parts
+        ):
+            raise ValueError(f"report {value!r} must be a relative path inside the workspace")
         return value
 
     @property

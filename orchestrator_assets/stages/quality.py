@@ -101,6 +101,7 @@ def _failure_feedback(
                 r.output_tail, r.exit_code, kind=v.extractor if v else "auto",
                 argv=v.argv() if v else [], name=r.name, max_chars=max_chars,
                 timed_out=r.timed_out, duration_s=r.duration_s, cwd="/workspace",
+                report=r.report,
             )
         )  # fmt: skip
     return (

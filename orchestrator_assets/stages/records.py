@@ -157,6 +157,7 @@ class VerifierResult(BaseModel):
     output_tail: str = ""
     timed_out: bool = False
     command: str = ""
+    report: str | None = None  # the verifier's report file as this run wrote it (bounded)
 
 
 class VerificationRecord(BaseModel):

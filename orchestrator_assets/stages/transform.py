@@ -83,7 +83,13 @@ def run_agent(
         home=home_root / spec.id / target.key,
         full_network=bench.network,
         verifiers=[
-            VerifierTool(name=v.name, argv=v.argv(), timeout_s=v.timeout_s, extractor=v.extractor)
+            VerifierTool(
+                name=v.name,
+                argv=v.argv(),
+                timeout_s=v.timeout_s,
+                extractor=v.extractor,
+                report=v.report,
+            )
             for v in spec.verifiers_for(target)
         ],
         verifier_tools=settings.verifier_tools,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from orchestrator_assets.spec.campaign import CampaignSpec
+from orchestrator_assets.spec.steps import Verifier
 from orchestrator_assets.spec.target import Target
 from orchestrator_assets.stages.records import (
     ChangeRecord,
@@ -14,6 +16,7 @@ from orchestrator_assets.stages.records import (
 from orchestrator_assets.stages.setup import run_setup
 from orchestrator_assets.stages.status import ChangeOutcome
 from orchestrator_assets.stages.workbench import Log, Workbench, quiet
+from resources.agents.reports import read_report
 from resources.forges.base import ForgeError
 from resources.git import GitError
 
@@ -63,6 +66,7 @@ def verify_change(
                     duration_s=round(time.monotonic() - started, 3),
                 )
             for verifier in verifiers:
+                began = time.time()
                 run = sandbox.exec(
                     verifier.argv(),
                     timeout_s=verifier.timeout_s,
@@ -77,6 +81,7 @@ def verify_change(
                     output_tail=run.output_tail,
                     timed_out=run.timed_out,
                     command=verifier.command_line(),
+                    report=own_report(verifier, sandbox.workspace, began),
                 )
                 results.append(result)
                 mark = "passed" if run.ok else f"FAILED ({run.describe_failure()})"
@@ -94,3 +99,19 @@ def verify_change(
         setup=setup,
         duration_s=round(time.monotonic() - started, 3),
     )
+
+
+REPORT_KEPT_CHARS = 200_000  # a failing suite's report, enough for its findings, not a whole log
+
+
+def own_report(verifier: Verifier, workspace: Path, since: float) -> str | None:
+    """The report file the verifier declares, as this run wrote it; None when there is none, it
+    is older than the run, or it is not a plain file inside the workspace (the repository's code
+    wrote it: a symlink must not make the platform read a host file into the agent's feedback)."""
+    if not verifier.report:
+        return None
+    path = workspace / verifier.report
+    if path.is_symlink() or not path.resolve().is_relative_to(workspace.resolve()):
+        return None
+    text = read_report(verifier.report, cwd=workspace, since=since)
+    return text[:REPORT_KEPT_CHARS] if text else None

@@ -21,6 +21,7 @@ class VerifierTool(BaseModel):
     argv: list[str] = Field(min_length=1)
     timeout_s: float = Field(default=600, gt=0)
     extractor: Literal["auto", "pytest", "go", "jest", "maven", "generic"] = "auto"
+    report: str | None = None  # a report file the command writes (resources/agents/reports.py)
 
 
 class AgentRequest(BaseModel):
