@@ -33,11 +33,12 @@ def serve(port: int, host: str, interval: float) -> None:
     from dagster import DagsterInstance
     from prometheus_client import start_http_server
 
-    from orchestrator_assets.cli.main import console
+    from orchestrator_assets.cli.options import make_console
     from orchestrator_assets.reports.metrics import EventLogCollector
     from orchestrator_assets.spec.errors import OrchestratorError
     from orchestrator_assets.spec.settings import Settings, ensure_dagster_home
 
+    console = make_console()
     ensure_dagster_home(Settings())
     collector = EventLogCollector()
     stop = threading.Event()

@@ -59,11 +59,12 @@ def make_change(
     record.duration_s = round(time.monotonic() - started, 3)
     if record.reused:
         return record
-    return _with_iteration(spec, prior, record, followup, log)
+    return _with_iteration(spec, target, prior, record, followup, log)
 
 
 def _with_iteration(
     spec: CampaignSpec,
+    target: Target,
     prior: ChangeRecord | None,
     record: ChangeRecord,
     followup: FollowUp | None,
@@ -92,7 +93,7 @@ def _with_iteration(
     )
     if followup is not None and prior is not None and record.outcome != ChangeOutcome.CHANGED:
         why = record.reason or f"it left {record.outcome.value}"
-        log(f"{record.repo}: iteration {made.number} ({followup.kind}) did not make a change "
+        log(f"{target.key}: iteration {made.number} ({followup.kind}) did not make a change "
             f"({why}); the change of iteration {len(earlier)} stands")  # fmt: skip
         return prior.model_copy(
             update={
