@@ -107,9 +107,9 @@ def cluster_leftovers(
 ) -> tuple[list[Leftover], str | None]:
     """The platform's pods (kubernetes) or SandboxClaims (agent-sandbox) in one namespace."""
     from resources.sandboxes import agent_sandbox as ags
+    from resources.sandboxes.k8s_api import api_error, call, json_body
     from resources.sandboxes.k8s_config import KubernetesUnavailable
-    from resources.sandboxes.k8s_pod import api_error, call
-    from resources.sandboxes.kubernetes import LABEL, _json, object_tags
+    from resources.sandboxes.k8s_objects import LABEL, object_tags
 
     access = cluster.access
     ns = access.namespace
@@ -163,7 +163,7 @@ def cluster_leftovers(
     except Exception as exc:
         return [], f"{cluster.provider} in {access.where()}: {api_error(exc)}"
     found = []
-    for obj in _json(listed).get("items") or []:
+    for obj in json_body(listed).get("items") or []:
         tags = object_tags(obj)
         name = obj["metadata"]["name"]
         orphan, why = _owner_state(tags, instance)

@@ -62,13 +62,11 @@ __all__ = [
     "ClusterProvider",
     "KubernetesSandboxProvider",
     "PodSandbox",
-    "_json",
     "object_tags",
 ]
 
 log = logging.getLogger(__name__)
 
-_json = json_body  # the name orchestrator_assets/sweep.py imports
 CONTAINER = "sandbox"
 # Runs in the pod before the command ($0 the workspace, $1 the folder `Pod.prepare` wrote the
 # environment into, one file per variable): the working directory is the workspace whatever the
