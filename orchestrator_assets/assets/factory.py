@@ -102,7 +102,7 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
             skippable=True,
             kinds={"git"},
             description=f"The change of campaign {spec.name} on each target: the "
-            "transformation's commit on the campaign branch, pushed to the forge.",
+            "transformation's commit, kept unpublished until its pull request stage pushes it.",
         ),
         dg.AssetSpec(
             verification_key,
