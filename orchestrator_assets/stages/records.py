@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from orchestrator_assets.stages.status import ChangeOutcome
+from resources.agents.base import TokenUsage
 
 
 class SetupSummary(BaseModel):
@@ -21,17 +22,13 @@ class SetupSummary(BaseModel):
     size_bytes: int = 0
 
 
-class AgentSummary(BaseModel):
+class AgentSummary(TokenUsage):
     """What the agent run behind a change reported."""
 
     session_id: str
     model: str | None = None
     num_turns: int = 0
     duration_s: float = 0.0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
     model_usage: dict[str, dict] = Field(default_factory=dict)
     final_message: str = ""
     transcript: str | None = Field(default=None, description="path of the stored event stream")

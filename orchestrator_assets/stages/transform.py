@@ -16,7 +16,7 @@ from orchestrator_assets.stages.records import (
     ChangeRecord,
 )
 from orchestrator_assets.stages.workbench import FollowUp, Log, Workbench
-from resources.agents.base import AgentRequest, VerifierTool
+from resources.agents.base import AgentRequest, TokenUsage, VerifierTool
 from resources.sandboxes.base import ExecResult, Sandbox
 
 
@@ -111,10 +111,7 @@ def run_agent(
         model=settings.model or next(iter(result.model_usage), None),
         num_turns=result.num_turns,
         duration_s=result.duration_s,
-        input_tokens=result.input_tokens,
-        output_tokens=result.output_tokens,
-        cache_read_tokens=result.cache_read_tokens,
-        cache_write_tokens=result.cache_write_tokens,
+        **result.model_dump(include=set(TokenUsage.model_fields)),
         model_usage={k: v.model_dump() for k, v in result.model_usage.items()},
         final_message=result.final_message,
         transcript=transcript,

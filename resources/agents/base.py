@@ -81,17 +81,23 @@ class VerifierCall(BaseModel):
     feedback: str = ""
 
 
-class ModelUsage(BaseModel):
-    """Tokens and cost of one model within an agent run."""
+class TokenUsage(BaseModel):
+    """The tokens a model counted: what an agent run, each model within it, and a change's
+    summary all report."""
 
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+
+
+class ModelUsage(TokenUsage):
+    """Tokens and cost of one model within an agent run."""
+
     cost_usd: float = 0.0
 
 
-class AgentResult(BaseModel):
+class AgentResult(TokenUsage):
     """What an agent run did, as the agent itself reported it."""
 
     ok: bool
@@ -101,10 +107,6 @@ class AgentResult(BaseModel):
     num_turns: int = 0
     duration_s: float = 0.0
     cost_usd: float = 0.0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
     model_usage: dict[str, ModelUsage] = Field(default_factory=dict)
     final_message: str = ""
     transcript: list[dict] = Field(default_factory=list)
