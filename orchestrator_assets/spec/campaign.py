@@ -22,7 +22,7 @@ from pydantic import (
 from orchestrator_assets.spec.delivery import PullRequestTemplate, Review
 from orchestrator_assets.spec.errors import OrchestratorError, Problem, SpecError
 from orchestrator_assets.spec.reading import problems_from_validation, read_yaml_file
-from orchestrator_assets.spec.slugs import CAMPAIGN_NAME_RE, dagster_name
+from orchestrator_assets.spec.slugs import checked_name, dagster_name
 from orchestrator_assets.spec.steps import (
     Command,
     StrictModel,
@@ -96,12 +96,7 @@ class CampaignSpec(StrictModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not CAMPAIGN_NAME_RE.match(value):
-            raise ValueError(
-                f"{value!r} is not a valid campaign name: a slug of lowercase letters, digits, "
-                "'_' and '-', starting with a letter, at most 63 characters"
-            )
-        return value
+        return checked_name(value, "campaign")
 
     @field_validator("schedule")
     @classmethod

@@ -51,7 +51,9 @@ class Settings(BaseSettings):
         default="https://api.github.com", description="REST API root (GHE: https://HOST/api/v3)"
     )
     github_token_env: str = Field(
-        default="GITHUB_TOKEN", description="the environment variable holding the GitHub token"
+        default="GITHUB_TOKEN",
+        description="the environment variable holding the GitHub token (the forge resource's "
+        "token is dg.EnvVar of it: read when a run starts, never stored)",
     )
     review_poll_interval_s: int = Field(
         default=30, ge=1, description="how often the review sensor looks for new decisions"

@@ -9,6 +9,17 @@ SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 CAMPAIGN_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
 
+def checked_name(value: str, what: str) -> str:
+    """`value` when it is a valid name of a campaign or verifier (`what`), which Dagster's asset
+    and check names are made from; a ValueError saying what a name may be otherwise."""
+    if not CAMPAIGN_NAME_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid {what} name: a slug of lowercase letters, digits, '_' and "
+            "'-', starting with a letter, at most 63 characters"
+        )
+    return value
+
+
 def _clean(part: str) -> str:
     part = part.lower()
     if part.endswith(".git"):

@@ -15,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from orchestrator_assets.spec.slugs import CAMPAIGN_NAME_RE, dagster_name
+from orchestrator_assets.spec.slugs import checked_name, dagster_name
 
 Command = str | list[str]
 
@@ -156,12 +156,7 @@ class Verifier(StrictModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not CAMPAIGN_NAME_RE.match(value):
-            raise ValueError(
-                f"{value!r} is not a valid verifier name: lowercase letters, digits, '_' and '-', "
-                "starting with a letter"
-            )
-        return value
+        return checked_name(value, "verifier")
 
     @field_validator("report")
     @classmethod
