@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from resources.agents import verifier_mcp
-from resources.agents.extractors import clean, extract, parse_go, parse_jest
+from resources.agents.console_text import parse_go, parse_jest
+from resources.agents.extractors import clean, extract
 from resources.agents.reports import (
     find_report,
     parse_go_json,

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 if __package__:
-    from resources.agents.extractors import (
+    from resources.agents.console_text import (
         ANSI,
         MAX_BLOCK_LINES,
         Findings,
@@ -39,7 +39,7 @@ if __package__:
         parse_jest,
     )
 else:  # run as a script inside a sandbox: the sibling file
-    from extractors import (  # type: ignore[no-redef]
+    from console_text import (  # type: ignore[no-redef]
         ANSI,
         MAX_BLOCK_LINES,
         Findings,
