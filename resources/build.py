@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import dagster as dg
+
 from orchestrator_assets.spec.settings import Settings
 from resources.dagster_resources import (
     AgentResource,
@@ -13,17 +15,20 @@ from resources.dagster_resources import (
     SandboxResource,
 )
 from resources.forges.base import Forge
-from resources.notify import NotifierResource
+from resources.notify import WEBHOOK_ENV, NotifierResource
 
 
 def forge_resource(settings: Settings) -> ForgeResource:
-    """The forge resource the settings name (local, or GitHub with its token's variable)."""
+    """The forge resource the settings name (local, or GitHub with its token as an EnvVar)."""
+    # Only the GitHub forge names the token's variable: Dagster would fail any run whose
+    # EnvVar is unset, and the local forge needs no token.
+    token = dg.EnvVar(settings.github_token_env) if settings.forge == "github" else ""
     return ForgeResource(
         kind=settings.forge,
         author_name=settings.git_author_name,
         author_email=settings.git_author_email,
         base_url=settings.github_api_url,
-        token_env=settings.github_token_env,
+        token=token,
         write_concurrency=settings.github_write_concurrency,
         write_interval_s=settings.github_write_interval_s,
     )
@@ -32,6 +37,15 @@ def forge_resource(settings: Settings) -> ForgeResource:
 def build_forge(settings: Settings) -> Forge:
     """The forge client, for work outside an asset (discovery, PR status, bulk operations)."""
     return forge_resource(settings).get()
+
+
+def notifier_resource() -> NotifierResource:
+    """The notifier resource: the webhook's EnvVar when its variable is set, else off."""
+    # Notifications are optional, but Dagster fails a run whose EnvVar is unset: so the variable
+    # is named only when set. Every process that loads the definitions decides for itself (a run
+    # worker loads them again, in its own environment), so a run never asks for a variable that
+    # its process lacks.
+    return NotifierResource() if WEBHOOK_ENV in os.environ else NotifierResource(webhook_url="")
 
 
 def build_resources(settings: Settings) -> dict[str, object]:
@@ -53,5 +67,5 @@ def build_resources(settings: Settings) -> dict[str, object]:
             homes=str(settings.data_dir / "agent-homes"),
             transcripts=str(settings.data_dir / "transcripts"),
         ),
-        "notifier": NotifierResource(),
+        "notifier": notifier_resource(),
     }

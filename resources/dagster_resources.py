@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from functools import cache
 from pathlib import Path
 from typing import Literal
 
 import dagster as dg
+from pydantic import Field
 
 from resources.agents.claude_code import ClaudeCodeAgent, find_cli
 from resources.env_cache import EnvCache
@@ -76,16 +76,36 @@ def _provider(
     )
 
 
+def field_value(value: str) -> str:
+    """The value of a `str` resource field that may be configured with `dg.EnvVar`.
+
+    Dagster resolves an EnvVar field when it initialises the resource for a run, so inside a run
+    the field holds the value. A resource built for plain code (the CLI, sensors, bulk
+    operations) is never initialised: its field still holds the EnvVar, read here with
+    `EnvVar.get_value` (empty when the variable is unset)."""
+    if isinstance(value, dg.EnvVar):
+        return value.get_value() or ""
+    return value
+
+
 class ForgeResource(dg.ConfigurableResource):
     """Where repositories and pull requests live: `local` (repositories on this machine) or
-    `github` (github.com or GitHub Enterprise, the token read from the environment variable
-    `token_env` when the forge is first used — never from configuration)."""
+    `github` (github.com or GitHub Enterprise, with a token).
+
+    The token is configured as `dg.EnvVar(<variable>)`: Dagster reads the variable when a run
+    starts, in the run's own environment, and the UI shows the variable's name, never the value.
+    A run whose variable is unset fails before it starts, with Dagster's error naming it.
+    """
 
     kind: Literal["local", "github"] = "local"
     author_name: str = "Campaign Bot"
     author_email: str = "campaigns@localhost"
     base_url: str = "https://api.github.com"
-    token_env: str = "GITHUB_TOKEN"
+    token: str = Field(
+        default="",
+        description="the GitHub token, as dg.EnvVar(<variable>) (GITHUB_TOKEN unless "
+        "ORCHESTRATOR_GITHUB_TOKEN_ENV names another); unused by the local forge",
+    )
     write_concurrency: int = 4
     write_interval_s: float = 1.0
 
@@ -93,13 +113,27 @@ class ForgeResource(dg.ConfigurableResource):
         """The forge client (one per setting, so GitHub's write limits hold across runs' steps)."""
         if self.kind == "local":
             return LocalForge(merge_author=(self.author_name, self.author_email))
-        token = os.environ.get(self.token_env, "")
+        token = field_value(self.token)
         if not token:
-            raise ForgeError(
-                f"the GitHub forge needs a token: set {self.token_env} in the environment of the "
-                "process that runs the campaign"
-            )
+            raise ForgeError(missing_token(self.token))
         return _github(self.base_url, token, self.write_concurrency, self.write_interval_s)
+
+
+def missing_token(token: str) -> str:
+    """The error for a GitHub forge without a token, naming the variable it comes from.
+
+    Outside a run the field still holds its EnvVar, so the name is known. Inside one, Dagster has
+    replaced it by the value (an unset variable already failed the run, naming it), so an empty
+    token there came from a variable that is set but empty: named by its default and setting."""
+    variable = (
+        token.env_var_name
+        if isinstance(token, dg.EnvVar)
+        else "GITHUB_TOKEN (or the variable ORCHESTRATOR_GITHUB_TOKEN_ENV names)"
+    )
+    return (
+        f"the GitHub forge needs a token: set {variable} in the environment of the process that "
+        "runs the campaign"
+    )
 
 
 @cache
@@ -131,6 +165,13 @@ class AgentResource(dg.ConfigurableResource):
     The model endpoint and key come from the environment of the process running the step
     (ANTHROPIC_API_KEY, optionally ANTHROPIC_BASE_URL); they are passed to the CLI only.
     """
+
+    # No EnvVar field for the model's credentials, on purpose: the CLI runs in a sandbox and
+    # reads them from its own environment, so they are forwarded there by name
+    # (claude_code.PASSED_THROUGH), and the judge (agents/judge.py) uses the same ones. Either
+    # of two variables may carry them (ANTHROPIC_API_KEY or ANTHROPIC_AUTH_TOKEN) and neither is
+    # required (a proxy at ANTHROPIC_BASE_URL may need none; non-agentic campaigns use no model),
+    # whereas Dagster fails every run whose EnvVar is unset.
 
     kind: Literal["claude-code"] = "claude-code"
     cli: str = ""

@@ -14,11 +14,15 @@ import urllib.request
 from collections.abc import Callable
 
 import dagster as dg
+from pydantic import Field
+
+from resources.dagster_resources import field_value
 
 log = logging.getLogger(__name__)
 Notify = Callable[[str, str], bool]  # (event kind, message) -> posted
 KINDS = ("awaiting_review", "review_timeout", "campaign_finished", "budget", "merged")
 TEXT_LIMIT = 3000  # Slack truncates a section's text beyond this
+WEBHOOK_ENV = "ORCHESTRATOR_SLACK_WEBHOOK_URL"  # the variable holding the webhook URL
 
 
 class SlackNotifier:
@@ -60,15 +64,22 @@ def no_notifier(kind: str, message: str) -> bool:
 
 
 class NotifierResource(dg.ConfigurableResource):
-    """Where notifications go: a Slack incoming webhook taken from an environment variable, so
-    the URL (a secret) is never part of the stored run config. Off when the variable is unset."""
+    """Where notifications go: a Slack incoming webhook, configured as `dg.EnvVar`, so the URL
+    (a secret) is read when a run starts and shown in the UI by its variable's name only.
 
-    webhook_url_env: str = "ORCHESTRATOR_SLACK_WEBHOOK_URL"
+    Off when the URL is empty. The default, `dg.EnvVar(WEBHOOK_ENV)`, serves plain code (the
+    sensors build `NotifierResource()` outside any run); Dagster fails a run whose EnvVar is
+    unset, so definitions pass `webhook_url=""` when the variable is unset (resources/build.py).
+    """
+
+    webhook_url: str = Field(
+        default=dg.EnvVar(WEBHOOK_ENV),
+        description=f"the Slack incoming webhook URL, as dg.EnvVar (default {WEBHOOK_ENV}); "
+        "empty: notifications off",
+    )
     kinds: list[str] = list(KINDS)
 
     def get(self) -> Notify:
         """The notifier to call with (kind, message)."""
-        import os
-
-        url = os.environ.get(self.webhook_url_env, "").strip()
+        url = field_value(self.webhook_url).strip()
         return SlackNotifier(url, tuple(self.kinds)) if url else no_notifier

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import dagster as dg
-from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 
 from orchestrator_assets.assets import history
+from orchestrator_assets.assets.dagster_private import UnresolvedAssetJobDefinition
 from orchestrator_assets.spec.campaign import CampaignSpec
 
+# Runs still under way: the members of Dagster's internal IN_PROGRESS_RUN_STATUSES (1.13), named
+# through the public enum. Queued and not-yet-started runs are not counted, as before.
+IN_PROGRESS = [
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+    dg.DagsterRunStatus.SUSPENDED,
+]
 
-def build_report_sensor(spec: CampaignSpec, report_job: dg.UnresolvedAssetJobDefinition):
+
+def build_report_sensor(spec: CampaignSpec, report_job: UnresolvedAssetJobDefinition):
     """A sensor that requests the report job after new `pull_request` materializations or
     observations (PR status changes, bulk operations).
 
@@ -39,7 +48,7 @@ def build_report_sensor(spec: CampaignSpec, report_job: dg.UnresolvedAssetJobDef
             return dg.SkipReason("the report is up to date")
         running = [
             run
-            for run in context.instance.get_runs(dg.RunsFilter(statuses=IN_PROGRESS_RUN_STATUSES))
+            for run in context.instance.get_runs(dg.RunsFilter(statuses=IN_PROGRESS))
             if run.asset_selection and run.asset_selection & stage_keys
         ]
         if running:

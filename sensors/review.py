@@ -18,12 +18,10 @@ import time
 from collections.abc import Callable
 
 import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import (
-    UnresolvedAssetJobDefinition,
-)
 from pydantic import Field
 
 from orchestrator_assets.assets import history
+from orchestrator_assets.assets.dagster_private import UnresolvedAssetJobDefinition
 from orchestrator_assets.spec.campaign import CampaignSpec
 from orchestrator_assets.spec.errors import OrchestratorError
 from orchestrator_assets.stages import review

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dagster as dg
 
+from orchestrator_assets.assets.dagster_private import UnresolvedAssetJobDefinition
 from orchestrator_assets.assets.partitions import contiguous_ranges, range_tags
 from orchestrator_assets.spec.campaign import CampaignSpec
 
 
-def build_schedule(spec: CampaignSpec, job: dg.UnresolvedAssetJobDefinition):
+def build_schedule(spec: CampaignSpec, job: UnresolvedAssetJobDefinition):
     """A schedule on the campaign's cron that requests one run per contiguous range of targets."""
     assert spec.schedule is not None
 

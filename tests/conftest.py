@@ -35,7 +35,7 @@ def no_inherited_defs_state_storage():
     an earlier test points at a closed instance, and resolving definitions then fails with
     "Attempted to resolve undefined DagsterInstance weakref" (seen only in full-suite runs).
     """
-    from dagster._core.storage.defs_state.base import set_defs_state_storage
+    from orchestrator_assets.assets.dagster_private import set_defs_state_storage
 
     with set_defs_state_storage(None):
         yield

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 from dagster import AssetCheckKey, AssetCheckSeverity, AssetKey, AssetRecordsFilter
-from dagster._core.event_api import PartitionKeyFilter
 
 from orchestrator_assets.assets import history
+from orchestrator_assets.assets.dagster_private import PartitionKeyFilter
 from orchestrator_assets.assets.runner import campaign_definitions
 from orchestrator_assets.spec.catalog import load_one
 from resources.forges.local import LocalForge

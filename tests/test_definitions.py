@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,6 +16,11 @@ from dagster import AssetKey
 from orchestrator_assets.assets.history import REMOVED, asset_key
 from orchestrator_assets.definitions import build_definitions
 from orchestrator_assets.spec.campaign import load_campaign
+from orchestrator_assets.spec.settings import Settings
+from resources.build import build_forge, build_resources
+from resources.dagster_resources import ForgeResource
+from resources.forges.base import ForgeError
+from resources.notify import WEBHOOK_ENV, NotifierResource, SlackNotifier, no_notifier
 from sensors.discovery import build_discovery_sensor
 from sensors.schedules import build_schedule
 from tests.conftest import Platform, statuses
@@ -137,8 +143,6 @@ def test_schedule_requests_one_run_per_range_of_targets(platform: Platform):
 
 @pytest.mark.usefixtures("bwrap")
 def test_report_refresh_sensor_requests_a_report_after_prs(platform: Platform):
-    from dagster._core.utils import make_new_run_id
-
     path = platform.write_campaign("fresh", targets=[str(platform.make_fleet()[0])])
 
     def tick(cursor=None):
@@ -174,9 +178,78 @@ def test_report_refresh_sensor_requests_a_report_after_prs(platform: Platform):
         instance.add_run(
             dg.DagsterRun(
                 job_name="__ASSET_JOB",
-                run_id=make_new_run_id(),
+                run_id=str(uuid.uuid4()),
                 status=dg.DagsterRunStatus.STARTED,
                 asset_selection=frozenset({AssetKey(["fresh", "change"])}),
             )
         )
     assert "waiting for 1 run(s)" in tick()[1].skip_message
+
+
+# --- secrets are Dagster EnvVars ------------------------------------------------------------------
+
+
+def test_the_github_token_is_an_env_var_read_when_a_run_starts(tmp_path, monkeypatch):
+    """The forge resource's token is `dg.EnvVar(<variable>)`: the definitions (what the UI shows)
+    hold the variable's name, a run gets the value, and without it the error names it."""
+
+    monkeypatch.setenv("ORCHESTRATOR_DATA_DIR", str(tmp_path))
+    settings = Settings(forge="github", github_token_env="ORCH_TEST_GH_PAT")
+    forge = build_resources(settings)["forge"]
+    assert isinstance(forge, ForgeResource)
+    assert isinstance(forge.token, dg.EnvVar) and forge.token.env_var_name == "ORCH_TEST_GH_PAT"
+    local = build_resources(Settings(forge="local"))["forge"]
+    assert local.token == "" and not isinstance(local.token, dg.EnvVar)  # runs need no variable
+
+    seen: list[tuple[str, str]] = []
+
+    @dg.asset
+    def uses_the_forge(forge: ForgeResource) -> None:
+        seen.append((forge.token, type(forge.get()).__name__))
+
+    def run() -> dg.ExecuteInProcessResult:
+        return dg.materialize([uses_the_forge], resources={"forge": forge})
+
+    monkeypatch.delenv("ORCH_TEST_GH_PAT", raising=False)
+    with pytest.raises(dg.DagsterInvalidConfigError, match='"ORCH_TEST_GH_PAT" which is not set'):
+        run()  # Dagster refuses the run before it starts
+    with pytest.raises(ForgeError, match="needs a token: set ORCH_TEST_GH_PAT"):
+        build_forge(settings)  # outside a run (sensors, CLI)
+    monkeypatch.setenv("ORCH_TEST_GH_PAT", "")
+    with pytest.raises(ForgeError, match="needs a token: set GITHUB_TOKEN"):
+        run()  # set but empty: the forge's own error, naming the default and the setting
+    monkeypatch.setenv("ORCH_TEST_GH_PAT", "ghp_run_time_value")
+    assert run().success
+    assert seen == [("ghp_run_time_value", "GitHubForge")]
+    assert type(build_forge(settings)).__name__ == "GitHubForge"
+
+
+def test_the_slack_webhook_is_an_env_var_only_when_set(tmp_path, monkeypatch):
+    """Notifications stay optional: the webhook's EnvVar is configured only when its variable
+    is set (an unset EnvVar would fail every run), and `NotifierResource()` outside a run reads
+    the same variable."""
+
+    monkeypatch.setenv("ORCHESTRATOR_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv(WEBHOOK_ENV, raising=False)
+    notifier = build_resources(Settings())["notifier"]
+    assert notifier.webhook_url == "" and notifier.get() is no_notifier
+    assert NotifierResource().get() is no_notifier
+
+    @dg.asset
+    def notifies(notifier: NotifierResource) -> None:
+        assert notifier.webhook_url == "" and notifier.get() is no_notifier
+
+    assert dg.materialize([notifies], resources={"notifier": notifier}).success
+
+    monkeypatch.setenv(WEBHOOK_ENV, "http://127.0.0.1:9/hook")
+    notifier = build_resources(Settings())["notifier"]
+    assert isinstance(notifier.webhook_url, dg.EnvVar)
+    assert notifier.webhook_url.env_var_name == WEBHOOK_ENV
+    assert isinstance(NotifierResource().get(), SlackNotifier)
+
+    @dg.asset
+    def notifies_slack(notifier: NotifierResource) -> None:
+        assert notifier.webhook_url == "http://127.0.0.1:9/hook"
+        assert isinstance(notifier.get(), SlackNotifier)
+
+    assert dg.materialize([notifies_slack], resources={"notifier": notifier}).success

@@ -149,9 +149,12 @@ def test_quota_and_disruption_budgets(rendered: list[dict]):
 
 
 def test_k8s_instance_config_validates_with_k8s_run_launcher(instance_yaml: dict, monkeypatch):
-    from dagster._config import process_config, resolve_to_config_type
-    from dagster._core.instance.config import dagster_instance_config
-    from dagster._serdes.config_class import class_from_code_pointer
+    from orchestrator_assets.assets.dagster_private import (
+        class_from_code_pointer,
+        dagster_instance_config,
+        process_config,
+        resolve_to_config_type,
+    )
 
     for key, value in PG_ENV.items():
         monkeypatch.setenv(key, value)

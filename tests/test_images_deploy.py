@@ -74,7 +74,7 @@ def instance_yaml() -> dict:
 
 
 def test_instance_config_validates_against_dagsters_schema(tmp_path, monkeypatch):
-    from dagster._core.instance.config import dagster_instance_config
+    from orchestrator_assets.assets.dagster_private import dagster_instance_config
 
     for key, value in PG_ENV.items():
         monkeypatch.setenv(key, value)
@@ -97,8 +97,11 @@ def test_instance_config_validates_against_dagsters_schema(tmp_path, monkeypatch
 def test_each_configurable_class_imports_and_accepts_its_config(instance_yaml, monkeypatch, key):
     """The classes come from dagster-postgres and dagster-docker (the `deploy` extra); their
     config, with the environment resolved, passes each class's own config_type()."""
-    from dagster._config import process_config, resolve_to_config_type
-    from dagster._serdes.config_class import class_from_code_pointer
+    from orchestrator_assets.assets.dagster_private import (
+        class_from_code_pointer,
+        process_config,
+        resolve_to_config_type,
+    )
 
     missing = [
         m for m in ("dagster_docker", "dagster_postgres") if importlib.util.find_spec(m) is None

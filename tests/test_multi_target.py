@@ -6,8 +6,8 @@ import re
 
 import pytest
 from dagster import AssetCheckKey, AssetKey, AssetRecordsFilter
-from dagster._core.event_api import PartitionKeyFilter
 
+from orchestrator_assets.assets.dagster_private import PartitionKeyFilter
 from orchestrator_assets.demo_fleet import create_fleet
 from tests.conftest import FLEET, Platform
 

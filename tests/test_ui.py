@@ -311,8 +311,8 @@ BACKFILL_TIMEOUT_S = 300
 def test_backfill_launched_from_the_ui_does_the_same_work(platform: Platform):
     """The UI's "materialize all partitions" → the daemon → the same statuses and PRs as a run."""
     from dagster import DagsterRunStatus, RunsFilter
-    from dagster._core.execution.backfill import BulkActionStatus
 
+    from orchestrator_assets.assets.dagster_private import BulkActionStatus
     from orchestrator_assets.assets.partitions import sync_partitions
     from orchestrator_assets.reports.report import build_report
     from orchestrator_assets.spec.catalog import load_one

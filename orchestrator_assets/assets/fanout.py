@@ -41,7 +41,7 @@ def stop_on_sigterm() -> Iterator[threading.Event]:
             raise KeyboardInterrupt
         SHUTDOWN.set()
 
-    from dagster._utils import interrupts
+    from orchestrator_assets.assets.dagster_private import interrupts
 
     # Dagster points SIGTERM at its own interrupt handler whenever it swaps the SIGINT one
     # (during execute_in_process), which would abort the step and drop the targets in flight.

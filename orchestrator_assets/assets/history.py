@@ -7,12 +7,12 @@ from typing import TypeVar
 
 import dagster as dg
 from dagster import AssetCheckKey, AssetKey, DagsterInstance
-from dagster._core.definitions.asset_checks.asset_check_evaluation import (
-    AssetCheckEvaluationTargetMaterializationData,
-)
-from dagster._core.event_api import PartitionKeyFilter
 from pydantic import BaseModel, ValidationError
 
+from orchestrator_assets.assets.dagster_private import (
+    AssetCheckEvaluationTargetMaterializationData,
+    PartitionKeyFilter,
+)
 from orchestrator_assets.spec.campaign import CampaignSpec
 from orchestrator_assets.stages.records import ChangeRecord, PullRequestRecord, VerificationRecord
 from resources.forges.base import PullRequestStatus

@@ -7,15 +7,15 @@ import logging
 import os
 import socket
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import dagster as dg
 import pandas as pd
 from dagster import DagsterEventType, DagsterInstance
-from dagster._core.utils import make_new_run_id
-from dagster._utils.error import SerializableErrorInfo
 
+from orchestrator_assets.assets.dagster_private import SerializableErrorInfo
 from orchestrator_assets.assets.factory import NO_CACHE_TAG, build_campaign_definitions
 from orchestrator_assets.assets.fanout import SHUTDOWN, stop_on_sigterm
 from orchestrator_assets.assets.partitions import contiguous_ranges, range_tags, sync_partitions
@@ -202,7 +202,7 @@ def _run_ranges(
         if SHUTDOWN.is_set():
             outcome.interrupted = True
             return
-        run_id = make_new_run_id()
+        run_id = str(uuid.uuid4())  # what Dagster's own run ids are
         single = start == end
         json_logs.set_context(campaign=spec.name, run_id=run_id)
         emit("run", f"{run_id[:8]} over {start if single else f'{start} … {end}'}")
