@@ -46,7 +46,8 @@ LOG_READ_BYTES = 4_000_000  # of a log's end read back after a run
 LogEntry = type[GateDecision] | type[VerifierCall]
 TRANSCRIPT_LIMIT = 2000  # events kept per run
 FIELD_LIMIT = 4000  # characters kept per string in a stored event
-# The CLI's environment: where the model is, and no traffic beyond it.
+# The CLI's environment: where the model is, and no traffic beyond it. Forwarded by name (not
+# as Dagster EnvVars): the CLI reads them from its own environment inside the sandbox.
 PASSED_THROUGH = ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN",
                   "CLAUDE_CODE_MAX_RETRIES", "API_TIMEOUT_MS")  # fmt: skip
 

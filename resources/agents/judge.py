@@ -264,6 +264,9 @@ def _post(
     session: requests.Session | None,
 ) -> dict[str, Any]:
     """POST /v1/messages with retries on overload and server errors; the response JSON."""
+    # Read by name, not as a Dagster EnvVar: the judge uses the agent's own credentials (which
+    # the CLI reads from its environment in the sandbox), either of two variables may carry
+    # them, and campaigns without `judge:` need none, whereas an unset EnvVar fails every run.
     url = (base_url or os.environ.get("ANTHROPIC_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
     headers = {"anthropic-version": API_VERSION, "content-type": "application/json"}
     key = api_key or os.environ.get("ANTHROPIC_API_KEY")
