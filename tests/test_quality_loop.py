@@ -35,6 +35,18 @@ def campaign(platform: Platform, repo, **agentic) -> object:
     )  # fmt: skip
 
 
+def rename_then_fix_the_test() -> list:
+    """The model's turns: rename (the strict test then fails), then, asked to repair, update the
+    test."""
+    fix_test = "sed -i \"s/== 'OLD'/== 'NEW'/\" tests/test_app.py"
+    return [
+        tool("Bash", {"command": "sed -i s/OLD/NEW/ app.py", "description": "rename"}),
+        text("Renamed."),
+        tool("Bash", {"command": fix_test, "description": "update the test"}),
+        text("Updated the test for the new name."),
+    ]
+
+
 def change_of(platform: Platform, path):
     spec = load_one(path, platform.settings()).spec
     with platform.instance() as instance:
@@ -47,13 +59,7 @@ def test_a_failed_verification_resumes_the_session_with_the_failure_and_the_pr_o
 ):
     repo = create_repo(platform.fleet, app_repo("alpha", "GREETING = 'OLD'\n", STRICT_TEST))
     path = campaign(platform, repo, repair_attempts=1)
-    fix_test = "sed -i \"s/== 'OLD'/== 'NEW'/\" tests/test_app.py"
-    model.script = [
-        tool("Bash", {"command": "sed -i s/OLD/NEW/ app.py", "description": "rename"}),
-        text("Renamed."),
-        tool("Bash", {"command": fix_test, "description": "update the test"}),
-        text("Updated the test for the new name."),
-    ]
+    model.script = rename_then_fix_the_test()
     outcome = platform.run(path)
     assert statuses(outcome.report) == {"acme__alpha": "pr_open"}
     # The repair request resumes the conversation and carries the trimmed failure.
@@ -299,13 +305,7 @@ def test_a_verifier_report_file_is_the_repair_feedback(platform: Platform, model
                         "repair_attempts": 1},
         verifiers=[{"name": "test", "command": junit, "report": ".reports/junit.xml"}],
     )  # fmt: skip
-    fix_test = "sed -i \"s/== 'OLD'/== 'NEW'/\" tests/test_app.py"
-    model.script = [
-        tool("Bash", {"command": "sed -i s/OLD/NEW/ app.py", "description": "rename"}),
-        text("Renamed."),
-        tool("Bash", {"command": fix_test, "description": "update the test"}),
-        text("Updated the test for the new name."),
-    ]
+    model.script = rename_then_fix_the_test()
     outcome = platform.run(path)
     assert statuses(outcome.report) == {"acme__alpha": "pr_open"}
     repair = next(
