@@ -16,6 +16,7 @@ from orchestrator_assets.cli.report import list_campaigns, logs, report
 from orchestrator_assets.cli.review import approve, audit, cancel, diff, reject, steer
 from orchestrator_assets.cli.run import run, validate
 from orchestrator_assets.cli.sandboxes import sandboxes
+from orchestrator_assets.cli.ui import ui
 from orchestrator_assets.spec.errors import OrchestratorError, SpecError
 
 errors = make_console(stderr=True)
@@ -35,7 +36,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 for _command in (validate, run, report, logs, list_campaigns, cache, prs, sandboxes, metrics):
     cli.add_command(_command)
-for _command in (approve, reject, steer, diff, cancel, audit):
+for _command in (approve, reject, steer, diff, cancel, audit, ui):
     cli.add_command(_command)
 
 
