@@ -14,9 +14,34 @@ MASK = "***"
 
 def secret_values(env: Mapping[str, str] | None = None) -> list[str]:
     """Values of environment variables whose names say they are secrets (longest first)."""
-    env = os.environ if env is None else env
+    if env is None:
+        return _process_secrets()
     values = {v for k, v in env.items() if SECRET_NAME.search(k) and len(v) >= 6}
     return sorted(values, key=len, reverse=True)
+
+
+# The process environment's secrets, remembered with the raw environment they came from: every
+# log line and record is redacted, and reading os.environ decodes every variable each time (a
+# measurable share of a run's CPU at thousands of lines). The raw bytes are compared instead,
+# so a variable set or changed later (os.environ, monkeypatch) is seen at the next call.
+_last: tuple[tuple, list[str]] = ((), [])
+
+
+def _process_secrets() -> list[str]:
+    global _last
+    raw = getattr(os.environ, "_data", None)
+    if raw is None:  # not CPython's os.environ: read it as a mapping
+        values = {v for k, v in os.environ.items() if SECRET_NAME.search(k) and len(v) >= 6}
+        return sorted(values, key=len, reverse=True)
+    snapshot = tuple(raw.items())
+    if snapshot != _last[0]:
+        values = {
+            os.fsdecode(v)
+            for k, v in snapshot
+            if SECRET_NAME.search(os.fsdecode(k)) and len(os.fsdecode(v)) >= 6
+        }
+        _last = (snapshot, sorted(values, key=len, reverse=True))
+    return list(_last[1])
 
 
 def redact(value: Any, secrets: list[str] | None = None) -> Any:
