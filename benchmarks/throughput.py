@@ -2,6 +2,7 @@
 
     python benchmarks/throughput.py --repos 200 --json out.json
     python benchmarks/throughput.py --scale 10000 --json scale.json
+    python benchmarks/throughput.py --github --repos 100 --jobs 2 --runs 3 --json github.json
 
 The throughput run makes three identical fleets and, in one invocation, runs the same campaign
 (ruff's UP codemod, pytest as verifier, commit, push, PR) through `orchestrator run`, through a
@@ -201,6 +202,11 @@ def throughput(args: argparse.Namespace, work: Path) -> dict:
 
 
 def main() -> None:
+    if "--github" in sys.argv[1:]:  # the GitHub-forge mode has its own options
+        from benchmarks.github_mode import main as github_main
+
+        github_main([a for a in sys.argv[1:] if a != "--github"])
+        return
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -209,6 +215,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4, help="targets at once (both sides)")
     parser.add_argument("--skip-backfill", action="store_true", help="only orchestrator run")
     parser.add_argument("--scale", type=int, default=0, help="run the scale run with N targets")
+    parser.add_argument("--github", action="store_true",
+                        help="platform vs all-repos on a GitHub API emulator: "
+                        "see benchmarks/github_mode.py --help")  # fmt: skip
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--workdir", type=Path, help="keep generated data here")
     args = parser.parse_args()

@@ -42,3 +42,30 @@ def test_scale_benchmark_measures_discovery_report_and_memory(tmp_path: Path):
     for key in ("discovery_first_tick_s", "discovery_steady_tick_s", "report_s"):
         assert result[key] >= 0
     assert result["code_location_peak_mb"] > 0 and result["code_location_bare_mb"] > 0
+
+
+@pytest.mark.usefixtures("bwrap")
+def test_github_mode_runs_all_repos_and_the_platform_against_the_emulator(tmp_path: Path):
+    from benchmarks.github_mode import PeerUnavailable, ensure_peer
+    from tests.conftest import require
+
+    try:
+        ensure_peer()
+    except PeerUnavailable as exc:
+        require(False, f"the peer tool all-repos cannot be installed (.bench-venv): {exc}")
+    out = tmp_path / "out.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "github_mode.py"), "--repos", "2",
+         "--runs", "1", "--json", str(out), "--workdir", str(tmp_path / "work")],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    result = json.loads(out.read_text())
+    assert {"peer_s", "platform_s", "ratio", "peer", "platform", "all_repos_version"} <= set(result)
+    assert result["ratio"] == round(result["platform_s"] / result["peer_s"], 3)
+    # Both tools really opened a PR in each repository of the emulator.
+    assert result["peer_prs"] == 2 and result["platform_prs"] == 2
+    for tool in ("peer", "platform"):
+        seen = result[tool]
+        assert seen["api_per_target"] > 0 and seen["git_per_target"] > 0
+        assert seen["pushes"] == 2 and seen["max_writes_per_60s"] >= 2
