@@ -106,8 +106,30 @@ class ForgeResource(dg.ConfigurableResource):
         description="the GitHub token, as dg.EnvVar(<variable>) (GITHUB_TOKEN unless "
         "ORCHESTRATOR_GITHUB_TOKEN_ENV names another); unused by the local forge",
     )
-    write_concurrency: int = 4
-    write_interval_s: float = 1.0
+    write_concurrency: int = Field(
+        default=4, ge=1, description="GitHub writes and pushes in flight at once"
+    )
+    write_interval_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="a fixed pause between GitHub writes on top of the limits below (0: none; "
+        "writes are paced by GitHub's documented limits instead)",
+    )
+    writes_per_minute: int = Field(
+        default=80,
+        ge=1,
+        description="content-generating GitHub requests per minute and token (GitHub's "
+        "secondary limit: 80); a burst of this many goes at once",
+    )
+    writes_per_hour: int = Field(
+        default=500,
+        ge=1,
+        description="content-generating GitHub requests per hour and token (GitHub's "
+        "secondary limit: 500); never exceeded in any hour",
+    )
+    max_concurrent_requests: int = Field(
+        default=20, ge=1, description="GitHub API requests in flight at once (GitHub: <= 100)"
+    )
 
     def get(self) -> Forge:
         """The forge client (one per setting, so GitHub's write limits hold across runs' steps)."""
@@ -116,7 +138,10 @@ class ForgeResource(dg.ConfigurableResource):
         token = field_value(self.token)
         if not token:
             raise ForgeError(missing_token(self.token))
-        return _github(self.base_url, token, self.write_concurrency, self.write_interval_s)
+        return _github(
+            self.base_url, token, self.write_concurrency, self.write_interval_s,
+            self.writes_per_minute, self.writes_per_hour, self.max_concurrent_requests,
+        )  # fmt: skip
 
 
 def missing_token(token: str) -> str:
@@ -137,10 +162,24 @@ def missing_token(token: str) -> str:
 
 
 @cache
-def _github(base_url: str, token: str, concurrency: int, interval: float) -> Forge:
+def _github(
+    base_url: str,
+    token: str,
+    concurrency: int,
+    interval: float,
+    per_minute: int,
+    per_hour: int,
+    max_concurrent: int,
+) -> Forge:
     from resources.forges.github import GitHubForge
+    from resources.forges.github_pacing import WriteLimits
 
-    return GitHubForge(token, base_url, write_concurrency=concurrency, write_interval_s=interval)
+    # Every forge of the process on this host and token (with these limits) shares one write
+    # budget (github_pacing.shared_budget), so GitHub's per-token limits hold across them.
+    limits = WriteLimits(per_minute, per_hour, max_concurrent)
+    return GitHubForge(
+        token, base_url, write_concurrency=concurrency, write_interval_s=interval, limits=limits
+    )
 
 
 def forge_git_env(forge: Forge) -> dict[str, str]:

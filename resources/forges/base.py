@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -28,6 +30,18 @@ def refuse_push(subject: str, branch: str, default_branch: str | None = None) ->
             f"{subject}: refusing to push to {branch!r}: the default branch is not a campaign "
             "branch"
         )
+
+
+@contextmanager
+def counting_requests(forge: object) -> Iterator[Any]:
+    """While inside, the calling thread's API requests to `forge` are counted: yields the tally
+    (`requests`, `writes`, `not_modified`), or None for a forge that does not count (local)."""
+    counting = getattr(forge, "counting", None)
+    if not callable(counting):
+        yield None
+        return
+    with counting() as tally:
+        yield tally
 
 
 class ResolvedRepo(BaseModel):

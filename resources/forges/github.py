@@ -11,12 +11,18 @@ extends, and reading a pull request's checks and reviews is `github_status`. A r
 that may have landed is not made twice: creating a pull request then answers 422 "already
 exists" and the existing PR is adopted; a comment is looked up before it is posted again; a
 merge is read back before its failure is reported.
+
+No request asks for what the forge already knows: a push takes the default branch and clone URL
+that `resolve` read (for `repo_info_ttl_s`), creating a pull request needs no read of the
+repository, and an update rewrites the pull request `find_pull_request` just returned (same
+thread, within `found_ttl_s`) instead of reading it again.
 """
 
 from __future__ import annotations
 
 import logging
 import subprocess
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -90,8 +96,11 @@ def _moves(name: str, pr: GhPullRequest, to: str, *, never_from: str, refusal: s
 class GitHubForge(GitHubTransport):
     """Repositories and pull requests on github.com or a GitHub Enterprise Server.
 
-    `merge_method` is how pull requests are merged; everything else (`base_url`, the token,
-    concurrency, pacing, retries, `stats`) is the transport's: see `GitHubTransport`.
+    `merge_method` is how pull requests are merged; `repo_info_ttl_s` how long a repository's
+    default branch and clone URL read by `resolve` serve a push without reading them again;
+    `found_ttl_s` how long the pull request `find_pull_request` returned serves an update of it
+    (same thread). Everything else (`base_url`, the token, limits, pacing, retries, `stats`) is
+    the transport's: see `GitHubTransport`.
     """
 
     def __init__(
@@ -100,10 +109,29 @@ class GitHubForge(GitHubTransport):
         base_url: str = "https://api.github.com",
         *,
         merge_method: Literal["merge", "squash", "rebase"] = "merge",
+        repo_info_ttl_s: float = 900.0,
+        found_ttl_s: float = 60.0,
         **transport: Any,
     ):
         super().__init__(token, base_url, **transport)
         self.merge_method = merge_method
+        self.repo_info_ttl_s = repo_info_ttl_s
+        self.found_ttl_s = found_ttl_s
+        # OWNER/NAME -> (default branch, clone URL, when read)
+        self._repo_info: dict[str, tuple[str, str, float]] = {}
+        self._info_lock = threading.Lock()
+
+    def _remember(self, name: str, default_branch: str, clone_url: str) -> None:
+        with self._info_lock:
+            self._repo_info[name] = (default_branch, clone_url, self._clock())
+
+    def _known(self, name: str) -> tuple[str, str] | None:
+        """The default branch and clone URL `resolve` read lately, if it did."""
+        with self._info_lock:
+            info = self._repo_info.get(name)
+        if info is None or self._clock() - info[2] > self.repo_info_ttl_s:
+            return None
+        return info[0], info[1]
 
     def _repo(self, url: str) -> tuple[str, GhRepository]:
         name = repo_full_name(url)
@@ -116,6 +144,7 @@ class GitHubForge(GitHubTransport):
         """`(name, repository, pull request #number)` of `url`, with the failures of `action`
         inside turned into ForgeErrors (a 404: "pull request #N not found")."""
         name, repo = self._repo(url)
+        self._forget_found()
         with self._op(name, action, f"{name}: pull request #{number} not found"):
             yield name, repo, repo.get_pull(number)
 
@@ -133,8 +162,11 @@ class GitHubForge(GitHubTransport):
         """The clone URL, base branch (default: the repository's default) and sha, branch sha."""
         name, repo = self._repo(url)
         with self._op(name, "resolve"):
-            base_branch = base or repo.default_branch
+            default_branch = repo.default_branch
+            base_branch = base or default_branch
             clone_url = repo.clone_url
+            if default_branch:
+                self._remember(name, default_branch, clone_url)
             if not base_branch:
                 raise ForgeError(f"{name}: repository has no default branch (empty repository?)")
             base_sha = self._branch_sha(repo, base_branch)
@@ -168,11 +200,15 @@ class GitHubForge(GitHubTransport):
         """
         name = repo_full_name(url)
         refuse_push(name, branch)  # before any request
-        repo = self.client().get_repo(name)
-        with self._op(name, f"push of {branch}"):
-            default_branch = repo.default_branch
-            clone_url = repo.clone_url
+        known = self._known(name)
+        if known is None:
+            repo = self.client().get_repo(name)
+            with self._op(name, f"push of {branch}"):
+                known = repo.default_branch, repo.clone_url
+                self._remember(name, *known)
+        default_branch, clone_url = known
         refuse_push(name, branch, default_branch)
+        self._forget_found()  # a push moves the pull request's head and updated_at
         argv = [
             "push", "--quiet", f"--force-with-lease=refs/heads/{branch}:{expected or ''}",
             clone_url, f"{sha}:refs/heads/{branch}",
@@ -213,11 +249,28 @@ class GitHubForge(GitHubTransport):
     def find_pull_request(self, url: str, head: str) -> PullRequest | None:
         """The most recent pull request (open, merged or closed) whose head is `head`."""
         name, repo = self._repo(url)
+        self._forget_found()
         with self._op(name, f"looking up the pull request for {head}"):
             pulls = self._pulls_for(repo, name, head, "all")
             if not pulls:
                 return None
-            return self._model(max(pulls, key=lambda pr: pr.number))
+            found = max(pulls, key=lambda pr: pr.number)
+            self._local.found = (name, found.number, found, self._clock())
+            return self._model(found)
+
+    def _forget_found(self) -> None:
+        self._local.found = None
+
+    def _just_found(self, name: str, number: int) -> GhPullRequest | None:
+        """The pull request `find_pull_request` returned on this thread, if it is #`number` of
+        `name` and no write of this thread touched it since (within `found_ttl_s`)."""
+        found = getattr(self._local, "found", None)
+        self._local.found = None  # used once
+        if found is None or found[:2] != (name, number):
+            return None
+        if self._clock() - found[3] > self.found_ttl_s:
+            return None
+        return found[2]
 
     def create_pull_request(self, url: str, draft: PullRequestDraft) -> PullRequest:
         """Open a pull request, label it and ask its reviewers; idempotent per head branch.
@@ -227,6 +280,7 @@ class GitHubForge(GitHubTransport):
         A repository without draft support gets a ready pull request (with a warning).
         """
         name, repo = self._repo(url)
+        self._forget_found()
         with self._op(name, f"creating a pull request for {draft.head}"):
             try:
                 pr = self._create(repo, draft, draft.draft)
@@ -261,6 +315,11 @@ class GitHubForge(GitHubTransport):
         Nothing is written when the pull request already says what `draft` says (its
         `updated_at` is then unchanged). Labels are added, never removed (people add their own).
         """
+        name, repo = self._repo(url)
+        found = self._just_found(name, number)
+        if found is not None:  # what find_pull_request read a moment ago: no second read
+            with self._op(name, f"updating pull request #{number}"):
+                return self._update(repo, name, found, draft)
         with self._pull(url, number, f"updating pull request #{number}") as (name, repo, pr):
             return self._update(repo, name, pr, draft)
 

@@ -2,11 +2,16 @@
 
 Every API request goes through one retry loop (`GitHubTransport._request`): 5xx, network errors,
 429 and rate-limit 403s are retried with back-off that honours `Retry-After` and
-`X-RateLimit-Reset`; a rate limit pauses every thread of the forge, not just the one that hit it.
-Writes (POST, PATCH, PUT, DELETE and git pushes) share a bounded semaphore and are paced, so
-hundreds of targets do not trip GitHub's secondary (abuse) limits. A write retried after an
-ambiguous failure (a 5xx or a lost response) may already have been applied: the caller can say
-how to find it (`_recovering`), and what is found is returned instead of writing again.
+`X-RateLimit-Reset`; a rate limit pauses every thread that uses the token, not just the one that
+hit it. API writes (POST, PATCH, PUT, DELETE) take a token of GitHub's secondary limits (80 a
+minute, 500 an hour, per token: `github_pacing.HostBudget`, shared by every forge of the process
+on the same host and token), so hundreds of targets do not trip them, while writes to different
+repositories still overlap; writes and git pushes share a bounded semaphore, every request a cap
+on concurrent requests. A GET of something read before is conditional (`If-None-Match` with its
+ETag): GitHub answers an unchanged resource 304, which does not count against the primary rate
+limit, and the answer kept is returned. A write retried after an ambiguous failure (a 5xx or a
+lost response) may already have been applied: the caller can say how to find it
+(`_recovering`), and what is found is returned instead of writing again.
 
 PyGithub's `Github` client is not thread-safe (its connection object keeps the pending request in
 attributes), so the transport keeps one client per thread.
@@ -28,7 +33,8 @@ seconds_between_requests=None, seconds_between_writes=None)`):
   the loop below is the only retry layer.
 - `seconds_between_writes` keeps its last-write time in each `Requester`, i.e. per thread, and
   sleeps with `time.sleep`: GitHub's secondary limits count per token, so writes are paced here
-  across all threads (`_pace_write`), on the injectable, cancellable sleep.
+  across all threads and forges (`_pace_write`, `github_pacing`), on the injectable, cancellable
+  sleep.
   `seconds_between_requests` (PyGithub's default 0.25 s between any two requests of a client) is
   off for the same reason: reads are not paced, only rate limits slow them.
 """
@@ -36,15 +42,19 @@ seconds_between_requests=None, seconds_between_writes=None)`):
 from __future__ import annotations
 
 import base64
+import copy
 import functools
+import json
 import logging
 import random
 import re
 import subprocess
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -55,6 +65,7 @@ from github import Auth, Github, GithubException
 
 from resources import cancel
 from resources.forges.base import ForgeError
+from resources.forges.github_pacing import HostBudget, WriteLimits, shared_budget
 from resources.git import GitError, run_git
 from resources.redact import redact, secret_values
 
@@ -74,6 +85,19 @@ TRANSIENT_GIT = re.compile(
 )
 # What a write that may have landed is found as: the (headers, data) its answer would have had.
 Found = tuple[dict, Any]
+# requestJsonAndCheck's parameters after (verb, url), in order
+REQUEST_PARAMETERS = ("parameters", "headers", "input", "follow_302_redirect")
+
+
+@dataclass
+class RequestTally:
+    """The API requests one worker made while counting (`GitHubTransport.counting`): all of
+    them, the writes among them, and the conditional reads GitHub answered 304 (not counted
+    against its primary rate limit)."""
+
+    requests: int = 0
+    writes: int = 0
+    not_modified: int = 0
 
 
 def stoppable_sleep(seconds: float) -> None:
@@ -113,12 +137,16 @@ class GitHubTransport:
     """Authenticated, retried, paced access to one GitHub API (github.com or an Enterprise Server).
 
     `base_url` is the REST API root: `https://api.github.com`, or `https://HOST/api/v3` for GHE.
-    `write_concurrency` bounds simultaneous writes and pushes across threads; `write_interval_s`
-    spaces API writes (GitHub asks integrations for about one second between mutating requests).
+    `limits` are GitHub's secondary limits kept to (writes per minute and per hour, concurrent
+    requests), in a budget shared by every forge of the process on the same host and token
+    (`budget` replaces it, for tests); `write_concurrency` bounds simultaneous writes and pushes
+    of this forge; `write_interval_s` (default 0: none) adds a fixed spacing between writes on
+    top. `etag_cache_size` is how many GET answers are kept for conditional requests (0: none).
     `max_retries`, `backoff_s` and `max_wait_s` shape the retries; `sleep` and `clock` are
     injectable so tests do not wait. `stats` counts api_calls, retries, rate_limited,
-    server_errors, rate_limit_wait_s, backoff_wait_s, write_pacing_wait_s, git_pushes and
-    recovered_writes (writes found applied after a lost answer). Waits are summed over threads.
+    server_errors, rate_limit_wait_s, backoff_wait_s, write_pacing_wait_s, git_pushes,
+    recovered_writes (writes found applied after a lost answer), writes (API writes sent) and
+    not_modified (conditional GETs answered 304). Waits are summed over threads.
     """
 
     def __init__(
@@ -130,7 +158,10 @@ class GitHubTransport:
         max_retries: int = 8,
         backoff_s: float = 1.0,
         max_wait_s: float = 60.0,
-        write_interval_s: float = 1.0,
+        write_interval_s: float = 0.0,
+        limits: WriteLimits | None = None,
+        budget: HostBudget | None = None,
+        etag_cache_size: int = 1024,
         per_page: int = 100,
         timeout_s: int = 30,
         sleep: Callable[[float], None] = stoppable_sleep,
@@ -149,6 +180,11 @@ class GitHubTransport:
         self.timeout_s = timeout_s
         self._sleep = sleep
         self._clock = clock
+        self.limits = limits or WriteLimits()
+        self.budget = budget or shared_budget(self.base_url, token, self.limits, clock)
+        self.etag_cache_size = etag_cache_size
+        # (url, parameters, Accept) -> (etag, headers, data) of GET answers, least recent first
+        self._etags: OrderedDict[tuple[str, str, str], tuple[str, dict, Any]] = OrderedDict()
         basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
         self._auth_header = f"Authorization: Basic {basic}"
         self._secrets = sorted(
@@ -157,7 +193,6 @@ class GitHubTransport:
         self._write_slots = threading.BoundedSemaphore(write_concurrency)
         self._lock = threading.Lock()  # stats, pause and client list
         self._pace_lock = threading.Lock()
-        self._pause_until = 0.0
         self._next_write_at = 0.0
         self._local = threading.local()
         self._clients: list[Github] = []
@@ -171,6 +206,8 @@ class GitHubTransport:
             "write_pacing_wait_s": 0.0,
             "git_pushes": 0,
             "recovered_writes": 0,
+            "writes": 0,
+            "not_modified": 0,
         }
 
     def __repr__(self) -> str:
@@ -217,10 +254,31 @@ class GitHubTransport:
             requester = gh.requester
             send = requester.requestJsonAndCheck
             requester.requestJsonAndCheck = functools.partial(self._request, send)  # type: ignore[method-assign]
+            # requestJsonAndCheck calls self.requestJson, which alone sees the HTTP status: kept
+            # per thread, so that a 304 (its body is empty) is told from a 200
+            raw = requester.requestJson
+            requester.requestJson = functools.partial(self._status_of, raw)  # type: ignore[method-assign]
             self._local.gh = gh
             with self._lock:
                 self._clients.append(gh)
         return gh
+
+    def _status_of(self, raw: Callable[..., tuple[int, dict, str]], *args: Any, **kwargs: Any):
+        """PyGithub's `requestJson`, with the answer's status kept for this thread."""
+        status, headers, output = raw(*args, **kwargs)
+        self._local.status = status
+        return status, headers, output
+
+    @contextmanager
+    def counting(self) -> Iterator[RequestTally]:
+        """While inside, this thread's API requests are counted in the tally yielded (a worker
+        works on one target at a time: its requests are the target's)."""
+        previous = getattr(self._local, "tally", None)
+        tally = self._local.tally = RequestTally()
+        try:
+            yield tally
+        finally:
+            self._local.tally = previous
 
     def close(self) -> None:
         """Close every thread's HTTP connections."""
@@ -236,8 +294,11 @@ class GitHubTransport:
             self.stats[key] = round(self.stats[key] + amount, 6)
 
     def _request(self, send: Callable[..., Any], verb: str, url: str, *args: Any, **kwargs: Any):
-        """One API request with retries; writes take a write slot and are paced."""
+        """One API request with retries; writes take a write slot and are paced, every request
+        a concurrency slot; a GET read before is conditional."""
         write = verb.upper() in WRITE_VERBS
+        kwargs.update(zip(REQUEST_PARAMETERS, args, strict=False))
+        conditional = verb.upper() == "GET" and self.etag_cache_size > 0
         attempt = 0
         while True:
             self._await_pause()
@@ -245,11 +306,14 @@ class GitHubTransport:
             with self._write_slots if write else nullcontext():
                 if write:
                     self._pace_write()
-                self._bump("api_calls")
-                try:
-                    return send(verb, url, *args, **kwargs)
-                except (GithubException, *NETWORK_ERRORS) as exc:
-                    failure = exc
+                with self.budget.requests:
+                    self._count(write)
+                    try:
+                        if conditional:
+                            return self._conditional_get(send, url, kwargs)
+                        return send(verb, url, **kwargs)
+                    except (GithubException, *NETWORK_ERRORS) as exc:
+                        failure = exc
             plan = self._retry_plan(failure)
             if plan is None or attempt >= self.max_retries:
                 raise failure
@@ -262,6 +326,44 @@ class GitHubTransport:
                     return found
             attempt += 1
             self._back_off(kind, wait, attempt, f"{verb} {urlparse(url).path}", failure)
+
+    def _count(self, write: bool) -> None:
+        self._bump("api_calls")
+        if write:
+            self._bump("writes")
+        tally: RequestTally | None = getattr(self._local, "tally", None)
+        if tally is not None:
+            tally.requests += 1
+            tally.writes += write
+
+    def _conditional_get(self, send: Callable[..., Any], url: str, kwargs: dict[str, Any]):
+        """A GET sent with the ETag of the answer kept for it (if any): on 304 the kept answer
+        is returned (a copy: PyGithub objects are built from it), on 200 it is kept."""
+        headers = dict(kwargs.get("headers") or {})
+        params = json.dumps(kwargs.get("parameters") or {}, sort_keys=True, default=str)
+        key = (url, params, str(headers.get("Accept", "")))
+        with self._lock:
+            kept = self._etags.get(key)
+            if kept is not None:
+                self._etags.move_to_end(key)
+        if kept is not None:
+            headers["If-None-Match"] = kept[0]
+        self._local.status = None
+        answer_headers, data = send("GET", url, **{**kwargs, "headers": headers})
+        if kept is not None and self._local.status == 304:
+            self._bump("not_modified")
+            tally: RequestTally | None = getattr(self._local, "tally", None)
+            if tally is not None:
+                tally.not_modified += 1
+            return dict(kept[1]), copy.deepcopy(kept[2])
+        etag = {str(k).lower(): v for k, v in (answer_headers or {}).items()}.get("etag")
+        if etag and self._local.status == 200:
+            with self._lock:
+                self._etags[key] = (str(etag), dict(answer_headers), copy.deepcopy(data))
+                self._etags.move_to_end(key)
+                while len(self._etags) > self.etag_cache_size:
+                    self._etags.popitem(last=False)
+        return answer_headers, data
 
     def _recovered(self) -> Found | None:
         """What this thread's recovery hook finds of a write that may have landed (or None)."""
@@ -313,8 +415,7 @@ class GitHubTransport:
             if wait is None:  # GitHub: without a hint, wait at least a minute, then longer
                 wait = 60.0 * 2 ** (attempt - 1)
             wait = min(wait, self.max_wait_s)
-            with self._lock:
-                self._pause_until = max(self._pause_until, self._clock() + wait)
+            self.budget.pause(self._clock() + wait)
         else:
             self._bump("server_errors")
             if wait is None:
@@ -330,25 +431,34 @@ class GitHubTransport:
             self._bump("backoff_wait_s", wait)
 
     def _await_pause(self) -> None:
-        """Sleep out a rate-limit pause that any thread started."""
-        with self._lock:
-            wait = self._pause_until - self._clock()
+        """Sleep out a rate-limit pause that any thread (of any forge on the token) started."""
+        wait = self.budget.pause_until - self._clock()
         if wait > 0:
             self._sleep(wait)
             self._bump("rate_limit_wait_s", wait)
 
     def _pace_write(self) -> None:
-        """Space writes at least `write_interval_s` apart, across threads."""
-        if self.write_interval_s <= 0:
+        """Wait for a write token of GitHub's secondary limits (and `write_interval_s`, if set).
+
+        The slot is reserved first come, first served; a wait cut short (the worker was
+        cancelled) gives it back."""
+        now = self._clock()
+        if self.write_interval_s > 0:
+            with self._pace_lock:
+                earliest = max(now, self._next_write_at)
+                self._next_write_at = earliest + self.write_interval_s
+        else:
+            earliest = now
+        at = self.budget.reserve(earliest)
+        wait = at - now
+        if wait <= 0:
             return
-        with self._pace_lock:
-            now = self._clock()
-            wait = self._next_write_at - now
-            if wait > 0:
-                self._sleep(wait)
-                self._bump("write_pacing_wait_s", wait)
-                now += wait
-            self._next_write_at = now + self.write_interval_s
+        try:
+            self._sleep(wait)
+        except BaseException:
+            self.budget.release(at)
+            raise
+        self._bump("write_pacing_wait_s", wait)
 
     @contextmanager
     def _recovering(self, recover: Callable[[], Found | None]) -> Iterator[None]:
