@@ -1,12 +1,13 @@
 """The per-campaign asset factory: one asset group, its partitions, checks, jobs and automation."""
 
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 
-from orchestrator_assets.assets import history
+from orchestrator_assets.assets import history, pr_rate
 from orchestrator_assets.assets.fanout import fan_out
 from orchestrator_assets.assets.metadata import (
     change_metadata,
@@ -38,7 +39,7 @@ from orchestrator_assets.stages.records import (
 )
 from orchestrator_assets.stages.status import ChangeOutcome
 from orchestrator_assets.stages.target import advance_target
-from orchestrator_assets.stages.workbench import Workbench
+from orchestrator_assets.stages.workbench import PullRequestLimiter, Workbench
 from resources.agents.judge import judge_change
 from resources.build import build_forge
 from resources.dagster_resources import (
@@ -49,6 +50,7 @@ from resources.dagster_resources import (
     SandboxResource,
     forge_git_env,
 )
+from resources.forges.base import counting_requests
 from resources.notify import NotifierResource
 from sensors.discovery import build_discovery_sensor
 from sensors.pr_status import build_pr_status_sensor
@@ -181,6 +183,14 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
         stats = metrics.RunStats(forge_kind=forge.kind)
         forge_before = metrics.forge_counters(forge_client)
         sandboxes = sandbox.get(profile.provider, profile.image, profile.limits())
+        pr_limiter = None
+        if spec.pull_request.max_per_hour is not None and "pull_request" in stages:
+            # what the campaign opened in the last hour counts too: a re-run cannot exceed it
+            since = time.time() - 3600
+            pr_limiter = PullRequestLimiter(
+                spec.pull_request.max_per_hour,
+                pr_rate.pull_requests_opened_since(instance, spec, since),
+            )
         wb = Workbench(
             forge=forge_client,
             cache=repo_cache.get(forge_git_env(forge_client)),
@@ -204,15 +214,24 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
             environment=profile.environment_key(),
             notify=notify,
             judge=judge_for(spec),
+            pr_limiter=pr_limiter,
         )
         single = context.has_partition_key
         verified: dict[str, VerificationRecord] = {}
+        requests: dict[str, int] = {}  # GitHub API requests per target (worker threads write)
 
         def work(key: str, log) -> TargetOutcome:
-            return advance_target(
-                spec, spec.target(key), stages, changes.get(key), verifications.get(key),  # type: ignore[arg-type]
-                gates.get(key), wb, log, decisions.get(key), prior_prs.get(key),
-            )  # fmt: skip
+            # A worker works on one target at a time: its thread's requests are the target's.
+            with counting_requests(forge_client) as tally:
+                outcome = advance_target(
+                    spec, spec.target(key), stages, changes.get(key), verifications.get(key),  # type: ignore[arg-type]
+                    gates.get(key), wb, log, decisions.get(key), prior_prs.get(key),
+                )  # fmt: skip
+            if tally is not None:
+                requests[key] = tally.requests
+                log(f"{key}: {tally.requests} GitHub API request(s), {tally.writes} write(s), "
+                    f"{tally.not_modified} answered 304")  # fmt: skip
+            return outcome
 
         def failed(key: str, exc: BaseException) -> TargetOutcome:
             reason = f"unexpected error: {exc}"
@@ -245,6 +264,11 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
                     verified[key] = outcome.verification
         finally:  # also when the run is interrupted: what it measured so far is kept
             stats.forge = metrics.forge_delta(forge_before, metrics.forge_counters(forge_client))
+            if requests:
+                counts = list(requests.values())
+                stats.forge["targets_counted"] = len(counts)
+                stats.forge["requests_per_target_max"] = max(counts)
+                stats.forge["requests_per_target_mean"] = round(sum(counts) / len(counts), 3)
             metrics.record_run_stats(instance, context.run_id, stats, spec.name)
         yield from check_results(context, verified, single)
 

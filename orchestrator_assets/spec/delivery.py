@@ -30,6 +30,12 @@ class PullRequestTemplate(StrictModel):
     reviewers: list[str] = Field(default_factory=list, description="users asked to review")
     draft: bool = False
     reopen: bool = Field(default=False, description="reopen a PR a human closed (not merged)")
+    max_per_hour: int | None = Field(
+        default=None,
+        gt=0,
+        description="open at most this many pull requests in any hour (across runs), to spare "
+        "the targets' CI; a target past the limit stays pending until a later run",
+    )
 
     @field_validator("title", "body")
     @classmethod

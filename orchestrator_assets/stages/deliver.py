@@ -1,10 +1,18 @@
 """The deliver stage: the PR gate, pushing a verified change and opening or updating its PR, with
-the PR's title and body from the campaign's templates."""
+the PR's title and body from the campaign's templates.
+
+A campaign with `pull_request.max_per_hour` opens at most that many pull requests in any hour,
+counting those its records say it opened in the last hour (`Workbench.pr_limiter`). A target
+whose pull request would open later than the limiter's patience (5 minutes) is not pushed: it is
+held (`pending`, "PR rate limit: next slot at …") and a later run delivers it; updates of
+existing pull requests are not limited.
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from orchestrator_assets.spec.campaign import CampaignSpec
 from orchestrator_assets.spec.delivery import TEMPLATES
@@ -18,6 +26,19 @@ from orchestrator_assets.stages.records import (
 from orchestrator_assets.stages.status import ChangeOutcome
 from orchestrator_assets.stages.workbench import Log, Workbench, quiet
 from resources.forges.base import ForgeError, PullRequestDraft
+
+# what an awaiting_review record says: a draft opened by the run (counted by max_per_hour) or not
+AWAITING_DRAFT = "draft pull request #{number} awaits a review"
+OPENED_DRAFT = "draft pull request #{number} opened; awaits a review"
+RATE_HELD = "PR rate limit: next slot at {at} (pull_request.max_per_hour: {limit})"
+
+
+def opened_a_pull_request(record: PullRequestRecord) -> bool:
+    """Whether the run that wrote `record` opened a pull request (ready, or a draft for review)."""
+    if record.outcome == "opened":
+        return True
+    opened_draft = OPENED_DRAFT.split("}", 1)[1]  # the text after the number
+    return record.outcome == "awaiting_review" and (record.reason or "").endswith(opened_draft)
 
 
 @dataclass
@@ -98,13 +119,31 @@ def deliver_pull_request(
                 state=existing.state,
                 head_sha=head,
             )
-        pushed = publish(spec, target, change, bench, log)
+        limiter = bench.pr_limiter if existing is None else None
+        if limiter is not None:  # before the push: a pushed branch already starts CI
+            next_slot = limiter.acquire()
+            if next_slot is not None:
+                at = datetime.fromtimestamp(next_slot, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+                reason = RATE_HELD.format(at=at, limit=limiter.per_hour)
+                log(f"{target.key}: held: {reason}")
+                return done(outcome="held", reason=reason, head_sha=head)
+        try:
+            pushed = publish(spec, target, change, bench, log)
+        except ForgeError:
+            if limiter is not None:
+                limiter.give_back()
+            raise
         if awaiting:  # the draft PR is where the review happens
             draft = draft.model_copy(update={"draft": True})
         elif spec.review.policy == "required" and spec.pull_request.draft:
             draft = draft.model_copy(update={"draft": False})  # approved: published
         if existing is None:
-            pr = bench.forge.create_pull_request(target.repo, draft)
+            try:
+                pr = bench.forge.create_pull_request(target.repo, draft)
+            except ForgeError:
+                if limiter is not None:
+                    limiter.give_back()
+                raise
             outcome = "opened"
         else:
             if not existing.draft:  # published by a human or `prs publish`: never re-drafted
@@ -117,8 +156,9 @@ def deliver_pull_request(
     if awaiting:
         if gate.awaiting_since is None:
             _notify_awaiting(spec, target, change, bench, pr.url)
+        said = OPENED_DRAFT if outcome == "opened" else AWAITING_DRAFT
         return done(
-            outcome="awaiting_review", reason=f"draft pull request #{pr.number} awaits a review",
+            outcome="awaiting_review", reason=said.format(number=pr.number),
             number=pr.number, url=pr.url, state=pr.state, head_sha=head, pushed_sha=pushed,
             awaiting_since=gate.awaiting_since or time.time(),
         )  # fmt: skip

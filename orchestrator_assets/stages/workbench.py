@@ -1,8 +1,11 @@
 """What every stage works with: the outside systems of a run (`Workbench`), a follow-up pass,
-and the callbacks for logs and notifications."""
+the campaign's pull request rate (`PullRequestLimiter`), and the callbacks for logs and
+notifications."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +13,7 @@ from pathlib import Path
 from orchestrator_assets.spec.steps import JudgeConfig
 from orchestrator_assets.spec.target import Target
 from orchestrator_assets.stages.budget import Budget
+from resources import cancel
 from resources.agents.base import Agent
 from resources.agents.judge import Verdict
 from resources.env_cache import DEFAULT_MANIFESTS, EnvCache
@@ -32,6 +36,56 @@ class FollowUp:
     prompt: str | None = None
     files: list[str] = field(default_factory=list)
     decision_id: str | None = None
+
+
+HOUR_S = 3600.0
+
+
+@dataclass
+class PullRequestLimiter:
+    """At most `per_hour` pull requests opened by one campaign in any hour (its
+    `pull_request.max_per_hour`): rollout pacing that spares the targets' CI.
+
+    Shared by the targets of a run; `opened` starts with the times (epoch seconds) of the pull
+    requests the campaign's records say were opened in the last hour, so a re-run counts them
+    too. A target waits for a slot up to `patience_s`; a slot further away is left to a later
+    run (`deliver` holds the target, pending). `clock` and `sleep` (True: the wait was
+    cancelled) are injectable so tests decide without waiting.
+    """
+
+    per_hour: int
+    opened: list[float] = field(default_factory=list)
+    patience_s: float = 300.0
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], bool] = cancel.sleep
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def take(self) -> float | None:
+        """Take a slot now: None when taken, else when (epoch seconds) the next one opens."""
+        with self._lock:
+            now = self.clock()
+            self.opened = sorted(t for t in self.opened if t > now - HOUR_S)
+            if len(self.opened) < self.per_hour:
+                self.opened.append(now)
+                return None
+            return self.opened[-self.per_hour] + HOUR_S
+
+    def give_back(self) -> None:
+        """Return the slot taken last by a creation that failed (no pull request was opened)."""
+        with self._lock:
+            if self.opened:
+                self.opened.pop()
+
+    def acquire(self) -> float | None:
+        """Take a slot, waiting for it up to `patience_s`: None when taken, else when the next
+        slot opens (further away than the patience, or the wait was cancelled)."""
+        while True:
+            next_slot = self.take()
+            if next_slot is None:
+                return None
+            wait = next_slot - self.clock()
+            if wait > self.patience_s or self.sleep(max(wait, 0.0)):
+                return next_slot
 
 
 @dataclass
@@ -61,6 +115,7 @@ class Workbench:
     output_lines: int = 200  # lines of each command's output streamed into the run log
     notify: Notify = field(default=lambda kind, message: None)  # optional notifier
     judge: Judge | None = None  # the LLM judge (agentic campaigns with `judge:`)
+    pr_limiter: PullRequestLimiter | None = None  # the campaign's `pull_request.max_per_hour`
 
     def open_sandbox(self, stage: str, target: Target):
         """A sandbox for one stage of one target, tagged with campaign, target and run."""
