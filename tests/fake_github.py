@@ -5,6 +5,9 @@ The REST answers use GitHub's documented shapes and field names (what PyGithub p
 `url` fields pointing back here so lazy objects complete against the fake; lists paginate with
 `per_page`/`page` and `Link` headers; errors come as `{"message", "errors", "documentation_url"}`.
 API calls need `Authorization: token T` or `Bearer T`; git needs `Basic base64(user:T)`.
+A GET answered 200 carries an `ETag` (a digest of its body); sent again with `If-None-Match` of
+that ETag while nothing changed, it is answered 304 without a body, and, as on GitHub, not counted
+against the primary rate limit: `rate_used` counts the API requests that are.
 
 The API is served under `api_prefix` ("/api/v3" like GitHub Enterprise, or "" like api.github.com)
 and git under `/git/OWNER/NAME.git` by `git http-backend`. Every request is recorded in `calls`.
@@ -170,6 +173,7 @@ class FakeGitHub:
         self.faults: list[Fault] = []
         self.fault_log: list[tuple[str, str, str]] = []  # (kind, method, path)
         self.write_latency_s = 0.0
+        self.rate_used = 0  # API requests counted against the primary rate limit (not 304s)
         self.writes_in_flight = 0
         self.max_writes_in_flight = 0
         self._faulted: dict[str, int] = {}
@@ -506,7 +510,8 @@ class FakeGitHub:
             "merge_commit_sha": pr.merge_commit_sha, "assignee": None, "assignees": [],
             "requested_reviewers": [self._user_json(u) for u in pr.reviewers],
             "requested_teams": [
-                {"id": self._next_id(), "node_id": "T", "slug": t, "name": t,
+                {"id": int(hashlib.sha1(t.encode()).hexdigest()[:6], 16), "node_id": "T",
+                 "slug": t, "name": t,
                  "url": self._api(f"/orgs/{repo.owner}/teams/{t}")}
                 for t in pr.teams
             ],
@@ -607,6 +612,14 @@ class FakeGitHub:
                     self.writes_in_flight -= 1
         if fault is not None:  # 502_after: done, but the answer is lost
             return self._fault_answer(fault)
+        if call.method == "GET" and status == 200:
+            digest = hashlib.sha1(json.dumps(body, sort_keys=True).encode()).hexdigest()
+            etag = f'W/"{digest}"'
+            headers = {**headers, "ETag": etag}
+            if etag in [t.strip() for t in call.headers.get("if-none-match", "").split(",")]:
+                return 304, {**self._rate_headers(), "ETag": etag}, None
+        with self._lock:
+            self.rate_used += 1
         return status, {**self._rate_headers(), **headers}, body
 
     def _fault_answer(self, fault: Fault) -> tuple[int, dict[str, str], Any]:

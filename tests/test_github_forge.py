@@ -303,6 +303,22 @@ def test_push_refuses_the_default_branch_even_under_campaign(fake, forge, tmp_pa
         forge.push_branch("acme/odd", ws, "campaign/main", sha, None)
 
 
+def test_a_push_reads_the_repository_only_when_resolve_did_not(fake, clock, tmp_path):
+    fake.add_repo("acme/app", FILES)
+    forge = make_forge(fake, clock, repo_info_ttl_s=600)
+    ws = clone(forge, f"{fake.web}/git/acme/app.git", tmp_path / "ws")
+    run_git(["checkout", "--quiet", "-b", BRANCH], ws)
+    forge.push_branch(APP, ws, BRANCH, commit(ws, "x = 1\n"), None)  # nothing known: one GET
+    assert len(fake.calls_to("GET", r"/repos/acme/app")) == 1
+    resolved = forge.resolve(APP, None, BRANCH)
+    forge.push_branch(APP, ws, BRANCH, commit(ws, "x = 2\n"), resolved.branch_sha)
+    assert len(fake.calls_to("GET", r"/repos/acme/app")) == 2  # resolve's only
+    clock.sleep(601)  # what resolve read is old now: read again
+    forge.push_branch(APP, ws, BRANCH, commit(ws, "x = 3\n"), fake.refs("acme/app")[BRANCH])
+    assert len(fake.calls_to("GET", r"/repos/acme/app")) == 3
+    assert fake.calls_to("GET", r"/repos/acme/app")[-1].status == 304  # unchanged: not counted
+
+
 def test_git_without_the_token_is_turned_away(fake, forge, tmp_path):
     fake.add_repo("acme/app", FILES)
     with pytest.raises(GitError):
