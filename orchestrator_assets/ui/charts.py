@@ -39,7 +39,7 @@ def _frame(start: float, end: float, top: float, label: str) -> str:
         f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{bottom}" stroke="#888"/>'
         f'<text x="{PAD}" y="{HEIGHT - 8}" font-size="10">{first}</text>'
         f'<text x="{WIDTH - PAD}" y="{HEIGHT - 8}" font-size="10" text-anchor="end">{last}</text>'
-        f'<text x="{PAD - 4}" y="{PAD + 4}" font-size="10" text-anchor="end">{escape(label)}</text>'
+        f'<text x="{PAD + 4}" y="{PAD - 6}" font-size="10">{escape(label)}</text>'
         f'<text x="{PAD - 4}" y="{bottom}" font-size="10" text-anchor="end">0</text>'
     )
 

@@ -25,7 +25,7 @@
     list.appendChild(item);
     const shown = el("tr", { class: "comment-row" });
     const cell = el("td", { colspan: "4" });
-    cell.appendChild(el("span", { class: "comment-bubble" }, `💬 ${text}`));
+    cell.appendChild(el("span", { class: "comment-bubble" }, `comment: ${text}`));
     shown.appendChild(cell);
     row.after(shown);
     remove.addEventListener("click", () => { item.remove(); shown.remove(); });
