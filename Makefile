@@ -34,6 +34,11 @@ system-deps:
 	    echo "installing chromium (headless browser for the UI test)"; \
 	    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "WARNING: could not install chromium"; \
 	  else echo "WARNING: chromium is not installed: the UI test's browser part is skipped"; fi; }
+	@command -v chromedriver >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium-driver (selenium drives chromium in tests/test_review_ui.py)"; \
+	    (apt-get update -qq && apt-get install -y -qq chromium-driver >/dev/null) || echo "WARNING: could not install chromium-driver"; \
+	  else echo "WARNING: chromedriver is not installed: the review UI browser tests are skipped"; fi; }
 	@command -v kubectl >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing kubectl (Debian's kubernetes-client: the tests render deploy/k8s with kustomize)"; \
@@ -70,9 +75,14 @@ lint: $(BIN)/orchestrator
 test: $(BIN)/orchestrator system-deps agent-cli lint
 	$(BIN)/pytest -q
 
+# `make dev`: the Dagster UI and the review UI (`orchestrator ui`) side by side, one port each.
+DAGSTER_PORT ?= 3000
+UI_PORT ?= 3001
 dev: $(BIN)/orchestrator system-deps agent-cli
 	$(BIN)/python -c "from orchestrator_assets.spec.settings import Settings, ensure_dagster_home; ensure_dagster_home(Settings())"
-	$(BIN)/dagster dev -w workspace.yaml
+	@echo "Dagster UI: http://127.0.0.1:$(DAGSTER_PORT)   review UI: http://127.0.0.1:$(UI_PORT)"
+	$(BIN)/orchestrator ui --port $(UI_PORT) & ui=$$!; trap "kill $$ui 2>/dev/null" EXIT INT TERM; \
+	  $(BIN)/dagster dev -w workspace.yaml -p $(DAGSTER_PORT)
 
 clean:
 	rm -rf .demo .orchestrator .dagster_home .tools
