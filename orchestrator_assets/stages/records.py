@@ -216,7 +216,7 @@ class TargetOutcome(BaseModel):
 
 
 DecisionKind = Literal["approve", "reject", "steer"]
-DecisionSource = Literal["cli", "job", "github", "timeout"]
+DecisionSource = Literal["cli", "job", "github", "timeout", "ui"]
 
 
 class ReviewDecision(BaseModel):

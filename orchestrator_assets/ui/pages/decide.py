@@ -77,7 +77,7 @@ async def decide(request: Request) -> Response:
             decision = ReviewDecision.model_validate_json(str(form["decision_json"]))
             # Only what the reviewer chose comes from the page; who, when and how are the server's.
             decision = decision.model_copy(
-                update={"actor": actor, "target": target, "source": "cli", "at": time.time(),
+                update={"actor": actor, "target": target, "source": "ui", "at": time.time(),
                         "id": uuid.uuid4().hex}
             )  # fmt: skip
         else:
