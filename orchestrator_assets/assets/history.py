@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from typing import TypeVar
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import dagster as dg
 from dagster import AssetCheckKey, AssetKey, DagsterInstance
@@ -12,6 +12,9 @@ from pydantic import BaseModel, ValidationError
 from orchestrator_assets.assets.dagster_private import (
     AssetCheckEvaluationTargetMaterializationData,
     PartitionKeyFilter,
+    StoredEvent,
+    event_metadata_by_id,
+    latest_storage_ids,
 )
 from orchestrator_assets.spec.campaign import CampaignSpec
 from orchestrator_assets.stages.records import ChangeRecord, PullRequestRecord, VerificationRecord
@@ -38,17 +41,154 @@ def latest_events(
     observations: bool,
     metadata_key: str,
 ) -> dict[str, dg.EventLogEntry]:
-    """The newest materialization (or observation) per partition that carries `metadata_key`."""
+    """The newest materialization (or observation) per partition that carries `metadata_key`.
+
+    Read with the event log's index: the newest event id of each partition, then those events
+    by id, so a report costs one event per target however long the campaign's history is. Only
+    partitions whose newest event lacks the key (a `pull_request` observation that is a review
+    decision where a PR state is wanted, a PR record of a run that did not reach the forge) are
+    looked up further back.
+    """
+    latest: dict[str, dg.EventLogEntry] = {}
+    lacking: list[str] = []
+    for record in latest_event_records(instance, key, partitions, observations).values():
+        partition = record.partition_key
+        if partition is None:
+            continue
+        if metadata_key in event_metadata(record.event_log_entry):
+            latest[partition] = record.event_log_entry
+        else:
+            lacking.append(partition)
+    if lacking:
+        latest.update(_scan_latest(instance, key, lacking, observations, metadata_key))
+    return latest
+
+
+def latest_event_records(
+    instance: DagsterInstance, key: AssetKey, partitions: Sequence[str] | None, observations: bool
+) -> dict[str, dg.EventLogRecord]:
+    """The newest materialization (or observation) record of each partition of `key` (of
+    `partitions` only, when given)."""
+    ids = _latest_ids(instance, key, partitions, observations)
+    return {
+        record.partition_key: record
+        for record in records_by_id(instance, key, ids, observations)
+        if record.partition_key is not None
+    }
+
+
+def _latest_ids(
+    instance: DagsterInstance, key: AssetKey, partitions: Sequence[str] | None, observations: bool
+) -> list[int]:
+    """The storage ids of the newest materialization (or observation) of each partition, by
+    one indexed `MAX(id) … GROUP BY partition` query (per `PAGE` partitions)."""
+    event_type = (
+        dg.DagsterEventType.ASSET_OBSERVATION
+        if observations
+        else dg.DagsterEventType.ASSET_MATERIALIZATION
+    )
+    ids: list[int] = []
+    for chunk in _chunks(partitions):
+        ids.extend(latest_storage_ids(instance, key, event_type, chunk).values())
+    return ids
+
+
+def records_by_id(
+    instance: DagsterInstance, key: AssetKey, storage_ids: Sequence[int], observations: bool
+) -> Iterator[dg.EventLogRecord]:
+    """The materialization (or observation) records of `key` with these storage ids."""
+    fetch = instance.fetch_observations if observations else instance.fetch_materializations
+    ids = sorted(storage_ids)
+    for start in range(0, len(ids), PAGE):
+        chunk = ids[start : start + PAGE]
+        result = fetch(dg.AssetRecordsFilter(asset_key=key, storage_ids=chunk), limit=len(chunk))
+        yield from result.records
+
+
+def latest_stored(
+    instance: DagsterInstance,
+    key: AssetKey,
+    partitions: Sequence[str] | None,
+    observations: bool,
+    metadata_key: str,
+    labels: Collection[str] | None = None,
+) -> dict[str, StoredEvent]:
+    """Like `latest_events`, the newest event per partition carrying `metadata_key`, but only
+    its metadata values (of `labels` and `metadata_key`; None: all), read without building
+    Dagster's event objects (see `dagster_private.event_metadata_by_id`)."""
+    wanted = None if labels is None else {*labels, metadata_key}
+    ids = _latest_ids(instance, key, partitions, observations)
+    latest: dict[str, StoredEvent] = {}
+    lacking: list[str] = []
+    for event in _stored_by_id(instance, key, ids, observations, wanted):
+        if event.partition is None:
+            continue
+        if metadata_key in event.metadata:
+            latest[event.partition] = event
+        else:
+            lacking.append(event.partition)
+    if lacking:
+        for partition, entry in _scan_latest(
+            instance, key, lacking, observations, metadata_key
+        ).items():
+            latest[partition] = _stored(entry, partition, wanted)
+    return latest
+
+
+def _stored_by_id(
+    instance: DagsterInstance,
+    key: AssetKey,
+    storage_ids: Sequence[int],
+    observations: bool,
+    labels: Collection[str] | None,
+) -> Iterator[StoredEvent]:
+    """The events with these storage ids, as `StoredEvent`s."""
+    ids = sorted(storage_ids)
+    for start in range(0, len(ids), PAGE):
+        chunk = ids[start : start + PAGE]
+        found = event_metadata_by_id(instance, chunk, labels)
+        if found is None:  # not a SQL event log: the public call
+            for record in records_by_id(instance, key, chunk, observations):
+                yield _stored(
+                    record.event_log_entry, record.partition_key, labels, record.storage_id
+                )
+        else:
+            yield from found.values()
+
+
+def _stored(
+    entry: dg.EventLogEntry,
+    partition: str | None,
+    labels: Collection[str] | None,
+    storage_id: int = 0,
+) -> StoredEvent:
+    """A deserialized event as a `StoredEvent` (its metadata limited to `labels`)."""
+    values = {k: v.value for k, v in event_metadata(entry).items() if labels is None or k in labels}
+    return StoredEvent(storage_id, partition, entry.timestamp, values)
+
+
+def _chunks(partitions: Sequence[str] | None) -> Iterable[Sequence[str] | None]:
+    """`partitions` in pieces small enough for one `IN (…)` (None: every partition at once)."""
+    if partitions is None:
+        return [None]
+    return [partitions[i : i + PAGE] for i in range(0, len(partitions), PAGE)]
+
+
+def _scan_latest(
+    instance: DagsterInstance,
+    key: AssetKey,
+    partitions: Sequence[str],
+    observations: bool,
+    metadata_key: str,
+) -> dict[str, dg.EventLogEntry]:
+    """The newest event carrying `metadata_key` of each of `partitions`, newest first through
+    their events (stops once each has one)."""
     fetch = instance.fetch_observations if observations else instance.fetch_materializations
     latest: dict[str, dg.EventLogEntry] = {}
-    chunks: Iterable[Sequence[str] | None] = (
-        [partitions[i : i + PAGE] for i in range(0, len(partitions), PAGE)]
-        if partitions is not None
-        else [None]
-    )
-    for chunk in chunks:
+    for chunk in _chunks(partitions):
+        wanted = set(chunk or ())
         cursor = None
-        while True:
+        while wanted:
             result = fetch(
                 dg.AssetRecordsFilter(asset_key=key, asset_partitions=chunk),
                 limit=PAGE,
@@ -58,12 +198,9 @@ def latest_events(
             for record in result.records:
                 entry = record.event_log_entry
                 partition = record.partition_key
-                if (
-                    partition is not None
-                    and partition not in latest
-                    and metadata_key in event_metadata(entry)
-                ):
+                if partition in wanted and metadata_key in event_metadata(entry):
                     latest[partition] = entry
+                    wanted.discard(partition)
             if not result.has_more:
                 break
             cursor = result.cursor
@@ -85,10 +222,8 @@ def latest_records(
     partitions: Sequence[str] | None = None,
 ) -> dict[str, M]:
     """The newest record of type `model` per partition of asset `key`."""
-    records: dict[str, M] = {}
-    for partition, entry in latest_events(instance, key, partitions, False, RECORD).items():
-        records[partition] = model.model_validate(event_metadata(entry)[RECORD].value)
-    return records
+    stored = latest_stored(instance, key, partitions, False, RECORD, labels=())
+    return {p: model.model_validate(event.metadata[RECORD]) for p, event in stored.items()}
 
 
 def latest_changes(instance, spec, partitions=None) -> dict[str, ChangeRecord]:
@@ -115,38 +250,30 @@ def latest_numbered_pull_requests(
     PR number; the PR it left open is still this one.
     """
     key = asset_key(spec, "pull_request")
-    events = latest_events(instance, key, partitions, False, PR_NUMBER)
+    stored = latest_stored(instance, key, partitions, False, PR_NUMBER, labels=(RECORD,))
     return {
-        partition: PullRequestRecord.model_validate(event_metadata(entry)[RECORD].value)
-        for partition, entry in events.items()
-        if RECORD in event_metadata(entry)
+        partition: PullRequestRecord.model_validate(event.metadata[RECORD])
+        for partition, event in stored.items()
+        if RECORD in event.metadata
     }
 
 
 def removed_targets(instance: DagsterInstance, spec: CampaignSpec) -> set[str]:
     """Targets marked as removed from the campaign (their latest mark says so)."""
-    events = latest_events(instance, asset_key(spec, "change"), None, True, REMOVED)
-    return {p for p, entry in events.items() if event_metadata(entry)[REMOVED].value}
+    stored = latest_stored(instance, asset_key(spec, "change"), None, True, REMOVED, labels=())
+    return {p for p, event in stored.items() if event.metadata[REMOVED]}
 
 
 def latest_materializations(
     instance: DagsterInstance, key: AssetKey, partitions: Sequence[str]
 ) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
     """A pointer to the newest materialization of each partition (what a check evaluates)."""
-    found: dict[str, AssetCheckEvaluationTargetMaterializationData] = {}
-    for start in range(0, len(partitions), PAGE):
-        chunk = partitions[start : start + PAGE]
-        result = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, asset_partitions=chunk),
-            limit=len(chunk) * 4,
-            ascending=False,
+    return {
+        partition: AssetCheckEvaluationTargetMaterializationData(
+            storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
         )
-        for record in result.records:
-            if record.partition_key is not None and record.partition_key not in found:
-                found[record.partition_key] = AssetCheckEvaluationTargetMaterializationData(
-                    storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
-                )
-    return found
+        for partition, record in latest_event_records(instance, key, partitions, False).items()
+    }
 
 
 def latest_check_evaluations(
@@ -203,8 +330,8 @@ def pr_status_metadata(status: PullRequestStatus) -> dict:
     }
 
 
-def _observation(entry: dg.EventLogEntry) -> PullRequestObservation:
-    meta = {k: v.value for k, v in event_metadata(entry).items()}
+def _observation(meta: dict[str, Any], timestamp: float) -> PullRequestObservation:
+    """An observation of a PR from its metadata values."""
     status = None
     if isinstance(meta.get("status"), dict):
         try:
@@ -222,7 +349,7 @@ def _observation(entry: dg.EventLogEntry) -> PullRequestObservation:
         mergeable=mergeable if isinstance(mergeable, bool) else None,
         action=meta.get("action") if isinstance(meta.get("action"), str) else None,
         actor=meta.get("actor") if isinstance(meta.get("actor"), str) else None,
-        timestamp=entry.timestamp,
+        timestamp=timestamp,
         status=status,
     )
 
@@ -232,8 +359,8 @@ def latest_pr_observations(
 ) -> dict[str, PullRequestObservation]:
     """The newest observation of each target's pull request on the forge."""
     key = asset_key(spec, "pull_request")
-    events = latest_events(instance, key, partitions, True, PR_STATE)
-    return {partition: _observation(entry) for partition, entry in events.items()}
+    stored = latest_stored(instance, key, partitions, True, PR_STATE)
+    return {p: _observation(event.metadata, event.timestamp) for p, event in stored.items()}
 
 
 def pr_timeline(
@@ -259,7 +386,8 @@ def pr_timeline(
                     continue
                 meta = event_metadata(record.event_log_entry)
                 if observed and PR_STATE in meta:
-                    seen = _observation(record.event_log_entry)
+                    values = {k: v.value for k, v in meta.items()}
+                    seen = _observation(values, record.timestamp)
                     events.append((partition, record.timestamp, seen.number, seen.state))
                 elif not observed and RECORD in meta:
                     pr = PullRequestRecord.model_validate(meta[RECORD].value)
