@@ -31,6 +31,9 @@ def forge_resource(settings: Settings) -> ForgeResource:
         token=token,
         write_concurrency=settings.github_write_concurrency,
         write_interval_s=settings.github_write_interval_s,
+        writes_per_minute=settings.github_writes_per_minute,
+        writes_per_hour=settings.github_writes_per_hour,
+        max_concurrent_requests=settings.github_max_concurrent_requests,
     )
 
 

@@ -60,7 +60,16 @@ class Settings(BaseSettings):
     )
     github_write_concurrency: int = Field(default=4, ge=1, description="parallel GitHub writes")
     github_write_interval_s: float = Field(
-        default=1.0, ge=0, description="pause between GitHub writes (secondary rate limits)"
+        default=0.0, ge=0, description="a fixed pause between GitHub writes on top of the limits"
+    )
+    github_writes_per_minute: int = Field(
+        default=80, ge=1, description="GitHub writes per minute and token (secondary limit: 80)"
+    )
+    github_writes_per_hour: int = Field(
+        default=500, ge=1, description="GitHub writes per hour and token (secondary limit: 500)"
+    )
+    github_max_concurrent_requests: int = Field(
+        default=20, ge=1, description="GitHub API requests in flight (GitHub allows 100)"
     )
     storage: Literal["sqlite", "postgres"] = Field(
         default="sqlite",
