@@ -24,6 +24,7 @@ HARDENING = [
     "-c", "advice.detachedHead=false",
     "-c", "init.defaultBranch=main",
     "-c", "gc.auto=0",
+    "-c", "maintenance.auto=false",  # with gc.auto=0 a `maintenance run --auto` would do nothing
 ]  # fmt: skip
 
 

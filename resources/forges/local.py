@@ -78,6 +78,33 @@ def git_dir_of(path: Path) -> Path:
     raise ForgeError(f"{path}: not a git repository")
 
 
+def local_refs(path: Path) -> dict[str, str]:
+    """The branches of a repository on this machine, as `ls_remote` gives them (`"HEAD->"` the
+    default branch), read with one `for-each-ref` instead of a transport (git, a shell and
+    `upload-pack` for every read)."""
+    git_dir = git_dir_of(path)
+    try:
+        head = (git_dir / "HEAD").read_text().strip()
+    except OSError:
+        head = ""
+    if not head.startswith("ref: refs/heads/") or head.endswith("/.invalid"):
+        return ls_remote(str(path))  # a detached or reftable HEAD: let git's transport say
+    out = run_git(
+        ["--git-dir", str(git_dir), "for-each-ref", "--format=%(objectname)%09%(refname)",
+         "refs/heads/"],
+        timeout=120,
+    )  # fmt: skip
+    refs = {"HEAD->": head.removeprefix("ref: refs/heads/")}
+    for line in out.splitlines():
+        sha, _, name = line.partition("\t")
+        refs[name] = sha
+    if f"refs/heads/{refs['HEAD->']}" in refs:
+        refs["HEAD"] = refs[f"refs/heads/{refs['HEAD->']}"]
+    else:
+        del refs["HEAD->"]  # HEAD names a branch with no commit yet: no default branch
+    return refs
+
+
 class LocalForge:
     """Repositories on this machine; PRs in `<git dir>/pulls/<n>.json`."""
 
@@ -94,7 +121,7 @@ class LocalForge:
         """Where to clone `url` from, its base branch and sha, and the campaign branch's sha."""
         path, _ = self._repo(url)
         try:
-            refs = ls_remote(str(path))
+            refs = local_refs(path)
         except GitError as exc:
             raise ForgeError(f"{url}: cannot read repository: {exc.stderr}") from None
         base_branch = base or refs.get("HEAD->")
@@ -116,7 +143,7 @@ class LocalForge:
     ) -> None:
         """Push `sha` to `branch` with a lease on `expected`; campaign branches only."""
         path, _ = self._repo(url)
-        refs = ls_remote(str(path))
+        refs = local_refs(path)
         refuse_push(url, branch, refs.get("HEAD->"))
         if refs.get(f"refs/heads/{branch}") == sha:
             return  # published before (a run that ended before recording it): nothing to do
@@ -170,7 +197,7 @@ class LocalForge:
 
     def _head_sha(self, url: str, head: str) -> str | None:
         path, _ = self._repo(url)
-        return ls_remote(str(path)).get(f"refs/heads/{head}")
+        return local_refs(path).get(f"refs/heads/{head}")
 
     def create_pull_request(self, url: str, draft: PullRequestDraft) -> LocalPullRequest:
         """Open a new pull request (refused when an open one has the same head)."""
