@@ -338,6 +338,7 @@ def one_run(tool: str, work: Path, args: argparse.Namespace) -> dict:
 def benchmark(args: argparse.Namespace, work: Path) -> dict:
     """Alternate peer and platform runs; the medians, their ratio and what the emulator saw."""
     version = ensure_peer(args.venv)
+    started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     say(f"all-repos {version} in {args.venv}; {args.repos} repositories, jobs {args.jobs}, "
         f"{args.runs} run(s) each, alternating; work in {work}")  # fmt: skip
     runs: dict[str, list[dict]] = {"peer": [], "platform": []}
@@ -359,7 +360,7 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict:
         }
 
     return {
-        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "started": started,
         "repos": args.repos,
         "files": args.files,
         "jobs": args.jobs,
