@@ -41,6 +41,10 @@ class WriteLimits:
     per_minute: int = 80
     per_hour: int = 500
     max_concurrent_requests: int = 20
+    # GitHub counts writes as they arrive, and a request's latency varies: a slot comes back this
+    # much after its window, so a write sent right on time cannot land inside the previous
+    # window on GitHub's side (without it the emulator saw 81 writes in one 60 s window).
+    margin_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.per_minute < 1 or self.per_hour < 1 or self.max_concurrent_requests < 1:
@@ -69,9 +73,9 @@ class HostBudget:
         writes, limits = self._writes, self.limits
         at = max(now, writes[-1]) if writes else now  # first come, first served
         if len(writes) >= limits.per_minute:
-            at = max(at, writes[-limits.per_minute] + MINUTE)
+            at = max(at, writes[-limits.per_minute] + MINUTE + limits.margin_s)
         if len(writes) >= limits.per_hour:
-            at = max(at, writes[-limits.per_hour] + HOUR)
+            at = max(at, writes[-limits.per_hour] + HOUR + limits.margin_s)
         return at
 
     def reserve(self, now: float) -> float:
