@@ -25,14 +25,25 @@ def verdict(answer: dict):
     return tool("record_verdict", answer, usage=JUDGE_USAGE)
 
 
-def campaign(platform: Platform, repo, **agentic) -> object:
+def campaign(platform: Platform, repo, verifiers: list | None = None, **agentic) -> object:
     return platform.write_campaign(
         "quality",
         targets=[str(repo)],
         transformation={"kind": "agentic", "prompt": "Rename OLD to NEW; keep the tests green.",
                         "max_turns": 6, "verifier_tools": False, "max_stop_blocks": 0,
                         **agentic},
+        **({"verifiers": verifiers} if verifiers is not None else {}),
     )  # fmt: skip
+
+
+def repair_feedback(server) -> tuple[dict, str]:
+    """The request that resumed the agent with the platform's verification failure, and its
+    text."""
+    repair = next(
+        r["json"] for r in server.conversation_requests
+        if "ran the verifiers on your change" in last_user_text(r["json"])
+    )  # fmt: skip
+    return repair, last_user_text(repair)
 
 
 def rename_then_fix_the_test() -> list:
@@ -63,11 +74,7 @@ def test_a_failed_verification_resumes_the_session_with_the_failure_and_the_pr_o
     outcome = platform.run(path)
     assert statuses(outcome.report) == {"acme__alpha": "pr_open"}
     # The repair request resumes the conversation and carries the trimmed failure.
-    repair = next(
-        r["json"] for r in model.conversation_requests
-        if "ran the verifiers on your change" in last_user_text(r["json"])
-    )  # fmt: skip
-    feedback = last_user_text(repair)
+    repair, feedback = repair_feedback(model)
     assert "FAIL test (pytest" in feedback and "test_greeting" in feedback
     assert "sed -i s/OLD/NEW/ app.py" in json.dumps(repair["messages"])  # the earlier turn
     assert len(feedback) < 3000
@@ -297,22 +304,12 @@ def test_a_verifier_report_file_is_the_repair_feedback(platform: Platform, model
     from its console text, when the platform's verification fails."""
     repo = create_repo(platform.fleet, app_repo("alpha", "GREETING = 'OLD'\n", STRICT_TEST))
     junit = "python -m pytest -q -p no:cacheprovider --junitxml=.reports/junit.xml"
-    path = platform.write_campaign(
-        "quality",
-        targets=[str(repo)],
-        transformation={"kind": "agentic", "prompt": "Rename OLD to NEW; keep the tests green.",
-                        "max_turns": 6, "verifier_tools": False, "max_stop_blocks": 0,
-                        "repair_attempts": 1},
-        verifiers=[{"name": "test", "command": junit, "report": ".reports/junit.xml"}],
-    )  # fmt: skip
+    verifiers = [{"name": "test", "command": junit, "report": ".reports/junit.xml"}]
+    path = campaign(platform, repo, verifiers=verifiers, repair_attempts=1)
     model.script = rename_then_fix_the_test()
     outcome = platform.run(path)
     assert statuses(outcome.report) == {"acme__alpha": "pr_open"}
-    repair = next(
-        r["json"] for r in model.conversation_requests
-        if "ran the verifiers on your change" in last_user_text(r["json"])
-    )  # fmt: skip
-    feedback = last_user_text(repair)
+    _, feedback = repair_feedback(model)
     assert "FAIL test (junit" in feedback
     assert "tests/test_app.py::test_greeting" in feedback
 
