@@ -277,7 +277,7 @@ def run_platform(fake, work: Path, jobs: int) -> dict:
 
     _project_importable()
     from benchmarks.fleet import CODEMOD, VERIFIER
-    from benchmarks.throughput import BIN, platform_env
+    from benchmarks.throughput import platform_env, time_orchestrator_run
 
     env = {
         **platform_env(work),
@@ -298,16 +298,7 @@ def run_platform(fake, work: Path, jobs: int) -> dict:
         "concurrency": jobs,
     }
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    started = time.monotonic()
-    proc = subprocess.run(
-        [str(BIN / "orchestrator"), "run", "--file", str(path), "--output", "json"],
-        env=env, capture_output=True, text=True,
-    )  # fmt: skip
-    elapsed = time.monotonic() - started
-    (work / "run.log").write_text(proc.stdout + proc.stderr)
-    if proc.returncode != 0:
-        raise SystemExit(f"orchestrator run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return {"run_s": elapsed}
+    return {"run_s": time_orchestrator_run(path, env, log=work / "run.log")}
 
 
 # --- the benchmark --------------------------------------------------------------------------------

@@ -72,18 +72,25 @@ def count_prs(repos: list[Path]) -> int:
     return sum(1 for r in repos if (r / "pulls" / "1.json").exists())
 
 
-def run_platform(home: Path, repos: list[Path], concurrency: int) -> float:
-    env = platform_env(home)
-    path = write_campaign(home, "bench", repos, concurrency)
+def time_orchestrator_run(path: Path, env: dict[str, str], log: Path | None = None) -> float:
+    """Seconds `orchestrator run --file PATH` takes, as a user runs it; its output kept in `log`
+    when given; a failed run ends the benchmark with its output."""
     started = time.monotonic()
     proc = subprocess.run(
         [str(BIN / "orchestrator"), "run", "--file", str(path), "--output", "json"],
         env=env, capture_output=True, text=True,
     )  # fmt: skip
     elapsed = time.monotonic() - started
+    if log is not None:
+        log.write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         raise SystemExit(f"orchestrator run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return elapsed
+
+
+def run_platform(home: Path, repos: list[Path], concurrency: int) -> float:
+    env = platform_env(home)
+    return time_orchestrator_run(write_campaign(home, "bench", repos, concurrency), env)
 
 
 @contextmanager
