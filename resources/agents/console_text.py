@@ -142,14 +142,19 @@ def parse_go(text: str) -> Findings:
                 ok_packages += 1
     # a parent test's "--- FAIL" repeats what its subtests say: keep the subtests' blocks
     findings.errors = [b for b in findings.errors if len(b) > 1]
-    counts = [f"{len(failed_packages)} package(s) failed"] if failed_packages else []
+    findings.summary = go_summary(len(failed_packages), unbuilt, ok_packages)
+    return findings
+
+
+def go_summary(failed: int, unbuilt: int, ok: int) -> str | None:
+    """The summary line of a `go test` run from its package counts (None: nothing counted)."""
+    counts = [f"{failed} package(s) failed"] if failed else []
     counts += [f"{unbuilt} did not build"] if unbuilt else []
     if counts:
-        counts.append(f"{ok_packages} ok")
-    elif ok_packages:
-        counts.append(f"{ok_packages} package(s) ok")
-    findings.summary = ", ".join(counts) or None
-    return findings
+        counts.append(f"{ok} ok")
+    elif ok:
+        counts.append(f"{ok} package(s) ok")
+    return ", ".join(counts) or None
 
 
 # jest -------------------------------------------------------------------------------------------

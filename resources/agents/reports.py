@@ -34,6 +34,7 @@ if __package__:
         ANSI,
         MAX_BLOCK_LINES,
         Findings,
+        go_summary,
         keep_pytest_line,
         parse_go,
         parse_jest,
@@ -43,6 +44,7 @@ else:  # run as a script inside a sandbox: the sibling file
         ANSI,
         MAX_BLOCK_LINES,
         Findings,
+        go_summary,
         keep_pytest_line,
         parse_go,
         parse_jest,
@@ -282,13 +284,7 @@ def parse_go_json(text: str) -> Report | None:
     built = parse_go("".join(build) + "\n".join(plain))
     findings.errors = built.errors + findings.errors
     unbuilt_count = max(len(unbuilt), sum(line.startswith("# ") for line in [*build, *plain]))
-    counts = [f"{failed_packages} package(s) failed"] if failed_packages else []
-    counts += [f"{unbuilt_count} did not build"] if unbuilt_count else []
-    if counts:
-        counts.append(f"{ok_packages} ok")
-    elif ok_packages:
-        counts.append(f"{ok_packages} package(s) ok")
-    findings.summary = ", ".join(counts) or None
+    findings.summary = go_summary(failed_packages, unbuilt_count, ok_packages)
     return Report(
         "go-json",
         findings,
