@@ -138,7 +138,7 @@ class ForgeResource(dg.ConfigurableResource):
         token = field_value(self.token)
         if not token:
             raise ForgeError(missing_token(self.token))
-        return _github(
+        return github_client(
             self.base_url, token, self.write_concurrency, self.write_interval_s,
             self.writes_per_minute, self.writes_per_hour, self.max_concurrent_requests,
         )  # fmt: skip
@@ -162,7 +162,7 @@ def missing_token(token: str) -> str:
 
 
 @cache
-def _github(
+def github_client(
     base_url: str,
     token: str,
     concurrency: int,
@@ -171,6 +171,7 @@ def _github(
     per_hour: int,
     max_concurrent: int,
 ) -> Forge:
+    """The GitHub forge client for one API root, token and set of limits (one per process)."""
     from resources.forges.github import GitHubForge
     from resources.forges.github_pacing import WriteLimits
 

@@ -94,6 +94,17 @@ class Platform:
         }.items():
             self.set_env(key, value)
 
+    def use_forges(self, forges: dict, env: dict[str, str] | None = None) -> Path:
+        """Give this platform named forges: write a forges file (`{"corp-gitlab": {"kind":
+        "gitlab", ...}}` becomes its `forges:`), point ORCHESTRATOR_FORGES at it and set `env`
+        (the forges' token variables). Returns the file."""
+        path = self.root / "forges.yaml"
+        path.write_text(yaml.safe_dump({"forges": forges}, sort_keys=False))
+        self.set_env("ORCHESTRATOR_FORGES", str(path))
+        for key, value in (env or {}).items():
+            self.set_env(key, value)
+        return path
+
     @property
     def campaigns(self) -> Path:
         return self.root / "campaigns"
