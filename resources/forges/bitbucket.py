@@ -1,0 +1,330 @@
+"""Bitbucket as a forge: Bitbucket Cloud (REST 2.0) and Bitbucket Data Center (REST 1.0), through
+plain `requests` and git over HTTPS.
+
+`BitbucketForge(flavor="cloud"|"dc", token=..., base_url=..., username=None)` implements the
+`Forge` verbs once; what differs between the flavours (addresses, endpoints, JSON shapes, Data
+Center's optimistic locking) is the adapter's: `bitbucket_cloud.CloudApi` or `bitbucket_dc.DcApi`.
+Requests, retries, credentials and errors are `bitbucket_transport.BitbucketTransport`'s.
+
+Bitbucket has no labels: a draft's labels are recorded nowhere (and no error is raised); a
+pull request reports none. A retried write is not made twice: a create whose answer was lost (or
+that Bitbucket refuses as a duplicate) adopts the open pull request from the campaign branch, a
+comment is looked up before it is posted again, and a merge is read back before its failure is
+reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from resources.forges.base import (
+    ForgeError,
+    PullRequest,
+    PullRequestDraft,
+    PullRequestStatus,
+    ResolvedRepo,
+    refuse_push,
+)
+from resources.forges.bitbucket_api import MERGE_METHODS, BbPull, BitbucketApi, RepoRef
+from resources.forges.bitbucket_cloud import CloudApi
+from resources.forges.bitbucket_dc import DcApi
+from resources.forges.bitbucket_discovery import BitbucketSelector
+from resources.forges.bitbucket_discovery import discover as discover_repos
+from resources.forges.bitbucket_transport import BitbucketTransport
+from resources.forges.github_transport import RequestTally
+
+log = logging.getLogger(__name__)
+
+# a build status -> the platform's checks word
+CHECK_STATES = {"SUCCESSFUL": "success", "FAILED": "failure", "STOPPED": "failure"}
+
+
+class BitbucketForge:
+    """Repositories and pull requests on Bitbucket Cloud or Data Center.
+
+    Cloud: `base_url` is the REST root (default `https://api.bitbucket.org/2.0`; the web root
+    is `https://bitbucket.org`), `token` an access token or, with `username`, an app password.
+    Data Center: `base_url` is the web root, `token` an HTTP access token. `transport` options
+    (retries, waits, the injectable sleep and clock) go to `BitbucketTransport`.
+    """
+
+    def __init__(
+        self,
+        flavor: Literal["cloud", "dc"],
+        token: str,
+        base_url: str = "",
+        username: str | None = None,
+        **transport: Any,
+    ):
+        self.http = BitbucketTransport(flavor, token, base_url, username, **transport)
+        self.flavor = flavor
+        self.api: BitbucketApi = CloudApi(self.http) if flavor == "cloud" else DcApi(self.http)
+        self.stats = self.http.stats
+        # OWNER/SLUG -> (default branch, clone URL) that resolve read, for the push after it
+        self._repo_info: dict[str, tuple[str, str]] = {}
+        self._info_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"BitbucketForge(flavor={self.flavor!r}, base_url={self.http.base_url!r})"
+
+    # what the platform asks of every forge besides the verbs ------------------------------------
+
+    def git_env(self) -> dict[str, str]:
+        """Credentials for git over HTTPS, scoped to this Bitbucket's web root."""
+        return self.http.git_env()
+
+    def redact(self, text: str) -> str:
+        """`text` with the credentials masked."""
+        return self.http.redact(text)
+
+    @contextmanager
+    def counting(self) -> Iterator[RequestTally]:
+        """While inside, this thread's API requests are counted in the tally yielded."""
+        with self.http.counting() as tally:
+            yield tally
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self.http.close()
+
+    def discover(self, selector: BitbucketSelector) -> list:
+        """The repositories `selector` picks (see `bitbucket_discovery`)."""
+        return discover_repos(self.api, selector)
+
+    # repositories and branches -------------------------------------------------------------------
+
+    def _info(self, ref: RepoRef) -> tuple[str, str]:
+        with self._info_lock:
+            known = self._repo_info.get(ref.name)
+        if known is None:
+            known = self.api.repo(ref)
+            with self._info_lock:
+                self._repo_info[ref.name] = known
+        return known
+
+    def resolve(self, url: str, base: str | None, branch: str) -> ResolvedRepo:
+        """The clone URL, base branch (default: the repository's default) and sha, branch sha."""
+        ref = self.api.parse(url)
+        default_branch, clone_url = self.api.repo(ref)
+        with self._info_lock:
+            self._repo_info[ref.name] = (default_branch, clone_url)
+        base_branch = base or default_branch
+        if not base_branch:
+            raise ForgeError(f"{ref.name}: repository has no default branch (empty repository?)")
+        base_sha = self.api.branch_sha(ref, base_branch)
+        if base_sha is None:
+            raise ForgeError(f"{ref.name}: base branch {base_branch!r} does not exist")
+        return ResolvedRepo(
+            url=url,
+            clone_url=clone_url,
+            base_branch=base_branch,
+            base_sha=base_sha,
+            branch_sha=self.api.branch_sha(ref, branch),
+        )
+
+    def push_branch(
+        self, url: str, workspace: Path, branch: str, sha: str, expected: str | None
+    ) -> None:
+        """Push `sha` to campaign `branch` over HTTPS with a lease on `expected` (None: absent);
+        refuses branches outside `campaign/` and the default branch."""
+        ref = self.api.parse(url)
+        refuse_push(ref.name, branch)  # before any request
+        default_branch, clone_url = self._info(ref)
+        refuse_push(ref.name, branch, default_branch)
+        argv = [
+            "push", "--quiet", f"--force-with-lease=refs/heads/{branch}:{expected or ''}",
+            clone_url, f"{sha}:refs/heads/{branch}",
+        ]  # fmt: skip
+        self.http.git_write(
+            argv,
+            workspace,
+            landed=lambda: self.http.remote_sha(clone_url, branch) == sha,
+            what=f"{ref.name}: push of {branch}",
+        )
+
+    # pull requests -------------------------------------------------------------------------------
+
+    def _model(self, pull: BbPull) -> PullRequest:
+        return PullRequest(
+            number=pull.number,
+            url=pull.url,
+            head=pull.source,
+            base=pull.destination,
+            title=pull.title,
+            body=pull.description,
+            labels=[],  # Bitbucket has no labels
+            draft=pull.draft,
+            state=pull.state,
+            head_sha=pull.source_sha,
+            created_at=pull.created_at,
+            updated_at=pull.updated_at,
+        )
+
+    def find_pull_request(self, url: str, head: str) -> PullRequest | None:
+        """The most recent pull request (open, merged or declined) whose source is `head`."""
+        ref = self.api.parse(url)
+        pulls = self.api.pulls_from(ref, head)
+        return self._model(max(pulls, key=lambda p: p.number)) if pulls else None
+
+    def _open_from(self, ref: RepoRef, head: str, base: str) -> BbPull | None:
+        pulls = [p for p in self.api.pulls_from(ref, head, open_only=True) if p.destination == base]
+        return max(pulls, key=lambda p: p.number) if pulls else None
+
+    def create_pull_request(self, url: str, draft: PullRequestDraft) -> PullRequest:
+        """Open a pull request asking the draft's reviewers; idempotent per source branch.
+
+        A create whose answer was lost, or that Bitbucket refuses because one is open already
+        from the branch, adopts that pull request (updated to say what `draft` says)."""
+        ref = self.api.parse(url)
+        fields = {
+            "title": draft.title,
+            "description": draft.body,
+            "source": draft.head,
+            "destination": draft.base,
+            "draft": draft.draft,
+        }
+        if draft.labels:
+            log.debug("%s: Bitbucket has no labels; %s not recorded", ref.name, draft.labels)
+        try:
+            pull = self.api.create_pull(
+                ref, fields, list(draft.reviewers),
+                recover=lambda: self._open_from(ref, draft.head, draft.base),
+            )  # fmt: skip
+        except ForgeError as exc:
+            if getattr(exc, "status", None) not in (400, 409):
+                raise
+            existing = self._open_from(ref, draft.head, draft.base)
+            if existing is None:
+                raise
+            log.info("%s: pull request #%d for %s exists; updating it",
+                     ref.name, existing.number, draft.head)  # fmt: skip
+            return self._update(ref, existing, draft)
+        if pull.title != draft.title or pull.source != draft.head:  # adopted after a lost answer
+            return self._update(ref, pull, draft)
+        return self._model(pull)
+
+    def update_pull_request(self, url: str, number: int, draft: PullRequestDraft) -> PullRequest:
+        """Bring title, description, destination, draft flag and reviewers in line with `draft`
+        (reviewers added, never removed); nothing is written when it says that already."""
+        ref = self.api.parse(url)
+        return self._update(ref, self.api.get_pull(ref, number), draft)
+
+    def _update(self, ref: RepoRef, pull: BbPull, draft: PullRequestDraft) -> PullRequest:
+        if pull.state != "open":
+            return self._model(pull)
+        if self.flavor == "cloud" and "reviewers" not in pull.raw:
+            pull = self.api.get_pull(ref, pull.number)  # listings leave reviewers out
+        changes: dict[str, Any] = {}
+        if pull.title != draft.title:
+            changes["title"] = draft.title
+        if pull.description != draft.body:
+            changes["description"] = draft.body
+        if pull.destination != draft.base:
+            changes["destination"] = draft.base
+        if pull.draft != draft.draft:
+            changes["draft"] = draft.draft
+        asked = {r.lower() for r in [*pull.reviewers, *pull.reviews]}
+        missing = [r for r in draft.reviewers if r.lower() not in asked]
+        if missing:
+            changes["reviewers"] = [*pull.reviewers, *missing]
+        elif changes:
+            changes["reviewers"] = list(pull.reviewers)  # a PUT without them would drop them
+        if not changes:
+            return self._model(pull)
+        return self._model(self.api.edit_pull(ref, pull, changes))
+
+    def merge_pull_request(self, url: str, number: int, method: str = "merge") -> PullRequest:
+        """Merge an open pull request (`method`: merge, squash or rebase — Cloud's merge_commit,
+        squash, fast_forward; Data Center merges with the repository's default strategy and
+        refuses another); a merged one is returned as it is, a declined one is refused."""
+        ref = self.api.parse(url)
+        if method not in MERGE_METHODS:
+            raise ForgeError(
+                f"{ref.name}: merge method {method!r} is not one of {', '.join(MERGE_METHODS)}"
+            )
+        pull = self.api.get_pull(ref, number)
+        if pull.state == "merged":
+            return self._model(pull)
+        if pull.state == "closed":
+            raise ForgeError(f"{ref.name}: pull request #{number} is closed, not open")
+        try:
+            self.api.merge(ref, pull, method)
+        except ForgeError as exc:
+            if getattr(exc, "status", None) is None:
+                raise  # refused before asking Bitbucket
+            fresh = self.api.get_pull(ref, number)
+            if fresh.state == "merged":  # a retried merge that had landed
+                return self._model(fresh)
+            raise
+        return self._model(self.api.get_pull(ref, number))
+
+    def close_pull_request(self, url: str, number: int, comment: str | None = None) -> PullRequest:
+        """Comment (when given), then decline; declining a declined PR does nothing."""
+        ref = self.api.parse(url)
+        pull = self.api.get_pull(ref, number)
+        if pull.state == "merged":
+            raise ForgeError(f"{ref.name}: pull request #{number} is merged and cannot be closed")
+        if pull.state == "closed":
+            return self._model(pull)
+        if comment:
+            self.api.comment(ref, number, comment)
+            pull = self.api.get_pull(ref, number)  # Data Center: a comment moves the version
+        self.api.decline(ref, pull)
+        return self._model(self.api.get_pull(ref, number))
+
+    def reopen_pull_request(self, url: str, number: int) -> PullRequest:
+        """Reopen a declined pull request (Data Center); Cloud cannot, which is a ForgeError."""
+        ref = self.api.parse(url)
+        pull = self.api.get_pull(ref, number)
+        if pull.state == "merged":
+            raise ForgeError(f"{ref.name}: pull request #{number} is merged and cannot be reopened")
+        if pull.state == "open":
+            return self._model(pull)
+        self.api.reopen(ref, pull)
+        return self._model(self.api.get_pull(ref, number))
+
+    def comment(self, url: str, number: int, body: str) -> str:
+        """Add a comment to a pull request; returns its web URL."""
+        ref = self.api.parse(url)
+        return self.api.comment(ref, number, body)
+
+    def pull_request_status(self, url: str, number: int) -> PullRequestStatus:
+        """State, mergeability (Data Center's merge check; unknown on Cloud), the head commit's
+        build statuses as checks and the participants' approvals as reviews."""
+        ref = self.api.parse(url)
+        pull = self.api.get_pull(ref, number)
+        state = "draft" if pull.state == "open" and pull.draft else pull.state
+        checks = self.api.checks(ref, pull.source_sha) if pull.source_sha else []
+        failing = [name for name, s in checks if CHECK_STATES.get(s) == "failure"]
+        pending = [name for name, s in checks if s not in CHECK_STATES]
+        word = "failure" if failing else "pending" if pending else "success" if checks else "none"
+        mergeable, mergeable_state = (
+            self.api.mergeable(ref, pull) if pull.state == "open" else (None, None)
+        )
+        reviews = dict(pull.reviews)
+        values = set(reviews.values())
+        review = (
+            "changes_requested"
+            if "changes_requested" in values
+            else "approved"
+            if "approved" in values
+            else "none"
+        )
+        return PullRequestStatus(
+            number=number,
+            url=pull.url,
+            state=state,  # type: ignore[arg-type]
+            head_sha=pull.source_sha,
+            mergeable=mergeable,
+            mergeable_state=mergeable_state,
+            checks=word,  # type: ignore[arg-type]
+            failing_checks=failing,
+            pending_checks=pending,
+            review=review,  # type: ignore[arg-type]
+            reviews=reviews,
+        )
