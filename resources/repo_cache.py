@@ -98,3 +98,32 @@ class RepoCache:
         except GitError:
             return False
         return True
+
+    # An empty tree: comparing a commit with it lists the commit's files, and unlike `ls-tree`
+    # the comparison takes git's `:(glob)` pathspecs.
+    _EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+
+    def files_at(self, url: str, commit: str, pathspec: str) -> list[str]:
+        """The files of `commit` in the mirror of `url` that match a git pathspec (no checkout;
+        the mirror must hold the commit: `mirror` first)."""
+        out = run_git(
+            ["diff-tree", "-r", "--name-only", "--no-renames", "-z", self._EMPTY_TREE, commit,
+             "--", pathspec],
+            self.path_for(url),
+        )  # fmt: skip
+        return [p for p in out.split("\0") if p]
+
+    def grep_at(self, url: str, commit: str, pattern: str, pathspec: str) -> list[str]:
+        """The files of `commit` matching `pathspec` with a line matching the Perl-compatible
+        regular expression `pattern` (`git grep -P`, no checkout)."""
+        try:
+            out = run_git(
+                ["grep", "-P", "-I", "-l", "-z", "-e", pattern, commit, "--", pathspec],
+                self.path_for(url),
+            )
+        except GitError as exc:
+            if exc.code == 1 and not exc.stderr:  # git grep's "nothing matched"
+                return []
+            raise
+        # Each name comes as `<commit>:<path>`.
+        return [p.split(":", 1)[1] for p in out.split("\0") if p]

@@ -50,21 +50,35 @@ def build_discovery_sensor(spec: CampaignSpec) -> dg.SensorDefinition:
 
 
 def _current(spec: CampaignSpec, context: dg.SensorEvaluationContext) -> CampaignSpec:
-    """The campaign with the targets its code host lists now (asked again when stale)."""
-    if spec.discover is None:
-        return spec
+    """The campaign with the targets its code host lists now (asked again when stale), kept to
+    those its `select:`/`workspaces:` choose on their base commits now (evaluated again when
+    stale: a repository whose base branch moved is looked at again, the others come from the
+    answers cached by base commit)."""
     from orchestrator_assets.spec.discovery import STALE_AFTER_S, age_s, refresh, with_discovered
     from orchestrator_assets.spec.settings import Settings
+    from orchestrator_assets.stages import selection
     from resources.build import build_forge
 
+    if spec.discover is None and spec.select is None and spec.workspaces is None:
+        return spec
     settings = Settings()
-    if age_s(settings, spec) > STALE_AFTER_S:
+    if spec.discover is not None and age_s(settings, spec) > STALE_AFTER_S:
         try:
-            found = refresh(spec, settings, build_forge(settings))
+            found = refresh(spec, settings, build_forge(settings, spec))
             context.log.info(
                 f"discovered {found.total} repositories (+{len(found.added)}, "
                 f"-{len(found.removed)})"
             )
         except Exception as exc:  # the code host is down: keep the targets known so far
             context.log.warning(f"discovery of {spec.name} failed, keeping its last targets: {exc}")
-    return with_discovered(spec, settings)
+    current = with_discovered(spec, settings)
+    if current._candidates is not None and (
+        selection.age_s(settings, current) > selection.RESELECT_AFTER_S
+    ):
+        try:
+            current, chosen = selection.reselect(current, settings)
+            if chosen is not None:
+                context.log.info(f"selection of {spec.name}: {chosen.summary()}")
+        except Exception as exc:  # keep the last answers rather than lose the targets
+            context.log.warning(f"selection of {spec.name} failed, keeping its last answers: {exc}")
+    return current

@@ -148,6 +148,8 @@ def run_campaign(
             "install it with `make agent-cli` (or set CLAUDE_BIN)"
         )
     _require_sandbox(campaign, settings)
+    campaign = _reselect(campaign, settings, emit)  # targeting by content, workspaces
+    spec = campaign.spec
     keys = [t.key for t in spec.targets]
     unknown = [k for k in targets or [] if k not in keys]
     if unknown:
@@ -182,6 +184,22 @@ def run_campaign(
     report_job.execute_in_process(instance=instance, run_config=QUIET, raise_on_error=False)
     outcome.report = build_report(instance, spec)
     return outcome
+
+
+def _reselect(campaign: Campaign, settings: Settings, emit: Emit) -> Campaign:
+    """The campaign with the targets its `select:`/`workspaces:` choose now (stages/selection.py);
+    unselected repositories get no partition and no run."""
+    import dataclasses
+
+    from orchestrator_assets.stages.selection import reselect
+
+    spec, found = reselect(campaign.spec, settings)
+    if found is not None:
+        emit("selection", found.summary())
+        for key, why in list(found.not_selected.items())[:20]:
+            emit("selection", f"not selected: {key} ({why})")
+        campaign = dataclasses.replace(campaign, spec=spec)
+    return campaign
 
 
 def _run_ranges(

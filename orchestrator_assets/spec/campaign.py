@@ -19,9 +19,11 @@ from pydantic import (
     model_validator,
 )
 
-from orchestrator_assets.spec.delivery import PullRequestTemplate, Review
+from orchestrator_assets.spec.delivery import Merge, PullRequestTemplate, Review
 from orchestrator_assets.spec.errors import OrchestratorError, Problem, SpecError
 from orchestrator_assets.spec.reading import problems_from_validation, read_yaml_file
+from orchestrator_assets.spec.rollout import PostMerge, Rollout
+from orchestrator_assets.spec.selection import Selector
 from orchestrator_assets.spec.slugs import checked_name, dagster_name
 from orchestrator_assets.spec.steps import (
     Command,
@@ -32,7 +34,14 @@ from orchestrator_assets.spec.steps import (
     merge_verifiers,
     to_argv,
 )
-from orchestrator_assets.spec.target import Discovery, Target, owner_name_root
+from orchestrator_assets.spec.target import (
+    Discovery,
+    Target,
+    check_forge_name,
+    forge_context,
+    owner_name_root,
+)
+from orchestrator_assets.spec.workspaces import Workspaces, dir_slug
 from resources.forges.base import BRANCH_PREFIX
 
 
@@ -57,6 +66,10 @@ class CampaignSpec(StrictModel):
     # The keys of targets added by discovery (spec/discovery.py), not the file's.
     _discovered: frozenset[str] = PrivateAttr(default=frozenset())
     targets: list[Target] = Field(default_factory=list, validate_default=True)
+    select: Selector | None = None  # keep the targets whose base holds these files/text
+    workspaces: Workspaces | None = None  # split each target into its sub-projects
+    # The targets before `select`/`workspaces` were applied (spec/selection.py); None until then.
+    _candidates: list[Target] | None = PrivateAttr(default=None)
     transformation: Transformation
     verifiers: list[Verifier] = Field(default_factory=list)
     setup: list[Command] = Field(
@@ -68,14 +81,27 @@ class CampaignSpec(StrictModel):
         default=None, description="what setup produces, for the environment cache (profile's)"
     )
     profile: str | None = None
+    forge: str | None = Field(
+        default=None,
+        description="the named forge the targets live on (forges file; default: the profile's, "
+        "else the platform's)",
+    )
     branch: str | None = None
     pull_request: PullRequestTemplate = Field(default_factory=PullRequestTemplate)
     review: Review = Field(default_factory=Review)
+    preview: bool = Field(default=False, description="verify, publish nothing (`publish` does)")
+    merge: Merge | None = None  # merge each PR once its checks pass (stages/automerge.py)
     schedule: str | None = None
     budget_usd: float | None = Field(default=None, description="a positive amount of US dollars")
     concurrency: int = Field(default=4, ge=1, le=64)
+    rollout: Rollout | None = Field(default=None, description="publish in waves (spec/rollout.py)")
+    ci_repairs: int = Field(
+        default=0, ge=0, le=20, description="repairs after a PR's checks fail or it conflicts"
+    )
+    post_merge: PostMerge | None = Field(default=None, description="watch the default branch")
 
     _check_setup = field_validator("setup")(lambda value: [check_command(c) for c in value])
+    _check_forge = field_validator("forge")(check_forge_name)
 
     @field_validator("targets")
     @classmethod
@@ -178,6 +204,10 @@ class CampaignSpec(StrictModel):
         """The campaign branch pushed to every target."""
         return self.branch or f"{BRANCH_PREFIX}{self.name}"
 
+    def branch_for(self, target: Target) -> str:
+        """The campaign branch of one target: a workspace has its own below the campaign's."""
+        return f"{self.branch_name}/{dir_slug(target.path)}" if target.path else self.branch_name
+
     @property
     def partitions_name(self) -> str:
         """The name of the campaign's dynamic partitions definition."""
@@ -237,16 +267,27 @@ class CampaignSpec(StrictModel):
 
 
 def parse_campaign(
-    data: Any, *, file: str, base_dir: Path, base_verifiers: list[Verifier] | None = None
+    data: Any,
+    *,
+    file: str,
+    base_dir: Path,
+    base_verifiers: list[Verifier] | None = None,
+    profile_forge: str | None = None,
 ) -> CampaignSpec:
     """Validate already-parsed YAML; raise `SpecError` naming every problem. `base_verifiers`
-    are the profile's, which the campaign's extend."""
+    are the profile's, which the campaign's extend; `profile_forge` the profile's forge, the
+    campaign's unless it names its own."""
     if not isinstance(data, dict):
         raise SpecError(file, [Problem("", "a campaign file must be a YAML mapping")])
+    if profile_forge and data.get("forge") is None:
+        data = {**data, "forge": profile_forge}
+    forge = data.get("forge")
     context = {
         "base_dir": base_dir,
         "base_verifiers": base_verifiers or [],
         "owner_name_root": owner_name_root(),
+        **forge_context(),
+        "campaign_forge": forge if isinstance(forge, str) else None,
     }
     try:
         return CampaignSpec.model_validate(data, context=context)
@@ -254,18 +295,25 @@ def parse_campaign(
         raise SpecError(file, problems_from_validation(exc)) from None
 
 
-def load_campaign(path: Path, base_verifiers: Any = None) -> CampaignSpec:
+def load_campaign(
+    path: Path, base_verifiers: Any = None, profile_forge: Any = None
+) -> CampaignSpec:
     """Read and validate one campaign file. `base_verifiers(profile_name)` gives the verifiers
-    of the profile the campaign names (None: the default), which the campaign's extend."""
+    of the profile the campaign names (None: the default), which the campaign's extend;
+    `profile_forge(profile_name)` that profile's forge (None: the platform's)."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(str(path), [Problem("", "no such file")])
     data = read_yaml_file(path)  # refuses duplicate keys, bytes that are not UTF-8, deep nesting
-    base = None
-    if base_verifiers is not None and isinstance(data, dict):
+    base = forge = None
+    if isinstance(data, dict):
         named = data.get("profile")
-        base = base_verifiers(named if isinstance(named, str) else None)
-    return parse_campaign(data, file=str(path), base_dir=path.parent, base_verifiers=base)
+        profile = named if isinstance(named, str) else None
+        base = base_verifiers(profile) if base_verifiers is not None else None
+        forge = profile_forge(profile) if profile_forge is not None else None
+    return parse_campaign(
+        data, file=str(path), base_dir=path.parent, base_verifiers=base, profile_forge=forge
+    )
 
 
 def campaign_files(directory: Path) -> list[Path]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from orchestrator_assets.spec.campaign import CampaignSpec
 from orchestrator_assets.spec.errors import OrchestratorError
+from orchestrator_assets.spec.selection import with_selected, without_selection
 from orchestrator_assets.spec.settings import Settings
 from orchestrator_assets.spec.target import Target
 from resources.forges.base import Forge, ForgeError
@@ -35,9 +36,11 @@ def _stored(settings: Settings, spec: CampaignSpec) -> dict:
 
 
 def with_discovered(spec: CampaignSpec, settings: Settings) -> CampaignSpec:
-    """The campaign with its last discovered targets added (an explicit target wins)."""
+    """The campaign with its last discovered targets added (an explicit target wins), then
+    only those its `select:`/`workspaces:` chose (spec/selection.py)."""
+    spec = without_selection(spec)  # discovery works on all the candidates
     if spec.discover is None:
-        return spec
+        return with_selected(spec, settings)
     own = [t for t in spec.targets if t.key not in spec._discovered]  # the file's targets
     explicit = {t.key for t in own}
     found = [
@@ -47,7 +50,7 @@ def with_discovered(spec: CampaignSpec, settings: Settings) -> CampaignSpec:
     ]
     merged = spec.model_copy(update={"targets": [*own, *found]})
     merged._discovered = frozenset(t.key for t in found)
-    return merged
+    return with_selected(merged, settings)
 
 
 def age_s(settings: Settings, spec: CampaignSpec) -> float:

@@ -23,6 +23,10 @@ from resources.forges.github_discovery import GitHubSelector
 class Target(StrictModel):
     """One repository of a campaign."""
 
+    # Before `repo`: an `OWNER/NAME` repo is resolved against this forge's web root.
+    forge: str | None = Field(
+        default=None, description="the named forge this target lives on (default: the campaign's)"
+    )
     repo: str = Field(description="repository URL or local path (relative to the campaign file)")
     base: str | None = Field(default=None, description="base branch; default: the repo's HEAD")
     slug: str | None = Field(default=None, description="partition key; default: owner__name")
@@ -46,6 +50,11 @@ class Target(StrictModel):
         description="workspace paths setup produces for this target, cached and restored "
         "besides the campaign's (part of the environment cache's key)",
     )
+    path: str | None = Field(
+        default=None,
+        description="a subdirectory: the target is this sub-project (a monorepo workspace); "
+        "commands run in it and its changes stay inside it",
+    )
 
     _check_setup = field_validator("setup", "setup_extend")(
         lambda value: [check_command(c) for c in value] if value else value
@@ -58,6 +67,13 @@ class Target(StrictModel):
 
         return [check_relative(p) for p in value]
 
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str | None) -> str | None:
+        from orchestrator_assets.spec.profiles import check_relative  # profiles imports this module
+
+        return check_relative(value.strip("/")) if value is not None else None
+
     @field_validator("repo")
     @classmethod
     def _owner_name(cls, value: str, info: ValidationInfo) -> str:
@@ -67,6 +83,9 @@ class Target(StrictModel):
         if context.get("base_dir") is None or not _OWNER_NAME.match(value):
             return value
         root = context.get("owner_name_root")
+        roots = context.get("forge_roots")
+        if roots is not None:  # named forges: the target's, else the campaign's
+            root = roots.get(info.data.get("forge") or context.get("campaign_forge") or "default")
         if root:
             return f"{root}/{value}"
         if not (Path(context["base_dir"]) / value).exists():
@@ -76,6 +95,11 @@ class Target(StrictModel):
                 "GitHub repository with ORCHESTRATOR_FORGE=github)"
             )
         return value
+
+    @field_validator("forge")
+    @classmethod
+    def _known_forge(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return check_forge_name(value, info)
 
     @model_validator(mode="before")
     @classmethod
@@ -92,6 +116,10 @@ class Target(StrictModel):
         if self.slug is None:
             try:
                 self.slug = target_slug(self.repo)
+                if self.path:  # a workspace: owner__repo__packages-foo
+                    from orchestrator_assets.spec.workspaces import dir_slug
+
+                    self.slug = f"{self.slug}__{dir_slug(self.path)}"
             except ValueError as exc:
                 raise ValueError(str(exc)) from None
         problem = slug_problem(self.slug)
@@ -115,6 +143,24 @@ def owner_name_root(settings: Settings | None = None) -> str | None:
     platform's forge (`ORCHESTRATOR_FORGE=github`), None with the local forge (a path then)."""
     settings = settings or Settings()
     return web_root(settings.github_api_url) if settings.forge == "github" else None
+
+
+def check_forge_name(value: str | None, info: ValidationInfo) -> str | None:
+    """A forge name a campaign or target gives, checked against the platform's named forges
+    (`forge_roots` in the validation context: name -> web root; absent: not checked)."""
+    roots = (info.context or {}).get("forge_roots")
+    if value is None or roots is None or value in roots:
+        return value
+    raise ValueError(f"unknown forge {value!r}; known: {', '.join(roots)}")
+
+
+def forge_context(settings: Settings | None = None) -> dict[str, Any]:
+    """What validating a campaign needs to know of the named forges: `forge_roots`, each
+    forge's web root (where `OWNER/NAME` lives; None: the local forge)."""
+    from resources.forges.registry import ForgeRegistry
+
+    registry = ForgeRegistry.load(settings or Settings())
+    return {"forge_roots": {name: c.web_root() for name, c in registry.configs.items()}}
 
 
 def _is_local_path(repo: str) -> bool:
