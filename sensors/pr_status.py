@@ -9,6 +9,12 @@ failure and idle counts and a digest of the last status seen, so a restart neith
 everything at once nor records a status twice (without a cursor entry, the last observation's
 status is the reference). A PR a human closed is still looked at every `max_interval_s` for
 `follow_closed_s` after its close was seen, so that reopening it on the forge is noticed.
+
+CI-driven repair (`ci_repairs: N` in the campaign): when a PR's checks fail, or it stops merging
+into its base (a conflict after the base moved), the tick records a `CiRepairRequest` on the
+target's `pull_request` (with the failed checks' logs from the forge's optional
+`failed_check_logs`) and requests a run of the target tagged `orchestrator/ci_repair`, at most
+once per failing head and at most N times per PR (stages/ci_repair.py says what the run does).
 """
 
 from __future__ import annotations
@@ -21,7 +27,15 @@ from collections.abc import Callable
 import dagster as dg
 
 from orchestrator_assets.assets import history
+from orchestrator_assets.assets.rollout_history import latest_ci_repairs
 from orchestrator_assets.spec.campaign import CampaignSpec
+from orchestrator_assets.stages.ci_repair import (
+    CI_REPAIR,
+    CI_REPAIR_TAG,
+    CiRepairRequest,
+    repair_reason,
+    tail_logs,
+)
 from resources.forges.base import Forge, PullRequestStatus
 from resources.notify import Notify, no_notifier
 
@@ -48,8 +62,12 @@ def build_pr_status_sensor(
     follow_closed_s: float = 7 * 86400,
     clock: Callable[[], float] = time.time,
     notifier_getter: Callable[[], Notify] = lambda: no_notifier,
+    job: dg.JobDefinition | dg.UnresolvedAssetJobDefinition | None = None,
 ) -> dg.SensorDefinition:
     """A sensor that records how each open pull request of the campaign moves on its forge.
+
+    With `job` (the campaign's targets job) and `ci_repairs` set, it also requests the runs
+    that repair failing or conflicting PRs.
 
     `forge_getter` returns the forge (called when a tick has a PR to poll). At most
     `max_polls_per_tick` PRs are polled per tick, for at most about `tick_budget_s` seconds (the
@@ -59,6 +77,7 @@ def build_pr_status_sensor(
 
     @dg.sensor(
         name=f"{spec.id}_pr_status",
+        job=job,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Follows the open pull requests of campaign {spec.name} on their forge "
@@ -75,6 +94,12 @@ def build_pr_status_sensor(
             k: r for k, r in records.items() if r.state == "open" and r.number is not None
         }
         seen = history.latest_pr_observations(instance, spec, list(candidates))
+        repairs = (
+            latest_ci_repairs(instance, spec, list(candidates))
+            if spec.ci_repairs and job is not None
+            else {}
+        )
+        run_requests: list[dg.RunRequest] = []
         tracked: dict[str, dict] = {}
         for key, record in candidates.items():
             last = seen.get(key)
@@ -136,6 +161,17 @@ def build_pr_status_sensor(
                     )
                 else:
                     entry["idle"] += 1
+                if changed and job is not None and spec.ci_repairs:
+                    repair = _ci_repair(
+                        spec, key, target.repo, status, repairs.get(key), forge, context.log
+                    )
+                    if repair is not None:
+                        event, request = repair
+                        events.append(event)
+                        run_requests.append(request)
+                        notifier_getter()(
+                            "ci_repair", f"*{spec.name}*: `{key}`: {event.description}"
+                        )
                 if changed and status.state == "merged":
                     notifier_getter()("merged", f"*{spec.name}*: `{key}` merged: {status.url}")
                 if status.state == "merged":
@@ -155,9 +191,69 @@ def build_pr_status_sensor(
         context.log.info(summary)
         if not events:
             return dg.SensorResult(skip_reason=summary, cursor=cursor)
-        return dg.SensorResult(asset_events=events, cursor=cursor)
+        return dg.SensorResult(asset_events=events, run_requests=run_requests, cursor=cursor)
 
     return pr_status
+
+
+def _ci_repair(
+    spec: CampaignSpec,
+    key: str,
+    repo: str,
+    status: PullRequestStatus,
+    last: CiRepairRequest | None,
+    forge: Forge,
+    log,
+) -> tuple[dg.AssetObservation, dg.RunRequest] | None:
+    """The request (an observation, and the run) to repair a failing or conflicting PR; None
+    when it needs none, was asked for this head already, or used up `ci_repairs`."""
+    reason = repair_reason(status)
+    if reason is None:
+        return None
+    same_pr = last is not None and last.number == status.number
+    if same_pr and last.head_sha == status.head_sha and last.reason == reason:  # type: ignore[union-attr]
+        return None  # asked for this head already: its run is under way or changed nothing
+    attempt = (last.attempt if same_pr else 0) + 1  # type: ignore[union-attr]
+    if attempt > spec.ci_repairs:
+        log.warning(
+            f"{key}: pull request #{status.number} {reason} failed again; no repair left "
+            f"(ci_repairs: {spec.ci_repairs})"
+        )
+        return None
+    logs: dict[str, str] = {}
+    read_logs = getattr(forge, "failed_check_logs", None)
+    if reason == "checks":
+        if callable(read_logs):
+            try:
+                logs = tail_logs(read_logs(repo, status.number))
+            except Exception as exc:  # the repair goes on without the logs
+                log.warning(f"{key}: reading the failed checks' logs failed: {exc}")
+        else:
+            log.warning(f"{key}: this forge cannot give failed checks' logs; repairing without")
+    request = CiRepairRequest(
+        number=status.number,
+        head_sha=status.head_sha,
+        reason=reason,
+        attempt=attempt,
+        failing=list(status.failing_checks) or list(logs),
+        logs=logs,
+    )
+    event = dg.AssetObservation(
+        asset_key=history.asset_key(spec, "pull_request"),
+        partition=key,
+        description=request.describe(),
+        metadata={
+            CI_REPAIR: dg.MetadataValue.json(request.model_dump(mode="json")),
+            "ci_repair_attempt": attempt,
+            "ci_repair_reason": reason,
+        },
+    )
+    run = dg.RunRequest(
+        run_key=f"ci_repair:{key}:{status.number}:{attempt}",
+        partition_key=key,
+        tags={CI_REPAIR_TAG: reason},
+    )
+    return event, run
 
 
 def _ended(last: history.PullRequestObservation, now: float, follow_closed_s: float) -> bool:

@@ -16,6 +16,7 @@ from orchestrator_assets.assets.metadata import (
     report_metadata,
     verification_metadata,
 )
+from orchestrator_assets.assets.rollout_history import latest_ci_repairs
 from orchestrator_assets.reports import json_logs, metrics
 from orchestrator_assets.reports.report import (
     build_report,
@@ -30,6 +31,8 @@ from orchestrator_assets.spec.profiles import Profile
 from orchestrator_assets.spec.settings import Settings
 from orchestrator_assets.stages import review
 from orchestrator_assets.stages.budget import Budget
+from orchestrator_assets.stages.ci_repair import CI_REPAIR_TAG
+from orchestrator_assets.stages.ci_repair import followup_for as ci_followup
 from orchestrator_assets.stages.deliver import Gate
 from orchestrator_assets.stages.records import (
     ChangeRecord,
@@ -37,6 +40,7 @@ from orchestrator_assets.stages.records import (
     TargetOutcome,
     VerificationRecord,
 )
+from orchestrator_assets.stages.rollout import max_prs_per_hour
 from orchestrator_assets.stages.status import ChangeOutcome
 from orchestrator_assets.stages.target import advance_target
 from orchestrator_assets.stages.workbench import PullRequestLimiter, Workbench
@@ -56,6 +60,7 @@ from sensors.discovery import build_discovery_sensor
 from sensors.pr_status import build_pr_status_sensor
 from sensors.report import build_report_sensor
 from sensors.review import build_review_job, build_review_sensor
+from sensors.rollout import build_rollout_sensor, current_standing
 from sensors.schedules import build_schedule
 
 # Per-partition checks and backfill policies are the documented way to run many targets per run;
@@ -163,6 +168,12 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
         verifications = history.latest_verifications(instance, spec, todo)
         decisions = review.latest_decisions(instance, spec, todo)
         prior_prs = history.latest_pull_requests(instance, spec, todo)
+        # a run the PR status sensor requested to repair a PR whose checks failed or conflicts
+        ci_requests = (
+            latest_ci_repairs(instance, spec, todo)
+            if context.run.tags.get(CI_REPAIR_TAG) and "change" in stages
+            else {}
+        )
         gates: dict[str, Gate] = {}
         if "pull_request" in stages and "verification" not in stages:
             gates = {
@@ -176,21 +187,24 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
             if spec.budget_usd is not None
             else 0.0
         )
-        forge_client = forge.get()
+        forge_client = forge.for_campaign(spec)  # a router over the campaign's named forges
         notify = notifier.get()
         # Sandbox time to ready and the code host's API counters are measured here, in the run
         # itself, so runs launched by the CLI, the daemon or a run pod all record them.
-        stats = metrics.RunStats(forge_kind=forge.kind)
+        stats = metrics.RunStats(forge_kind=getattr(forge_client, "kind", forge.kind))
         forge_before = metrics.forge_counters(forge_client)
         sandboxes = sandbox.get(profile.provider, profile.image, profile.limits())
         pr_limiter = None
-        if spec.pull_request.max_per_hour is not None and "pull_request" in stages:
+        per_hour = max_prs_per_hour(spec)  # pull_request.max_per_hour or rollout.max_prs_per_hour
+        if per_hour is not None and "pull_request" in stages:
             # what the campaign opened in the last hour counts too: a re-run cannot exceed it
             since = time.time() - 3600
             pr_limiter = PullRequestLimiter(
-                spec.pull_request.max_per_hour,
+                per_hour,
                 pr_rate.pull_requests_opened_since(instance, spec, since),
             )
+        # rollout waves: which targets may publish, as the event log stands before this run
+        waves = current_standing(instance, spec) if "pull_request" in stages else None
         wb = Workbench(
             forge=forge_client,
             cache=repo_cache.get(forge_git_env(forge_client)),
@@ -215,6 +229,7 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
             notify=notify,
             judge=judge_for(spec),
             pr_limiter=pr_limiter,
+            rollout=waves,
         )
         single = context.has_partition_key
         verified: dict[str, VerificationRecord] = {}
@@ -226,6 +241,7 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
                 outcome = advance_target(
                     spec, spec.target(key), stages, changes.get(key), verifications.get(key),  # type: ignore[arg-type]
                     gates.get(key), wb, log, decisions.get(key), prior_prs.get(key),
+                    ci_followup(spec, ci_requests.get(key), changes.get(key)),
                 )  # fmt: skip
             if tally is not None:
                 requests[key] = tally.requests
@@ -386,6 +402,11 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
                 "finished": finished,
                 "burndown": dg.MetadataValue.md(burndown_markdown(trend)),
                 "burndown_chart": dg.MetadataValue.path(str(chart)),
+                **(
+                    {"rollout": dg.MetadataValue.md(frame.attrs["rollout"])}
+                    if frame.attrs.get("rollout")
+                    else {}
+                ),
             },
         )
 
@@ -412,12 +433,16 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
             build_discovery_sensor(spec),
             build_report_sensor(spec, report_job),
             build_pr_status_sensor(
-                spec, lambda: build_forge(Settings()), notifier_getter=NotifierResource().get
+                spec,
+                lambda: build_forge(Settings(), spec),
+                notifier_getter=NotifierResource().get,
+                job=targets_job,  # CI-driven repair runs (`ci_repairs`)
             ),
+            build_rollout_sensor(spec, targets_job, notifier_getter=NotifierResource().get),
             build_review_sensor(
                 spec,
                 targets_job,
-                lambda: build_forge(Settings()),
+                lambda: build_forge(Settings(), spec),
                 notifier_getter=NotifierResource().get,
                 minimum_interval_seconds=Settings().review_poll_interval_s,
             ),

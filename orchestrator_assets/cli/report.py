@@ -55,6 +55,8 @@ def print_report(frame, output: str) -> None:
             console.print(f"  {row.target}: {row.pr_url}", soft_wrap=True)
     counts = ", ".join(f"{k}: {v}" for k, v in status_counts(frame).items())
     console.print(f"{len(frame)} targets ({counts}); total cost ${frame['cost_usd'].sum():.4f}")
+    if frame.attrs.get("rollout"):  # rollout waves (stages/rollout.py)
+        console.print(f"rollout: {frame.attrs['rollout']}", soft_wrap=True)
 
 
 @click.command()

@@ -10,6 +10,7 @@ import pandas as pd
 from dagster import DagsterInstance
 
 from orchestrator_assets.assets import history
+from orchestrator_assets.assets.rollout_history import add_rollout_columns
 from orchestrator_assets.spec.campaign import CampaignSpec
 from orchestrator_assets.stages.records import (
     ChangeRecord,
@@ -75,6 +76,8 @@ def target_status(
         return TargetStatus.REJECTED, pull_request.reason
     if pull_request.outcome == "awaiting_review":
         return TargetStatus.AWAITING_REVIEW, None
+    if pull_request.outcome == "previewed":  # nothing pushed: `orchestrator publish` opens it
+        return TargetStatus.PREVIEWED, pull_request.reason
     if pull_request.outcome == "failed":
         return TargetStatus.PR_FAILED, pull_request.reason
     if pull_request.outcome == "blocked":
@@ -148,6 +151,7 @@ def build_report(instance: DagsterInstance, spec: CampaignSpec) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=COLUMNS)
     frame["pr_number"] = frame["pr_number"].astype("Int64")
     frame["mergeable"] = frame["mergeable"].astype("boolean")
+    add_rollout_columns(instance, spec, frame)  # wave, ci_repairs, post_merge
     return frame
 
 
@@ -246,7 +250,9 @@ def status_counts(frame: pd.DataFrame) -> dict[str, int]:
     return {str(k): int(v) for k, v in frame["status"].value_counts().sort_index().items()}
 
 
-UNFINISHED = (TargetStatus.PENDING.value, TargetStatus.AWAITING_REVIEW.value)
+UNFINISHED = (
+    TargetStatus.PENDING.value, TargetStatus.AWAITING_REVIEW.value, TargetStatus.PREVIEWED.value,
+)  # fmt: skip
 # What `run --strict` calls a failed target: its change, setup, a verifier, the judge or the PR
 # failed. Waiting (pending, awaiting review, over budget) and ended targets are not failures.
 FAILED = (

@@ -17,12 +17,15 @@ from datetime import UTC, datetime
 from orchestrator_assets.spec.campaign import CampaignSpec
 from orchestrator_assets.spec.delivery import TEMPLATES
 from orchestrator_assets.spec.target import Target
+from orchestrator_assets.stages.owners import review_requests
+from orchestrator_assets.stages.publish import preview_holds, previewed_reason
 from orchestrator_assets.stages.quality import judge_holds
 from orchestrator_assets.stages.records import (
     ChangeRecord,
     PullRequestRecord,
     VerificationRecord,
 )
+from orchestrator_assets.stages.rollout import rollout_hold
 from orchestrator_assets.stages.status import ChangeOutcome
 from orchestrator_assets.stages.workbench import Log, Workbench, quiet
 from resources.forges.base import ForgeError, PullRequestDraft
@@ -89,6 +92,9 @@ def deliver_pull_request(
         return done(outcome="held", reason=reason, head_sha=head)
     if gate.rejected is not None:
         return _reject(spec, target, head, gate.rejected, bench, log, done)
+    if preview_holds(spec, gate.approved):  # preview: nothing pushed; `orchestrator publish`
+        log(f"{target.key}: previewed {head[:12]}, not published")
+        return done(outcome="previewed", reason=previewed_reason(change), head_sha=head)
     awaiting = spec.review.policy == "required" and not gate.approved
     if awaiting and not spec.pull_request.draft:
         since = gate.awaiting_since or time.time()
@@ -98,15 +104,15 @@ def deliver_pull_request(
                     head_sha=head, awaiting_since=since)  # fmt: skip
     try:
         draft = PullRequestDraft(
-            head=spec.branch_name,
+            head=spec.branch_for(target),
             base=target.pr_base or change.base_branch or "main",
             title=render_title(spec, target, change).strip(),
             body=render_body(spec, target, change, verification),
             labels=spec.pull_request.labels,
             draft=spec.pull_request.draft,
-            reviewers=spec.pull_request.reviewers,
+            **review_requests(spec, target.key, change, bench, log).draft_fields(),
         )
-        existing = bench.forge.find_pull_request(target.repo, spec.branch_name)
+        existing = bench.forge.find_pull_request(target.repo, spec.branch_for(target))
         if existing is not None and existing.state == "closed" and spec.pull_request.reopen:
             existing = bench.forge.reopen_pull_request(target.repo, existing.number)
             log(f"{target.key}: pull request #{existing.number} reopened (pull_request.reopen)")
@@ -119,6 +125,10 @@ def deliver_pull_request(
                 state=existing.state,
                 head_sha=head,
             )
+        waiting = rollout_hold(bench.rollout, target.key) if existing is None else None
+        if waiting is not None:  # rollout waves: a later wave publishes nothing yet
+            log(f"{target.key}: held: {waiting}")
+            return done(outcome="held", reason=waiting, head_sha=head)
         limiter = bench.pr_limiter if existing is None else None
         if limiter is not None:  # before the push: a pushed branch already starts CI
             next_slot = limiter.acquire()
@@ -177,7 +187,7 @@ def publish(
         return None
     clone_url = (
         change.clone_url
-        or bench.forge.resolve(target.repo, change.base_branch, spec.branch_name).clone_url
+        or bench.forge.resolve(target.repo, change.base_branch, spec.branch_for(target)).clone_url
     )
     if not bench.cache.has(clone_url, head):
         raise ForgeError(
@@ -186,10 +196,10 @@ def publish(
             "again (`orchestrator run --no-cache`)"
         )
     bench.forge.push_branch(
-        target.repo, bench.cache.path_for(clone_url), spec.branch_name, head,
+        target.repo, bench.cache.path_for(clone_url), spec.branch_for(target), head,
         change.forge_branch_sha,
     )  # fmt: skip
-    log(f"{target.key}: published {head[:12]} to {spec.branch_name}")
+    log(f"{target.key}: published {head[:12]} to {spec.branch_for(target)}")
     return head
 
 
@@ -197,7 +207,7 @@ def _reject(spec, target: Target, head: str, reason: str, bench: Workbench, log:
     """A reviewer rejected the change: the target ends, and a draft PR of it is closed."""
     number = url = state = None
     try:
-        existing = bench.forge.find_pull_request(target.repo, spec.branch_name)
+        existing = bench.forge.find_pull_request(target.repo, spec.branch_for(target))
         if existing is not None and existing.state == "open":
             comment = f"Closed: the change of campaign `{spec.name}` was rejected: {reason}"
             pr = bench.forge.close_pull_request(target.repo, existing.number, comment)
@@ -228,7 +238,7 @@ def _close_stale(spec, target, change: ChangeRecord, bench: Workbench, log: Log,
     """The change is gone (the base already has it, or the campaign no longer changes this
     repository): an open PR of the campaign branch is closed with a comment saying why."""
     try:
-        existing = bench.forge.find_pull_request(target.repo, spec.branch_name)
+        existing = bench.forge.find_pull_request(target.repo, spec.branch_for(target))
         if existing is None or existing.state != "open":
             return done(outcome="no_change", reason="nothing to propose")
         base = (change.base_sha or "")[:8]

@@ -67,7 +67,8 @@ class Iteration(BaseModel):
     resumed it (a reviewer's steer, a partial approval, a repair after a failed verifier)."""
 
     number: int = Field(description="1 for the first run, then counting up")
-    kind: Literal["initial", "steer", "partial", "repair", "judge"] = "initial"
+    # ci_repair: resumed with the logs of the PR's failed checks (stages/ci_repair.py)
+    kind: Literal["initial", "steer", "partial", "repair", "judge", "ci_repair"] = "initial"
     prompt: str | None = Field(default=None, description="what the agent was told this time")
     files: list[str] = Field(default_factory=list, description="the files it was limited to")
     decision_id: str | None = Field(default=None, description="the review decision behind it")
@@ -185,7 +186,7 @@ class VerificationRecord(BaseModel):
 
 PullRequestOutcome = Literal[
     "opened", "updated", "unchanged", "no_change", "blocked", "held", "awaiting_review", "failed",
-    "not_reopened", "closed_stale", "rejected",
+    "not_reopened", "closed_stale", "rejected", "previewed",
 ]  # fmt: skip
 
 
@@ -216,7 +217,7 @@ class TargetOutcome(BaseModel):
 
 
 DecisionKind = Literal["approve", "reject", "steer"]
-DecisionSource = Literal["cli", "job", "github", "timeout", "ui"]
+DecisionSource = Literal["cli", "job", "github", "timeout", "ui", "publish"]
 
 
 class ReviewDecision(BaseModel):

@@ -86,6 +86,7 @@ def advance_target(
     log: Log = quiet,
     decision: ReviewDecision | None = None,
     prior_pr: PullRequestRecord | None = None,
+    ci_followup: FollowUp | None = None,
 ) -> TargetOutcome:
     """Take one target through the selected stages, each as soon as the one before is done.
 
@@ -93,13 +94,16 @@ def advance_target(
     its recorded check evaluations give). The target's newest review `decision` is applied: a
     steer or a partial approval makes one more pass over the change first. An agentic change
     whose verification fails (or whose diff the judge vetoes) is sent back to its agent, up to
-    the campaign's `repair_attempts`.
+    the campaign's `repair_attempts`. A `ci_followup` (stages/ci_repair.py: the agent resumed
+    with a PR's failed checks) is made instead of the review decision's pass.
     """
     outcome = TargetOutcome()
     change = prior_change
     if "change" in stages:
-        followup = followup_for(decision, prior_change)
-        if followup is not None:
+        followup = ci_followup or followup_for(decision, prior_change)
+        if ci_followup is not None:
+            log(f"{target.key}: repairing the pull request after its checks failed")
+        elif followup is not None:
             log(f"{target.key}: applying the review decision: {decision.describe()}")  # type: ignore[union-attr]
         change = outcome.change = make_change(spec, target, prior_change, bench, log, followup)
     verification = prior_verification

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orchestrator_assets.spec.steps import JudgeConfig
 from orchestrator_assets.spec.target import Target
@@ -20,6 +21,9 @@ from resources.env_cache import DEFAULT_MANIFESTS, EnvCache
 from resources.forges.base import Forge
 from resources.repo_cache import RepoCache
 from resources.sandboxes.base import SandboxProvider
+
+if TYPE_CHECKING:
+    from orchestrator_assets.stages.rollout import Standing
 
 Log = Callable[[str], None]
 Notify = Callable[[str, str], None]  # (event kind, message)
@@ -116,6 +120,7 @@ class Workbench:
     notify: Notify = field(default=lambda kind, message: None)  # optional notifier
     judge: Judge | None = None  # the LLM judge (agentic campaigns with `judge:`)
     pr_limiter: PullRequestLimiter | None = None  # the campaign's `pull_request.max_per_hour`
+    rollout: Standing | None = None  # the rollout's waves (stages/rollout.py): who may publish
 
     def open_sandbox(self, stage: str, target: Target):
         """A sandbox for one stage of one target, tagged with campaign, target and run."""

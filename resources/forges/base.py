@@ -10,6 +10,8 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
+MERGE_METHODS = ("merge", "squash", "rebase")  # what merge_pull_request(method=...) takes
+
 # Every campaign branch lives under this prefix, and every forge refuses to push anything else:
 # fixed (not a setting) so that no configuration can point a campaign at another branch.
 BRANCH_PREFIX = "campaign/"
@@ -54,6 +56,20 @@ class ResolvedRepo(BaseModel):
     branch_sha: str | None = Field(default=None, description="the campaign branch's sha, if any")
 
 
+class DiscoveredRepo(BaseModel):
+    """A repository a forge's `discover(selector)` found, with what the platform needs to
+    target it."""
+
+    full_name: str
+    url: str = Field(description="the web URL (html_url): what forge methods take")
+    clone_url: str
+    default_branch: str
+    archived: bool = False
+    fork: bool = False
+    language: str | None = None
+    topics: list[str] = Field(default_factory=list)
+
+
 class PullRequestText(BaseModel):
     """What a pull request says, whether wanted (a draft) or reported (a pull request): its
     branches, title, body, labels and draft flag."""
@@ -71,6 +87,13 @@ class PullRequestDraft(PullRequestText):
 
     reviewers: list[str] = Field(
         default_factory=list, description="users asked to review (added, never removed)"
+    )
+    team_reviewers: list[str] = Field(
+        default_factory=list,
+        description="teams asked to review, by slug or org/slug (added, never removed)",
+    )
+    assignees: list[str] = Field(
+        default_factory=list, description="users the PR is assigned to (added, never removed)"
     )
 
 
@@ -112,6 +135,22 @@ class PullRequestStatus(BaseModel):
     )
 
 
+class BranchChecks(BaseModel):
+    """The combined checks of a branch's head commit (the post-merge watch reads the default
+    branch with the optional forge verb `branch_checks(url, branch)`)."""
+
+    branch: str
+    sha: str | None = None
+    state: Literal["success", "failure", "pending", "none"] = "none"
+    failing: list[str] = Field(default_factory=list, description="names of the failed checks")
+
+
+# Optional verbs (callers check `callable(getattr(forge, name, None))` and say so when absent):
+#   failed_check_logs(url, number) -> dict[str, str]   check name -> log tail of the PR's failed
+#                                                      checks (CI-driven repair)
+#   branch_checks(url, branch) -> BranchChecks          a branch head's checks (post-merge watch)
+
+
 class Forge(Protocol):
     """A code host: repositories, campaign branches and pull requests."""
 
@@ -137,8 +176,9 @@ class Forge(Protocol):
         """Rewrite an existing pull request's title, body, labels and draft flag."""
         ...
 
-    def merge_pull_request(self, url: str, number: int) -> PullRequest:
-        """Merge a pull request."""
+    def merge_pull_request(self, url: str, number: int, method: str = "merge") -> PullRequest:
+        """Merge a pull request: `method` is "merge" (a merge commit), "squash" (one commit)
+        or "rebase" (its commits replayed onto the base)."""
         ...
 
     def close_pull_request(self, url: str, number: int, comment: str | None = None) -> PullRequest:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import fcntl
 import getpass
+import json
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -15,6 +17,8 @@ from urllib.parse import unquote, urlparse
 from pydantic import BaseModel, ConfigDict, Field
 
 from resources.forges.base import (
+    MERGE_METHODS,
+    BranchChecks,
     ForgeError,
     PullRequest,
     PullRequestDraft,
@@ -24,6 +28,7 @@ from resources.forges.base import (
 )
 from resources.git import SAFE_RECEIVE_PACK, GitError, author_env, ls_remote, run_git
 
+BRANCH_CHECKS = "branch_checks.json"  # in the git dir: what CI says of each branch (tests)
 CHECKS = get_args(PullRequestStatus.model_fields["checks"].annotation)
 REVIEWS = get_args(PullRequestStatus.model_fields["review"].annotation)
 # what the forge itself writes from a draft (a subclass's extra fields are not the record's)
@@ -51,9 +56,14 @@ class LocalPullRequest(PullRequest):
     model_config = ConfigDict(extra="allow")
 
     reviewers: list[str] = Field(default_factory=list)
+    team_reviewers: list[str] = Field(default_factory=list)
+    assignees: list[str] = Field(default_factory=list)
     checks: str = "none"
     review: str = "none"
     comments: list[LocalComment] = Field(default_factory=list)
+    # check name -> its log, set by a test or a person standing in for CI: the failed checks'
+    # names and logs while `checks` is `failure` (`failed_check_logs`)
+    check_logs: dict[str, str] = Field(default_factory=dict)
 
 
 def local_repo_path(url: str) -> Path:
@@ -229,8 +239,9 @@ class LocalForge:
         with self._locked(url) as pulls:
             pr = self._get(pulls, url, number)
             wanted = draft.model_dump(include=DRAFT_FIELDS - {"head"})
-            asked = pr.reviewers
-            wanted["reviewers"] = asked + [r for r in draft.reviewers if r not in asked]
+            for field in ("reviewers", "team_reviewers", "assignees"):  # added, never dropped
+                had = getattr(pr, field)
+                wanted[field] = had + [r for r in getattr(draft, field) if r not in had]
             changes = {**wanted, "head_sha": head_sha}
             if all(getattr(pr, k) == v for k, v in changes.items()):
                 return pr
@@ -243,14 +254,25 @@ class LocalForge:
             raise ForgeError(f"{url}: pull request #{number} not found")
         return LocalPullRequest.model_validate_json(path.read_text())
 
-    def merge_pull_request(self, url: str, number: int) -> LocalPullRequest:
-        """Fast-forward or merge the head into the base branch and mark the PR merged."""
+    def merge_pull_request(self, url: str, number: int, method: str = "merge") -> LocalPullRequest:
+        """Put the head into the base branch and mark the PR merged: `merge` fast-forwards or
+        makes a merge commit, `squash` makes one commit of the PR's changes, `rebase` replays
+        its commits onto the base (with real git, as GitHub does)."""
+        if method not in MERGE_METHODS:
+            raise ForgeError(
+                f"{url}: unknown merge method {method!r} (one of {', '.join(MERGE_METHODS)})"
+            )
         path, _ = self._repo(url)
         with self._locked(url) as pulls:
             pr = self._get(pulls, url, number)
             if pr.state != "open":
                 raise ForgeError(f"{url}: pull request #{number} is {pr.state}, not open")
-            _merge_into(path, pr.base, pr.head, self.merge_author, number)
+            if method == "merge":
+                _merge_into(path, pr.base, pr.head, self.merge_author, number)
+            elif method == "squash":
+                _squash_into(path, pr, self.merge_author)
+            else:
+                _rebase_onto(path, pr.base, pr.head, self.merge_author)
             merged = pr.model_copy(update={"state": "merged", "updated_at": datetime.now(UTC)})
             return self._write(pulls, merged)
 
@@ -316,8 +338,31 @@ class LocalForge:
             mergeable=mergeable,
             mergeable_state=mergeable_state,
             checks=pr.checks,  # type: ignore[arg-type]
+            failing_checks=list(pr.check_logs) if pr.checks == "failure" else [],
             review=pr.review,  # type: ignore[arg-type]
         )
+
+    def failed_check_logs(self, url: str, number: int) -> dict[str, str]:
+        """Check name -> log of the pull request's failed checks: its record's `check_logs`
+        while its `checks` is `failure` (empty otherwise)."""
+        pr = self._get(self._pulls_dir(url), url, number)
+        return dict(pr.check_logs) if pr.checks == "failure" else {}
+
+    def branch_checks(self, url: str, branch: str) -> BranchChecks:
+        """A branch's checks as `<git dir>/branch_checks.json` says (a test or a person stands
+        in for CI there): `{"main": {"state": "failure", "failing": ["ci"]}}`; a branch it does
+        not name has state `none`."""
+        path, git_dir = self._repo(url)
+        sha = _ref_sha(path, branch)
+        if sha is None:
+            raise ForgeError(f"{url}: branch {branch!r} does not exist")
+        file = git_dir / BRANCH_CHECKS
+        try:
+            data = json.loads(file.read_text()) if file.exists() else {}
+            entry = data.get(branch) if isinstance(data, dict) else None
+            return BranchChecks.model_validate({"branch": branch, "sha": sha, **(entry or {})})
+        except (ValueError, TypeError) as exc:  # JSON or pydantic: the file is wrong
+            raise ForgeError(f"{url}: {file} is not a valid branch checks file: {exc}") from None
 
     def comment(self, url: str, number: int, body: str) -> str:
         """Append a comment to the pull request's record; returns its URL (`...json#comment-N`)."""
@@ -385,4 +430,46 @@ def _merge_into(repo: Path, base: str, head: str, author: tuple[str, str], numbe
              "-m", f"Merge pull request #{number} from {head}"],
             repo, env=author_env(*author),
         ).strip()  # fmt: skip
+    run_git(["update-ref", f"refs/heads/{base}", new, base_sha], repo)
+
+
+def _squash_into(repo: Path, pr: PullRequest, author: tuple[str, str]) -> None:
+    """One commit on `pr.base` with the PR's changes (its title and number as the message)."""
+    base_sha = run_git(["rev-parse", f"refs/heads/{pr.base}"], repo).strip()
+    head_sha = run_git(["rev-parse", f"refs/heads/{pr.head}"], repo).strip()
+    try:
+        tree = run_git(["merge-tree", "--write-tree", base_sha, head_sha], repo)
+    except GitError:
+        raise ForgeError(f"{repo}: {pr.head} does not merge cleanly into {pr.base}") from None
+    message = f"{pr.title} (#{pr.number})\n\n{pr.body}".rstrip() + "\n"
+    new = run_git(
+        ["commit-tree", tree.split()[0], "-p", base_sha, "-m", message],
+        repo, env=author_env(*author),
+    ).strip()  # fmt: skip
+    run_git(["update-ref", f"refs/heads/{pr.base}", new, base_sha], repo)
+
+
+def _rebase_onto(repo: Path, base: str, head: str, author: tuple[str, str]) -> None:
+    """Replay the head's commits (merges left out) onto `base`, keeping their authors and
+    messages, in a temporary work tree (cherry-pick), then move `base` to the result."""
+    base_sha = run_git(["rev-parse", f"refs/heads/{base}"], repo).strip()
+    head_sha = run_git(["rev-parse", f"refs/heads/{head}"], repo).strip()
+    commits = run_git(["rev-list", "--reverse", "--no-merges", f"{base_sha}..{head_sha}"], repo)
+    with tempfile.TemporaryDirectory(prefix="local-forge-rebase-") as tmp:
+        tree = Path(tmp) / "work"
+        run_git(["worktree", "add", "--quiet", "--detach", str(tree), base_sha], repo)
+        try:
+            committer = {
+                k: v for k, v in author_env(*author).items() if k.startswith("GIT_COMMITTER")
+            }
+            for sha in commits.split():
+                try:
+                    run_git(["cherry-pick", "--allow-empty", sha], tree, env=committer)
+                except GitError:
+                    raise ForgeError(
+                        f"{repo}: {head} does not rebase cleanly onto {base}"
+                    ) from None
+            new = run_git(["rev-parse", "HEAD"], tree).strip()
+        finally:
+            run_git(["worktree", "remove", "--force", str(tree)], repo)
     run_git(["update-ref", f"refs/heads/{base}", new, base_sha], repo)
