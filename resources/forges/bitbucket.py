@@ -92,8 +92,10 @@ class BitbucketForge:
         """Close the HTTP connections."""
         self.http.close()
 
-    def discover(self, selector: BitbucketSelector) -> list:
+    def discover(self, selector: BitbucketSelector | dict[str, Any]) -> list:
         """The repositories `selector` picks (see `bitbucket_discovery`)."""
+        if isinstance(selector, dict):
+            selector = BitbucketSelector.model_validate(selector)
         return discover_repos(self.api, selector)
 
     # repositories and branches -------------------------------------------------------------------
