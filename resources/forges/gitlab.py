@@ -47,6 +47,7 @@ from resources.forges.gitlab_discovery import DiscoveredRepo, GitLabSelector, di
 from resources.forges.gitlab_names import project_path
 from resources.forges.gitlab_status import (
     failing_jobs,
+    list_all,
     mr_state,
     pipeline_jobs,
     pull_request_status,
@@ -233,10 +234,10 @@ class GitLabForge(GitLabTransport):
 
     def _mrs_for(self, pid: str, head: str, state: str) -> list[dict[str, Any]]:
         """The project's own merge requests from `head` (not a fork's), newest first."""
-        found = self.client().http_list(
+        found = list_all(
+            self.client(),
             f"/projects/{pid}/merge_requests",
-            query_data={"source_branch": head, "state": state, "order_by": "created_at"},
-            get_all=True,
+            {"source_branch": head, "state": state, "order_by": "created_at"},
         )
         own = [
             mr

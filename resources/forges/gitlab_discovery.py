@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from resources.forges.base import ForgeError
 from resources.forges.github_transport import NETWORK_ERRORS
+from resources.forges.gitlab_status import list_all
 from resources.forges.gitlab_transport import GitLabTransport
 
 try:  # the shared model moves to base.py (issue 19); github_discovery keeps the old name
@@ -114,8 +115,7 @@ def _listing(transport: GitLabTransport, selector: GitLabSelector) -> list[dict[
     else:
         path = "/projects"
         query["search"] = selector.search
-    gl = transport.client()
-    return list(gl.http_list(path, query_data=query, get_all=True))
+    return list_all(transport.client(), path, query)
 
 
 def discover(transport: GitLabTransport, selector: GitLabSelector) -> list[DiscoveredRepo]:

@@ -102,9 +102,20 @@ def pull_request_status(gl: gitlab.Gitlab, pid: str, mr: dict[str, Any]) -> Pull
     )
 
 
+def list_all(
+    gl: gitlab.Gitlab, path: str, query: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Every item of a paginated listing (python-gitlab follows `Link: rel="next"`), asked in
+    pages of the client's `per_page` (`http_list` does not add it by itself)."""
+    query = dict(query or {})
+    if gl.per_page:
+        query.setdefault("per_page", gl.per_page)
+    return list(gl.http_list(path, query_data=query, get_all=True))
+
+
 def pipeline_jobs(gl: gitlab.Gitlab, pid: str, pipeline_id: int) -> list[dict[str, Any]]:
     """The jobs of a pipeline (the latest try of each; retried ones are left out by GitLab)."""
-    return list(gl.http_list(f"/projects/{pid}/pipelines/{pipeline_id}/jobs", get_all=True))
+    return list_all(gl, f"/projects/{pid}/pipelines/{pipeline_id}/jobs")
 
 
 def failing_jobs(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -179,7 +190,7 @@ def review_decision(
 def _optional_list(gl: gitlab.Gitlab, path: str) -> list[dict[str, Any]]:
     """A listing an older GitLab may not have (404): empty then."""
     try:
-        return list(gl.http_list(path, get_all=True))
+        return list_all(gl, path)
     except GitlabError as exc:
         if exc.response_code != 404:
             raise
