@@ -1,0 +1,182 @@
+"""CI-driven repair: a PR whose checks fail on the code host (or that conflicts after its base
+moved) is repaired by a run the PR status sensor requests — the real Claude Code CLI resumed in
+its session with the failed check's log (against the scripted Messages API), or a deterministic
+codemod run again on the new base — on the local forge with a real Dagster instance."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from orchestrator_assets.assets import history
+from orchestrator_assets.assets.rollout_history import latest_ci_repairs
+from orchestrator_assets.demo_fleet import create_repo
+from orchestrator_assets.reports import report
+from orchestrator_assets.spec.catalog import load_one
+from orchestrator_assets.stages.ci_repair import CI_REPAIR_TAG
+from resources.forges.local import LocalForge
+from resources.git import run_git
+from sensors.pr_status import build_pr_status_sensor
+from tests.conftest import Platform, app_repo, statuses
+from tests.fake_model import last_user_text, text, tool
+from tests.test_agentic import model  # noqa: F401 (the scripted model server fixture)
+from tests.test_rollout import _job, launch, tick
+
+pytestmark = pytest.mark.usefixtures("bwrap")
+
+LINT_LOG = (
+    "Run ruff check .\n"
+    + "".join(f"checking file {i}\n" for i in range(400))
+    + "app.py:1:1: E999 GREETING must say why it is NEW\nFound 1 error.\nError: exit code 1\n"
+)
+
+
+class Clock:
+    """The sensor's clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def pr_record(repo: Path, number: int = 1) -> Path:
+    return repo / "pulls" / f"{number}.json"
+
+
+def edit_pr(repo: Path, **fields) -> None:
+    """What the code host's CI does to a local PR: set fields in its JSON record."""
+    path = pr_record(repo)
+    path.write_text(json.dumps(json.loads(path.read_text()) | fields, indent=2))
+
+
+def branch_head(repo: Path, branch: str) -> str:
+    return run_git(["rev-parse", f"refs/heads/{branch}"], repo).strip()
+
+
+def test_failed_checks_wake_the_agent_in_its_session_with_the_log_and_the_fix_is_pushed(
+    platform: Platform,
+    model,  # noqa: F811
+):
+    repo = create_repo(platform.fleet, app_repo("alpha", "GREETING = 'OLD'\n"))
+    path = platform.write_campaign(
+        "cifix",
+        targets=[str(repo)],
+        transformation={"kind": "agentic", "prompt": "Rename OLD to NEW.", "max_turns": 6,
+                        "verifier_tools": False, "max_stop_blocks": 0},
+        ci_repairs=1,
+    )  # fmt: skip
+    fix = "printf '# NEW: the new greeting\\n' >> app.py"
+    model.script = [
+        tool("Bash", {"command": "sed -i s/OLD/NEW/ app.py", "description": "rename"}),
+        text("Renamed."),
+        tool("Bash", {"command": fix, "description": "say why"}),
+        text("Explained the greeting."),
+    ]
+    assert statuses(platform.run(path).report) == {"acme__alpha": "pr_open"}
+    spec = load_one(path, platform.settings()).spec
+    first_head = branch_head(repo, spec.branch_name)
+    edit_pr(repo, checks="failure", check_logs={"lint": LINT_LOG})
+
+    clock = Clock()
+    sensor = build_pr_status_sensor(
+        spec, lambda: LocalForge(), clock=clock, job=_job(platform, path)
+    )
+    with platform.instance() as instance:
+        result = tick(sensor, instance, None)
+        assert [(r.partition_key, r.tags) for r in result.run_requests] == [
+            ("acme__alpha", {CI_REPAIR_TAG: "checks"})
+        ]
+        request = latest_ci_repairs(instance, spec)["acme__alpha"]
+        assert (request.attempt, request.reason, request.failing) == (1, "checks", ["lint"])
+        assert request.head_sha == first_head and "E999" in request.logs["lint"]
+
+    launch(platform, path, result.run_requests[0])
+
+    # the agent was resumed in its session (its first turn re-sent) with the trimmed log
+    resumed = next(
+        r["json"] for r in model.conversation_requests
+        if "checks failed on the code host" in last_user_text(r["json"])
+    )  # fmt: skip
+    feedback = last_user_text(resumed)
+    assert "E999 GREETING must say why" in feedback and "lint" in feedback
+    assert "checking file 3\n" not in feedback and len(feedback) < 3000  # trimmed
+    assert "sed -i s/OLD/NEW/ app.py" in json.dumps(resumed["messages"])
+    with platform.instance() as instance:
+        change = history.latest_changes(instance, spec)["acme__alpha"]
+        assert [i.kind for i in change.iterations] == ["initial", "ci_repair"]
+        assert change.iterations[-1].cost_usd > 0
+        assert change.total_cost_usd == pytest.approx(sum(i.cost_usd for i in change.iterations))
+        # the fix is verified and pushed to the same PR
+        new_head = branch_head(repo, spec.branch_name)
+        assert new_head == change.head_sha != first_head
+        assert "# NEW: the new greeting" in run_git(["show", f"{new_head}:app.py"], repo)
+        row = report.build_report(instance, spec).set_index("target").loc["acme__alpha"]
+        assert (row["status"], row["ci_repairs"], row["pr_number"]) == ("pr_open", 1, 1)
+
+        # the new head fails as well: no repair is left (ci_repairs: 1)
+        clock.now += 60
+        again = tick(sensor, instance, result.cursor)
+        assert not again.run_requests
+        assert latest_ci_repairs(instance, spec)["acme__alpha"].attempt == 1
+
+
+def test_a_conflict_after_the_base_moved_reruns_the_codemod_on_the_new_base(
+    platform: Platform, tmp_path: Path
+):
+    repo = create_repo(platform.fleet, app_repo("alpha", "GREETING = 'OLD'\n"))
+    path = platform.write_campaign("conflict", targets=[str(repo)], ci_repairs=2)
+    assert statuses(platform.run(path).report) == {"acme__alpha": "pr_open"}
+    spec = load_one(path, platform.settings()).spec
+    old_head = branch_head(repo, spec.branch_name)
+
+    # someone changes the same line on main: the PR no longer merges
+    work = tmp_path / "work"
+    subprocess.run(["git", "clone", "-q", str(repo), str(work)], check=True)
+    (work / "app.py").write_text("GREETING = 'OLD'  # the greeting\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "commit", "-qam", "comment"], cwd=work, check=True)
+    subprocess.run(["git", "push", "-q", "origin", "HEAD:main"], cwd=work, check=True)
+    assert LocalForge().pull_request_status(str(repo), 1).mergeable is False
+
+    sensor = build_pr_status_sensor(spec, lambda: LocalForge(), job=_job(platform, path))
+    with platform.instance() as instance:
+        result = tick(sensor, instance, None)
+        assert [r.tags[CI_REPAIR_TAG] for r in result.run_requests] == ["conflict"]
+    launch(platform, path, result.run_requests[0])
+
+    new_head = branch_head(repo, spec.branch_name)
+    assert new_head != old_head
+    main = branch_head(repo, "main")
+    assert run_git(["rev-parse", f"{new_head}^"], repo).strip() == main  # on the new base
+    assert run_git(["show", f"{new_head}:app.py"], repo) == "GREETING = 'NEW'  # the greeting\n"
+    status = LocalForge().pull_request_status(str(repo), 1)
+    assert (status.state, status.mergeable) == ("open", True)
+    with platform.instance() as instance:
+        change = history.latest_changes(instance, spec)["acme__alpha"]
+        assert change.base_sha == main
+        nothing = tick(sensor, instance, result.cursor)  # mergeable again: nothing to repair
+        assert not nothing.run_requests
+
+
+def test_no_repair_without_ci_repairs_and_the_local_forge_verbs(platform: Platform):
+    repo = create_repo(platform.fleet, app_repo("alpha", "GREETING = 'OLD'\n"))
+    path = platform.write_campaign("plain", targets=[str(repo)])
+    platform.run(path)
+    spec = load_one(path, platform.settings()).spec
+    edit_pr(repo, checks="failure", check_logs={"unit": "boom\n"})
+    forge = LocalForge()
+    assert forge.failed_check_logs(str(repo), 1) == {"unit": "boom\n"}
+    assert forge.pull_request_status(str(repo), 1).failing_checks == ["unit"]
+    edit_pr(repo, checks="success")
+    assert forge.failed_check_logs(str(repo), 1) == {}
+    edit_pr(repo, checks="failure")
+    sensor = build_pr_status_sensor(spec, lambda: forge, job=_job(platform, path))
+    with platform.instance() as instance:
+        result = tick(sensor, instance, None)
+        assert isinstance(result, dg.SensorResult) and not result.run_requests
