@@ -20,6 +20,7 @@ from orchestrator_assets.stages.setup import run_setup
 from orchestrator_assets.stages.status import ChangeOutcome
 from orchestrator_assets.stages.transform import run_agent, run_command
 from orchestrator_assets.stages.workbench import FollowUp, Log, Workbench, quiet
+from orchestrator_assets.stages.workspaces import outside_changes
 from resources.forges.base import ForgeError
 from resources.git import GitError, author_env, git_metadata_digest, run_git
 
@@ -47,7 +48,7 @@ def make_change(
     base = ChangeRecord(
         outcome=ChangeOutcome.FAILED,
         repo=target.repo,
-        branch=spec.branch_name,
+        branch=spec.branch_for(target),
         fingerprint=spec.transformation_fingerprint(
             spec.setup_for(target, bench.profile_setup), bench.environment
         ),
@@ -133,7 +134,7 @@ def _make_change(
     log: Log,
     followup: FollowUp | None = None,
 ) -> ChangeRecord:
-    repo = bench.forge.resolve(target.repo, target.base, spec.branch_name)
+    repo = bench.forge.resolve(target.repo, target.base, spec.branch_for(target))
     base = base.model_copy(
         update={
             "base_branch": repo.base_branch,
@@ -184,7 +185,7 @@ def _make_change(
         ws = sandbox.workspace
         base.isolation = getattr(sandbox, "isolation", None)
         start = prior.head_sha if followup is not None and prior is not None else repo.base_sha
-        mirror = bench.cache.checkout(repo.clone_url, ws, start, spec.branch_name)  # type: ignore[arg-type]
+        mirror = bench.cache.checkout(repo.clone_url, ws, start, spec.branch_for(target))  # type: ignore[arg-type]
         sandbox.readable_paths.append(mirror)
         if followup is not None:
             _rebase_onto(ws, repo.base_sha, followup)  # type: ignore[arg-type]
@@ -213,7 +214,9 @@ def _make_change(
             )
             output = base.agent.final_message if base.agent else ""
         else:
-            result = run_command(transformation, sandbox, bench, bench.streamer(target, "run", log))
+            result = run_command(
+                transformation, sandbox, bench, bench.streamer(target, "run", log), target
+            )
             failure = None if result.ok else f"transformation failed: {result.describe_failure()}"
             output = result.output_tail
         if git_metadata_digest(ws) != git_before:
@@ -223,6 +226,16 @@ def _make_change(
         if failure:
             return base.model_copy(update={"reason": failure, "output_tail": output})
         run_git(["add", "--all"], ws)
+        outside = outside_changes(ws, target)  # a workspace's change stays in its directory
+        if outside:
+            shown = ", ".join(outside[:10]) + (" …" if len(outside) > 10 else "")
+            return base.model_copy(
+                update={
+                    "reason": f"the transformation changed {len(outside)} file(s) outside the "
+                    f"workspace {target.path}/ (refused): {shown}",
+                    "output_tail": output,
+                }
+            )
         if not run_git(["status", "--porcelain"], ws).strip():
             log(f"{target.key}: no change")
             return base.model_copy(
@@ -234,7 +247,7 @@ def _make_change(
             )
         head = _commit(ws, spec, repo.base_sha, repo.branch_sha, bench)
         if head != repo.branch_sha:
-            bench.cache.keep(repo.clone_url, ws, head, spec.branch_name)
+            bench.cache.keep(repo.clone_url, ws, head, spec.branch_for(target))
         files, insertions, deletions = _diff_stat(ws, repo.base_sha, head)
         diff = run_git(["diff", "--no-color", "--no-ext-diff", repo.base_sha, head], ws)
         log(f"{target.key}: changed {len(files)} file(s), +{insertions} -{deletions}")

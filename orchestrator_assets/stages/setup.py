@@ -13,6 +13,7 @@ from orchestrator_assets.stages.records import (
     SetupSummary,
 )
 from orchestrator_assets.stages.workbench import Log, Workbench
+from orchestrator_assets.stages.workspaces import directory, in_directory
 from resources.env_cache import EnvCache, inside, manifest_digest, outermost
 from resources.git import run_git
 from resources.sandboxes.base import ExecResult, Sandbox
@@ -27,7 +28,8 @@ def run_setup(
     if not commands:
         return None, None
     started = time.monotonic()
-    ws = sandbox.workspace
+    # A workspace target (`Target.path`) is set up in its directory: its manifests, its outputs.
+    ws = directory(sandbox.workspace, target)
     cache_paths = spec.cache_paths if spec.cache_paths is not None else bench.cache_paths
     # A target's own cache_paths are cached besides the campaign's (or the profile's).
     cache_paths = [*cache_paths, *(p for p in target.cache_paths if p not in cache_paths)]
@@ -56,7 +58,7 @@ def run_setup(
     before = _setup_outputs(ws) if caching else _SetupOutputs(set(), set())
     for argv in commands:
         result = sandbox.exec(
-            argv,
+            in_directory(argv, target),
             timeout_s=bench.setup_timeout_s,
             network=bench.setup_network,
             on_output=bench.streamer(target, "setup", log),
@@ -101,7 +103,7 @@ def _setup_outputs(ws: Path) -> _SetupOutputs:
     """The workspace's untracked/ignored paths and modified tracked files (NUL-separated
     listings: a path may hold any character)."""
     others = run_git(["ls-files", "-z", "--others", "--directory"], ws)
-    modified = run_git(["diff", "--name-only", "-z"], ws)
+    modified = run_git(["diff", "--name-only", "--relative", "-z"], ws)
     return _SetupOutputs(
         untracked={p.rstrip("/") for p in others.split("\0") if p.strip("/")},
         modified={p for p in modified.split("\0") if p},

@@ -16,6 +16,7 @@ from orchestrator_assets.stages.records import (
     ChangeRecord,
 )
 from orchestrator_assets.stages.workbench import FollowUp, Log, Workbench
+from orchestrator_assets.stages.workspaces import in_directory, scope_note
 from resources.agents.base import AgentRequest, TokenUsage, VerifierTool
 from resources.sandboxes.base import ExecResult, Sandbox
 
@@ -25,8 +26,10 @@ def run_command(
     sandbox: Sandbox,
     bench: Workbench,
     on_output: Callable[[str], None],
+    target: Target | None = None,
 ) -> ExecResult:
-    """Run a deterministic transformation (its command, or its image) in the sandbox."""
+    """Run a deterministic transformation (its command, or its image) in the sandbox; a
+    command runs from the `target`'s directory when it is a workspace (an image at the root)."""
     timeout_s = transformation.timeout_s or bench.default_timeout_s
     if transformation.image:
         return sandbox.run_image(
@@ -39,7 +42,7 @@ def run_command(
             on_output=on_output,
         )
     return sandbox.exec(
-        transformation.argv(),
+        in_directory(transformation.argv(), target) if target else transformation.argv(),
         env=transformation.env,
         timeout_s=timeout_s,
         network=bench.network,
@@ -72,7 +75,7 @@ def run_agent(
     request = AgentRequest(
         prompt=build_followup_prompt(spec, target, followup)  # type: ignore[arg-type]
         if resume
-        else build_prompt(spec, target, base_branch),
+        else build_prompt(spec, target, base_branch) + scope_note(target),
         session_id=prior.agent.session_id if resume else str(uuid.uuid4()),  # type: ignore[union-attr]
         resume=resume,
         model=settings.model,
@@ -85,7 +88,7 @@ def run_agent(
         verifiers=[
             VerifierTool(
                 name=v.name,
-                argv=v.argv(),
+                argv=in_directory(v.argv(), target),
                 timeout_s=v.timeout_s,
                 extractor=v.extractor,
                 report=v.report,

@@ -16,6 +16,7 @@ from orchestrator_assets.stages.records import (
 from orchestrator_assets.stages.setup import run_setup
 from orchestrator_assets.stages.status import ChangeOutcome
 from orchestrator_assets.stages.workbench import Log, Workbench, quiet
+from orchestrator_assets.stages.workspaces import directory, in_directory
 from resources.agents.reports import read_report
 from resources.forges.base import ForgeError
 from resources.git import GitError
@@ -52,7 +53,9 @@ def verify_change(
         with bench.open_sandbox("verify", target) as sandbox:
             clone_url = (
                 change.clone_url
-                or bench.forge.resolve(target.repo, change.base_branch, spec.branch_name).clone_url
+                or bench.forge.resolve(
+                    target.repo, change.base_branch, spec.branch_for(target)
+                ).clone_url
             )  # records written before clone_url was kept
             mirror = bench.cache.checkout(clone_url, sandbox.workspace, change.head_sha)
             sandbox.readable_paths.append(mirror)
@@ -68,7 +71,7 @@ def verify_change(
             for verifier in verifiers:
                 began = time.time()
                 run = sandbox.exec(
-                    verifier.argv(),
+                    in_directory(verifier.argv(), target),  # a workspace's from its directory
                     timeout_s=verifier.timeout_s,
                     network=bench.network,
                     on_output=bench.streamer(target, verifier.name, log),
@@ -81,7 +84,7 @@ def verify_change(
                     output_tail=run.output_tail,
                     timed_out=run.timed_out,
                     command=verifier.command_line(),
-                    report=own_report(verifier, sandbox.workspace, began),
+                    report=own_report(verifier, directory(sandbox.workspace, target), began),
                 )
                 results.append(result)
                 mark = "passed" if run.ok else f"FAILED ({run.describe_failure()})"

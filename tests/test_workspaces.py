@@ -1,0 +1,100 @@
+"""Monorepo workspaces (`workspaces:`): each directory holding the marker file becomes a target
+of its own, with its own partition, branch and pull request; its commands run in it and its
+change may not leave it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from orchestrator_assets.demo_fleet import RepoSpec, create_fleet
+from resources.git import run_git
+from tests.conftest import TEST, Platform
+
+WORKSPACES = {"marker": "pyproject.toml", "under": "packages/*"}
+
+
+def monorepo(name: str = "mono") -> RepoSpec:
+    """Two Python sub-projects with a marker, one folder without, and a root app.py that a
+    change run at the root would rename too."""
+    files = {"app.py": "GREETING = 'OLD'\n", "README.md": "# mono\n"}
+    for package in ("foo", "bar"):
+        files[f"packages/{package}/pyproject.toml"] = f"[project]\nname = '{package}'\n"
+        files[f"packages/{package}/app.py"] = "GREETING = 'OLD'\n"
+        files[f"packages/{package}/tests/test_app.py"] = TEST
+    files["packages/docs/index.md"] = "docs\n"  # no marker: not a workspace
+    return RepoSpec(name, files)
+
+
+def pulls(bare: Path) -> dict[str, dict]:
+    """The local forge's PR records of a repository, by head branch."""
+    records = [json.loads(p.read_text()) for p in (bare / "pulls").glob("*.json")]
+    return {r["head"]: r for r in records}
+
+
+@pytest.mark.usefixtures("bwrap")
+def test_each_workspace_is_a_target_with_its_own_branch_and_pull_request(platform: Platform):
+    (mono, flat) = create_fleet(platform.fleet, [monorepo(), RepoSpec("flat", {"a.txt": "x\n"})])
+    path = platform.write_campaign(
+        "mono-rename", targets=[str(mono), str(flat)], workspaces=WORKSPACES
+    )
+    proc = platform.cli("run", "--file", str(path))
+    out = proc.stdout + proc.stderr
+    assert "1 of 2 repositories selected" in out, out
+    assert "not selected: acme__flat (no pyproject.toml under packages/*)" in out
+
+    with platform.instance() as instance:
+        assert sorted(instance.get_dynamic_partitions("mono_rename_targets")) == [
+            "acme__mono__packages-bar",
+            "acme__mono__packages-foo",
+        ]
+    report = json.loads(platform.cli("report", "mono-rename", "--output", "json").stdout)
+    assert {r["target"]: r["status"] for r in report} == {
+        "acme__mono__packages-bar": "pr_open",
+        "acme__mono__packages-foo": "pr_open",
+    }
+    prs = pulls(mono)
+    assert set(prs) == {"campaign/mono-rename/packages-bar", "campaign/mono-rename/packages-foo"}
+    for package in ("foo", "bar"):
+        branch = f"campaign/mono-rename/packages-{package}"
+        # The transformation ran in the workspace's directory: only its app.py changed (the
+        # root's app.py and the other package's are untouched), and its verifier ran there.
+        changed = run_git(["diff", "--name-only", "main", branch], mono).split()
+        assert changed == [f"packages/{package}/app.py"]
+        assert prs[branch]["base"] == "main"
+    logs = platform.cli("logs", "mono-rename", "acme__mono__packages-foo").stdout
+    assert "verifier test passed" in logs
+
+
+@pytest.mark.usefixtures("bwrap")
+def test_a_change_outside_the_workspace_is_refused(platform: Platform):
+    (mono,) = create_fleet(platform.fleet, [monorepo()])
+    outside = "python -c \"open('../../ROOT.txt', 'w').write('x')\""
+    path = platform.write_campaign(
+        "escape",
+        targets=[str(mono)],
+        workspaces=WORKSPACES,
+        transformation={"kind": "deterministic", "command": outside},
+    )
+    platform.cli("run", "--file", str(path))
+    report = json.loads(platform.cli("report", "escape", "--output", "json").stdout)
+    assert {r["status"] for r in report} == {"change_failed"}
+    logs = platform.cli("logs", "escape", "acme__mono__packages-foo").stdout
+    assert "outside the workspace packages/foo/ (refused): ROOT.txt" in logs
+    assert not pulls(mono)
+
+
+def test_validate_checks_workspaces(platform: Platform):
+    def validate(workspaces: dict) -> str:
+        path = platform.write_campaign("ws", targets=["/srv/acme/a.git"], workspaces=workspaces)
+        proc = platform.cli("validate", str(path), check=False)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        return proc.stderr
+
+    assert "workspaces.marker" in validate({"marker": "packages/pyproject.toml"})
+    assert "workspaces.under" in validate({"marker": "package.json", "under": "../x"})
+    assert "per_repository is not supported yet" in validate(
+        {"marker": "package.json", "pull_requests": "per_repository"}
+    )
