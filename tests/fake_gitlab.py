@@ -860,6 +860,19 @@ class FakeGitLab:
                 return pipeline
         raise HttpError(404, "404 Not found")
 
+    def list_pipelines(self, call: Call, pid: str):
+        """GET /projects/:id/pipelines (sha, ref; newest first)."""
+        project = self._project_or_404(pid)
+        params = self._params(call)
+        found = [
+            {"id": p["id"], "sha": p["sha"], "ref": p["ref"], "status": p["status"],
+             "project_id": project.id}
+            for p in reversed(project.pipelines)
+            if (not params.get("sha") or p["sha"] == params["sha"])
+            and (not params.get("ref") or p["ref"] == params["ref"])
+        ]  # fmt: skip
+        return self._paginate(call, found)
+
     def pipeline_jobs(self, call: Call, pid: str, pipeline_id: str):
         """GET /projects/:id/pipelines/:pipeline_id/jobs."""
         project = self._project_or_404(pid)
@@ -902,6 +915,7 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("GET", rf"{MRP}/discussions", FakeGitLab.discussions),
     ("GET", rf"{MRP}/notes", FakeGitLab.list_notes),
     ("POST", rf"{MRP}/notes", FakeGitLab.add_note),
+    ("GET", rf"/projects/{P}/pipelines", FakeGitLab.list_pipelines),
     ("GET", rf"/projects/{P}/pipelines/(\d+)/jobs", FakeGitLab.pipeline_jobs),
     ("GET", rf"/projects/{P}/jobs/(\d+)/trace", FakeGitLab.job_trace),
 ]

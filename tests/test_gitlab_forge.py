@@ -420,6 +420,23 @@ def test_merge_when_the_pipeline_succeeds(fake, forge, app):
     assert fake.mr(PATH, 1).state == "merged"  # GitLab merged it once the pipeline passed
 
 
+def test_auto_merge_and_the_checks_of_a_branch(fake, forge, app):
+    forge.create_pull_request(app, draft())
+    head = fake.refs(PATH)[BRANCH]
+    assert forge.branch_checks(app, BRANCH).state == "none"
+    fake.add_pipeline(PATH, head, "pending", [{"name": "test", "status": "pending"}])
+    assert forge.enable_auto_merge(app, 1, "squash").state == "open"
+    fake.add_pipeline(PATH, head, "failed", [{"name": "test", "status": "failed"}])
+    checks = forge.branch_checks(app, BRANCH)
+    assert (checks.sha, checks.state, checks.failing) == (head, "failure", ["test"])
+    assert fake.mr(PATH, 1).state == "opened"  # a failed pipeline merges nothing
+    fake.add_pipeline(PATH, head, "success", [{"name": "test", "status": "success"}])
+    assert fake.mr(PATH, 1).state == "merged" and fake.mr(PATH, 1).squash
+    assert forge.branch_checks(app, "main").state == "none"
+    with pytest.raises(ForgeError, match="branch 'nope' does not exist"):
+        forge.branch_checks(app, "nope")
+
+
 def test_merge_once_even_when_the_answer_is_lost(fake, forge, app):
     forge.create_pull_request(app, draft())
     before = fake.refs(PATH)["main"]
@@ -522,6 +539,19 @@ def test_a_rate_limit_far_away_fails_fast(fake, forge, clock, app):
     with pytest.raises(ForgeError, match=r"rate limit exhausted until .* not waiting"):
         forge.resolve(app, None, BRANCH)
     assert clock.sleeps == []
+
+
+def test_a_rate_limit_wait_ends_when_the_worker_is_cancelled(fake, app):
+    from resources import cancel
+
+    fake.inject("429", methods={"GET"}, retry_after=50)  # within max_wait_s: it would wait
+    forge = GitLabForge(TOKEN, fake.web)  # the real, cancellable sleep
+    scope = cancel.CancelScope()
+    scope.cancel()
+    with cancel.scope(scope), pytest.raises(ForgeError, match="GitLab: cancelled"):
+        forge.resolve(app, None, BRANCH)
+    assert forge.stats["rate_limited"] == 1
+    forge.budget.pause_until = 0.0  # the pause is the process's for this host and token
 
 
 def test_server_errors_are_retried_then_given_up(fake, forge, clock, app):

@@ -36,6 +36,7 @@ from urllib.parse import quote
 from gitlab.exceptions import GitlabError
 
 from resources.forges.base import (
+    BranchChecks,
     ForgeError,
     PullRequest,
     PullRequestDraft,
@@ -49,6 +50,7 @@ from resources.forges.gitlab_status import (
     failing_jobs,
     list_all,
     mr_state,
+    pipeline_checks,
     pipeline_jobs,
     pull_request_status,
 )
@@ -405,6 +407,12 @@ class GitLabForge(GitLabTransport):
                 raise
         return self._model(merged)  # type: ignore[arg-type]
 
+    def enable_auto_merge(self, url: str, number: int, method: str = "merge") -> PullRequest:
+        """Ask GitLab to merge the MR by itself once its pipeline succeeds ("merge when
+        pipeline succeeds"; at once when it already has): `merge_pull_request(...,
+        when_checks_pass=True)`."""
+        return self.merge_pull_request(url, number, method, when_checks_pass=True)
+
     def _rebase(self, name: str, pid: str, mr: dict[str, Any]) -> dict[str, Any]:
         """Rebase the MR's source branch onto its target (GitLab does it in the background)
         and wait for it; returns the MR after. A failed rebase is a ForgeError."""
@@ -500,6 +508,23 @@ class GitLabForge(GitLabTransport):
         mr = self._get_mr(name, pid, number, action)
         with self._op(name, action):
             return pull_request_status(self.client(), pid, mr)
+
+    def branch_checks(self, url: str, branch: str) -> BranchChecks:
+        """The checks of `branch`'s head commit: its newest pipeline (none: state `none`)."""
+        name, pid = self._path(url)
+        with self._op(name, f"reading the checks of {branch}"):
+            sha = self._branch_sha(pid, branch)
+            if sha is None:
+                raise ForgeError(f"{name}: branch {branch!r} does not exist")
+            gl = self.client()
+            newest = gl.http_list(
+                f"/projects/{pid}/pipelines",
+                query_data={"sha": sha, "order_by": "id", "sort": "desc", "per_page": 1},
+                get_all=False,
+            )
+            pipeline = next(iter(newest), None)
+            state, failing, _ = pipeline_checks(gl, pid, pipeline, sha)  # type: ignore[arg-type]
+        return BranchChecks(branch=branch, sha=sha, state=state, failing=failing)
 
     def failed_check_logs(
         self, url: str, number: int, tail: int = TRACE_TAIL_CHARS
