@@ -1,0 +1,119 @@
+"""A whole campaign on a named Bitbucket forge, Cloud and Data Center: discovery, PRs created once
+and updated in place, a PR a human declined left alone, a bulk merge, and the token in no stored
+byte.
+
+Bitbucket is tested against its API contract only: tests/fake_bitbucket.py answers the REST
+endpoints the forge uses, as either flavour, and serves the repositories over git's smart HTTP,
+requiring the token.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import CODEMOD, TEST, Platform
+from tests.fake_bitbucket import FakeBitbucket
+
+pytestmark = pytest.mark.usefixtures("bwrap")
+
+TOKEN = "bbtok_CANARY" + "2d4f6a8c0e1b3d5f7a9c2e4b6d8f0a1c3e5b"
+SECRETS = [TOKEN, base64.b64encode(f"x-token-auth:{TOKEN}".encode()).decode()]
+OWNER = {"cloud": "acme", "dc": "ACME"}
+REVIEWER = {"cloud": "557058:alice", "dc": "alice"}
+KIND = {"cloud": "bitbucket_cloud", "dc": "bitbucket_dc"}
+
+
+@pytest.fixture(params=["cloud", "dc"])
+def bitbucket(request, platform: Platform):
+    flavor = request.param
+    with FakeBitbucket(flavor, TOKEN, platform.root / "bitbucket") as fake:
+        files = {"app.py": "GREETING = 'OLD'\n", "tests/test_app.py": TEST}
+        owner = OWNER[flavor]
+        fake.add_repo(f"{owner}/alpha", files)
+        fake.add_repo(f"{owner}/beta", files)
+        fake.add_repo(f"{owner}/docs", files)  # left out by the name pattern
+        fake.add_user(REVIEWER[flavor])
+        platform.use_forges(
+            {"bb": {"kind": KIND[flavor], "base_url": fake.base_url, "token_env": "BB_TOKEN"}},
+            env={"BB_TOKEN": TOKEN},
+        )
+        yield fake
+
+
+def campaign(platform: Platform, fake: FakeBitbucket) -> Path:
+    owner = OWNER[fake.flavor]
+    source = {"workspace": owner} if fake.flavor == "cloud" else {"project": owner}
+    data = {
+        "name": "rename",
+        "description": "Rename OLD to NEW.",
+        "forge": "bb",
+        "discover": {"bitbucket": {**source, "name_pattern": "[ab]*"}},
+        "transformation": {"kind": "deterministic", "command": CODEMOD},
+        "verifiers": [{"name": "test", "command": "python -m pytest -q -p no:cacheprovider"}],
+        "pull_request": {"labels": ["campaign"], "reviewers": [REVIEWER[fake.flavor]]},
+    }
+    path = platform.campaigns / "rename.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def report(platform: Platform) -> dict[str, dict]:
+    rows = json.loads(platform.cli("report", "rename", "--output", "json").stdout)
+    return {r["target"]: r for r in rows}
+
+
+def test_a_campaign_on_bitbucket_from_discovery_to_a_bulk_merge(platform: Platform, bitbucket):
+    fake = bitbucket
+    owner = OWNER[fake.flavor]
+    alpha, beta = f"{owner}/alpha", f"{owner}/beta"
+    path = campaign(platform, fake)
+    first = platform.cli("run", "--file", str(path))
+    assert "discovered 2 repositories" in first.stdout
+    rows = report(platform)
+    assert len(rows) == 2 and {r["status"] for r in rows.values()} == {"pr_open"}
+    pr = fake.pr(alpha, 1)
+    assert (pr.source, pr.destination, pr.state) == ("campaign/rename", "main", "OPEN")
+    assert pr.reviewers == [REVIEWER[fake.flavor]]
+    assert "Rename OLD to NEW." in pr.description
+    assert fake.refs(alpha)["main"] != fake.refs(alpha)["campaign/rename"]
+
+    # Re-running finds the PRs and creates none; a changed description updates them in place.
+    data = yaml.safe_load(path.read_text())
+    data["description"] = "Rename OLD to NEW, everywhere."
+    path.write_text(yaml.safe_dump(data))
+    platform.cli("run", "--file", str(path))
+    assert len(fake.calls_to("POST", r".*/pull-?requests")) == 2  # one per repository, ever
+    assert len(fake.repos[alpha].pulls) == 1
+    assert "everywhere" in fake.pr(alpha, 1).description
+
+    # A human declines beta's PR: it is not reopened, nor is another opened.
+    fake.decline_pr(beta, 1)
+    platform.cli("run", "--file", str(path))
+    assert fake.pr(beta, 1).state == "DECLINED" and len(fake.repos[beta].pulls) == 1
+
+    # Bulk merge: the open one merges, the declined one is left alone.
+    merged = platform.cli("prs", "merge", "rename", "--yes")
+    assert fake.pr(alpha, 1).state == "MERGED", merged.stdout + merged.stderr
+    assert fake.pr(beta, 1).state == "DECLINED"
+    assert "GREETING = 'NEW'" in _file_at(fake, alpha, "main", "app.py")
+
+    # The token is in no byte the platform stored.
+    for root in (Path(platform.env["DAGSTER_HOME"]), Path(platform.env["ORCHESTRATOR_DATA_DIR"])):
+        for file in root.rglob("*"):
+            if file.is_file():
+                stored = file.read_bytes()
+                for secret in SECRETS:
+                    assert secret.encode() not in stored, f"{secret[:12]}... found in {file}"
+
+
+def _file_at(fake: FakeBitbucket, full_name: str, branch: str, rel: str) -> str:
+    from resources.git import run_git
+
+    bare = fake.repos[full_name].bare
+    return run_git(["show", f"{branch}:{rel}"], bare)
