@@ -12,6 +12,7 @@ from orchestrator_assets.cli.cache import cache
 from orchestrator_assets.cli.metrics import metrics
 from orchestrator_assets.cli.options import make_console
 from orchestrator_assets.cli.prs import prs
+from orchestrator_assets.cli.publish import publish
 from orchestrator_assets.cli.report import list_campaigns, logs, report
 from orchestrator_assets.cli.review import approve, audit, cancel, diff, reject, steer
 from orchestrator_assets.cli.run import run, validate
@@ -38,6 +39,7 @@ for _command in (validate, run, report, logs, list_campaigns, cache, prs, sandbo
     cli.add_command(_command)
 for _command in (approve, reject, steer, diff, cancel, audit, ui):
     cli.add_command(_command)
+cli.add_command(publish)  # preview before publish (stages/publish.py)
 
 
 def main() -> None:

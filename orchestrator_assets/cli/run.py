@@ -163,6 +163,12 @@ def _adhoc_spec(
     is_flag=True,
     help="For CI: exit 1 when any target failed (setup, change, verifier, judge or PR).",
 )
+@click.option(
+    "--preview",
+    is_flag=True,
+    help="Transform and verify, but push nothing and open no PR: each target's change is "
+    "`previewed`; `orchestrator publish` then opens exactly those changes.",
+)
 @OUTPUT
 def run(
     file,
@@ -184,6 +190,7 @@ def run(
     force,
     no_cache,
     strict,
+    preview,
     output,
 ):
     """Run a campaign through Dagster: each target as far as it can go, then print the report.
@@ -254,6 +261,13 @@ def run(
         campaign = load_one(path, settings)
     if campaign.spec.discover is not None:
         campaign = _rediscover(campaign, settings, overrides)
+    if preview:  # this run only, like the [override] options (the run's tags record it)
+        from dataclasses import replace
+
+        campaign = replace(
+            campaign, spec=campaign.spec.model_copy(update={"preview": True}),
+            overrides={**campaign.overrides, "--preview": "true"},
+        )  # fmt: skip
     instance = open_instance()
 
     def emit(stage: str, message: str) -> None:
@@ -301,7 +315,7 @@ def _rediscover(campaign: Campaign, settings: Settings, overrides: Overrides) ->
     from orchestrator_assets.spec.discovery import refresh
     from resources.build import build_forge
 
-    found = refresh(campaign.spec, settings, build_forge(settings))
+    found = refresh(campaign.spec, settings, build_forge(settings, campaign.spec))
     console.print(
         f"discovered {found.total} repositories"
         + (f"; new: {', '.join(found.added)}" if found.added else "")

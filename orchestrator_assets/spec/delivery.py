@@ -1,4 +1,5 @@
-"""How a change is delivered: the pull request's templates and whether a human reviews it first."""
+"""How a change is delivered: the pull request's templates, its reviewers and assignees, whether a
+human reviews it first, and whether the platform merges it once it may (`merge:`)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,15 @@ class PullRequestTemplate(StrictModel):
     )
     labels: list[str] = Field(default_factory=list)
     reviewers: list[str] = Field(default_factory=list, description="users asked to review")
+    team_reviewers: list[str] = Field(
+        default_factory=list, description="teams asked to review, as org/team (or team)"
+    )
+    reviewers_from: Literal["codeowners"] | None = Field(
+        default=None,
+        description="codeowners: also ask the owners of the changed files, from the target's "
+        "CODEOWNERS at the change's base commit",
+    )
+    assignees: list[str] = Field(default_factory=list, description="users the PR is assigned to")
     draft: bool = False
     reopen: bool = Field(default=False, description="reopen a PR a human closed (not merged)")
     max_per_hour: int | None = Field(
@@ -69,3 +79,18 @@ class Review(StrictModel):
     @classmethod
     def _from_string(cls, value: Any) -> Any:
         return {"policy": value} if isinstance(value, str) else value
+
+
+class Merge(StrictModel):
+    """When and how the platform merges a campaign's pull requests (`merge:` in the campaign)."""
+
+    when: Literal["checks_green"] = Field(
+        default="checks_green",
+        description="checks_green: once the required checks pass and reviews allow it",
+    )
+    method: Literal["merge", "squash", "rebase"] = "squash"
+    auto_merge: bool = Field(
+        default=True,
+        description="ask the code host to merge by itself (GitHub auto-merge) when the "
+        "repository allows it; otherwise the PR status sensor merges",
+    )

@@ -15,6 +15,7 @@ class TargetStatus(StrEnum):
     VERIFICATION_FAILED = "verification_failed"
     JUDGE_VETOED = "judge_vetoed"  # verified, but the LLM judge vetoed the diff
     AWAITING_REVIEW = "awaiting_review"
+    PREVIEWED = "previewed"  # verified, not published (preview): `orchestrator publish` opens it
     REJECTED = "rejected"
     PR_FAILED = "pr_failed"  # verified, but the forge refused or failed to open the PR
     PR_OPEN = "pr_open"
