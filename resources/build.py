@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import dagster as dg
 
@@ -37,9 +38,12 @@ def forge_resource(settings: Settings) -> ForgeResource:
     )
 
 
-def build_forge(settings: Settings) -> Forge:
-    """The forge client, for work outside an asset (discovery, PR status, bulk operations)."""
-    return forge_resource(settings).get()
+def build_forge(settings: Settings, spec: Any = None) -> Forge:
+    """The forge client, for work outside an asset (discovery, PR status, bulk operations):
+    with a campaign `spec`, its router over the named forges its targets live on
+    (resources/forges/router.py); without, the platform's default forge."""
+    resource = forge_resource(settings)
+    return resource.for_campaign(spec) if spec is not None else resource.get()
 
 
 def notifier_resource() -> NotifierResource:

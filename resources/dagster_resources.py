@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import dagster as dg
 from pydantic import Field
@@ -142,6 +142,14 @@ class ForgeResource(dg.ConfigurableResource):
             self.base_url, token, self.write_concurrency, self.write_interval_s,
             self.writes_per_minute, self.writes_per_hour, self.max_concurrent_requests,
         )  # fmt: skip
+
+    def for_campaign(self, spec: Any) -> Forge:
+        """The forge of one campaign: a router (resources/forges/router.py) that sends each
+        repository's verbs to the named forge it lives on (`forge:` of the campaign, its profile
+        or the target; the forges file names them), this resource's forge being `default`."""
+        from resources.forges.router import campaign_router
+
+        return campaign_router(spec, default_client=self.get)
 
 
 def missing_token(token: str) -> str:

@@ -57,6 +57,7 @@ from resources.dagster_resources import (
 from resources.forges.base import counting_requests
 from resources.notify import NotifierResource
 from sensors.discovery import build_discovery_sensor
+from sensors.post_merge import build_post_merge_sensor
 from sensors.pr_status import build_pr_status_sensor
 from sensors.report import build_report_sensor
 from sensors.review import build_review_job, build_review_sensor
@@ -438,7 +439,23 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
                 notifier_getter=NotifierResource().get,
                 job=targets_job,  # CI-driven repair runs (`ci_repairs`)
             ),
-            build_rollout_sensor(spec, targets_job, notifier_getter=NotifierResource().get),
+            # rollout waves and the post-merge watch: only for campaigns that ask for them
+            *(
+                [build_rollout_sensor(spec, targets_job, notifier_getter=NotifierResource().get)]
+                if spec.rollout
+                else []
+            ),
+            *(
+                [
+                    build_post_merge_sensor(
+                        spec,
+                        lambda: build_forge(Settings(), spec),
+                        notifier_getter=NotifierResource().get,
+                    )
+                ]
+                if spec.post_merge
+                else []
+            ),
             build_review_sensor(
                 spec,
                 targets_job,

@@ -50,7 +50,7 @@ def forge_for(campaign: Campaign) -> Forge:
     """The forge the campaign's pull requests live on (the one place that chooses it)."""
     from resources.build import build_forge
 
-    return build_forge(Settings())
+    return build_forge(Settings(), campaign.spec)
 
 
 @dataclass

@@ -133,11 +133,21 @@ def profile_verifiers(profiles: ProfilesFile):
     return lookup
 
 
+def profile_forge(profiles: ProfilesFile):
+    """For `load_campaign`: the forge of a named profile (None: the platform's)."""
+
+    def lookup(name: str | None) -> str | None:
+        profile = profiles.profiles.get(name or profiles.default)
+        return profile.forge if profile else None
+
+    return lookup
+
+
 def load_one(path: Path, settings: Settings, overrides: Overrides | None = None) -> Campaign:
     """Load and fully check one campaign file (spec and profile), with `overrides` from the
     command line put in place of the file's settings."""
     profiles = load_profiles(settings.resolved_profiles_file())
-    spec = load_campaign(path, profile_verifiers(profiles))  # the file itself must be valid
+    spec = load_campaign(path, profile_verifiers(profiles), profile_forge(profiles))  # valid?
     given = overrides.given() if overrides else {}
     where = str(path)
     if overrides and given:
@@ -148,6 +158,7 @@ def load_one(path: Path, settings: Settings, overrides: Overrides | None = None)
         spec = parse_campaign(
             data, file=where, base_dir=Path(path).parent,
             base_verifiers=profile_verifiers(profiles)(named if isinstance(named, str) else None),
+            profile_forge=profile_forge(profiles)(named if isinstance(named, str) else None),
         )  # fmt: skip
     spec = with_discovered(spec, settings)
     return Campaign(
@@ -165,7 +176,9 @@ def load_catalog(settings: Settings, instance: DagsterInstance | None = None) ->
     ids: dict[str, Path] = {}
     for path in campaign_files(settings.campaigns_dir):
         try:
-            spec = with_discovered(load_campaign(path, profile_verifiers(profiles)), settings)
+            spec = with_discovered(
+                load_campaign(path, profile_verifiers(profiles), profile_forge(profiles)), settings
+            )
             profile = resolve_profile(spec, profiles, str(path))
         except SpecError as exc:
             catalog.errors.append(exc)

@@ -1,6 +1,7 @@
 """Targets selected from a code host: asked for on refresh, kept in a file between refreshes.
 
-A campaign with `discover:` gets its targets from GitHub. Asking GitHub is slow and rate
+A campaign with `discover:` gets its targets from its forge (`github:`, `gitlab:` or
+`bitbucket:` selectors, asked of the campaign's named forge). Asking a code host is slow and rate
 limited, so the answer is stored in `<data dir>/discovered/<campaign>.json`; loading a campaign
 adds the stored targets to its explicit ones without calling GitHub. `orchestrator run` and the
 discovery sensor refresh the file.
@@ -17,7 +18,7 @@ from orchestrator_assets.spec.campaign import CampaignSpec
 from orchestrator_assets.spec.errors import OrchestratorError
 from orchestrator_assets.spec.selection import with_selected, without_selection
 from orchestrator_assets.spec.settings import Settings
-from orchestrator_assets.spec.target import Target
+from orchestrator_assets.spec.target import SELECTOR_KINDS, Target
 from resources.forges.base import Forge, ForgeError
 
 STALE_AFTER_S = 600  # the sensor asks GitHub again after this long
@@ -68,19 +69,48 @@ class Refresh:
     removed: list[str]
 
 
-def refresh(spec: CampaignSpec, settings: Settings, forge: Forge) -> Refresh:
-    """Ask the code host for the campaign's targets and store them."""
+def _forge_kind(forge: Forge) -> tuple[str | None, str]:
+    """The kind (github, local, …) and name of the forge discovery would ask, if known."""
+    registry = getattr(forge, "registry", None)
+    if registry is not None:  # a campaign's router
+        name = forge.forge  # type: ignore[attr-defined]
+        return registry.config(name).kind, name
     from resources.forges.github import GitHubForge
-    from resources.forges.github_discovery import discover
+    from resources.forges.local import LocalForge
 
+    if isinstance(forge, GitHubForge):
+        return "github", "default"
+    if isinstance(forge, LocalForge):
+        return "local", "default"
+    return None, "default"
+
+
+def refresh(spec: CampaignSpec, settings: Settings, forge: Forge) -> Refresh:
+    """Ask the campaign's forge for its targets (`forge.discover(selector)`) and store them.
+
+    `forge` is the campaign's (`build_forge(settings, spec)`: a router whose `discover` asks
+    the campaign's named forge), or a plain forge client."""
     assert spec.discover is not None
-    if not isinstance(forge, GitHubForge):
+    host = spec.discover.host
+    kind, name = _forge_kind(forge)
+    if kind is not None and kind not in SELECTOR_KINDS[host]:
+        wanted = {"github": "GitHub", "gitlab": "GitLab", "bitbucket": "Bitbucket"}[host]
+        hint = (
+            "set ORCHESTRATOR_FORGE=github and the token, or name a GitHub forge with `forge:`"
+            if host == "github"
+            else f"name a {wanted} forge of the forges file with `forge:`"
+        )
         raise OrchestratorError(
-            f"campaign {spec.name}: `discover: github` needs the GitHub forge "
-            "(set ORCHESTRATOR_FORGE=github and the token)"
+            f"campaign {spec.name}: `discover: {host}` needs the {wanted} forge (the campaign's "
+            f"forge {name!r} is {kind}; {hint})"
+        )
+    discover = getattr(forge, "discover", None)
+    if not callable(discover):
+        raise OrchestratorError(
+            f"campaign {spec.name}: `discover: {host}` needs a forge that can discover repositories"
         )
     try:
-        repos = discover(forge, spec.discover.github)
+        repos = discover(spec.discover.selector)
     except ForgeError as exc:
         raise OrchestratorError(f"campaign {spec.name}: discovery failed: {exc}") from None
     base = spec.discover.base

@@ -104,6 +104,10 @@ class Profile(BaseModel):
         default_factory=lambda: list(DEFAULT_MANIFESTS),
         description="dependency manifests whose contents key the environment cache",
     )
+    forge: str | None = Field(
+        default=None,
+        description="the named forge (forges file) of campaigns on this profile that name none",
+    )
 
     _paths = field_validator("cache_paths")(lambda v: [check_relative(p) for p in v])
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import (
     Field,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -171,7 +172,70 @@ def _is_local_path(repo: str) -> bool:
 
 
 class Discovery(StrictModel):
-    """Targets selected from a code host instead of (or besides) an explicit list."""
+    """Targets selected from a code host instead of (or besides) an explicit list: exactly one
+    of `github:`, `gitlab:` or `bitbucket:`, asked of the campaign's forge."""
 
-    github: GitHubSelector
+    github: GitHubSelector | None = None
+    gitlab: Any = Field(default=None, description="a GitLab selector (GitLabSelector)")
+    bitbucket: Any = Field(default=None, description="a Bitbucket selector (BitbucketSelector)")
     base: str | None = Field(default=None, description="base branch (default: each repo's)")
+
+    @field_validator("gitlab", "bitbucket", mode="before")
+    @classmethod
+    def _selector(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            return value
+        model = _selector_model(str(info.field_name))
+        try:
+            return model.model_validate(value)
+        except ValidationError as exc:
+            raise ValueError(
+                "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc']) or '(selector)'}: {e['msg']}"
+                    for e in exc.errors()
+                )
+            ) from None
+
+    @model_validator(mode="after")
+    def _one_host(self) -> Discovery:
+        given = [k for k in SELECTOR_KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"exactly one of {', '.join(SELECTOR_KINDS)} must be set (got: "
+                f"{', '.join(given) or 'none'})"
+            )
+        return self
+
+    @property
+    def host(self) -> str:
+        """Which code host the selector is for: github, gitlab or bitbucket."""
+        return next(k for k in SELECTOR_KINDS if getattr(self, k) is not None)
+
+    @property
+    def selector(self) -> Any:
+        """The selector given (a GitHubSelector, GitLabSelector or BitbucketSelector)."""
+        return getattr(self, self.host)
+
+
+# selector key -> the forge kinds that answer it
+SELECTOR_KINDS: dict[str, tuple[str, ...]] = {
+    "github": ("github",),
+    "gitlab": ("gitlab",),
+    "bitbucket": ("bitbucket_cloud", "bitbucket_dc"),
+}
+# selector key -> (module, class) of its model, imported when a campaign uses it
+_SELECTOR_MODELS = {
+    "gitlab": ("resources.forges.gitlab_discovery", "GitLabSelector"),
+    "bitbucket": ("resources.forges.bitbucket_discovery", "BitbucketSelector"),
+}
+
+
+def _selector_model(key: str) -> Any:
+    """The selector model of `gitlab:` or `bitbucket:` (from its forge's discovery module)."""
+    import importlib
+
+    module, name = _SELECTOR_MODELS[key]
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        raise ValueError(f"`discover: {key}` is not available in this version") from None

@@ -35,6 +35,8 @@ from github.Repository import Repository as GhRepository
 from pydantic import Field
 
 from resources.forges.base import (
+    MERGE_METHODS,
+    DiscoveredRepo,
     ForgeError,
     PullRequest,
     PullRequestDraft,
@@ -396,13 +398,19 @@ class GitHubForge(GitHubTransport):
             return False
         return True
 
-    def merge_pull_request(self, url: str, number: int) -> PullRequest:
-        """Merge an open pull request at its current head (`merge_method`); merged stays merged."""
+    def merge_pull_request(self, url: str, number: int, method: str | None = None) -> PullRequest:
+        """Merge an open pull request at its current head with `method` (merge, squash or
+        rebase; None: `merge_method`); merged stays merged."""
+        method = method or self.merge_method
+        if method not in MERGE_METHODS:
+            raise ForgeError(
+                f"{url}: unknown merge method {method!r} (one of {', '.join(MERGE_METHODS)})"
+            )
         with self._pull(url, number, f"merging pull request #{number}") as (name, repo, pr):
             if not _moves(name, pr, "merged", never_from="closed", refusal="is closed, not open"):
                 return self._model(pr)
             try:
-                pr.merge(merge_method=self.merge_method, sha=pr.head.sha)
+                pr.merge(merge_method=method, sha=pr.head.sha)
             except GithubException as exc:
                 fresh = repo.get_pull(number)
                 if pr_state(fresh) == "merged":  # a retried merge that had landed
@@ -416,6 +424,17 @@ class GitHubForge(GitHubTransport):
                     ) from None
                 raise
             return self._model(repo.get_pull(number))
+
+    def discover(self, selector: Any) -> list[DiscoveredRepo]:
+        """The repositories a `github:` selector (`GitHubSelector`) selects on this GitHub."""
+        from resources.forges.github_discovery import GitHubSelector, discover
+
+        if not isinstance(selector, GitHubSelector):
+            raise ForgeError(
+                f"GitHub ({self.base_url}) discovers repositories with a `github:` selector, "
+                f"not {type(selector).__name__}"
+            )
+        return discover(self, selector)
 
     def close_pull_request(self, url: str, number: int, comment: str | None = None) -> PullRequest:
         """Comment (when given), then close without merging; closing a closed PR does nothing."""

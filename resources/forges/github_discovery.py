@@ -13,8 +13,10 @@ from github import Github, GithubException
 from github.Repository import Repository as GhRepository
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from resources.forges.base import ForgeError
+from resources.forges.base import DiscoveredRepo, ForgeError
 from resources.forges.github_transport import NETWORK_ERRORS, GitHubTransport
+
+__all__ = ["DiscoveredRepo", "GitHubSelector", "discover"]  # DiscoveredRepo: from base.py
 
 
 class GitHubSelector(BaseModel):
@@ -42,19 +44,6 @@ class GitHubSelector(BaseModel):
             got = ", ".join(given) if given else "none"
             raise ValueError(f"exactly one of org, user or query must be set (got: {got})")
         return self
-
-
-class DiscoveredRepo(BaseModel):
-    """A repository a selector found, with what the platform needs to target it."""
-
-    full_name: str
-    url: str = Field(description="the web URL (html_url): what forge methods take")
-    clone_url: str
-    default_branch: str
-    archived: bool = False
-    fork: bool = False
-    language: str | None = None
-    topics: list[str] = Field(default_factory=list)
 
 
 def _matches(repo: DiscoveredRepo, selector: GitHubSelector) -> bool:

@@ -57,7 +57,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
 import requests
@@ -65,6 +65,7 @@ from github import Auth, Github, GithubException
 
 from resources import cancel
 from resources.forges.base import ForgeError
+from resources.forges.github_names import web_root
 from resources.forges.github_pacing import HostBudget, WriteLimits, shared_budget
 from resources.git import GitError, run_git
 from resources.redact import redact, secret_values
@@ -98,6 +99,43 @@ class RequestTally:
     requests: int = 0
     writes: int = 0
     not_modified: int = 0
+
+
+class TokenSource(Protocol):
+    """Where a forge's token comes from when it changes over time (a GitHub App's installation
+    tokens: github_app.py): the current one, and every one given out (to redact)."""
+
+    identity: str  # stable and not secret: keys the write budget shared per token
+
+    def current(self) -> str:
+        """The token to use now (renewed before it expires)."""
+        ...
+
+    def secrets(self) -> list[str]:
+        """Every token this source gave out, for redaction."""
+        ...
+
+
+class _SourceAuth(Auth.Token):
+    """PyGithub authentication with the token a `TokenSource` gives now, read per request."""
+
+    def __init__(self, source: TokenSource):
+        super().__init__("unused")
+        self._source = source
+
+    @property
+    def token(self) -> str:
+        return self._source.current()
+
+
+def _basic(token: str) -> str:
+    """The value of git's Basic Authorization header for a GitHub token."""
+    return base64.b64encode(f"x-access-token:{token}".encode()).decode()
+
+
+def _token_secrets(token: str) -> list[str]:
+    """A token and the forms it is sent in (plain, base64, in a Basic header)."""
+    return [token, _basic(token), base64.b64encode(token.encode()).decode()]
 
 
 def stoppable_sleep(seconds: float) -> None:
@@ -151,7 +189,7 @@ class GitHubTransport:
 
     def __init__(
         self,
-        token: str,
+        token: str | TokenSource,
         base_url: str = "https://api.github.com",
         *,
         write_concurrency: int = 4,
@@ -169,7 +207,10 @@ class GitHubTransport:
     ):
         if not token:
             raise ForgeError("GitHub forge: no token given")
-        self._token = token
+        # A TokenSource (a GitHub App installation) gives the current token per request.
+        self._source: TokenSource | None = None if isinstance(token, str) else token
+        self._token = token if isinstance(token, str) else ""
+        identity = token if isinstance(token, str) else token.identity
         self.base_url = base_url.rstrip("/")
         self.write_concurrency = write_concurrency
         self.max_retries = max_retries
@@ -181,14 +222,12 @@ class GitHubTransport:
         self._sleep = sleep
         self._clock = clock
         self.limits = limits or WriteLimits()
-        self.budget = budget or shared_budget(self.base_url, token, self.limits, clock)
+        self.budget = budget or shared_budget(self.base_url, identity, self.limits, clock)
         self.etag_cache_size = etag_cache_size
         # (url, parameters, Accept) -> (etag, headers, data) of GET answers, least recent first
         self._etags: OrderedDict[tuple[str, str, str], tuple[str, dict, Any]] = OrderedDict()
-        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
-        self._auth_header = f"Authorization: Basic {basic}"
         self._secrets = sorted(
-            {token, basic, base64.b64encode(token.encode()).decode()}, key=len, reverse=True
+            set(_token_secrets(self._token)) if self._token else set(), key=len, reverse=True
         )
         self._write_slots = threading.BoundedSemaphore(write_concurrency)
         self._lock = threading.Lock()  # stats, pause and client list
@@ -217,19 +256,27 @@ class GitHubTransport:
 
     def redact(self, text: str) -> str:
         """`text` with the token (plain or base64, and any secret in the environment) masked."""
-        return redact(text, self._secrets + secret_values())
+        secrets = self._secrets
+        if self._source is not None:
+            minted = {s for t in self._source.secrets() for s in _token_secrets(t)}
+            secrets = sorted(minted, key=len, reverse=True)
+        return redact(text, secrets + secret_values())
 
     def git_env(self) -> dict[str, str]:
         """Environment for git processes that talk to this GitHub over HTTPS with the token.
 
         The token goes in an `Authorization: Basic` header set through `GIT_CONFIG_*` variables
-        (command-line scope: nothing is written to any config file); redirects are not followed,
-        so the header cannot be carried to another host. Pass it as `run_git(..., env=...)`.
+        (command-line scope: nothing is written to any config file), scoped to this GitHub's web
+        root (`http.<web root>/.extraHeader`), so that envs of several forges can be merged
+        (resources/forges/router.py) and the header is never sent to another host; redirects
+        are not followed either. With a GitHub App the header holds the installation token
+        current now: take a fresh env for each git command. Pass it as `run_git(..., env=...)`.
         """
+        token = self._source.current() if self._source is not None else self._token
         return {
             "GIT_CONFIG_COUNT": "2",
-            "GIT_CONFIG_KEY_0": "http.extraHeader",
-            "GIT_CONFIG_VALUE_0": self._auth_header,
+            "GIT_CONFIG_KEY_0": f"http.{web_root(self.base_url)}/.extraHeader",
+            "GIT_CONFIG_VALUE_0": f"Authorization: Basic {_basic(token)}",
             "GIT_CONFIG_KEY_1": "http.followRedirects",
             "GIT_CONFIG_VALUE_1": "false",
         }
@@ -241,7 +288,7 @@ class GitHubTransport:
         gh = getattr(self._local, "gh", None)
         if gh is None:
             gh = Github(
-                auth=Auth.Token(self._token),
+                auth=Auth.Token(self._token) if self._source is None else _SourceAuth(self._source),
                 base_url=self.base_url,
                 per_page=self.per_page,
                 timeout=self.timeout_s,
