@@ -163,3 +163,10 @@ def test_discovery_sensor_evaluates_again_when_a_base_branch_moves(
         )
         (mark,) = third.asset_events
         assert mark.partition == "acme__old"
+
+
+def test_the_examples_validate(platform: Platform):
+    project = Path(__file__).resolve().parents[1] / "campaigns"
+    examples = [project / "typing-generics-selected.yaml", project / "package-docstrings.yaml"]
+    proc = platform.cli("validate", *map(str, examples))
+    assert proc.stdout.count("chosen by select/workspaces") == 2, proc.stdout

@@ -26,6 +26,7 @@ errors = make_console(stderr=True)
 def validate(files: tuple[Path, ...]) -> None:
     """Check campaign files and report every problem with file, field and reason."""
     from orchestrator_assets.spec.catalog import load_one
+    from orchestrator_assets.spec.selection import describe_targets
 
     settings = Settings()
     bad = 0
@@ -39,7 +40,7 @@ def validate(files: tuple[Path, ...]) -> None:
             continue
         spec = campaign.spec
         console.print(
-            f"[green]✓[/] {path}: campaign {spec.name!r}, {len(spec.targets)} target(s), "
+            f"[green]✓[/] {path}: campaign {spec.name!r}, {describe_targets(spec)}, "
             f"{spec.transformation.kind} transformation, {len(spec.verifiers)} verifier(s)"
         )
     if bad:

@@ -167,3 +167,15 @@ def workspace_targets(target: Target, directories: list[str]) -> list[Target]:
         for d in directories
         if not slug_problem(f"{target.key}__{dir_slug(d)}")
     ]
+
+
+def describe_targets(spec: CampaignSpec) -> str:
+    """How many targets the campaign has, for people: with `select:`/`workspaces:` also how many
+    repositories are listed and that the last evaluation chose the rest."""
+    count = f"{len(spec.targets)} target(s)"
+    if spec._candidates is None:
+        return count
+    return (
+        f"{count} chosen by select/workspaces from {len(spec._candidates)} listed repositories "
+        "(evaluated by `orchestrator run` and the discovery sensor)"
+    )
