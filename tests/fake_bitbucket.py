@@ -125,6 +125,9 @@ class FakeBitbucket:
         self.calls: list[Call] = []
         self.faults: list[Fault] = []
         self.fault_log: list[tuple[str, str, str]] = []
+        # Cloud: a merge answers 202 and lands only after this many reads of the pull request
+        self.merge_after_reads = 0
+        self._merging: dict[tuple[str, int], tuple[str, int]] = {}  # -> (strategy, reads left)
         self._lock = threading.RLock()
         self._tick = 0
         self._ids = 100
@@ -638,7 +641,13 @@ class FakeBitbucket:
     def c_get_pull(self, call: Call, ws: str, slug: str, number: str):
         """GET /repositories/{workspace}/{repo}/pullrequests/{id}."""
         repo = self._repo(ws, slug)
-        return 200, {}, self._pr_json(repo, self._pull(repo, number))
+        pr = self._pull(repo, number)
+        merging = self._merging.pop((repo.full_name, pr.number), None)
+        if merging is not None and merging[1] <= 1:
+            self._merge(repo, pr, merging[0])
+        elif merging is not None:
+            self._merging[(repo.full_name, pr.number)] = (merging[0], merging[1] - 1)
+        return 200, {}, self._pr_json(repo, pr)
 
     def c_update_pull(self, call: Call, ws: str, slug: str, number: str):
         """PUT /repositories/{workspace}/{repo}/pullrequests/{id}: reviewers given replace."""
@@ -667,6 +676,10 @@ class FakeBitbucket:
         strategy = (call.json() or {}).get("merge_strategy") or "merge_commit"
         if strategy not in ("merge_commit", "squash", "fast_forward"):
             raise BbError(400, f"merge_strategy: {strategy} is not a valid merge strategy")
+        if self.merge_after_reads:  # a long merge: Cloud answers 202 and merges in the background
+            self._merging[(repo.full_name, pr.number)] = (strategy, self.merge_after_reads)
+            task = f"{self.web}/2.0/repositories/{repo.full_name}/pullrequests/{pr.number}"
+            return 202, {"Location": f"{task}/merge/task-status/1"}, {"task_status": "PENDING"}
         self._merge(repo, pr, strategy)
         return 200, {}, self._pr_json(repo, pr)
 

@@ -425,3 +425,44 @@ def test_the_selector_needs_a_source_and_knows_its_fields():
         BitbucketSelector()
     with pytest.raises(ValidationError, match="topics"):
         BitbucketSelector(workspace="acme", topics=["x"])
+
+
+def test_a_cloud_merge_finished_in_the_background_is_waited_for(tmp_path, clock):
+    with FakeBitbucket("cloud", TOKEN, tmp_path / "bb") as fake:
+        fake.add_repo("acme/app", FILES)
+        forge = make_forge(fake, clock)
+        open_pr(forge, fake, tmp_path)
+        fake.merge_after_reads = 3  # 202 Accepted; merged by the third read after it
+        merged = forge.merge_pull_request(fake.repo_url("acme/app"), 1)
+        assert merged.state == "merged" and fake.pr("acme/app", 1).state == "MERGED"
+        assert len(clock.sleeps) == 2  # two reads found it still open
+
+
+def test_a_wait_ends_when_the_worker_is_cancelled(fake):
+    from resources import cancel
+
+    forge = BitbucketForge(fake.flavor, TOKEN, fake.base_url)  # the real, cancellable sleep
+    fake.inject("429", methods={"GET"}, times=None, retry_after=3600)
+    scope = cancel.CancelScope()
+    scope.cancel()
+    with cancel.scope(scope), pytest.raises(ForgeError, match="Bitbucket: cancelled"):
+        forge.resolve(app(fake)[1], None, BRANCH)
+
+
+def test_threads_share_the_forge_each_with_its_own_session(fake, forge, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    owner = OWNER[fake.flavor]
+    names = [f"{owner}/r{i}" for i in range(3)]
+    for name in names:
+        fake.add_repo(name, FILES)
+    together = threading.Barrier(3)  # three threads at once, each its first request
+
+    def resolve(name: str):
+        together.wait(timeout=30)
+        return forge.resolve(fake.repo_url(name), None, BRANCH)
+
+    with ThreadPoolExecutor(3) as pool:
+        resolved = list(pool.map(resolve, names))
+    assert [r.base_sha for r in resolved] == [fake.refs(n)["main"] for n in names]
+    assert len(forge.http._sessions) == 3

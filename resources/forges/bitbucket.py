@@ -41,6 +41,8 @@ from resources.forges.github_transport import RequestTally
 log = logging.getLogger(__name__)
 
 # a build status -> the platform's checks word
+# how often a merge Bitbucket accepted but has not finished is read again
+MERGE_POLLS = 5
 CHECK_STATES = {"SUCCESSFUL": "success", "FAILED": "failure", "STOPPED": "failure"}
 
 
@@ -263,7 +265,18 @@ class BitbucketForge:
             if fresh.state == "merged":  # a retried merge that had landed
                 return self._model(fresh)
             raise
-        return self._model(self.api.get_pull(ref, number))
+        return self._model(self._merged(ref, number))
+
+    def _merged(self, ref: RepoRef, number: int) -> BbPull:
+        """The pull request after a merge was accepted: Cloud may merge in the background (a
+        202 with a task to poll), so an open one is read again a few times, backing off."""
+        pull = self.api.get_pull(ref, number)
+        for attempt in range(MERGE_POLLS):
+            if pull.state != "open":
+                break
+            self.http.pause(self.http.backoff_s * 2**attempt)
+            pull = self.api.get_pull(ref, number)
+        return pull
 
     def close_pull_request(self, url: str, number: int, comment: str | None = None) -> PullRequest:
         """Comment (when given), then decline; declining a declined PR does nothing."""

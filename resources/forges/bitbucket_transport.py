@@ -348,6 +348,11 @@ class BitbucketTransport:
             self._sleep(wait)
             self._bump("backoff_wait_s", wait)
 
+    def pause(self, seconds: float) -> None:
+        """Wait `seconds` on the forge's (injectable, cancellable) sleep."""
+        self._sleep(seconds)
+        self._bump("backoff_wait_s", seconds)
+
     def _await_pause(self) -> None:
         with self._lock:
             wait = self._pause_until - self._clock()
