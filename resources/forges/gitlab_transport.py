@@ -31,6 +31,7 @@ import functools
 import json
 import logging
 import random
+import re
 import subprocess
 import threading
 import time
@@ -102,7 +103,11 @@ def error_text(exc: GitlabError) -> str:
         return "; ".join(parts)
     if isinstance(message, list):
         return "; ".join(str(m) for m in message)
-    return str(message or "").strip()
+    text = str(message or "").strip()
+    if text.startswith("<"):  # a proxy's HTML error page: the status says it all
+        return ""
+    # GitLab's messages repeat the status ("404 Project Not Found"): said once, by the caller
+    return re.sub(rf"^{exc.response_code}\s+", "", text) if exc.response_code else text
 
 
 def _answer(status: int, data: Any, url: str) -> RequestsResponse:
@@ -324,7 +329,8 @@ class GitLabTransport:
         if wait is None:
             reset = _float(result.headers.get("RateLimit-Reset"))
             if reset is not None:
-                wait = max(0.0, reset - time.time())
+                # whole seconds: a second more, so that the retry lands after the reset
+                wait = max(0.0, reset - time.time()) + 1.0
         if wait is not None and wait > self.max_wait_s:
             when = ""
             reset = _float(result.headers.get("RateLimit-Reset"))
