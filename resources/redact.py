@@ -12,10 +12,25 @@ SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH", re
 MASK = "***"
 
 
+# Secrets the process holds outside its environment (a GitHub App's installation tokens, minted
+# in memory): redacted wherever the environment's are.
+_registered: set[str] = set()
+
+
+def register_secret(value: str) -> None:
+    """Redact `value` from now on wherever the environment's secrets are (`secret_values()`)."""
+    if len(value) >= 6:
+        _registered.add(value)
+
+
 def secret_values(env: Mapping[str, str] | None = None) -> list[str]:
-    """Values of environment variables whose names say they are secrets (longest first)."""
+    """Values of environment variables whose names say they are secrets, and the secrets
+    registered with `register_secret` (longest first)."""
     if env is None:
-        return _process_secrets()
+        found = _process_secrets()
+        if _registered:
+            found = sorted(set(found) | _registered, key=len, reverse=True)
+        return found
     values = {v for k, v in env.items() if SECRET_NAME.search(k) and len(v) >= 6}
     return sorted(values, key=len, reverse=True)
 

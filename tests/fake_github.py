@@ -111,6 +111,8 @@ class PR:
     labels: list[str] = field(default_factory=list)
     reviewers: list[str] = field(default_factory=list)
     teams: list[str] = field(default_factory=list)
+    assignees: list[str] = field(default_factory=list)
+    auto_merge: dict | None = None  # set by enablePullRequestAutoMerge: method and who
     reviews: list[dict] = field(default_factory=list)
     created_at: str = ""
     updated_at: str = ""
@@ -138,6 +140,8 @@ class Repo:
     description: str | None = None
     drafts_supported: bool = True
     collaborators: set[str] | None = None  # None: anyone may be asked to review
+    allow_auto_merge: bool = False  # the repository setting "Allow auto-merge"
+    requires_approval: bool = False  # branch protection: an approving review before merging
     pulls: dict[int, PR] = field(default_factory=dict)
     comments: dict[int, list[dict]] = field(default_factory=dict)
     labels: dict[str, int] = field(default_factory=dict)
@@ -214,6 +218,67 @@ class FakeGitHub:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+    # GitHub App authentication -------------------------------------------------------------------
+
+    app: dict | None = None  # set by enable_app
+    clock_shift_s = 0.0  # added to the time app tokens are checked against (tests move it)
+
+    def enable_app(
+        self, app_id: int, installation_id: int, public_key_pem: str, token_ttl_s: float = 3600
+    ) -> None:
+        """Act as GitHub for a GitHub App: `POST /app/installations/{id}/access_tokens` with a
+        JWT (RS256, verified against `public_key_pem`, `iss` the app id, not expired) answers
+        201 with a new installation token valid `token_ttl_s`; the API and git take such a
+        token until it expires (then 401). `app_tokens` holds token -> expiry (epoch s)."""
+        self.app = {"app_id": app_id, "installation_id": installation_id,
+                    "public_key": public_key_pem, "ttl": token_ttl_s}  # fmt: skip
+        self.app_tokens: dict[str, float] = {}
+        self.app_jwt_failures: list[str] = []
+
+    def app_now(self) -> float:
+        """The time app tokens are checked against: the real one plus `clock_shift_s`."""
+        return time.time() + self.clock_shift_s
+
+    def _accepts(self, token: str) -> bool:
+        """Whether `token` authenticates: the fake's token, or an app token not yet expired."""
+        if token == self.token:
+            return True
+        expires = (self.app_tokens if self.app is not None else {}).get(token)
+        return expires is not None and self.app_now() < expires
+
+    def _mint_app_token(self, call: Call, scheme: str, value: str):
+        """Endpoint: POST /app/installations/{id}/access_tokens (authenticated by the app JWT)."""
+        import jwt  # PyJWT, as the client
+
+        assert self.app is not None
+        wanted = call.path.removeprefix(self.api_prefix).split("/")[3]
+        try:
+            claims = jwt.decode(value, self.app["public_key"], algorithms=["RS256"],
+                                options={"verify_exp": False, "verify_iat": False})  # fmt: skip
+        except jwt.PyJWTError as exc:
+            self.app_jwt_failures.append(type(exc).__name__)
+            claims = None
+        now = self.app_now()
+        if (
+            scheme.lower() != "bearer"
+            or claims is None
+            or str(claims.get("iss")) != str(self.app["app_id"])
+            or not claims.get("exp") or claims["exp"] <= now
+            or claims.get("iat", now + 120) > now + 60
+            or claims["exp"] - claims.get("iat", 0) > 660
+        ):  # fmt: skip
+            return 401, {}, {"message": "A JSON web token could not be decoded",
+                             "documentation_url": DOCS}  # fmt: skip
+        if wanted != str(self.app["installation_id"]):
+            return 404, {}, {"message": "Not Found", "documentation_url": DOCS}
+        token = "ghs_" + os.urandom(18).hex()
+        expires = now + self.app["ttl"]
+        with self._lock:
+            self.app_tokens[token] = expires
+        stamp = datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return 201, {}, {"token": token, "expires_at": stamp, "permissions": {},
+                         "repository_selection": "all"}  # fmt: skip
 
     @property
     def port(self) -> int:
@@ -381,23 +446,31 @@ class FakeGitHub:
                 pr.reviewers.remove(login)
         return review_id
 
-    def set_status(self, full_name: str, sha: str, context: str, state: str) -> None:
-        """A commit status (success, failure, error, pending) for `context` on `sha`."""
+    def set_status(
+        self, full_name: str, sha: str, context: str, state: str,
+        description: str | None = None, target_url: str | None = None,
+    ) -> None:  # fmt: skip
+        """A commit status (success, failure, error, pending) for `context` on `sha`, with an
+        optional description and target URL (where CI shows its log)."""
         with self._lock:
             statuses = self.repos[full_name].statuses.setdefault(sha, [])
             statuses[:] = [s for s in statuses if s["context"] != context]
             statuses.append({"id": self._next_id(), "context": context, "state": state,
-                             "at": self._now()})  # fmt: skip
+                             "at": self._now(), "description": description,
+                             "target_url": target_url})  # fmt: skip
 
     def add_check_run(
-        self, full_name: str, sha: str, name: str, status: str, conclusion: str | None = None
-    ) -> None:
-        """A check run (status queued/in_progress/completed) on `sha`; replaces one of that name."""
+        self, full_name: str, sha: str, name: str, status: str, conclusion: str | None = None,
+        output: dict | None = None, details_url: str | None = None,
+    ) -> None:  # fmt: skip
+        """A check run (status queued/in_progress/completed) on `sha`; replaces one of that name.
+        `output` is its title, summary and text (what CI reports, e.g. a log)."""
         with self._lock:
             runs = self.repos[full_name].check_runs.setdefault(sha, [])
             runs[:] = [r for r in runs if r["name"] != name]
             runs.append({"id": self._next_id(), "name": name, "status": status,
-                         "conclusion": conclusion, "at": self._now()})  # fmt: skip
+                         "conclusion": conclusion, "at": self._now(), "output": output or {},
+                         "details_url": details_url})  # fmt: skip
 
     def calls_to(self, method: str, pattern: str) -> list[Call]:
         """Recorded API calls with `method` whose path (without prefix) matches `pattern`."""
@@ -443,6 +516,7 @@ class FakeGitHub:
             "license": None, "allow_forking": True, "is_template": False,
             "topics": list(repo.topics), "visibility": "private" if repo.private else "public",
             "forks": 0, "open_issues": 0, "watchers": 0, "default_branch": repo.default_branch,
+            "allow_auto_merge": repo.allow_auto_merge,
             "permissions": {"admin": True, "maintain": True, "push": True, "triage": True,
                             "pull": True},
             "created_at": EPOCH.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -507,7 +581,9 @@ class FakeGitHub:
             "milestone": None, "active_lock_reason": None,
             "created_at": pr.created_at, "updated_at": pr.updated_at,
             "closed_at": pr.closed_at, "merged_at": pr.merged_at,
-            "merge_commit_sha": pr.merge_commit_sha, "assignee": None, "assignees": [],
+            "merge_commit_sha": pr.merge_commit_sha,
+            "assignee": self._user_json(pr.assignees[0]) if pr.assignees else None,
+            "assignees": [self._user_json(u) for u in pr.assignees],
             "requested_reviewers": [self._user_json(u) for u in pr.reviewers],
             "requested_teams": [
                 {"id": int(hashlib.sha1(t.encode()).hexdigest()[:6], 16), "node_id": "T",
@@ -517,7 +593,7 @@ class FakeGitHub:
             ],
             "head": part(pr.head, head_sha), "base": part(pr.base, refs.get(pr.base)),
             "_links": {"self": {"href": f"{api}/pulls/{pr.number}"}, "html": {"href": html}},
-            "author_association": "MEMBER", "auto_merge": None, "draft": pr.draft,
+            "author_association": "MEMBER", "auto_merge": pr.auto_merge, "draft": pr.draft,
         }  # fmt: skip
         if full:  # the "pull-request" schema; lists use "pull-request-simple", without these
             is_open = pr.state == "open"
@@ -528,6 +604,10 @@ class FakeGitHub:
                 mergeable_state = "draft"
             elif not mergeable:
                 mergeable_state = "dirty"
+            elif repo.requires_approval and not any(
+                r["state"] == "APPROVED" for r in pr.reviews
+            ):  # a required review is missing: GitHub says blocked
+                mergeable_state = "blocked"
             elif self._combined_state(repo, head_sha) != "success":
                 mergeable_state = "unstable"
             else:
@@ -588,7 +668,15 @@ class FakeGitHub:
         """Answer one API request: (status, headers, JSON body or None)."""
         auth = call.headers.get("authorization", "")
         scheme, _, value = auth.partition(" ")
-        if scheme.lower() not in ("token", "bearer") or value != self.token:
+        if (
+            self.app is not None
+            and call.method == "POST"
+            and re.fullmatch(
+                r"/app/installations/(\d+)/access_tokens", call.path.removeprefix(self.api_prefix)
+            )
+        ):
+            return self._mint_app_token(call, scheme, value)
+        if scheme.lower() not in ("token", "bearer") or not self._accepts(value):
             return 401, {}, {"message": "Bad credentials", "documentation_url": DOCS,
                              "status": "401"}  # fmt: skip
         fault = self._fault_for(call)
@@ -1028,9 +1116,23 @@ class FakeGitHub:
             self.users.add(user)
             if user not in pr.reviewers:
                 pr.reviewers.append(user)
+        if any("/" in t for t in teams):  # GitHub takes team slugs, not org/slug
+            raise HttpError(422, "Could not resolve to a node with the team slugs given.")
         for team in teams:
             if team not in pr.teams:
                 pr.teams.append(team)
+        pr.updated_at = self._now()
+        return 201, {}, self._pr_json(repo, pr, self.refs(repo), full=False)
+
+    def add_assignees(self, call: Call, owner: str, name: str, number: str):
+        """Endpoint: POST /repos/{owner}/{repo}/issues/{number}/assignees (users who may not be
+        assigned are left out silently, as GitHub does; here: none is refused)."""
+        repo = self._repo_or_404(owner, name)
+        pr = self._pull_or_404(repo, number)
+        for user in (call.json() or {}).get("assignees") or []:
+            self.users.add(user)
+            if user not in pr.assignees:
+                pr.assignees.append(user)
         pr.updated_at = self._now()
         return 201, {}, self._pr_json(repo, pr, self.refs(repo), full=False)
 
@@ -1130,8 +1232,9 @@ class FakeGitHub:
         items = [
             {
                 "url": f"{api}/statuses/{sha}", "avatar_url": None, "id": s["id"],
-                "node_id": f"SC_{s['id']}", "state": s["state"], "description": s["state"],
-                "target_url": None, "context": s["context"],
+                "node_id": f"SC_{s['id']}", "state": s["state"],
+                "description": s.get("description") or s["state"],
+                "target_url": s.get("target_url"), "context": s["context"],
                 "created_at": s["at"], "updated_at": s["at"],
             }
             for s in statuses
@@ -1151,10 +1254,12 @@ class FakeGitHub:
             {
                 "id": r["id"], "node_id": f"CR_{r['id']}", "head_sha": sha, "external_id": "",
                 "url": f"{api}/check-runs/{r['id']}",
-                "html_url": f"{self.web}/{repo.full_name}/runs/{r['id']}", "details_url": None,
+                "html_url": f"{self.web}/{repo.full_name}/runs/{r['id']}",
+                "details_url": r.get("details_url"),
                 "status": r["status"], "conclusion": r["conclusion"], "started_at": r["at"],
                 "completed_at": r["at"] if r["status"] == "completed" else None,
                 "output": {"title": None, "summary": None, "text": None,
+                           **(r.get("output") or {}),
                            "annotations_count": 0, "annotations_url": ""},
                 "name": r["name"], "check_suite": {"id": 1}, "app": None, "pull_requests": [],
             }
@@ -1169,6 +1274,8 @@ class FakeGitHub:
         m = re.search(r"\{\s*(\w+)\(input:", data.get("query", ""))
         node_id = ((data.get("variables") or {}).get("input") or {}).get("pullRequestId")
         mutation = m.group(1) if m else ""
+        if mutation == "enablePullRequestAutoMerge":
+            return self._enable_auto_merge(node_id, data["variables"]["input"])
         if mutation not in ("markPullRequestReadyForReview", "convertPullRequestToDraft"):
             return 200, {}, {"errors": [{"message": f"unsupported by the fake: {mutation!r}"}]}
         with self._lock:
@@ -1201,6 +1308,36 @@ class FakeGitHub:
                 },
             )
 
+    def _enable_auto_merge(self, node_id: str | None, given: dict) -> tuple[int, dict, Any]:
+        """GraphQL enablePullRequestAutoMerge: refused when the repository does not allow
+        auto-merge or the pull request is not open; otherwise the PR's `auto_merge` is set (the
+        fake does not merge by itself: a test merges with `merge_pr`)."""
+        mutation = "enablePullRequestAutoMerge"
+
+        def error(kind: str, message: str) -> tuple[int, dict, Any]:
+            errors = [{"type": kind, "path": [mutation], "message": message}]
+            return 200, {}, {"data": {mutation: None}, "errors": errors}
+
+        with self._lock:
+            found = [(r, p) for r in self.repos.values() for p in r.pulls.values()
+                     if p.node_id == node_id]  # fmt: skip
+            if not found:
+                return error("NOT_FOUND", f"Could not resolve to a node with the global id of "
+                             f"'{node_id}'")  # fmt: skip
+            repo, pr = found[0]
+            if not repo.allow_auto_merge:
+                return error(
+                    "UNPROCESSABLE", "Pull request Auto merge is not allowed for this repository"
+                )
+            if pr.state != "open":
+                return error("UNPROCESSABLE", "Pull request is not open")
+            method = given.get("mergeMethod", "MERGE")
+            pr.auto_merge = {"merge_method": method.lower(), "enabled_by": self._user_json(
+                self.login), "commit_title": None, "commit_message": None}  # fmt: skip
+            pr.updated_at = self._now()
+            return 200, {}, {"data": {mutation: {"clientMutationId": None,
+                                                  "actor": {"login": self.login}}}}  # fmt: skip
+
     # git smart HTTP ------------------------------------------------------------------------------
 
     def handle_git(self, call: Call) -> tuple[int, dict[str, str], bytes]:
@@ -1212,7 +1349,7 @@ class FakeGitHub:
                 password = base64.b64decode(value).decode().partition(":")[2]
             except (ValueError, UnicodeDecodeError):
                 password = ""
-        if password != self.token:
+        if not self._accepts(password):
             return 401, {"WWW-Authenticate": 'Basic realm="GitHub"'}, b"Unauthorized\n"
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -1274,6 +1411,7 @@ ROUTES: list[tuple[str, str, Any]] = [
      FakeGitHub.list_review_comments),
     ("POST", r"/repos/([^/]+)/([^/]+)/pulls/(\d+)/requested_reviewers",
      FakeGitHub.request_reviewers),
+    ("POST", r"/repos/([^/]+)/([^/]+)/issues/(\d+)/assignees", FakeGitHub.add_assignees),
     ("GET", r"/repos/([^/]+)/([^/]+)/issues/(\d+)/comments", FakeGitHub.list_comments),
     ("POST", r"/repos/([^/]+)/([^/]+)/issues/(\d+)/comments", FakeGitHub.add_comment),
     ("GET", r"/repos/([^/]+)/([^/]+)/issues/(\d+)/labels", FakeGitHub.list_labels),

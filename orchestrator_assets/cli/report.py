@@ -39,15 +39,18 @@ def print_report(frame, output: str) -> None:
         click.echo(json.dumps(records, indent=2))
         return
     table = Table(show_lines=False)
-    for column in ("target", "status", "files", "PR", "cost $"):
+    # The host column only for campaigns on named forges (the forges file): one host otherwise.
+    hosts = "forge" in frame and any(f != "default" for f in frame["forge"])
+    for column in ("target", "status", "files", "PR", "cost $", *(["host"] if hosts else [])):
         table.add_column(column, no_wrap=True)
     table.add_column("reason", overflow="fold")
     for row in frame.itertuples():
         style = STATUS_STYLE.get(row.status, "")
         pr = f"#{int(row.pr_number)}" if _text(row.pr_number) else ""
+        host = [f"{row.forge} ({_text(row.host) or '?'})"] if hosts else []
         table.add_row(
             row.target, f"[{style}]{row.status}[/]" if style else row.status,
-            str(row.files_changed), pr, f"{row.cost_usd:.4f}", _text(row.reason)[:300],
+            str(row.files_changed), pr, f"{row.cost_usd:.4f}", *host, _text(row.reason)[:300],
         )  # fmt: skip
     console.print(table)
     for row in frame.itertuples():

@@ -152,7 +152,30 @@ def build_report(instance: DagsterInstance, spec: CampaignSpec) -> pd.DataFrame:
     frame["pr_number"] = frame["pr_number"].astype("Int64")
     frame["mergeable"] = frame["mergeable"].astype("boolean")
     add_rollout_columns(instance, spec, frame)  # wave, ci_repairs, post_merge
+    add_host_columns(spec, frame)  # forge, host
     return frame
+
+
+def add_host_columns(spec: CampaignSpec, frame: pd.DataFrame) -> None:
+    """Where each target lives: `forge` (the named forge: the target's, else the campaign's,
+    else `default`) and `host` (its web host, `local` for the local forge; None when the forges
+    file cannot be read)."""
+    from orchestrator_assets.spec.errors import OrchestratorError
+    from resources.forges.base import ForgeError
+    from resources.forges.registry import DEFAULT, ForgeRegistry
+
+    own = {t.key: t.forge for t in spec.targets}
+    names = [own.get(key) or spec.forge or DEFAULT for key in frame["target"]]
+    try:
+        registry = ForgeRegistry.load()
+    except (OrchestratorError, ForgeError):
+        registry = None
+    hosts = []
+    for name in names:
+        config = registry.configs.get(name) if registry else None
+        hosts.append(config.host() if config else None)
+    frame["forge"] = pd.Series(names, index=frame.index, dtype="object")
+    frame["host"] = pd.Series(hosts, index=frame.index, dtype="object")
 
 
 def _quality(change: ChangeRecord | None) -> dict:
