@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import subprocess
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -416,16 +418,50 @@ class FakeBitbucket:
         if ".git/" in call.path:
             if not self._authorized(call, git=True):
                 return 401, {"WWW-Authenticate": 'Basic realm="Bitbucket"'}, b"Unauthorized\n"
-            # git http-backend, as the GitHub fake runs it (it checks a Basic password)
-            basic = base64.b64encode(f"x:{self.token}".encode()).decode()
-            inner = Call(
-                call.method, "/git" + call.path, call.query,
-                {**call.headers, "authorization": f"Basic {basic}"}, call.body,
-            )  # fmt: skip
-            return FakeGitHub.handle_git(self, inner)  # type: ignore[arg-type]
+            return self._git_backend(call)
         status, headers, payload = self._api(call)
         raw = b"" if payload is None else json.dumps(payload).encode()
         return status, {"Content-Type": "application/json", **headers}, raw
+
+    def _git_backend(self, call: Call) -> tuple[int, dict[str, str], bytes]:
+        """git smart HTTP through `git http-backend` (a CGI), pushes allowed."""
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.root),
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": "/dev/null",
+            "GIT_PROJECT_ROOT": str(self.git_root),
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_KEY_0": "http.receivepack",
+            "GIT_CONFIG_VALUE_0": "true",
+            "PATH_INFO": call.path,
+            "QUERY_STRING": urlencode({k: v[0] for k, v in call.query.items()}),
+            "REQUEST_METHOD": call.method,
+            "CONTENT_TYPE": call.headers.get("content-type", ""),
+            "CONTENT_LENGTH": str(len(call.body)),
+            "REMOTE_USER": self.login,
+            "REMOTE_ADDR": "127.0.0.1",
+            "GATEWAY_INTERFACE": "CGI/1.1",
+        }
+        if "git-protocol" in call.headers:
+            env["GIT_PROTOCOL"] = call.headers["git-protocol"]
+        if "content-encoding" in call.headers:
+            env["HTTP_CONTENT_ENCODING"] = call.headers["content-encoding"]
+        proc = subprocess.run(
+            ["git", "http-backend"], input=call.body, env=env, capture_output=True, timeout=60
+        )
+        head, sep, body = proc.stdout.partition(b"\r\n\r\n")
+        if not sep:
+            head, _, body = proc.stdout.partition(b"\n\n")
+        status, headers = 200, {}
+        for line in head.decode("latin-1").splitlines():
+            key, _, val = line.partition(":")
+            if key.lower() == "status":
+                status = int(val.strip().split()[0])
+            elif key:
+                headers[key.strip()] = val.strip()
+        return status, headers, body
 
     def _api(self, call: Call) -> tuple[int, dict[str, str], Any]:
         if not self._authorized(call, git=False):

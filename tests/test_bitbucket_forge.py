@@ -466,3 +466,15 @@ def test_threads_share_the_forge_each_with_its_own_session(fake, forge, tmp_path
         resolved = list(pool.map(resolve, names))
     assert [r.base_sha for r in resolved] == [fake.refs(n)["main"] for n in names]
     assert len(forge.http._sessions) == 3
+
+
+@pytest.mark.parametrize("verb", ["merge", "decline"])
+def test_a_merge_or_close_whose_answer_was_lost_is_read_back(fake, forge, tmp_path, verb):
+    name, url = app(fake)
+    open_pr(forge, fake, tmp_path)
+    fake.inject("502_after", methods={"POST"}, path=rf".*/{verb}")
+    if verb == "merge":
+        assert forge.merge_pull_request(url, 1).state == "merged"
+    else:
+        assert forge.close_pull_request(url, 1).state == "closed"
+    assert fake.pr(name, 1).state == {"merge": "MERGED", "decline": "DECLINED"}[verb]

@@ -35,7 +35,7 @@ from resources.forges.bitbucket_cloud import CloudApi
 from resources.forges.bitbucket_dc import DcApi
 from resources.forges.bitbucket_discovery import BitbucketSelector
 from resources.forges.bitbucket_discovery import discover as discover_repos
-from resources.forges.bitbucket_transport import BitbucketTransport
+from resources.forges.bitbucket_transport import BitbucketHttpError, BitbucketTransport
 from resources.forges.github_transport import RequestTally
 
 log = logging.getLogger(__name__)
@@ -278,6 +278,20 @@ class BitbucketForge:
             pull = self.api.get_pull(ref, number)
         return pull
 
+    @contextmanager
+    def _read_back(self, ref: RepoRef, number: int, state: str) -> Iterator[list[BbPull]]:
+        """Inside, a write Bitbucket refused (it may be a retry of one whose answer was lost)
+        is read back: when the pull request stands at `state`, it landed, and the list
+        yielded holds the pull request instead of the error being raised."""
+        found: list[BbPull] = []
+        try:
+            yield found
+        except BitbucketHttpError:
+            fresh = self.api.get_pull(ref, number)
+            if fresh.state != state:
+                raise
+            found.append(fresh)
+
     def close_pull_request(self, url: str, number: int, comment: str | None = None) -> PullRequest:
         """Comment (when given), then decline; declining a declined PR does nothing."""
         ref = self.api.parse(url)
@@ -289,8 +303,9 @@ class BitbucketForge:
         if comment:
             self.api.comment(ref, number, comment)
             pull = self.api.get_pull(ref, number)  # Data Center: a comment moves the version
-        self.api.decline(ref, pull)
-        return self._model(self.api.get_pull(ref, number))
+        with self._read_back(ref, number, "closed") as fresh:
+            self.api.decline(ref, pull)
+        return self._model(fresh[0] if fresh else self.api.get_pull(ref, number))
 
     def reopen_pull_request(self, url: str, number: int) -> PullRequest:
         """Reopen a declined pull request (Data Center); Cloud cannot, which is a ForgeError."""
@@ -300,8 +315,9 @@ class BitbucketForge:
             raise ForgeError(f"{ref.name}: pull request #{number} is merged and cannot be reopened")
         if pull.state == "open":
             return self._model(pull)
-        self.api.reopen(ref, pull)
-        return self._model(self.api.get_pull(ref, number))
+        with self._read_back(ref, number, "open") as fresh:
+            self.api.reopen(ref, pull)
+        return self._model(fresh[0] if fresh else self.api.get_pull(ref, number))
 
     def comment(self, url: str, number: int, body: str) -> str:
         """Add a comment to a pull request; returns its web URL."""

@@ -172,9 +172,7 @@ class DcApi:
         )  # fmt: skip
         return data if isinstance(data, BbPull) else self.pull(data)
 
-    def _versioned(
-        self, ref: RepoRef, pull: BbPull, write: Callable[[BbPull], Any], action: str
-    ) -> Any:
+    def _versioned(self, ref: RepoRef, pull: BbPull, write: Callable[[BbPull], Any]) -> Any:
         """Run `write(pull)` with the pull request's version; on a 409 whose cause is a stale
         version, read it again and retry (a 409 for anything else is Bitbucket's refusal)."""
         for attempt in range(VERSION_RETRIES + 1):
@@ -210,7 +208,7 @@ class DcApi:
                 action=f"updating pull request #{current.number}",
             )  # fmt: skip
 
-        return self.pull(self._versioned(ref, pull, put, "update"))
+        return self.pull(self._versioned(ref, pull, put))
 
     def _post_versioned(self, ref: RepoRef, pull: BbPull, verb: str, action: str) -> None:
         def post(current: BbPull) -> Any:
@@ -219,7 +217,7 @@ class DcApi:
                 params={"version": current.version}, action=action,
             )  # fmt: skip
 
-        self._versioned(ref, pull, post, verb)
+        self._versioned(ref, pull, post)
 
     def merge(self, ref: RepoRef, pull: BbPull, method: str) -> None:
         """Merge with the repository's default strategy; another method is refused."""
