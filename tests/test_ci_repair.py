@@ -18,15 +18,16 @@ from orchestrator_assets.demo_fleet import create_repo
 from orchestrator_assets.reports import report
 from orchestrator_assets.spec.catalog import load_one
 from orchestrator_assets.stages.ci_repair import CI_REPAIR_TAG
+from resources.forges.base import ForgeError
 from resources.forges.local import LocalForge
 from resources.git import run_git
 from sensors.pr_status import build_pr_status_sensor
 from tests.conftest import Platform, app_repo, statuses
 from tests.fake_model import last_user_text, text, tool
 from tests.test_agentic import model  # noqa: F401 (the scripted model server fixture)
+from tests.test_github_forge import BRANCH as GITHUB_BRANCH
+from tests.test_github_forge import app, clock, fake, forge  # noqa: F401 (fixtures)
 from tests.test_rollout import _job, launch, tick
-
-pytestmark = pytest.mark.usefixtures("bwrap")
 
 LINT_LOG = (
     "Run ruff check .\n"
@@ -61,6 +62,7 @@ def branch_head(repo: Path, branch: str) -> str:
 
 def test_failed_checks_wake_the_agent_in_its_session_with_the_log_and_the_fix_is_pushed(
     platform: Platform,
+    bwrap: None,
     model,  # noqa: F811
 ):
     repo = create_repo(platform.fleet, app_repo("alpha", "GREETING = 'OLD'\n"))
@@ -83,9 +85,9 @@ def test_failed_checks_wake_the_agent_in_its_session_with_the_log_and_the_fix_is
     first_head = branch_head(repo, spec.branch_name)
     edit_pr(repo, checks="failure", check_logs={"lint": LINT_LOG})
 
-    clock = Clock()
+    ticks = Clock()
     sensor = build_pr_status_sensor(
-        spec, lambda: LocalForge(), clock=clock, job=_job(platform, path)
+        spec, lambda: LocalForge(), clock=ticks, job=_job(platform, path)
     )
     with platform.instance() as instance:
         result = tick(sensor, instance, None)
@@ -120,14 +122,14 @@ def test_failed_checks_wake_the_agent_in_its_session_with_the_log_and_the_fix_is
         assert (row["status"], row["ci_repairs"], row["pr_number"]) == ("pr_open", 1, 1)
 
         # the new head fails as well: no repair is left (ci_repairs: 1)
-        clock.now += 60
+        ticks.now += 60
         again = tick(sensor, instance, result.cursor)
         assert not again.run_requests
         assert latest_ci_repairs(instance, spec)["acme__alpha"].attempt == 1
 
 
 def test_a_conflict_after_the_base_moved_reruns_the_codemod_on_the_new_base(
-    platform: Platform, tmp_path: Path
+    platform: Platform, tmp_path: Path, bwrap: None
 ):
     repo = create_repo(platform.fleet, app_repo("alpha", "GREETING = 'OLD'\n"))
     path = platform.write_campaign("conflict", targets=[str(repo)], ci_repairs=2)
@@ -164,19 +166,58 @@ def test_a_conflict_after_the_base_moved_reruns_the_codemod_on_the_new_base(
         assert not nothing.run_requests
 
 
-def test_no_repair_without_ci_repairs_and_the_local_forge_verbs(platform: Platform):
+def test_no_repair_without_ci_repairs_and_the_local_forge_verbs(platform: Platform, bwrap: None):
     repo = create_repo(platform.fleet, app_repo("alpha", "GREETING = 'OLD'\n"))
     path = platform.write_campaign("plain", targets=[str(repo)])
     platform.run(path)
     spec = load_one(path, platform.settings()).spec
     edit_pr(repo, checks="failure", check_logs={"unit": "boom\n"})
-    forge = LocalForge()
-    assert forge.failed_check_logs(str(repo), 1) == {"unit": "boom\n"}
-    assert forge.pull_request_status(str(repo), 1).failing_checks == ["unit"]
+    local = LocalForge()
+    assert local.failed_check_logs(str(repo), 1) == {"unit": "boom\n"}
+    assert local.pull_request_status(str(repo), 1).failing_checks == ["unit"]
     edit_pr(repo, checks="success")
-    assert forge.failed_check_logs(str(repo), 1) == {}
+    assert local.failed_check_logs(str(repo), 1) == {}
     edit_pr(repo, checks="failure")
-    sensor = build_pr_status_sensor(spec, lambda: forge, job=_job(platform, path))
+    sensor = build_pr_status_sensor(spec, lambda: local, job=_job(platform, path))
     with platform.instance() as instance:
         result = tick(sensor, instance, None)
         assert isinstance(result, dg.SensorResult) and not result.run_requests
+
+
+# the GitHub contract ------------------------------------------------------------------------------
+
+
+def test_github_failed_check_logs_read_check_run_output_and_status_descriptions(
+    fake,  # noqa: F811
+    forge,  # noqa: F811
+    app,  # noqa: F811
+):
+    forge.create_pull_request(app, github_draft())
+    sha = fake.refs("acme/app")[GITHUB_BRANCH]
+    fake.add_check_run(
+        "acme/app", sha, "lint", "completed", "failure",
+        output={"title": "1 error", "summary": "ruff found 1 error",
+                "text": "app.py:1:1: E999 GREETING must say why"},
+        details_url="https://ci.example.com/runs/7",
+    )  # fmt: skip
+    fake.add_check_run("acme/app", sha, "docs", "completed", "success", output={"text": "ok"})
+    fake.set_status(
+        "acme/app", sha, "ci/build", "error", description="make: *** [build] Error 2",
+        target_url="https://ci.example.com/builds/9",
+    )  # fmt: skip
+    fake.set_status("acme/app", sha, "ci/deploy", "success")
+    logs = forge.failed_check_logs(app, 1)
+    assert set(logs) == {"lint", "ci/build"}
+    assert "E999 GREETING must say why" in logs["lint"] and "ruff found 1 error" in logs["lint"]
+    assert "https://ci.example.com/runs/7" in logs["lint"]
+    assert logs["ci/build"] == "make: *** [build] Error 2\nhttps://ci.example.com/builds/9"
+    status = forge.pull_request_status(app, 1)
+    assert status.checks == "failure" and sorted(status.failing_checks) == ["ci/build", "lint"]
+    with pytest.raises(ForgeError, match="pull request #9 not found"):
+        forge.failed_check_logs(app, 9)
+
+
+def github_draft():
+    from resources.forges.github import GitHubPullRequestDraft
+
+    return GitHubPullRequestDraft(head=GITHUB_BRANCH, base="main", title="T", body="B")

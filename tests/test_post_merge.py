@@ -20,6 +20,7 @@ from resources.git import run_git
 from sensors.post_merge import build_post_merge_sensor
 from sensors.pr_status import build_pr_status_sensor
 from tests.conftest import Platform, app_repo, statuses
+from tests.test_github_forge import app, clock, fake, forge  # noqa: F401 (fixtures)
 from tests.test_rollout import tick
 
 FLEET = [app_repo("alpha", "GREETING = 'OLD'\n"), app_repo("beta", "GREETING = 'OLD'\n")]
@@ -58,10 +59,10 @@ def test_a_failure_after_the_merge_is_recorded_and_notified_a_green_watch_ends(p
     ci_says(bare(platform, "alpha"), "main", "pending")
     ci_says(bare(platform, "beta"), "main", "success")
 
-    clock, noted = Clock(), []
+    ticks, noted = Clock(), []
     status = build_pr_status_sensor(spec, lambda: LocalForge())
     watch = build_post_merge_sensor(
-        spec, lambda: LocalForge(), clock=clock, notifier_getter=lambda: _note(noted)
+        spec, lambda: LocalForge(), clock=ticks, notifier_getter=lambda: _note(noted)
     )
     with platform.instance() as instance:
         tick(status, instance, None)  # both seen merged
@@ -72,7 +73,7 @@ def test_a_failure_after_the_merge_is_recorded_and_notified_a_green_watch_ends(p
         )
 
         ci_says(bare(platform, "alpha"), "main", "failure", ["unit", "lint"])
-        clock.offset = 600
+        ticks.offset = 600
         second = tick(watch, instance, None)
         assert [e.partition for e in second.asset_events] == ["acme__alpha"]
         result = latest_post_merge(instance, spec)["acme__alpha"]
@@ -83,7 +84,7 @@ def test_a_failure_after_the_merge_is_recorded_and_notified_a_green_watch_ends(p
         assert [k for k, _ in noted] == ["post_merge_failure"]
         assert "`acme__alpha`: main fails after PR #1 merged: unit, lint" in noted[0][1]
 
-        clock.offset = 2 * 3600 + 1  # the watch is over: beta's green state is recorded
+        ticks.offset = 2 * 3600 + 1  # the watch is over: beta's green state is recorded
         third = tick(watch, instance, None)
         assert [e.partition for e in third.asset_events] == ["acme__beta"]
         assert latest_post_merge(instance, spec)["acme__beta"].state == "success"
@@ -99,16 +100,16 @@ def test_a_failure_after_the_merge_is_recorded_and_notified_a_green_watch_ends(p
 
 def test_branch_checks_of_the_local_forge_and_bad_input(platform: Platform, tmp_path: Path):
     (repo,) = platform.make_fleet(FLEET[:1])
-    forge = LocalForge()
-    checks = forge.branch_checks(str(repo), "main")
+    local = LocalForge()
+    checks = local.branch_checks(str(repo), "main")
     assert (checks.state, checks.failing, checks.branch) == ("none", [], "main")
     ci_says(repo, "main", "failure", ["e2e"])
-    assert forge.branch_checks(str(repo), "main").failing == ["e2e"]
+    assert local.branch_checks(str(repo), "main").failing == ["e2e"]
     (repo / BRANCH_CHECKS).write_text(json.dumps({"main": {"state": "red"}}))
     with pytest.raises(ForgeError, match=r"branch_checks\.json is not a valid branch checks file"):
-        forge.branch_checks(str(repo), "main")
+        local.branch_checks(str(repo), "main")
     with pytest.raises(ForgeError, match="branch 'nope' does not exist"):
-        forge.branch_checks(str(repo), "nope")
+        local.branch_checks(str(repo), "nope")
     path = platform.write_campaign("bad", targets=[str(repo)], post_merge={"watch": "soon"})
     with pytest.raises(SpecError, match=r"post_merge\.watch.*not a duration"):
         load_one(path, platform.settings())
@@ -116,3 +117,24 @@ def test_branch_checks_of_the_local_forge_and_bad_input(platform: Platform, tmp_
 
 def _note(noted: list):
     return lambda kind, message: noted.append((kind, message))
+
+
+# the GitHub contract ------------------------------------------------------------------------------
+
+
+def test_github_branch_checks_combine_the_head_statuses_and_check_runs(
+    fake,  # noqa: F811
+    forge,  # noqa: F811
+    app,  # noqa: F811
+):
+    sha = fake.refs("acme/app")["main"]
+    checks = forge.branch_checks(app, "main")
+    assert (checks.branch, checks.sha, checks.state, checks.failing) == ("main", sha, "none", [])
+    fake.set_status("acme/app", sha, "ci/build", "pending")
+    assert forge.branch_checks(app, "main").state == "pending"
+    fake.set_status("acme/app", sha, "ci/build", "success")
+    fake.add_check_run("acme/app", sha, "e2e", "completed", "timed_out")
+    checks = forge.branch_checks(app, "main")
+    assert (checks.state, checks.failing) == ("failure", ["e2e"])
+    with pytest.raises(ForgeError, match="branch nope not found"):
+        forge.branch_checks(app, "nope")

@@ -34,8 +34,10 @@ from github.PullRequest import PullRequest as GhPullRequest
 from github.Repository import Repository as GhRepository
 from pydantic import Field
 
+from resources.forges import github_status
 from resources.forges.base import (
     MERGE_METHODS,
+    BranchChecks,
     DiscoveredRepo,
     ForgeError,
     PullRequest,
@@ -304,6 +306,7 @@ class GitHubForge(GitHubTransport):
             if draft.labels:
                 pr.add_to_labels(*draft.labels)
             self._request_reviewers(name, pr, draft, fresh=True)
+            self._assign(pr, draft)
             return self._model(pr, labels=list(draft.labels))
 
     def _create(self, repo: GhRepository, draft: PullRequestDraft, as_draft: bool) -> GhPullRequest:
@@ -347,6 +350,7 @@ class GitHubForge(GitHubTransport):
         if pr.state == "open" and bool(pr.draft) != draft.draft:
             changed |= self._set_draft(name, pr, draft.draft)
         changed |= self._request_reviewers(name, pr, draft, fresh=False)
+        changed |= self._assign(pr, draft)
         if changed:
             pr = repo.get_pull(pr.number)
         return self._model(pr)
@@ -372,7 +376,8 @@ class GitHubForge(GitHubTransport):
     ) -> bool:
         """Ask the draft's reviewers who are not asked yet and have not reviewed; True if any."""
         users = list(draft.reviewers)
-        teams = list(getattr(draft, "team_reviewers", None) or [])
+        # GitHub takes a team's slug; CODEOWNERS and campaigns name it org/slug
+        teams = [t.rsplit("/", 1)[-1] for t in getattr(draft, "team_reviewers", None) or []]
         if not users and not teams:
             return False
         author = (pr.user.login if pr.user else "").lower()
@@ -396,6 +401,29 @@ class GitHubForge(GitHubTransport):
             log.warning("%s #%d: reviewers not requested: %s", name, pr.number,
                         self.redact(_why(exc)))  # fmt: skip
             return False
+        return True
+
+    def _assign(self, pr: GhPullRequest, draft: PullRequestDraft) -> bool:
+        """Assign the draft's assignees who are not yet (issue assignees endpoint); True if any."""
+        have = {u.login.lower() for u in pr.assignees}
+        missing = [u for u in getattr(draft, "assignees", None) or [] if u.lower() not in have]
+        if missing:
+            pr.add_to_assignees(*missing)
+        return bool(missing)
+
+    def enable_auto_merge(self, url: str, number: int, method: str = "merge") -> bool:
+        """Ask GitHub to merge the pull request by itself once its requirements are met (GraphQL
+        enablePullRequestAutoMerge); False when the repository does not allow auto-merge or
+        GitHub refuses it for this pull request (e.g. it could be merged right now)."""
+        with self._pull(url, number, f"enabling auto-merge of #{number}") as (name, repo, pr):
+            if not repo.allow_auto_merge:
+                return False
+            try:
+                pr.enable_automerge(merge_method=method.upper())
+            except GithubException as exc:
+                log.info("%s #%d: auto-merge not enabled: %s", name, number,
+                         self.redact(_why(exc)))  # fmt: skip
+                return False
         return True
 
     def merge_pull_request(self, url: str, number: int, method: str | None = None) -> PullRequest:
@@ -482,3 +510,21 @@ class GitHubForge(GitHubTransport):
         """State, mergeability, combined checks (statuses and check runs) and review decision."""
         with self._pull(url, number, f"reading pull request #{number}") as (_, repo, pr):
             return pull_request_status(repo, pr)
+
+    def failed_check_logs(self, url: str, number: int) -> dict[str, str]:
+        """Check name -> output of the PR head's failed check runs (title, summary, text, details
+        URL) and failed commit statuses (description, target URL)."""
+        with self._pull(url, number, f"reading the checks of pull request #{number}") as (
+            _,
+            repo,
+            pr,
+        ):
+            return github_status.failed_check_logs(repo, pr.head.sha)
+
+    def branch_checks(self, url: str, branch: str) -> BranchChecks:
+        """The combined checks of `branch`'s head commit (the post-merge watch)."""
+        name, repo = self._repo(url)
+        with self._op(
+            name, f"reading the checks of {branch}", f"{name}: branch {branch} not found"
+        ):
+            return github_status.branch_checks(repo, branch)

@@ -15,7 +15,7 @@ from github import GithubException
 from github.PullRequest import PullRequest as GhPullRequest
 from github.Repository import Repository as GhRepository
 
-from resources.forges.base import PullRequestStatus
+from resources.forges.base import BranchChecks, PullRequestStatus
 
 log = logging.getLogger(__name__)
 
@@ -139,3 +139,34 @@ def review_lines(pr: GhPullRequest, review_id: int) -> list[str]:
             f"  (the line comments of review {review_id} could not be read: GitHub answered "
             "404 Not Found)"
         ]
+
+
+def failed_check_logs(repo: GhRepository, sha: str) -> dict[str, str]:
+    """Check name -> what GitHub holds of each failed check of `sha`: a check run's output
+    (title, summary, text) and details URL; a commit status's description and target URL (its
+    log lives on the CI system the URL names)."""
+    commit = repo.get_commit(sha)
+    logs: dict[str, str] = {}
+    for status in commit.get_combined_status().statuses:
+        if status.state in ("failure", "error"):
+            parts = [status.description or status.state, status.target_url or ""]
+            logs[status.context] = "\n".join(p for p in parts if p)
+    for run in commit.get_check_runs():
+        if run.status == "completed" and (run.conclusion or "") in FAILING_CONCLUSIONS:
+            output = run.output
+            parts = [
+                f"conclusion: {run.conclusion}",
+                getattr(output, "title", None) or "",
+                getattr(output, "summary", None) or "",
+                getattr(output, "text", None) or "",
+                run.details_url or run.html_url or "",
+            ]
+            logs[run.name] = "\n".join(p for p in parts if p)
+    return logs
+
+
+def branch_checks(repo: GhRepository, branch: str) -> BranchChecks:
+    """The combined checks (statuses and check runs) of a branch's head commit."""
+    sha = repo.get_branch(branch).commit.sha
+    state, failing, _ = combined_checks(repo, sha)
+    return BranchChecks(branch=branch, sha=sha, state=state, failing=failing)
