@@ -29,6 +29,7 @@ import dagster as dg
 from orchestrator_assets.assets import history
 from orchestrator_assets.assets.rollout_history import latest_ci_repairs
 from orchestrator_assets.spec.campaign import CampaignSpec
+from orchestrator_assets.stages.automerge import merge_when_ready
 from orchestrator_assets.stages.ci_repair import (
     CI_REPAIR,
     CI_REPAIR_TAG,
@@ -136,6 +137,8 @@ def build_pr_status_sensor(
             try:
                 forge = forge or forge_getter()
                 status = forge.pull_request_status(target.repo, entry["number"])
+                # H4 auto-merge (`merge:`): merge a ready PR; its status is then the merged one
+                status = merge_when_ready(spec, key, target.repo, status, forge, context.log.info)
             except Exception as exc:  # one PR's failure must not stop the others
                 failed += 1
                 entry["failures"] += 1

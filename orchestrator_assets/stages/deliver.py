@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from orchestrator_assets.spec.campaign import CampaignSpec
 from orchestrator_assets.spec.delivery import TEMPLATES
 from orchestrator_assets.spec.target import Target
+from orchestrator_assets.stages.automerge import enable_auto_merge
 from orchestrator_assets.stages.owners import review_requests
 from orchestrator_assets.stages.publish import preview_holds, previewed_reason
 from orchestrator_assets.stages.quality import judge_holds
@@ -155,6 +156,8 @@ def deliver_pull_request(
                     limiter.give_back()
                 raise
             outcome = "opened"
+            if not draft.draft:  # `merge:` — the forge merges it once it may (if it can)
+                enable_auto_merge(spec, target.key, target.repo, pr.number, bench.forge, log)
         else:
             if not existing.draft:  # published by a human or `prs publish`: never re-drafted
                 draft = draft.model_copy(update={"draft": False})

@@ -226,7 +226,7 @@ class LocalForge:
                 head_sha=head_sha,
                 created_at=now,
                 updated_at=now,
-                **draft.model_dump(include=DRAFT_FIELDS),
+                **{**draft.model_dump(include=DRAFT_FIELDS), "reviewers": _not_author(draft)},
             )
             return self._write(pulls, pr)
 
@@ -241,7 +241,8 @@ class LocalForge:
             wanted = draft.model_dump(include=DRAFT_FIELDS - {"head"})
             for field in ("reviewers", "team_reviewers", "assignees"):  # added, never dropped
                 had = getattr(pr, field)
-                wanted[field] = had + [r for r in getattr(draft, field) if r not in had]
+                asked = _not_author(draft) if field == "reviewers" else getattr(draft, field)
+                wanted[field] = had + [r for r in asked if r not in had]
             changes = {**wanted, "head_sha": head_sha}
             if all(getattr(pr, k) == v for k, v in changes.items()):
                 return pr
@@ -379,6 +380,11 @@ class LocalForge:
             )
             self._write(pulls, updated)
             return f"{pr.url}#comment-{comment.id}"
+
+
+def _not_author(draft: PullRequestDraft) -> list[str]:
+    """The draft's reviewers but the PR's author (whoever acts here), whom no forge asks."""
+    return [r for r in draft.reviewers if r != _actor()]
 
 
 def _actor() -> str:
