@@ -18,7 +18,7 @@ from orchestrator_assets.stages import selection
 from resources.git import author_env, run_git
 from resources.repo_cache import RepoCache
 from sensors.discovery import build_discovery_sensor
-from tests.conftest import Platform, app_repo
+from tests.conftest import TEST, Platform, app_repo
 
 OLD_DJANGO = "django==3.2.25\nrequests\n"
 NEW_DJANGO = "django==4.2.11\nrequests\n"
@@ -170,3 +170,31 @@ def test_the_examples_validate(platform: Platform):
     examples = [project / "typing-generics-selected.yaml", project / "package-docstrings.yaml"]
     proc = platform.cli("validate", *map(str, examples))
     assert proc.stdout.count("chosen by select/workspaces") == 2, proc.stdout
+
+
+@pytest.mark.usefixtures("bwrap")
+def test_on_github_discovered_repositories_are_selected_by_content(platform: Platform):
+    from tests.fake_github import FakeGitHub
+
+    token = "ghp_" + "5" * 36
+    with FakeGitHub(token, platform.root / "github") as github:
+        github.add_org("acme")
+        app = {"app.py": "GREETING = 'OLD'\n", "tests/test_app.py": TEST}
+        github.add_repo("acme/old", {**app, "requirements.txt": OLD_DJANGO})
+        github.add_repo("acme/new", {**app, "requirements.txt": NEW_DJANGO})
+        platform.use_github(github.base_url, token)
+        path = platform.write_campaign(
+            "django", targets=[], discover={"github": {"org": "acme"}}, select=SELECT
+        )
+        first = platform.cli("run", "--file", str(path))
+        assert "discovered 2 repositories" in first.stdout
+        assert "1 of 2 repositories selected (2 evaluated, 0 from the cache)" in first.stdout
+        assert github.pr("acme/old", 1).head == "campaign/django"
+        assert "campaign/django" not in github.refs("acme/new")
+
+        # `new`'s base moves back to Django 3: only it is fetched and read again.
+        github.create_branch("acme/new", "main", {"requirements.txt": OLD_DJANGO})
+        second = platform.cli("run", "--file", str(path))
+        assert "2 of 2 repositories selected (1 evaluated, 1 from the cache)" in second.stdout
+        assert github.pr("acme/new", 1).head == "campaign/django"
+        assert token not in second.stdout + second.stderr

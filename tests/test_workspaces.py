@@ -98,3 +98,23 @@ def test_validate_checks_workspaces(platform: Platform):
     assert "per_repository is not supported yet" in validate(
         {"marker": "package.json", "pull_requests": "per_repository"}
     )
+
+
+@pytest.mark.usefixtures("bwrap")
+def test_on_github_each_workspace_gets_its_own_pull_request(platform: Platform):
+    from tests.fake_github import FakeGitHub
+
+    token = "ghp_" + "6" * 36
+    with FakeGitHub(token, platform.root / "github") as github:
+        github.add_repo("acme/mono", monorepo().files)
+        platform.use_github(github.base_url, token)
+        path = platform.write_campaign("mono-rename", targets=["acme/mono"], workspaces=WORKSPACES)
+        platform.cli("run", "--file", str(path))
+        heads = {github.pr("acme/mono", n).head for n in (1, 2)}
+        assert heads == {"campaign/mono-rename/packages-bar", "campaign/mono-rename/packages-foo"}
+        refs = github.refs("acme/mono")
+        changed = run_git(
+            ["diff", "--name-only", refs["main"], refs["campaign/mono-rename/packages-foo"]],
+            github.repos["acme/mono"].bare,
+        ).split()
+        assert changed == ["packages/foo/app.py"]

@@ -255,7 +255,8 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
             return TargetOutcome(
                 change=ChangeRecord(
                     outcome=ChangeOutcome.FAILED, reason=reason, repo=spec.target(key).repo,  # type: ignore[union-attr]
-                    branch=spec.branch_name, fingerprint=spec.transformation_fingerprint(),
+                    branch=spec.branch_for(spec.target(key)),  # type: ignore[arg-type]
+                    fingerprint=spec.transformation_fingerprint(),
                 ) if "change" in stages else None,
                 pull_request=PullRequestRecord(outcome="failed", reason=reason)
                 if "pull_request" in stages and "change" not in stages else None,

@@ -26,7 +26,7 @@ from rich.table import Table
 from orchestrator_assets.cli.options import OUTPUT, make_console, open_instance
 from orchestrator_assets.spec.errors import OrchestratorError
 from orchestrator_assets.spec.settings import Settings
-from resources.forges.base import Forge, PullRequestDraft, PullRequestStatus
+from resources.forges.base import MERGE_METHODS, Forge, PullRequestDraft, PullRequestStatus
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance
@@ -158,13 +158,16 @@ def act(
     message: str | None,
     actor: str,
     reason: str,
+    method: str = "merge",
 ) -> None:
-    """Do `verb` to one planned PR, record it in the event log and note the outcome on `plan`."""
+    """Do `verb` to one planned PR, record it in the event log and note the outcome on `plan`
+    (`method`: how a merge is made: merge, squash or rebase)."""
     assert plan.number is not None and plan.status is not None
     result: dict = {}
     try:
         if verb == "merge":
-            pr = forge.merge_pull_request(plan.repo, plan.number)
+            result["method"] = method
+            pr = forge.merge_pull_request(plan.repo, plan.number, method=method)
             plan.outcome = pr.state
         elif verb == "close":
             pr = forge.close_pull_request(plan.repo, plan.number, message)
@@ -187,10 +190,12 @@ def act(
 def _publish(plan: PlannedAction, spec: CampaignSpec, forge: Forge) -> str:
     """Mark a draft PR ready for review (its title, body and labels as they are)."""
     assert plan.number is not None
-    pr = forge.find_pull_request(plan.repo, spec.branch_name)
+    target = spec.target(plan.target)  # a workspace has a branch of its own
+    branch = spec.branch_for(target) if target else spec.branch_name
+    pr = forge.find_pull_request(plan.repo, branch)
     if pr is None or pr.number != plan.number:
         raise OrchestratorError(
-            f"pull request #{plan.number} is no longer the one of branch {spec.branch_name}"
+            f"pull request #{plan.number} is no longer the one of branch {branch}"
         )
     ready = PullRequestDraft(
         head=pr.head, base=pr.base, title=pr.title, body=pr.body, labels=pr.labels, draft=False
@@ -278,8 +283,10 @@ def run_bulk(
     yes: bool,
     message: str | None,
     output: str,
+    method: str = "merge",
 ) -> None:
-    """Preview or do `verb` over a campaign's pull requests (the body of every `prs` command)."""
+    """Preview or do `verb` over a campaign's pull requests (the body of every `prs` command);
+    `method` is how `merge` merges (merge, squash or rebase)."""
     from orchestrator_assets.spec.catalog import load_catalog
 
     if verb == "comment" and not (message or "").strip():
@@ -294,7 +301,7 @@ def run_bulk(
         actor = current_actor()
         reason = message or f"orchestrator prs {verb}" + (" --only-green" if only_green else "")
         for plan in todo:
-            act(verb, plan, spec, instance, forge, message, actor, reason)
+            act(verb, plan, spec, instance, forge, message, actor, reason, method)
     if output == "json":
         click.echo(json.dumps([p.row() for p in plans], indent=2))
     else:
@@ -339,10 +346,18 @@ def prs() -> None:
 @TARGETS
 @ONLY_GREEN
 @YES
+@click.option(
+    "--method",
+    type=click.Choice(MERGE_METHODS),
+    default="merge",
+    show_default=True,
+    help="merge: a merge commit; squash: one commit of the PR's changes; rebase: its commits "
+    "replayed onto the base.",
+)
 @OUTPUT
-def merge(campaign: str, targets, only_green: bool, yes: bool, output: str) -> None:
+def merge(campaign: str, targets, only_green: bool, yes: bool, method: str, output: str) -> None:
     """Merge the campaign's open (non-draft, mergeable) pull requests."""
-    run_bulk("merge", campaign, targets, only_green, yes, None, output)
+    run_bulk("merge", campaign, targets, only_green, yes, None, output, method)
 
 
 @prs.command()
