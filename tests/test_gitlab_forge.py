@@ -8,6 +8,7 @@ import json
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -533,6 +534,49 @@ def test_429_honours_retry_after_and_ratelimit_reset(fake, forge, clock, app):
     assert 3 in clock.sleeps  # Retry-After, on the injected clock
     # then the reset, 5 s away in whole seconds, plus a second
     assert 3 + 4 <= forge.stats["rate_limit_wait_s"] <= 3 + 6.5
+
+
+def test_concurrent_creates_under_faults_make_each_merge_request_once(fake, clock):
+    jobs = []
+    for r in range(4):
+        fake.add_project(f"acme/r{r}", FILES)
+        for b in range(3):
+            fake.commit(f"acme/r{r}", f"campaign/c{b}", {f"f{b}.txt": f"{b}\n"})
+            jobs.append((f"acme/r{r}", f"campaign/c{b}"))
+    # the first three creations land but their answers are lost; rate limits and 500s meanwhile
+    fake.inject("502_after", methods={"POST"}, path=r".*/merge_requests", times=3)
+    fake.inject("429", methods={"GET", "POST", "PUT"}, path=r".*/merge_requests", times=4)
+    fake.inject("500", methods={"GET"}, path=r"/users", times=2)
+    forge = make_forge(fake, clock, write_concurrency=3)
+
+    def create(job: tuple[str, str]):
+        path, head = job
+        return forge.create_pull_request(
+            f"{fake.web}/{path}", draft(head=head, labels=["campaign"], reviewers=["octocat"])
+        )
+
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(create, jobs))
+    for (path, head), pr in zip(jobs, results, strict=True):
+        mrs = [m for m in fake.projects[path].mrs.values() if m.source_branch == head]
+        assert len(mrs) == 1, (path, head)
+        assert mrs[0].iid == pr.number and mrs[0].labels == ["campaign"]
+        assert list(mrs[0].reviewers) == ["octocat"]
+    assert {kind for kind, _, _ in fake.fault_log} == {"502_after", "429", "500"}
+    conflicts = [c for c in fake.calls_to("POST", r".*/merge_requests") if c.status == 409]
+    assert conflicts  # retried creates that had landed: adopted (a retry may be lost too)
+    assert forge.stats["rate_limited"] == 4 and forge.stats["server_errors"] >= 5
+    assert len(fake.calls_to("GET", r"/users")) == 3  # octocat's id looked up once (+2 retries)
+
+
+def test_a_workers_requests_are_counted(fake, forge, app):
+    from resources.forges.base import counting_requests
+
+    with counting_requests(forge) as tally:
+        forge.resolve(app, None, BRANCH)
+        forge.create_pull_request(app, draft())
+    assert (tally.requests, tally.writes) == (4, 1)  # project, 2 branches, the create
+    assert forge.stats["api_calls"] == 4
 
 
 def test_a_rate_limit_far_away_fails_fast(fake, forge, clock, app):

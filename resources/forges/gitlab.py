@@ -259,17 +259,20 @@ class GitLabForge(GitLabTransport):
     def _user_id(self, name: str, username: str) -> int | None:
         """The id of the user `username` (looked up once per forge), None when unknown."""
         key = username.lower().lstrip("@")
+        # one lookup at a time: workers that need the same reviewer wait for its answer
+        # instead of asking GitLab again (lookups are rare: once per user and forge)
         with self._users_lock:
             if key in self._user_ids:
                 return self._user_ids[key]
-        with self._op(name, f"looking up user {username}"):
-            users = self.client().http_list("/users", query_data={"username": key}, get_all=False)
-        uid = next((u["id"] for u in users if str(u.get("username", "")).lower() == key), None)
-        if uid is None:
-            log.warning("%s: GitLab has no user %r; not asked", name, username)
-        with self._users_lock:
+            with self._op(name, f"looking up user {username}"):
+                users = self.client().http_list(
+                    "/users", query_data={"username": key}, get_all=False
+                )
+            uid = next((u["id"] for u in users if str(u.get("username", "")).lower() == key), None)
+            if uid is None:
+                log.warning("%s: GitLab has no user %r; not asked", name, username)
             self._user_ids[key] = uid
-        return uid
+            return uid
 
     def _ids(self, name: str, usernames: list[str], have: list[dict[str, Any]]) -> list[int]:
         """The ids of `usernames` not among `have` (user dicts), in order, known users only."""
