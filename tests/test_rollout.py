@@ -166,3 +166,23 @@ def _job(platform: Platform, path: Path):
 
 def _note(noted: list):
     return lambda kind, message: noted.append((kind, message))
+
+
+def test_the_examples_validate_and_only_they_get_the_rollout_and_watch_sensors(platform):
+    project = Path(__file__).resolve().parents[1] / "campaigns"
+    examples = [project / "modernize-python-waves.yaml", project / "add-docstrings-ci-repair.yaml"]
+    proc = platform.cli("validate", *map(str, examples))
+    assert proc.stdout.count("✓") == 2, proc.stdout
+    waves = load_one(examples[0], platform.settings())
+    assert [len(w) for w in _waves(waves.spec)] == [1, 2, 3]
+    sensors = {s.name for s in campaign_definitions(waves, platform.settings()).sensors}
+    assert {"modernize_python_waves_rollout", "modernize_python_waves_post_merge"} <= sensors
+    plain = load_one(project / "modernize-python.yaml", platform.settings())
+    sensors = {s.name for s in campaign_definitions(plain, platform.settings()).sensors}
+    assert not any(s.endswith(("_rollout", "_post_merge")) for s in sensors)
+
+
+def _waves(spec):
+    from orchestrator_assets.stages.rollout import waves_of
+
+    return waves_of(spec.rollout, [t.key for t in spec.targets])
