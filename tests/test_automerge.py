@@ -158,3 +158,11 @@ def test_github_auto_merge_where_allowed_and_the_sensor_merges_the_rest(platform
         assert seen["acme__guarded"] == "merged"
         rows = statuses(report.build_report(instance, spec))
     assert rows["acme__plain"] == "merged" and rows["acme__guarded"] == "merged"
+
+
+def test_a_bad_merge_setting_names_the_field(platform: Platform):
+    path = platform.write_campaign(
+        "merging", targets=["/tmp/nowhere"], merge={"when": "checks_green", "method": "ff"}
+    )
+    proc = platform.cli("validate", str(path), check=False)
+    assert proc.returncode == 1 and "merge.method" in proc.stderr

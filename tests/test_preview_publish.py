@@ -148,3 +148,12 @@ def test_publish_with_nothing_previewed_says_so(platform):
     assert "nothing to publish" in proc.stderr
     bad = platform.cli("publish", "quiet", "--target", "acme__nope", check=False)
     assert bad.returncode == 2 and "acme__nope" in bad.stderr
+
+
+def test_the_example_validates(platform):
+    example = Path(__file__).resolve().parents[1] / "campaigns" / "modernize-python-preview.yaml"
+    proc = platform.cli("validate", str(example))
+    assert "✓" in proc.stdout
+    spec = load_one(example, platform.settings()).spec
+    assert spec.preview and spec.merge is not None and spec.merge.method == "squash"
+    assert spec.pull_request.reviewers_from == "codeowners"
