@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -191,10 +192,35 @@ def github_client(
     )
 
 
-def forge_git_env(forge: Forge) -> dict[str, str]:
-    """What git needs in its environment to fetch from `forge` (its credentials), if anything."""
+def forge_git_env(forge: Forge) -> Mapping[str, str]:
+    """What git needs in its environment to fetch from `forge` (its credentials), if anything:
+    read again each time git is run (`LiveGitEnv`), as a GitHub App's token changes hourly."""
     git_env = getattr(forge, "git_env", None)
-    return git_env() if callable(git_env) else {}
+    return LiveGitEnv(git_env) if callable(git_env) else {}
+
+
+class LiveGitEnv(Mapping[str, str]):
+    """A forge's `git_env()` as a mapping that is read anew whenever it is iterated (each git
+    command's environment is built by iterating it), so that a credential renewed since (a
+    GitHub App's installation token) is the one git gets, however long the holder lives."""
+
+    def __init__(self, read: Callable[[], dict[str, str]]):
+        self._read = read
+        self._last: dict[str, str] = {}
+
+    def _fresh(self) -> dict[str, str]:
+        self._last = dict(self._read())
+        return self._last
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fresh())
+
+    def __len__(self) -> int:
+        return len(self._fresh())
+
+    def __getitem__(self, key: str) -> str:
+        # dict.update iterates the keys first, then reads each: from the same reading
+        return self._last[key] if key in self._last else self._fresh()[key]
 
 
 class RepoCacheResource(dg.ConfigurableResource):

@@ -77,6 +77,14 @@ def test_a_campaign_spans_the_local_forge_and_a_github_app(platform: Platform):
         table = platform.cli("report", "rename").stdout
         assert f"gh-app ({host})" in table and "default (local)" in table
 
+        # Bulk merge across both hosts, squashed on each.
+        merged = platform.cli("prs", "merge", "rename", "--method", "squash", "--yes")
+        assert "2 of 2 pull request(s) merged" in merged.stdout
+        (call,) = gh.calls_to("PUT", "/repos/corp/app/pulls/1/merge")
+        assert call.json()["merge_method"] == "squash"
+        subject, parents = run_git(["log", "-1", "--format=%s|%P", "main"], alpha).split("|")
+        assert subject.endswith(f"(#{local_pr.number})") and len(parents.split()) == 1
+
         # The app's installation tokens (and its key) are in no byte the platform stored.
         assert gh.app_tokens  # minted by the run
         secrets = [private.splitlines()[1]]

@@ -15,6 +15,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from resources.dagster_resources import forge_git_env
 from resources.forges.base import ForgeError
 from resources.forges.github import GitHubForge
 from resources.forges.github_app import InstallationTokens
@@ -89,6 +90,8 @@ def test_the_token_is_renewed_before_it_expires_and_an_expired_one_is_refused(fa
     forge.resolve("acme/app", None, "campaign/x")
     first = tokens.current()
     env_before = forge.git_env()
+    live = forge_git_env(forge)  # what the repository cache of a run holds
+    assert dict(live) == env_before
     fake.clock_shift_s = 200  # 400 s left of 600: still the same token
     assert tokens.current() == first
     fake.clock_shift_s = 330  # under 300 s left: renewed before it expires
@@ -97,6 +100,7 @@ def test_the_token_is_renewed_before_it_expires_and_an_expired_one_is_refused(fa
     assert second != first and tokens.mints == 2
     assert f"token {second}" in auth_headers(fake)[-2:]
     assert forge.git_env() != env_before  # git gets the current token too
+    assert dict(live) == forge.git_env()  # and so does a holder of the env from before
     fake.clock_shift_s = 700  # the first token has expired on the server: refused
     headers = {"Authorization": f"token {first}"}
     assert requests.get(f"{fake.base_url}/repos/acme/app", headers=headers).status_code == 401
