@@ -166,6 +166,28 @@ def test_a_conflict_after_the_base_moved_reruns_the_codemod_on_the_new_base(
         assert not nothing.run_requests
 
 
+def test_failed_checks_of_a_deterministic_campaign_on_an_unchanged_base_push_nothing(
+    platform: Platform, bwrap: None
+):
+    repo = create_repo(platform.fleet, app_repo("alpha", "GREETING = 'OLD'\n"))
+    path = platform.write_campaign("same", targets=[str(repo)], ci_repairs=1)
+    platform.run(path)
+    spec = load_one(path, platform.settings()).spec
+    head = branch_head(repo, spec.branch_name)
+    edit_pr(repo, checks="failure", check_logs={"unit": "FAILED tests/test_app.py\n"})
+    sensor = build_pr_status_sensor(spec, lambda: LocalForge(), job=_job(platform, path))
+    with platform.instance() as instance:
+        result = tick(sensor, instance, None)
+    (request,) = result.run_requests
+    launch(platform, path, request)
+    assert branch_head(repo, spec.branch_name) == head  # the same change: nothing new pushed
+    with platform.instance() as instance:
+        record = history.latest_pull_requests(instance, spec)["acme__alpha"]
+        assert (record.outcome, record.number, record.pushed_sha) == ("unchanged", 1, None)
+        again = tick(sensor, instance, None)  # polled again, the same status: not asked again
+        assert not again.run_requests and "1 polled, 0 changed" in again.skip_reason.skip_message
+
+
 def test_no_repair_without_ci_repairs_and_the_local_forge_verbs(platform: Platform, bwrap: None):
     repo = create_repo(platform.fleet, app_repo("alpha", "GREETING = 'OLD'\n"))
     path = platform.write_campaign("plain", targets=[str(repo)])

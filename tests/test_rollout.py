@@ -186,3 +186,40 @@ def _waves(spec):
     from orchestrator_assets.stages.rollout import waves_of
 
     return waves_of(spec.rollout, [t.key for t in spec.targets])
+
+
+def test_waves_open_on_checks_green_and_settled_targets_count_as_done():
+    from orchestrator_assets.spec.campaign import parse_campaign
+    from orchestrator_assets.stages.rollout import TargetState, standing
+
+    spec = parse_campaign(
+        {
+            "name": "w",
+            "targets": [f"/r/{n}" for n in "abcdef"],
+            "transformation": {"kind": "deterministic", "command": "true"},
+            "rollout": {"waves": [2, 4], "wait_for": "checks_green", "halt_failure_rate": 0.5},
+        },
+        file="w.yaml",
+        base_dir=Path("/"),
+    )
+    keys = [t.key for t in spec.targets]
+
+    def states(**by_key):
+        return {keys[int(k[1:])]: TargetState(*v) for k, v in by_key.items()}
+
+    # wave 1: one PR green, one needs no change -> wave 2 opens; its PRs are pending
+    now = standing(spec, states(t0=("pr_open", "success"), t1=("no_change", None),
+                                t2=("pr_open", "pending")))  # fmt: skip
+    assert now.open_wave == 2 and now.halted is None
+    assert [len(w.targets) for w in now.waves] == [2, 2, 2]  # the rest is a final wave
+    assert now.hold_reason(keys[3]) is None and now.hold_reason(keys[4]) == "waiting for wave 3"
+    # one failed of two in wave 2 is not more than 50%: still open, waiting for the other
+    now = standing(spec, states(t0=("merged", None), t1=("no_change", None),
+                                t2=("pr_open", "failure"), t3=("pr_open", "success")))  # fmt: skip
+    assert now.open_wave == 2 and now.halted is None and now.waves[1].failed == 1
+    # both failed: halted, and wave 3 is held with the reason
+    now = standing(spec, states(t0=("merged", None), t1=("no_change", None),
+                                t2=("pr_open", "failure"), t3=("closed", None)))  # fmt: skip
+    assert now.halted.startswith("wave 2 failure rate 100% > 50%")
+    assert now.hold_reason(keys[5]).startswith("rollout halted: wave 2")
+    assert "halted" in now.describe().splitlines()[0]
