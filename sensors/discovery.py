@@ -76,7 +76,9 @@ def _current(spec: CampaignSpec, context: dg.SensorEvaluationContext) -> Campaig
         selection.age_s(settings, current) > selection.RESELECT_AFTER_S
     ):
         try:
-            current, chosen = selection.reselect(current, settings)
+            current, chosen = selection.reselect(
+                current, settings, budget_s=selection.SENSOR_BUDGET_S
+            )
             if chosen is not None:
                 context.log.info(f"selection of {spec.name}: {chosen.summary()}")
         except Exception as exc:  # keep the last answers rather than lose the targets

@@ -198,3 +198,21 @@ def test_on_github_discovered_repositories_are_selected_by_content(platform: Pla
         assert "2 of 2 repositories selected (1 evaluated, 1 from the cache)" in second.stdout
         assert github.pr("acme/new", 1).head == "campaign/django"
         assert token not in second.stdout + second.stderr
+
+
+def test_a_time_budget_defers_repositories_and_keeps_their_last_answers(platform: Platform):
+    repos = make_repos(platform)
+    path = platform.write_campaign("django", targets=list(repos.values()), select=SELECT)
+    settings = platform.settings()
+    spec = load_one(path, settings).spec
+    full, found = selection.reselect(spec, settings)
+    assert [t.key for t in full.targets] == ["acme__old"] and found.evaluated == 3
+    commit_to(repos["new"], {"requirements-prod.txt": OLD_DJANGO})
+    # No time left: nothing is looked at, the last answers stand, and it says so.
+    same, found = selection.reselect(full, settings, budget_s=0)
+    assert [t.key for t in same.targets] == ["acme__old"]
+    assert (found.deferred, found.evaluated, found.cached) == (3, 0, 0)
+    assert "3 left for the next evaluation (time budget)" in found.summary()
+    later, found = selection.reselect(same, settings)
+    assert {t.key for t in later.targets} == {"acme__old", "acme__new"}
+    assert (found.evaluated, found.cached) == (1, 2)

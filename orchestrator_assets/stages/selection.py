@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,9 @@ from resources.repo_cache import RepoCache
 # The discovery sensor evaluates a campaign again after this long (each evaluation asks the forge
 # for every repository's base commit; a base that did not move costs nothing more).
 RESELECT_AFTER_S = 120.0
+# How long one sensor tick may spend evaluating (ticks time out at 60 s); the rest waits.
+SENSOR_BUDGET_S = 40.0
+WORKERS = 8  # repositories looked at in parallel (forge lookups, fetches, git grep)
 
 
 @dataclass
@@ -56,6 +60,7 @@ class SelectionRefresh:
     errors: dict[str, str] = field(default_factory=dict)  # key -> what went wrong
     evaluated: int = 0  # answers worked out with git
     cached: int = 0  # answers taken from the cache (base commit unchanged)
+    deferred: int = 0  # not looked at within the time budget (their last answer kept)
     changed: list[str] = field(default_factory=list)  # keys whose answer differs from before
 
     def summary(self) -> str:
@@ -64,6 +69,8 @@ class SelectionRefresh:
             f"{len(self.selected)} of {self.total} repositories selected "
             f"({self.evaluated} evaluated, {self.cached} from the cache)"
         )
+        if self.deferred:
+            line += f"; {self.deferred} left for the next evaluation (time budget)"
         if self.errors:
             line += f"; {len(self.errors)} could not be evaluated: " + "; ".join(
                 f"{k}: {v}" for k, v in list(self.errors.items())[:5]
@@ -145,35 +152,58 @@ def evaluate(
 
 
 def refresh_selection(
-    spec: CampaignSpec, settings: Settings, forge: Forge, cache: RepoCache
+    spec: CampaignSpec,
+    settings: Settings,
+    forge: Forge,
+    cache: RepoCache,
+    *,
+    budget_s: float | None = None,
+    workers: int = WORKERS,
 ) -> SelectionRefresh:
     """Evaluate the campaign's selector on the base commit of each of its repositories (the
-    cached answer when the base did not move) and store the answers for loading."""
+    cached answer when the base did not move) and store the answers for loading.
+
+    Repositories are looked at `workers` at a time. With `budget_s` (a sensor tick's time),
+    repositories not begun by then keep their previous answer (`deferred`) for the next call."""
     spec = without_selection(spec)
     digest = selection_digest(spec)
     answers = AnswerCache(settings.data_dir / "selection", digest)
     before = stored_selection(settings, spec).get("targets", {})
     result = SelectionRefresh(total=len(spec.targets))
+    deadline = time.monotonic() + budget_s if budget_s is not None else None
+
+    def work(target: Target) -> tuple[dict, bool] | None:
+        if deadline is not None and time.monotonic() > deadline:
+            return None  # deferred to the next evaluation
+        return _target_answer(spec, target, forge, cache, answers)
+
     stored: dict[str, dict] = {}
-    for target in spec.targets:
-        try:
-            entry = _target_answer(spec, target, forge, cache, answers, result)
-        except (ForgeError, GitError) as exc:
-            result.errors[target.key] = str(exc)
-            if target.key in before:  # keep what was known rather than drop the target
-                stored[target.key] = before[target.key]
-            continue
-        stored[target.key] = entry
-        if entry["selected"]:
-            result.selected.append(target.key)
-        else:
-            result.not_selected[target.key] = entry["why"]
-        old = before.get(target.key)
-        if old is None or (old["selected"], old.get("workspaces")) != (
-            entry["selected"],
-            entry.get("workspaces"),
-        ):
-            result.changed.append(target.key)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="select") as pool:
+        futures = [(t, pool.submit(work, t)) for t in spec.targets]
+        for target, future in futures:
+            key = target.key
+            try:
+                done = future.result()
+            except (ForgeError, GitError) as exc:
+                result.errors[key] = str(exc)
+                done = None
+            if done is None:
+                result.deferred += key not in result.errors
+                if key in before:  # keep what was known rather than drop the target
+                    stored[key] = before[key]
+                    _count(result, key, before[key])
+                continue
+            entry, cached = done
+            result.cached += cached
+            result.evaluated += not cached
+            stored[key] = entry
+            _count(result, key, entry)
+            old = before.get(key)
+            if old is None or (old["selected"], old.get("workspaces")) != (
+                entry["selected"],
+                entry.get("workspaces"),
+            ):
+                result.changed.append(key)
     answers.save()
     path = selection_path(settings, spec)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -185,25 +215,26 @@ def refresh_selection(
     return result
 
 
+def _count(result: SelectionRefresh, key: str, entry: dict) -> None:
+    if entry["selected"]:
+        result.selected.append(key)
+    else:
+        result.not_selected[key] = entry["why"]
+
+
 def _target_answer(
-    spec: CampaignSpec,
-    target: Target,
-    forge: Forge,
-    cache: RepoCache,
-    answers: AnswerCache,
-    result: SelectionRefresh,
-) -> dict:
-    """One repository's answer as stored: from the cache when its base commit was seen."""
+    spec: CampaignSpec, target: Target, forge: Forge, cache: RepoCache, answers: AnswerCache
+) -> tuple[dict, bool]:
+    """One repository's answer as stored, and whether it came from the cache (its base commit
+    was seen before)."""
     repo = forge.resolve(target.repo, target.base, spec.branch_for(target))
     answer = answers.get(repo.base_sha)
-    if answer is not None:
-        result.cached += 1
-    else:
+    cached = answer is not None
+    if answer is None:
         cache.mirror(repo.clone_url)  # fetched only for a base commit not evaluated before
         answer = evaluate(spec.select, spec.workspaces, cache, repo.clone_url, repo.base_sha)
         answers.put(repo.base_sha, answer)
-        result.evaluated += 1
-    return {"repo": target.repo, "base_sha": repo.base_sha, **answer.__dict__}
+    return {"repo": target.repo, "base_sha": repo.base_sha, **answer.__dict__}, cached
 
 
 def age_s(settings: Settings, spec: CampaignSpec) -> float:
@@ -213,10 +244,13 @@ def age_s(settings: Settings, spec: CampaignSpec) -> float:
 
 
 def reselect(
-    spec: CampaignSpec, settings: Settings, forge: Forge | None = None
+    spec: CampaignSpec,
+    settings: Settings,
+    forge: Forge | None = None,
+    budget_s: float | None = None,
 ) -> tuple[CampaignSpec, SelectionRefresh | None]:
-    """Evaluate the campaign's selection now; the campaign with the targets it selects (as it
-    is when it has neither `select:` nor `workspaces:`)."""
+    """Evaluate the campaign's selection now (within `budget_s` seconds, if given); the campaign
+    with the targets it selects (as it is when it has neither `select:` nor `workspaces:`)."""
     if spec.select is None and spec.workspaces is None:
         return spec, None
     from resources.build import build_forge
@@ -224,5 +258,5 @@ def reselect(
 
     forge = forge or build_forge(settings)
     cache = RepoCache(settings.cache_dir, forge_git_env(forge))
-    found = refresh_selection(spec, settings, forge, cache)
+    found = refresh_selection(spec, settings, forge, cache, budget_s=budget_s)
     return with_selected(spec, settings), found
