@@ -62,10 +62,17 @@ def test_the_sensor_merges_green_prs_with_the_campaigns_method(platform: Platfor
     fleet = [app_repo(n, "GREETING = 'OLD'\n") for n in ("alpha", "beta", "gamma")]
     targets = [str(p) for p in platform.make_fleet(fleet)]
     path = platform.write_campaign("merging", targets=targets, merge=MERGE)
+    alpha = platform.fleet / "acme" / "alpha.git"
+    (alpha / "forge_settings.json").write_text('{"allow_auto_merge": true}')
     outcome = platform.run(path)
     assert set(statuses(outcome.report).values()) == {"pr_open"}
+    # Auto-merge is enabled where the repository allows it (alpha), with the campaign's method.
+    records = {
+        n: json.loads((platform.fleet / "acme" / f"{n}.git" / "pulls" / "1.json").read_text())
+        for n in ("alpha", "beta")
+    }
+    assert records["alpha"]["auto_merge"] == "squash" and records["beta"]["auto_merge"] is None
     spec = load_one(path, platform.settings()).spec
-    alpha = platform.fleet / "acme" / "alpha.git"
     main_before = git(alpha, "rev-parse", "main")
     clock = Clock()
     sensor = build_pr_status_sensor(spec, lambda: LocalForge(), clock=clock)

@@ -29,6 +29,8 @@ from resources.forges.base import (
 from resources.git import SAFE_RECEIVE_PACK, GitError, author_env, ls_remote, run_git
 
 BRANCH_CHECKS = "branch_checks.json"  # in the git dir: what CI says of each branch (tests)
+# in the git dir: the repository's settings a person sets, e.g. {"allow_auto_merge": true}
+SETTINGS = "forge_settings.json"
 CHECKS = get_args(PullRequestStatus.model_fields["checks"].annotation)
 REVIEWS = get_args(PullRequestStatus.model_fields["review"].annotation)
 # what the forge itself writes from a draft (a subclass's extra fields are not the record's)
@@ -58,6 +60,7 @@ class LocalPullRequest(PullRequest):
     reviewers: list[str] = Field(default_factory=list)
     team_reviewers: list[str] = Field(default_factory=list)
     assignees: list[str] = Field(default_factory=list)
+    auto_merge: str | None = None  # the merge method auto-merge was enabled with
     checks: str = "none"
     review: str = "none"
     comments: list[LocalComment] = Field(default_factory=list)
@@ -364,6 +367,25 @@ class LocalForge:
             return BranchChecks.model_validate({"branch": branch, "sha": sha, **(entry or {})})
         except (ValueError, TypeError) as exc:  # JSON or pydantic: the file is wrong
             raise ForgeError(f"{url}: {file} is not a valid branch checks file: {exc}") from None
+
+    def enable_auto_merge(self, url: str, number: int, method: str = "merge") -> bool:
+        """Mark an open PR to be merged with `method` once it may (its record's `auto_merge`),
+        when `<git dir>/forge_settings.json` says `"allow_auto_merge": true`; False otherwise.
+        The local forge has no CI to merge on: the PR status sensor merges it when ready."""
+        _, git_dir = self._repo(url)
+        file = git_dir / SETTINGS
+        try:
+            settings = json.loads(file.read_text()) if file.exists() else {}
+        except ValueError as exc:
+            raise ForgeError(f"{url}: {file} is not valid JSON: {exc}") from None
+        if not (isinstance(settings, dict) and settings.get("allow_auto_merge") is True):
+            return False
+        with self._locked(url) as pulls:
+            pr = self._get(pulls, url, number)
+            if pr.state != "open":
+                raise ForgeError(f"{url}: pull request #{number} is {pr.state}, not open")
+            self._write(pulls, pr.model_copy(update={"auto_merge": method}))
+        return True
 
     def comment(self, url: str, number: int, body: str) -> str:
         """Append a comment to the pull request's record; returns its URL (`...json#comment-N`)."""
