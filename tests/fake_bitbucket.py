@@ -824,7 +824,7 @@ class FakeBitbucket:
         if source not in refs or dest not in refs:
             raise BbError(
                 404,
-                f"Repository {repo.full_name} has no branch {source or dest}",
+                f"Branch {source if source not in refs else dest} not found",
                 "com.atlassian.bitbucket.repository.NoSuchBranchException",
             )
         for p in repo.pulls.values():

@@ -369,10 +369,23 @@ def test_data_center_reports_a_conflicting_pull_request_not_mergeable(tmp_path, 
         assert status.mergeable is False and status.mergeable_state == "dirty"
 
 
-def test_an_unknown_reviewer_is_bitbuckets_validation_error(fake, forge, tmp_path):
+def test_a_reviewer_bitbucket_refuses_is_a_warning_not_a_failure(fake, forge, tmp_path, caplog):
+    """As on GitHub: the pull request opens (or is updated) without the reviewer."""
+    name, url = app(fake)
     push_change(forge, fake, tmp_path)
-    with pytest.raises(ForgeError, match=r"rejected by Bitbucket .*\(400 .*nobody"):
-        forge.create_pull_request(app(fake)[1], draft(reviewers=["nobody"]))
+    pr = forge.create_pull_request(url, draft(reviewers=["nobody"]))
+    assert pr.number == 1 and fake.pr(name, 1).reviewers == []
+    assert "reviewers not requested" in caplog.text and "nobody" in caplog.text
+    forge.update_pull_request(url, 1, draft(title="Retitled", reviewers=["ghost"]))
+    assert fake.pr(name, 1).title == "Retitled" and fake.pr(name, 1).reviewers == []
+    assert "ghost" in caplog.text
+
+
+def test_bitbucket_validation_errors_name_the_repository(fake, forge):
+    name, url = app(fake)
+    wanted = rf"{name}: creating a pull request for campaign/none .*(Branch not found|not found)"
+    with pytest.raises(ForgeError, match=wanted):
+        forge.create_pull_request(url, draft(head="campaign/none"))
 
 
 def test_credentials_are_in_no_error_or_log(fake, clock, caplog, tmp_path):

@@ -30,7 +30,13 @@ from resources.forges.base import (
     ResolvedRepo,
     refuse_push,
 )
-from resources.forges.bitbucket_api import MERGE_METHODS, BbPull, BitbucketApi, RepoRef
+from resources.forges.bitbucket_api import (
+    MERGE_METHODS,
+    BbPull,
+    BitbucketApi,
+    DiscoveredRepo,
+    RepoRef,
+)
 from resources.forges.bitbucket_cloud import CloudApi
 from resources.forges.bitbucket_dc import DcApi
 from resources.forges.bitbucket_discovery import BitbucketSelector
@@ -94,7 +100,7 @@ class BitbucketForge:
         """Close the HTTP connections."""
         self.http.close()
 
-    def discover(self, selector: BitbucketSelector | dict[str, Any]) -> list:
+    def discover(self, selector: BitbucketSelector | dict[str, Any]) -> list[DiscoveredRepo]:
         """The repositories `selector` picks (see `bitbucket_discovery`)."""
         if isinstance(selector, dict):
             selector = BitbucketSelector.model_validate(selector)
@@ -194,21 +200,30 @@ class BitbucketForge:
         }
         if draft.labels:
             log.debug("%s: Bitbucket has no labels; %s not recorded", ref.name, draft.labels)
+        adopted: list[BbPull] = []
+
+        def landed() -> BbPull | None:  # a create whose answer was lost: did it open one?
+            found = self._open_from(ref, draft.head, draft.base)
+            if found is not None:
+                adopted.append(found)
+            return found
+
         try:
-            pull = self.api.create_pull(
-                ref, fields, list(draft.reviewers),
-                recover=lambda: self._open_from(ref, draft.head, draft.base),
-            )  # fmt: skip
+            pull = self.api.create_pull(ref, fields, list(draft.reviewers), recover=landed)
         except ForgeError as exc:
             if getattr(exc, "status", None) not in (400, 409):
                 raise
             existing = self._open_from(ref, draft.head, draft.base)
+            if existing is None and draft.reviewers and _about_reviewers(exc):
+                log.warning("%s: reviewers not requested: %s", ref.name, exc)  # as on GitHub
+                pull = self.api.create_pull(ref, fields, [], recover=landed)
+                return self._model(pull)
             if existing is None:
                 raise
             log.info("%s: pull request #%d for %s exists; updating it",
                      ref.name, existing.number, draft.head)  # fmt: skip
             return self._update(ref, existing, draft)
-        if pull.title != draft.title or pull.source != draft.head:  # adopted after a lost answer
+        if adopted:  # it may be an older one: make it say what the draft says
             return self._update(ref, pull, draft)
         return self._model(pull)
 
@@ -240,7 +255,16 @@ class BitbucketForge:
             changes["reviewers"] = list(pull.reviewers)  # a PUT without them would drop them
         if not changes:
             return self._model(pull)
-        return self._model(self.api.edit_pull(ref, pull, changes))
+        try:
+            return self._model(self.api.edit_pull(ref, pull, changes))
+        except ForgeError as exc:
+            if not (missing and getattr(exc, "status", None) == 400 and _about_reviewers(exc)):
+                raise
+            log.warning("%s #%d: reviewers not requested: %s", ref.name, pull.number, exc)
+            changes["reviewers"] = list(pull.reviewers)
+            if set(changes) == {"reviewers"}:
+                return self._model(pull)
+            return self._model(self.api.edit_pull(ref, pull, changes))
 
     def merge_pull_request(self, url: str, number: int, method: str = "merge") -> PullRequest:
         """Merge an open pull request (`method`: merge, squash or rebase — Cloud's merge_commit,
@@ -359,3 +383,8 @@ class BitbucketForge:
             review=review,  # type: ignore[arg-type]
             reviews=reviews,
         )
+
+
+def _about_reviewers(exc: ForgeError) -> bool:
+    """Whether Bitbucket refused a write for its reviewers (unknown user, the author...)."""
+    return "reviewer" in str(exc).lower()

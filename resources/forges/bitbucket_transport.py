@@ -365,8 +365,12 @@ class BitbucketTransport:
     ) -> BitbucketHttpError:
         status = response.status_code
         message = error_message(response)
-        if status == 404:
-            text = not_found or f"{subject}: repository not found (or the token cannot see it)"
+        if status == 404 and not_found:
+            text = not_found
+        elif status == 404 and action == "resolve":
+            text = f"{subject}: repository not found (or the token cannot see it)"
+        elif status == 404:
+            text = f"{subject}: {action} failed: not found (404 {message})"
         elif status == 401:
             text = f"{subject}: {action} failed: {self.name} rejected the credentials (401)"
         elif status == 403:
