@@ -249,6 +249,13 @@ def test_server_errors_and_rate_limits_are_retried_honouring_retry_after(fake, f
     assert forge.stats["rate_limited"] == 1 and forge.stats["server_errors"] == 2
 
 
+def test_a_rate_limit_longer_than_max_wait_fails_at_once(fake, forge, clock):
+    fake.inject("429", methods={"GET"}, times=None, retry_after=3600)
+    with pytest.raises(ForgeError, match=r"asks to wait 3600 s .* not waiting that long"):
+        forge.resolve(app(fake)[1], None, BRANCH)
+    assert clock.sleeps == []
+
+
 def test_a_lasting_outage_ends_in_a_clear_error(fake, clock):
     forge = make_forge(fake, clock, max_retries=2)
     fake.inject("502", methods={"GET"}, times=None)
@@ -455,7 +462,7 @@ def test_a_wait_ends_when_the_worker_is_cancelled(fake):
     from resources import cancel
 
     forge = BitbucketForge(fake.flavor, TOKEN, fake.base_url)  # the real, cancellable sleep
-    fake.inject("429", methods={"GET"}, times=None, retry_after=3600)
+    fake.inject("429", methods={"GET"}, times=None, retry_after=50)
     scope = cancel.CancelScope()
     scope.cancel()
     with cancel.scope(scope), pytest.raises(ForgeError, match="Bitbucket: cancelled"):

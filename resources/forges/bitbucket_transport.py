@@ -296,6 +296,13 @@ class BitbucketTransport:
                 retry_after = _float(response.headers.get("Retry-After"))
                 if response.status_code == 429:
                     kind, wait = "rate_limit", retry_after
+                    if retry_after is not None and retry_after > self.max_wait_s:
+                        raise BitbucketHttpError(
+                            f"{subject}: {action}: {self.name} rate limit; it asks to wait "
+                            f"{retry_after:.0f} s (more than {self.max_wait_s:.0f}), not waiting "
+                            "that long — try again later",
+                            429,
+                        )
                 elif response.status_code >= 500:
                     kind, wait = "server", retry_after
                 else:
