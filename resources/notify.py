@@ -1,8 +1,9 @@
 """Notifications to people: a Slack incoming webhook, optional and off by default.
 
 The platform posts when targets await review (with the start of their diff), when a campaign
-finishes (counts and cost), on budget alerts and when pull requests merge. A failed post is
-logged and never fails the work that caused it.
+finishes (counts and cost), on budget alerts, when pull requests merge, when a rollout wave
+opens or the rollout halts, when a failing PR is repaired and when a default branch fails after
+a merge. A failed post is logged and never fails the work that caused it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ from resources.dagster_resources import field_value
 
 log = logging.getLogger(__name__)
 Notify = Callable[[str, str], bool]  # (event kind, message) -> posted
-KINDS = ("awaiting_review", "review_timeout", "campaign_finished", "budget", "merged")
+KINDS = (
+    "awaiting_review", "review_timeout", "campaign_finished", "budget", "merged",
+    # rollout waves, CI-driven repair, the post-merge watch (stages/rollout.py, ci_repair.py)
+    "rollout_wave", "rollout_halted", "ci_repair", "post_merge_failure",
+)  # fmt: skip
 TEXT_LIMIT = 3000  # Slack truncates a section's text beyond this
 WEBHOOK_ENV = "ORCHESTRATOR_SLACK_WEBHOOK_URL"  # the variable holding the webhook URL
 

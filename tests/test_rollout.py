@@ -16,9 +16,11 @@ from orchestrator_assets.spec.catalog import load_one
 from orchestrator_assets.spec.errors import SpecError
 from resources.forges.local import LocalForge
 from resources.git import run_git
+from resources.notify import NotifierResource
 from sensors.pr_status import build_pr_status_sensor
 from sensors.rollout import build_rollout_sensor
 from tests.conftest import Platform, app_repo, statuses
+from tests.test_review import slack  # noqa: F401 (the Slack receiver fixture)
 
 FLEET = [
     app_repo("alpha", "GREETING = 'OLD'\n"),
@@ -107,7 +109,7 @@ def test_first_wave_publishes_the_rest_waits_and_opens_once_it_merged(platform, 
         assert frame.attrs["rollout"].startswith("wave 2 of 2 open")
 
 
-def test_a_failing_wave_halts_the_rollout_with_a_notification(platform, rollout_campaign):
+def test_a_failing_wave_halts_the_rollout_with_a_notification(platform, rollout_campaign, slack):  # noqa: F811
     path = rollout_campaign
     platform.run(path)
     spec = load_one(path, platform.settings()).spec
@@ -115,6 +117,9 @@ def test_a_failing_wave_halts_the_rollout_with_a_notification(platform, rollout_
     record.write_text(json.dumps(json.loads(record.read_text()) | {"checks": "failure"}))
     noted: list[tuple[str, str]] = []
     waves = build_rollout_sensor(spec, _job(platform, path), notifier_getter=lambda: _note(noted))
+    posted = build_rollout_sensor(
+        spec, _job(platform, path), notifier_getter=NotifierResource().get
+    )
     with platform.instance() as instance:
         tick(build_pr_status_sensor(spec, lambda: LocalForge()), instance, None)
         result = tick(waves, instance, None)
@@ -123,6 +128,9 @@ def test_a_failing_wave_halts_the_rollout_with_a_notification(platform, rollout_
         assert "wave 1 failure rate 100% > 20%" in noted[0][1]
         again = tick(waves, instance, result.cursor)  # notified once
         assert len(noted) == 1 and not again.run_requests
+        tick(posted, instance, None)  # the same through the Slack notifier
+        (text,) = slack.texts("rollout_halted")
+        assert "*waves*: rollout halted: wave 1 failure rate 100% > 20%" in text
     # a run now holds the later wave with the halt as its reason
     outcome = platform.run(path, ["acme__beta"])
     row = outcome.report.set_index("target").loc["acme__beta"]
