@@ -118,3 +118,40 @@ def test_on_github_each_workspace_gets_its_own_pull_request(platform: Platform):
             github.repos["acme/mono"].bare,
         ).split()
         assert changed == ["packages/foo/app.py"]
+
+
+@pytest.mark.usefixtures("bwrap")
+def test_a_listed_target_can_name_its_directory(platform: Platform):
+    (mono,) = create_fleet(platform.fleet, [monorepo()])
+    path = platform.write_campaign(
+        "one-package", targets=[{"repo": str(mono), "path": "packages/bar"}]
+    )
+    platform.cli("run", "--file", str(path))
+    report = json.loads(platform.cli("report", "one-package", "--output", "json").stdout)
+    assert {r["target"]: r["status"] for r in report} == {"acme__mono__packages-bar": "pr_open"}
+    changed = run_git(["diff", "--name-only", "main", "campaign/one-package/packages-bar"], mono)
+    assert changed.split() == ["packages/bar/app.py"]
+
+
+def test_select_decides_on_the_repository_then_workspaces_split_it(platform: Platform):
+    from orchestrator_assets.spec.selection import Selector
+    from orchestrator_assets.spec.workspaces import Workspaces
+    from orchestrator_assets.stages.selection import evaluate
+    from resources.repo_cache import RepoCache
+
+    (mono,) = create_fleet(platform.fleet, [monorepo()])
+    cache = RepoCache(platform.root / "cache")
+    cache.mirror(str(mono))
+    head = run_git(["rev-parse", "main"], mono).strip()
+    split = Workspaces.model_validate(WORKSPACES)
+
+    def answer(select: dict, workspaces: Workspaces = split):
+        return evaluate(Selector.model_validate(select), workspaces, cache, str(mono), head)
+
+    found = answer({"paths": ["README.md"]})
+    assert found.selected and found.workspaces == ["packages/bar", "packages/foo"]
+    assert not answer({"paths": ["Cargo.toml"]}).selected
+    assert answer({"paths": ["README.md"]}, Workspaces(marker="index.md", under="packages/*")) \
+        .workspaces == ["packages/docs"]  # fmt: skip
+    nothing = answer({"paths": ["README.md"]}, Workspaces(marker="package.json"))
+    assert not nothing.selected and nothing.why == "no package.json under *"
