@@ -120,7 +120,13 @@ class Project:
 class FakeGitLab:
     """The fake server and its state. Use as a context manager, or `start()`/`stop()`."""
 
-    handle_git = FakeGitHub.handle_git  # git smart HTTP: the same `git http-backend` CGI
+    # git smart HTTP: fake_github's `git http-backend` CGI, which reads `token`, `root`,
+    # `git_root` and `_accepts` of the fake it serves
+    handle_git = FakeGitHub.handle_git
+
+    def _accepts(self, token: str) -> bool:
+        """Whether `token` (git's Basic password) authenticates."""
+        return token == self.token
 
     def __init__(self, token: str, root: Path, *, username: str = "campaign-bot"):
         self.token = token

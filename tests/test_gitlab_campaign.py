@@ -110,3 +110,52 @@ def test_a_campaign_on_gitlab_from_discovery_to_a_bulk_merge(platform: Platform,
                 stored = file.read_bytes()
                 for secret in SECRETS:
                     assert secret.encode() not in stored, f"{secret[:12]}... found in {file}"
+
+
+def test_gitlab_reviews_of_draft_merge_requests_are_the_review_decisions(
+    platform: Platform, gitlab
+):
+    """A campaign that reviews in draft MRs: an approval on GitLab publishes the MR (its
+    `Draft: ` title prefix goes); a reviewer's "requested changes" is recorded as a rejection
+    with the reviewer's name, and the MR is closed."""
+    from dagster import build_sensor_context
+
+    from orchestrator_assets.assets.factory import build_campaign_definitions
+    from orchestrator_assets.spec.catalog import load_one
+    from orchestrator_assets.stages import review
+    from resources.build import build_forge
+    from sensors.review import build_review_sensor
+
+    fake = gitlab
+    path = campaign(platform)
+    data = yaml.safe_load(path.read_text())
+    data["review"] = {"policy": "required"}
+    data["pull_request"]["draft"] = True
+    path.write_text(yaml.safe_dump(data))
+    platform.cli("run", "--file", str(path))
+    assert {r["status"] for r in report(platform).values()} == {"awaiting_review"}
+    assert fake.mr(ALPHA, 1).title.startswith("Draft: ") and fake.mr(BETA, 1).draft
+
+    fake.approve(ALPHA, 1, "octocat")
+    fake.set_reviewer_state(BETA, 1, "hubot", "requested_changes")
+    fake.add_discussion(BETA, 1, "hubot", "keep the old name in docs")
+    loaded = load_one(path, platform.settings())
+    defs = build_campaign_definitions(loaded.spec, loaded.profile)
+    job = next(j for j in defs.jobs if j.name == "rename_targets")
+    sensor = build_review_sensor(
+        loaded.spec, job, lambda: build_forge(platform.settings(), loaded.spec)
+    )
+    with platform.instance() as instance:
+        result = sensor(build_sensor_context(instance=instance))
+        made = {d.target: d for d in review.decisions_since(instance, loaded.spec, 0)[0]}
+    alpha_key = next(k for k in made if k.endswith("alpha"))
+    beta_key = next(k for k in made if k.endswith("beta"))
+    assert {r.partition_key for r in result.run_requests} == {alpha_key, beta_key}
+    assert (made[alpha_key].decision, made[alpha_key].actor) == ("approve", "octocat")
+    assert (made[beta_key].decision, made[beta_key].actor) == ("reject", "hubot")
+
+    platform.cli("run", "--file", str(path))
+    rows = report(platform)
+    assert rows[alpha_key]["status"] == "pr_open" and rows[beta_key]["status"] == "rejected"
+    assert not fake.mr(ALPHA, 1).draft and not fake.mr(ALPHA, 1).title.startswith("Draft")
+    assert fake.mr(BETA, 1).state == "closed"
