@@ -287,12 +287,17 @@ class FakeBitbucket:
             pr.reviews[user] = state
             pr.updated = self._now()
 
-    def set_status(self, full_name: str, sha: str, key: str, state: str) -> None:
+    def set_status(
+        self, full_name: str, sha: str, key: str, state: str, description: str = "", url: str = ""
+    ) -> None:
         """A build status (SUCCESSFUL, FAILED, INPROGRESS, STOPPED) for `key` on `sha`."""
         with self._lock:
             statuses = self.repos[full_name].statuses.setdefault(sha, [])
             statuses[:] = [s for s in statuses if s["key"] != key]
-            statuses.append({"key": key, "name": key, "state": state})
+            statuses.append(
+                {"key": key, "name": key, "state": state, "description": description,
+                 "url": url or f"https://ci.example.com/{key}"}
+            )  # fmt: skip
 
     # JSON shapes ---------------------------------------------------------------------------------
 

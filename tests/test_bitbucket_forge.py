@@ -366,6 +366,24 @@ def test_status_reads_build_statuses_and_approvals(fake, forge, tmp_path):
     assert status.state == "merged" and status.mergeable is None
 
 
+def test_failed_builds_and_branch_checks(fake, forge, tmp_path):
+    """What CI-driven repair and the post-merge watch read."""
+    name, url = app(fake)
+    open_pr(forge, fake, tmp_path)
+    head, main = fake.refs(name)[BRANCH], fake.refs(name)["main"]
+    fake.set_status(name, head, "ci", "FAILED", "3 tests failed", "https://ci.example.com/b/7")
+    fake.set_status(name, head, "lint", "SUCCESSFUL")
+    assert forge.failed_check_logs(url, 1) == {
+        "ci": "3 tests failed\nbuild: https://ci.example.com/b/7"
+    }
+    assert forge.branch_checks(url, "main").state == "none"
+    fake.set_status(name, main, "ci", "STOPPED")
+    checks = forge.branch_checks(url, "main")
+    assert (checks.sha, checks.state, checks.failing) == (main, "failure", ["ci"])
+    with pytest.raises(ForgeError, match="branch 'nope' does not exist"):
+        forge.branch_checks(url, "nope")
+
+
 def test_data_center_reports_a_conflicting_pull_request_not_mergeable(tmp_path, clock):
     with FakeBitbucket("dc", TOKEN, tmp_path / "bb") as fake:
         fake.add_repo("ACME/app", FILES)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from resources.forges.base import (
+    BranchChecks,
     ForgeError,
     PullRequest,
     PullRequestDraft,
@@ -34,6 +35,7 @@ from resources.forges.bitbucket_api import (
     MERGE_METHODS,
     BbPull,
     BitbucketApi,
+    BuildStatus,
     DiscoveredRepo,
     RepoRef,
 )
@@ -200,6 +202,13 @@ class BitbucketForge:
         }
         if draft.labels:
             log.debug("%s: Bitbucket has no labels; %s not recorded", ref.name, draft.labels)
+        unsupported = [
+            field
+            for field in ("team_reviewers", "assignees")
+            if getattr(draft, field, None)  # fields of the GitHub forge's drafts
+        ]
+        if unsupported:
+            log.warning("%s: Bitbucket has no %s; ignored", ref.name, " or ".join(unsupported))
         adopted: list[BbPull] = []
 
         def landed() -> BbPull | None:  # a create whose answer was lost: did it open one?
@@ -348,6 +357,29 @@ class BitbucketForge:
         ref = self.api.parse(url)
         return self.api.comment(ref, number, body)
 
+    def branch_checks(self, url: str, branch: str) -> BranchChecks:
+        """The build statuses of a branch's head commit, combined (the post-merge watch)."""
+        ref = self.api.parse(url)
+        sha = self.api.branch_sha(ref, branch)
+        if sha is None:
+            raise ForgeError(f"{ref.name}: branch {branch!r} does not exist")
+        word, failing, _ = _combined(self.api.checks(ref, sha))
+        return BranchChecks(branch=branch, sha=sha, state=word, failing=failing)  # type: ignore[arg-type]
+
+    def failed_check_logs(self, url: str, number: int) -> dict[str, str]:
+        """Check name -> what Bitbucket knows of each failed build of the pull request's head:
+        Bitbucket keeps no build logs (a build status is a state, a description and a link to
+        the CI), so this is the description and the link, for CI-driven repair."""
+        ref = self.api.parse(url)
+        pull = self.api.get_pull(ref, number)
+        if not pull.source_sha:
+            return {}
+        return {
+            b.name: "\n".join(x for x in (b.description, f"build: {b.url}" if b.url else "") if x)
+            for b in self.api.checks(ref, pull.source_sha)
+            if CHECK_STATES.get(b.state) == "failure"
+        }
+
     def pull_request_status(self, url: str, number: int) -> PullRequestStatus:
         """State, mergeability (Data Center's merge check; unknown on Cloud), the head commit's
         build statuses as checks and the participants' approvals as reviews."""
@@ -355,9 +387,7 @@ class BitbucketForge:
         pull = self.api.get_pull(ref, number)
         state = "draft" if pull.state == "open" and pull.draft else pull.state
         checks = self.api.checks(ref, pull.source_sha) if pull.source_sha else []
-        failing = [name for name, s in checks if CHECK_STATES.get(s) == "failure"]
-        pending = [name for name, s in checks if s not in CHECK_STATES]
-        word = "failure" if failing else "pending" if pending else "success" if checks else "none"
+        word, failing, pending = _combined(checks)
         mergeable, mergeable_state = (
             self.api.mergeable(ref, pull) if pull.state == "open" else (None, None)
         )
@@ -388,3 +418,12 @@ class BitbucketForge:
 def _about_reviewers(exc: ForgeError) -> bool:
     """Whether Bitbucket refused a write for its reviewers (unknown user, the author...)."""
     return "reviewer" in str(exc).lower()
+
+
+def _combined(checks: list[BuildStatus]) -> tuple[str, list[str], list[str]]:
+    """(checks word, failing names, pending names) of a commit's build statuses: any failed
+    or stopped one fails it, else any other than successful keeps it pending."""
+    failing = [b.name for b in checks if CHECK_STATES.get(b.state) == "failure"]
+    pending = [b.name for b in checks if b.state not in CHECK_STATES]
+    word = "failure" if failing else "pending" if pending else "success" if checks else "none"
+    return word, failing, pending

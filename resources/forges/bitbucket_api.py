@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from resources.forges.bitbucket_transport import BitbucketTransport
 
@@ -16,6 +16,26 @@ except ImportError:  # until then, in the GitHub discovery module
     from resources.forges.github_discovery import DiscoveredRepo
 
 MERGE_METHODS = ("merge", "squash", "rebase")
+
+
+class BuildStatus(NamedTuple):
+    """One build status of a commit: its name (or key), state (SUCCESSFUL, FAILED, INPROGRESS,
+    STOPPED), description and link to the build."""
+
+    name: str
+    state: str
+    description: str = ""
+    url: str = ""
+
+
+def build_status(item: dict[str, Any]) -> BuildStatus:
+    """A build status from either flavour's JSON (the same field names in both)."""
+    return BuildStatus(
+        name=str(item.get("name") or item.get("key") or "build"),
+        state=str(item.get("state") or ""),
+        description=str(item.get("description") or ""),
+        url=str(item.get("url") or ""),
+    )
 
 
 @dataclass(frozen=True)
@@ -108,9 +128,8 @@ class BitbucketApi(Protocol):
         """Post a comment once (a lost answer is looked up before posting again); its URL."""
         ...
 
-    def checks(self, ref: RepoRef, sha: str) -> list[tuple[str, str]]:
-        """(name, state) of the build statuses of `sha`: SUCCESSFUL, FAILED, INPROGRESS or
-        STOPPED."""
+    def checks(self, ref: RepoRef, sha: str) -> list[BuildStatus]:
+        """The build statuses of `sha`."""
         ...
 
     def mergeable(self, ref: RepoRef, pull: BbPull) -> tuple[bool | None, str | None]:

@@ -14,7 +14,13 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from resources.forges.base import ForgeError
-from resources.forges.bitbucket_api import BbPull, DiscoveredRepo, RepoRef
+from resources.forges.bitbucket_api import (
+    BbPull,
+    BuildStatus,
+    DiscoveredRepo,
+    RepoRef,
+    build_status,
+)
 from resources.forges.bitbucket_transport import BitbucketTransport
 
 STATES = {"OPEN": "open", "MERGED": "merged", "DECLINED": "closed", "SUPERSEDED": "closed"}
@@ -212,13 +218,13 @@ class CloudApi:
         )  # fmt: skip
         return ((data.get("links") or {}).get("html") or {}).get("href") or ""
 
-    def checks(self, ref: RepoRef, sha: str) -> list[tuple[str, str]]:
+    def checks(self, ref: RepoRef, sha: str) -> list[BuildStatus]:
         """The commit's build statuses."""
         items = self.http.paginate(
             f"{self._repo_path(ref)}/commit/{sha}/statuses", subject=ref.name,
             action=f"reading the build statuses of {sha[:12]}",
         )  # fmt: skip
-        return [(str(s.get("name") or s.get("key") or "build"), str(s.get("state"))) for s in items]
+        return [build_status(item) for item in items]
 
     def mergeable(self, ref: RepoRef, pull: BbPull) -> tuple[bool | None, str | None]:
         """Unknown: Bitbucket Cloud's API has no merge check."""

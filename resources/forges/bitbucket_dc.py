@@ -16,7 +16,13 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from resources.forges.base import ForgeError
-from resources.forges.bitbucket_api import BbPull, DiscoveredRepo, RepoRef
+from resources.forges.bitbucket_api import (
+    BbPull,
+    BuildStatus,
+    DiscoveredRepo,
+    RepoRef,
+    build_status,
+)
 from resources.forges.bitbucket_transport import BitbucketHttpError, BitbucketTransport
 
 STATES = {"OPEN": "open", "MERGED": "merged", "DECLINED": "closed"}
@@ -258,13 +264,13 @@ class DcApi:
         web = f"{self.http.web_root}/projects/{ref.owner}/repos/{ref.slug}"
         return f"{web}/pull-requests/{number}/overview?commentId={data.get('id')}"
 
-    def checks(self, ref: RepoRef, sha: str) -> list[tuple[str, str]]:
+    def checks(self, ref: RepoRef, sha: str) -> list[BuildStatus]:
         """The commit's build statuses (the build status API, outside /rest/api/1.0)."""
         items = self.http.paginate(
             f"{self.http.web_root}/rest/build-status/1.0/commits/{sha}", subject=ref.name,
             action=f"reading the build statuses of {sha[:12]}",
         )  # fmt: skip
-        return [(str(s.get("name") or s.get("key") or "build"), str(s.get("state"))) for s in items]
+        return [build_status(item) for item in items]
 
     def mergeable(self, ref: RepoRef, pull: BbPull) -> tuple[bool | None, str | None]:
         """The merge check: conflicted -> not mergeable ("dirty"); vetoes -> "blocked"."""
