@@ -16,15 +16,10 @@ from urllib.parse import quote
 from gitlab.exceptions import GitlabError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from resources.forges.base import ForgeError
+from resources.forges.base import DiscoveredRepo, ForgeError
 from resources.forges.github_transport import NETWORK_ERRORS
 from resources.forges.gitlab_status import list_all
 from resources.forges.gitlab_transport import GitLabTransport
-
-try:  # the shared model moves to base.py (issue 19); github_discovery keeps the old name
-    from resources.forges.base import DiscoveredRepo  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - until then
-    from resources.forges.github_discovery import DiscoveredRepo
 
 
 class GitLabSelector(BaseModel):
