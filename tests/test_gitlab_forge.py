@@ -316,6 +316,12 @@ def test_create_with_labels_reviewers_and_draft_then_again_adopts_it(fake, forge
     assert list(mr.reviewers) == ["octocat", "hubot"]  # added to those asked before
 
 
+def test_team_reviewers_are_ignored_with_a_warning(fake, forge, app, caplog):
+    forge.create_pull_request(app, draft(team_reviewers=["core"]))
+    assert "GitLab has no team reviewers; core not asked" in caplog.text
+    assert fake.mr(PATH, 1).reviewers == {}
+
+
 def test_update_rewrites_in_place_and_writes_nothing_when_equal(fake, forge, app):
     forge.create_pull_request(app, draft(labels=["campaign"], reviewers=["octocat"]))
     fake.mr(PATH, 1).labels.append("human-label")

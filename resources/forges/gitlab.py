@@ -286,11 +286,17 @@ class GitLabForge(GitLabTransport):
                 ids.append(uid)
         return ids
 
+    def _team_reviewers_ignored(self, name: str, draft: PullRequestDraft) -> None:
+        teams = list(getattr(draft, "team_reviewers", None) or [])
+        if teams:
+            log.warning("%s: GitLab has no team reviewers; %s not asked", name, ", ".join(teams))
+
     def create_pull_request(self, url: str, draft: PullRequestDraft) -> PullRequest:
         """Open a merge request with its labels, reviewers (and assignees); idempotent per
         source branch: when GitLab answers that an open MR from the branch exists (a retry of a
         create that did land, or a second create), that MR is updated and returned."""
         name, pid = self._path(url)
+        self._team_reviewers_ignored(name, draft)
         action = f"creating a merge request for {draft.head}"
         data: dict[str, Any] = {
             "source_branch": draft.head,
