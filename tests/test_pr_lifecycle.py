@@ -494,10 +494,10 @@ def test_a_failure_on_one_pr_is_reported_and_the_others_go_on(platform, campaign
     import orchestrator_assets.cli.prs as cli_prs
 
     class FlakyForge(CountingForge):
-        def merge_pull_request(self, url: str, number: int):
+        def merge_pull_request(self, url: str, number: int, method: str = "merge"):
             if Path(url).stem == "beta":
                 raise ConnectionError("beta: the forge hung up")
-            return super().merge_pull_request(url, number)
+            return super().merge_pull_request(url, number, method)
 
     forge = FlakyForge()
     forge.broken = {"zeta"}  # its status cannot be read: not acted on, reported
