@@ -780,7 +780,8 @@ class FakeGitLab:
         if data.get("sha") and data["sha"] != head:
             raise HttpError(409, "SHA does not match HEAD of source branch: " + str(head))
         if self._conflicts(project, mr):
-            raise HttpError(422, "Branch cannot be merged")
+            # documented as 406 "Branch cannot be merged"; GitLab answers 405 (gitlab#364102)
+            raise HttpError(405, "405 Method Not Allowed")
         squash = data.get("squash") in (True, "true")
         pipeline = self._head_pipeline(project, head)
         if data.get("merge_when_pipeline_succeeds") in (True, "true") and (

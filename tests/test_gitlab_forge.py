@@ -458,7 +458,7 @@ def test_merge_refusals_are_forge_errors(fake, forge, app):
         forge.merge_pull_request(app, 1)
     forge.update_pull_request(app, 1, draft())
     fake.commit(PATH, "main", {"app.py": "GREETING = 'CONFLICT'\n"})
-    with pytest.raises(ForgeError, match=r"!1 cannot be merged \(conflict\)"):
+    with pytest.raises(ForgeError, match=r"!1 cannot be merged now \(conflict\)"):
         forge.merge_pull_request(app, 1)
     assert fake.mr(PATH, 1).state == "opened"
 

@@ -67,7 +67,9 @@ _DRAFT_TITLE = re.compile(r"^\s*(?:\[draft\]|\(draft\)|draft:|draft\s+-\s)\s*", 
 MERGE_METHODS = ("merge", "squash", "rebase")
 # why a merge GitLab refused failed, by status (others are reported as GitLab said them)
 MERGE_REFUSALS = {
-    405: "cannot be merged now (draft, pipeline, approvals or discussions block it)",
+    # GitLab answers 405 for anything that blocks a merge (a draft, a pipeline, approvals,
+    # discussions, and in practice conflicts too): its detailed_merge_status says which
+    405: "cannot be merged now",
     406: "cannot be merged: conflicts with its target branch",
     409: "head moved while merging",
     422: "cannot be merged",
