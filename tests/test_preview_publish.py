@@ -157,3 +157,13 @@ def test_the_example_validates(platform):
     spec = load_one(example, platform.settings()).spec
     assert spec.preview and spec.merge is not None and spec.merge.method == "squash"
     assert spec.pull_request.reviewers_from == "codeowners"
+
+
+def test_a_change_already_published_is_not_held_by_a_later_preview(platform):
+    targets = [str(p) for p in platform.make_fleet(FLEET[:1])]
+    path = platform.write_campaign("again", targets=targets)
+    platform.cli("run", "--file", str(path))
+    assert rows(platform, "again")["acme__alpha"]["status"] == "pr_open"
+    platform.cli("run", "--file", str(path), "--preview")
+    assert rows(platform, "again")["acme__alpha"]["status"] == "pr_open"
+    assert len(pulls(platform, "alpha")) == 1

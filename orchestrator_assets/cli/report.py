@@ -19,7 +19,7 @@ STATUS_STYLE = {
     "pr_open": "green", "merged": "bold green", "no_change": "dim", "pending": "yellow",
     "awaiting_review": "cyan", "change_failed": "red", "verification_failed": "red",
     "pr_failed": "red", "rejected": "magenta", "closed": "magenta", "skipped": "dim",
-    "over_budget": "yellow",
+    "over_budget": "yellow", "previewed": "cyan",
 }  # fmt: skip
 
 

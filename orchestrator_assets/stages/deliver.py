@@ -93,7 +93,7 @@ def deliver_pull_request(
         return done(outcome="held", reason=reason, head_sha=head)
     if gate.rejected is not None:
         return _reject(spec, target, head, gate.rejected, bench, log, done)
-    if preview_holds(spec, gate.approved):  # preview: nothing pushed; `orchestrator publish`
+    if preview_holds(spec, gate.approved, change):  # preview: nothing pushed; `publish` does
         log(f"{target.key}: previewed {head[:12]}, not published")
         return done(outcome="previewed", reason=previewed_reason(change), head_sha=head)
     awaiting = spec.review.policy == "required" and not gate.approved

@@ -28,10 +28,12 @@ from resources.forges.base import ResolvedRepo
 PUBLISHED = ("opened", "updated", "unchanged")  # PR outcomes of a published change
 
 
-def preview_holds(spec: CampaignSpec, approved: bool) -> bool:
-    """Whether the deliver stage stops at the preview: the campaign previews and no decision
-    (a `publish`, or a review approval) released the change."""
-    return spec.preview and not approved
+def preview_holds(spec: CampaignSpec, approved: bool, change: ChangeRecord) -> bool:
+    """Whether the deliver stage stops at the preview: the campaign previews, no decision (a
+    `publish`, or a review approval) released the change, and the forge's campaign branch does
+    not hold it already (published before: its PR is kept up to date as usual)."""
+    published = change.head_sha is not None and change.head_sha == change.forge_branch_sha
+    return spec.preview and not approved and not published
 
 
 def previewed_reason(change: ChangeRecord) -> str:
