@@ -76,7 +76,9 @@ def test_a_campaign_on_bitbucket_from_discovery_to_a_bulk_merge(platform: Platfo
     first = platform.cli("run", "--file", str(path))
     assert "discovered 2 repositories" in first.stdout
     rows = report(platform)
-    assert len(rows) == 2 and {r["status"] for r in rows.values()} == {"pr_open"}
+    # Data Center's /projects/ACME/repos/alpha is the target acme__alpha, as Cloud's acme/alpha
+    assert set(rows) == {"acme__alpha", "acme__beta"}
+    assert {r["status"] for r in rows.values()} == {"pr_open"}
     pr = fake.pr(alpha, 1)
     assert (pr.source, pr.destination, pr.state) == ("campaign/rename", "main", "OPEN")
     assert pr.reviewers == [REVIEWER[fake.flavor]]

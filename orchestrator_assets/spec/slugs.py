@@ -42,6 +42,12 @@ def target_slug(repo: str) -> str:
     parts = [p for p in parts if p]
     if not parts:
         raise ValueError(f"cannot derive a target name from {repo!r}")
+    if parsed.scheme in ("http", "https"):
+        # Bitbucket Data Center's web URLs: /projects/PROJ/repos/REPO[/browse...] and
+        # /users/NAME/repos/REPO name the project (or user) and the repository
+        for i in range(len(parts) - 3):
+            if parts[i] in ("projects", "users") and parts[i + 2] == "repos":
+                return f"{parts[i + 1]}__{parts[i + 3]}"
     slug = "__".join(parts[-2:]) if len(parts) >= 2 else parts[-1]
     return slug
 
