@@ -71,6 +71,8 @@ def test_a_campaign_on_gitlab_from_discovery_to_a_bulk_merge(platform: Platform,
     assert "discovered 2 repositories" in first.stdout, first.stdout + first.stderr
     rows = report(platform)
     assert len(rows) == 2 and {r["status"] for r in rows.values()} == {"pr_open"}
+    host = fake.web.removeprefix("http://")
+    assert {(r["forge"], r["host"]) for r in rows.values()} == {("corp-gitlab", host)}
     alpha = fake.mr(ALPHA, 1)
     assert (alpha.source_branch, alpha.target_branch, alpha.state) == (
         "campaign/rename",
