@@ -144,6 +144,7 @@ def test_addresses_of_each_flavour_are_understood(fake, forge):
     name, url = app(fake)
     repo = fake.repos[name]
     forms = [url, url + ".git" if fake.flavor == "cloud" else url + "/browse", name]
+    forms.append(f"{fake.web}/{name}")  # a campaign's OWNER/NAME under the forge's web root
     forms.append(fake.clone_url(repo))
     for form in forms:
         assert forge.resolve(form, None, BRANCH).base_branch == "main", form

@@ -49,9 +49,16 @@ class DcApi:
 
     def parse(self, url: str) -> RepoRef:
         """`.../projects/PROJ/repos/REPO[/...]`, `.../scm/proj/repo[.git]`,
-        `.../users/NAME/repos/REPO` or `PROJ/REPO`."""
+        `.../users/NAME/repos/REPO`, `PROJ/REPO`, or `<web root>/PROJ/REPO` (a campaign's
+        `PROJ/REPO` target, which the platform writes under the forge's web root)."""
         text = url.strip()
-        path = urlsplit(text).path if "://" in text else text
+        root = self.http.web_root.rstrip("/") + "/"
+        if text.startswith(root):  # under the web root (which may have a context path)
+            path = text[len(root) :]
+            if path.count("/") == 1:  # WEB_ROOT/PROJ/REPO: how a campaign's PROJ/REPO reads
+                text = path
+        else:
+            path = urlsplit(text).path if "://" in text else text
         parts = [p for p in path.split("/") if p]
         for i, part in enumerate(parts):
             if part in ("projects", "users") and len(parts) > i + 3 and parts[i + 2] == "repos":
