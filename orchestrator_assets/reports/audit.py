@@ -129,7 +129,8 @@ def _written(instance: DagsterInstance, spec: CampaignSpec) -> Iterator[AuditEnt
             yield AuditEntry(
                 at=record.timestamp, campaign=spec.name, target=record.partition_key,
                 actor=launched_by(record.run_id), action="push",
-                detail=f"{spec.branch_name} → {pr.pushed_sha[:12]}", run_id=record.run_id,
+                detail=f"{_branch(spec, record.partition_key)} → {pr.pushed_sha[:12]}",
+                run_id=record.run_id,
             )  # fmt: skip
         if pr.outcome not in PR_WRITES or (pr.outcome == "rejected" and pr.number is None):
             continue
@@ -147,3 +148,9 @@ def since(entries: list[AuditEntry], seconds: float | None) -> list[AuditEntry]:
         return entries
     cutoff = time.time() - seconds
     return [e for e in entries if e.at >= cutoff]
+
+
+def _branch(spec: CampaignSpec, key: str | None) -> str:
+    """The campaign branch of a target (a workspace has its own), as far as the spec knows it."""
+    target = spec.target(key) if key else None
+    return spec.branch_for(target) if target else spec.branch_name

@@ -160,13 +160,22 @@ def with_selected(spec: CampaignSpec, settings: Settings) -> CampaignSpec:
 
 def workspace_targets(target: Target, directories: list[str]) -> list[Target]:
     """One target per workspace directory of `target`'s repository."""
+    return [
+        target.model_copy(update={"path": d, "slug": workspace_slug(target.key, d)})
+        for d in directories
+    ]
+
+
+def workspace_slug(repo_key: str, directory: str) -> str:
+    """The partition key of a workspace: `owner__repo__packages-foo`, shortened with a digest of
+    the directory where that would pass the 120 characters a key may have."""
     from orchestrator_assets.spec.workspaces import dir_slug
 
-    return [
-        target.model_copy(update={"path": d, "slug": f"{target.key}__{dir_slug(d)}"})
-        for d in directories
-        if not slug_problem(f"{target.key}__{dir_slug(d)}")
-    ]
+    slug = f"{repo_key}__{dir_slug(directory)}"
+    if not slug_problem(slug):
+        return slug
+    digest = hashlib.sha256(directory.encode()).hexdigest()[:10]
+    return f"{slug[:100].rstrip('-_.')}-{digest}"
 
 
 def describe_targets(spec: CampaignSpec) -> str:

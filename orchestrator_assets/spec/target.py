@@ -118,9 +118,9 @@ class Target(StrictModel):
             try:
                 self.slug = target_slug(self.repo)
                 if self.path:  # a workspace: owner__repo__packages-foo
-                    from orchestrator_assets.spec.workspaces import dir_slug
+                    from orchestrator_assets.spec.selection import workspace_slug
 
-                    self.slug = f"{self.slug}__{dir_slug(self.path)}"
+                    self.slug = workspace_slug(self.slug, self.path)
             except ValueError as exc:
                 raise ValueError(str(exc)) from None
         problem = slug_problem(self.slug)
