@@ -128,6 +128,58 @@ def test_failed_checks_wake_the_agent_in_its_session_with_the_log_and_the_fix_is
         assert latest_ci_repairs(instance, spec)["acme__alpha"].attempt == 1
 
 
+def move_base(repo: Path, work: Path, content: str) -> None:
+    """Someone changes app.py on main (the same line as the campaign)."""
+    subprocess.run(["git", "clone", "-q", str(repo), str(work)], check=True)
+    (work / "app.py").write_text(content)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "commit", "-qam", "comment"], cwd=work, check=True)
+    subprocess.run(["git", "push", "-q", "origin", "HEAD:main"], cwd=work, check=True)
+
+
+def test_a_conflict_resumes_the_agent_on_the_new_base_with_its_earlier_diff(
+    platform: Platform,
+    tmp_path: Path,
+    bwrap: None,
+    model,  # noqa: F811
+):
+    repo = create_repo(platform.fleet, app_repo("alpha", "GREETING = 'OLD'\n"))
+    path = platform.write_campaign(
+        "cimerge",
+        targets=[str(repo)],
+        transformation={"kind": "agentic", "prompt": "Rename OLD to NEW.", "max_turns": 6,
+                        "verifier_tools": False, "max_stop_blocks": 0},
+        ci_repairs=1,
+    )  # fmt: skip
+    rename = {"command": "sed -i s/OLD/NEW/ app.py", "description": "rename"}
+    model.script = [tool("Bash", rename), text("Renamed."), tool("Bash", rename), text("Again.")]
+    assert statuses(platform.run(path).report) == {"acme__alpha": "pr_open"}
+    spec = load_one(path, platform.settings()).spec
+    move_base(repo, tmp_path / "work", "GREETING = 'OLD'  # the greeting\n")
+    sensor = build_pr_status_sensor(spec, lambda: LocalForge(), job=_job(platform, path))
+    with platform.instance() as instance:
+        (request,) = tick(sensor, instance, None).run_requests
+    assert request.tags == {CI_REPAIR_TAG: "conflict"}
+    launch(platform, path, request)
+
+    resumed = next(
+        r["json"] for r in model.conversation_requests
+        if "no longer merges" in last_user_text(r["json"])
+    )  # fmt: skip
+    prompt = last_user_text(resumed)
+    assert "-GREETING = 'OLD'" in prompt and "+GREETING = 'NEW'" in prompt  # the earlier diff
+    assert "the base branch as it is now, without your change" in prompt
+    assert "Renamed." in json.dumps(resumed["messages"])  # the same session
+    head, main = branch_head(repo, spec.branch_name), branch_head(repo, "main")
+    assert run_git(["rev-parse", f"{head}^"], repo).strip() == main
+    assert run_git(["show", f"{head}:app.py"], repo) == "GREETING = 'NEW'  # the greeting\n"
+    assert LocalForge().pull_request_status(str(repo), 1).mergeable is True
+    with platform.instance() as instance:
+        change = history.latest_changes(instance, spec)["acme__alpha"]
+        assert [i.kind for i in change.iterations] == ["initial", "ci_repair"]
+        assert change.base_sha == main and change.iterations[-1].cost_usd > 0
+
+
 def test_a_conflict_after_the_base_moved_reruns_the_codemod_on_the_new_base(
     platform: Platform, tmp_path: Path, bwrap: None
 ):
@@ -138,12 +190,7 @@ def test_a_conflict_after_the_base_moved_reruns_the_codemod_on_the_new_base(
     old_head = branch_head(repo, spec.branch_name)
 
     # someone changes the same line on main: the PR no longer merges
-    work = tmp_path / "work"
-    subprocess.run(["git", "clone", "-q", str(repo), str(work)], check=True)
-    (work / "app.py").write_text("GREETING = 'OLD'  # the greeting\n")
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run([*git, "commit", "-qam", "comment"], cwd=work, check=True)
-    subprocess.run(["git", "push", "-q", "origin", "HEAD:main"], cwd=work, check=True)
+    move_base(repo, tmp_path / "work", "GREETING = 'OLD'  # the greeting\n")
     assert LocalForge().pull_request_status(str(repo), 1).mergeable is False
 
     sensor = build_pr_status_sensor(spec, lambda: LocalForge(), job=_job(platform, path))

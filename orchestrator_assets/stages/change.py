@@ -143,15 +143,19 @@ def _make_change(
             "forge_branch_sha": repo.branch_sha,
         }
     )
-    if followup is not None:
-        if prior is None or prior.outcome != ChangeOutcome.CHANGED or not prior.head_sha:
-            return base.model_copy(update={"reason": f"no change to {followup.kind}"})
+    if followup is not None and (
+        prior is None or prior.outcome != ChangeOutcome.CHANGED or not prior.head_sha
+    ):
+        return base.model_copy(update={"reason": f"no change to {followup.kind}"})
+    if followup is not None and not followup.onto_base:
         # The follow-up works on the change as it is, made against the same base.
+        assert prior is not None
         base = base.model_copy(
             update={"base_sha": prior.base_sha, "base_branch": prior.base_branch}
         )
         repo = repo.model_copy(update={"base_sha": prior.base_sha})
-    elif bench.use_cache and _still_current(prior, base, repo.branch_sha, bench):
+    elif followup is None and bench.use_cache and _still_current(prior, base, repo.branch_sha,
+                                                                 bench):  # fmt: skip
         assert prior is not None
         log(f"{target.key}: change is up to date ({prior.outcome}), nothing to redo")
         # What the forge's branch is now, so that a change published since is not pushed again.
@@ -184,10 +188,11 @@ def _make_change(
     with bench.open_sandbox("change", target) as sandbox:
         ws = sandbox.workspace
         base.isolation = getattr(sandbox, "isolation", None)
-        start = prior.head_sha if followup is not None and prior is not None else repo.base_sha
+        resumes = followup is not None and prior is not None and not followup.onto_base
+        start = prior.head_sha if resumes else repo.base_sha  # type: ignore[union-attr]
         mirror = bench.cache.checkout(repo.clone_url, ws, start, spec.branch_for(target))  # type: ignore[arg-type]
         sandbox.readable_paths.append(mirror)
-        if followup is not None:
+        if resumes:
             _rebase_onto(ws, repo.base_sha, followup)  # type: ignore[arg-type]
         # The workspace's .git (config, hooks, info/) is where a sandbox could plant code for the
         # platform's own git to run: it must come back byte-identical from every sandbox.

@@ -6,12 +6,13 @@ observation on the target's `pull_request` (with the failed checks' logs, read w
 optional `failed_check_logs`) and requests a run of the target tagged `CI_REPAIR_TAG`. That run
 asks this module what to do:
 
-- an agentic campaign whose checks failed resumes the agent's session with the failed checks'
-  logs, trimmed like verifier output (`resources/agents/extractors.py`): one more iteration of
+- an agentic campaign resumes the agent's session: after failed checks with their logs,
+  trimmed like verifier output (`resources/agents/extractors.py`), on the change; after a
+  conflict with its earlier diff, on the base as it is now. Either is one more iteration of
   kind `ci_repair`, with its cost, verified and pushed to the PR like any other;
-- a merge conflict, or a deterministic campaign, runs the transformation again on the base as
-  it is now (a base that moved gives a new change; the unchanged base of a deterministic
-  campaign gives the same change back, so nothing new is pushed).
+- a deterministic campaign runs its transformation again on the base as it is now (a base that
+  moved gives a new change; an unchanged base gives the same change back, so nothing new is
+  pushed).
 """
 
 from __future__ import annotations
@@ -88,16 +89,28 @@ def feedback(request: CiRepairRequest, max_chars: int) -> str:
     )
 
 
+def conflict_feedback(request: CiRepairRequest, change: ChangeRecord, max_chars: int) -> str:
+    """What the agent is told after a conflict: the base moved, and its earlier diff (cut to
+    `max_chars`) to make again on the base as it is now."""
+    diff = change.diff if len(change.diff) <= max_chars else change.diff[:max_chars] + "\n…"
+    return (
+        f"The base branch `{change.base_branch}` moved, and your pull request #{request.number} "
+        "no longer merges into it (a merge conflict). Make your change again on the base as it "
+        "is now, keeping what the base changed. Your earlier change was:\n\n"
+        f"```diff\n{diff}\n```"
+    )
+
+
 def followup_for(
     spec: CampaignSpec, request: CiRepairRequest | None, change: ChangeRecord | None
 ) -> FollowUp | None:
-    """The pass a repair run makes over the target's change: the agent resumed with the failed
-    checks' logs (agentic, checks failed), or None — the transformation runs again on the
-    current base (a conflict, or a deterministic campaign)."""
+    """The pass a repair run makes over an agentic change, resuming the agent's session: with
+    the failed checks' logs (checks failed), or on the current base with its earlier diff (a
+    conflict). None — the transformation runs again on the current base — for a deterministic
+    campaign, or when there is no agent session to resume."""
     settings = spec.transformation
     if (
         request is None
-        or request.reason != "checks"
         or not isinstance(settings, AgenticTransformation)
         or change is None
         or change.outcome != ChangeOutcome.CHANGED
@@ -105,4 +118,7 @@ def followup_for(
         or request.head_sha not in (None, change.head_sha)
     ):
         return None
+    if request.reason == "conflict":
+        prompt = conflict_feedback(request, change, settings.feedback_chars)
+        return FollowUp("ci_repair", prompt, onto_base=True)
     return FollowUp("ci_repair", feedback(request, settings.feedback_chars))

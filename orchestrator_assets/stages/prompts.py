@@ -58,6 +58,7 @@ FOLLOWUP_INTRO = {
     "steer": "A reviewer looked at your change and asks for more work on it.",
     "repair": "The platform ran the verifiers on your change in a fresh sandbox and one failed.",
     "judge": "A reviewer model compared your change with the request and sent it back.",
+    "ci_repair": "Your change was published as a pull request, and it needs more work there.",
 }
 
 
@@ -66,7 +67,12 @@ def build_followup_prompt(spec: CampaignSpec, target: Target, followup) -> str:
     reviewer (or the verifier, or the judge) said, and the files to keep to."""
     lines = [
         FOLLOWUP_INTRO.get(followup.kind, "Please continue working on your change."),
-        "The working directory holds your change as it is now (uncommitted, on the base branch).",
+        (
+            "The working directory is the base branch as it is now, without your change."
+            if followup.onto_base
+            else "The working directory holds your change as it is now (uncommitted, on the "
+            "base branch)."
+        ),
         "",
         "## What to do",
         "",

@@ -40,6 +40,8 @@ class FollowUp:
     prompt: str | None = None
     files: list[str] = field(default_factory=list)
     decision_id: str | None = None
+    # start from the base as it is now, not from the change (a CI repair after a conflict)
+    onto_base: bool = False
 
 
 HOUR_S = 3600.0
