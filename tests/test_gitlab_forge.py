@@ -279,6 +279,22 @@ def test_push_refuses_the_default_branch_even_under_campaign(fake, forge, tmp_pa
         forge.push_branch("acme/odd", ws, "campaign/main", commit(ws, "x = 1\n"), None)
 
 
+def test_a_push_reads_the_project_only_when_resolve_did_not(fake, clock, tmp_path, app):
+    forge = make_forge(fake, clock, default_branch_ttl_s=600)
+    ws = clone(forge, f"{fake.web}/{PATH}.git", tmp_path / "ws")
+    run_git(["checkout", "--quiet", "-b", "campaign/two"], ws)
+    forge.push_branch(app, ws, "campaign/two", commit(ws, "x = 1\n"), None)
+    assert len(fake.calls_to("GET", rf"/projects/{PATH}")) == 1  # nothing known: one GET
+    resolved = forge.resolve(app, None, "campaign/two")
+    forge.push_branch(app, ws, "campaign/two", commit(ws, "x = 2\n"), resolved.branch_sha)
+    assert len(fake.calls_to("GET", rf"/projects/{PATH}")) == 2  # resolve's only
+    clock.sleep(601)  # what resolve read is old now: read again
+    forge.push_branch(
+        app, ws, "campaign/two", commit(ws, "x = 3\n"), fake.refs(PATH)["campaign/two"]
+    )
+    assert len(fake.calls_to("GET", rf"/projects/{PATH}")) == 3
+
+
 def test_git_credentials_are_scoped_to_the_web_root(fake, forge, app):
     with pytest.raises(GitError):
         run_git(["ls-remote", f"{fake.web}/{PATH}.git"])

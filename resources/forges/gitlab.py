@@ -101,8 +101,9 @@ class GitLabForge(GitLabTransport):
     """Projects and merge requests on gitlab.com or a self-managed GitLab.
 
     `base_url` is the web root; `rebase_wait_s` bounds how long a `rebase` merge waits for
-    GitLab's rebase (polling every `rebase_poll_s`). Everything else (token, retries, `stats`)
-    is the transport's: see `GitLabTransport`.
+    GitLab's rebase (polling every `rebase_poll_s`); `default_branch_ttl_s` how long the default
+    branch `resolve` read serves a push's refusal of it without reading the project again.
+    Everything else (token, retries, `stats`) is the transport's: see `GitLabTransport`.
     """
 
     def __init__(
@@ -112,11 +113,16 @@ class GitLabForge(GitLabTransport):
         *,
         rebase_wait_s: float = 120.0,
         rebase_poll_s: float = 2.0,
+        default_branch_ttl_s: float = 900.0,
         **transport: Any,
     ):
         super().__init__(token, base_url, **transport)
         self.rebase_wait_s = rebase_wait_s
         self.rebase_poll_s = rebase_poll_s
+        self.default_branch_ttl_s = default_branch_ttl_s
+        # group/sub/name -> (default branch, when read): a push refuses it without reading again
+        self._default_branches: dict[str, tuple[str, float]] = {}
+        self._info_lock = threading.Lock()
         self._user_ids: dict[str, int | None] = {}
         self._users_lock = threading.Lock()
 
@@ -148,6 +154,19 @@ class GitLabForge(GitLabTransport):
         with self._op(name, action):
             return self.client().http_get(f"/projects/{pid}")  # type: ignore[return-value]
 
+    def _remember_default(self, name: str, branch: str | None) -> None:
+        if branch:
+            with self._info_lock:
+                self._default_branches[name] = (branch, self._clock())
+
+    def _known_default(self, name: str) -> str | None:
+        """The default branch `resolve` (or a push) read within `default_branch_ttl_s`."""
+        with self._info_lock:
+            known = self._default_branches.get(name)
+        if known is None or self._clock() - known[1] > self.default_branch_ttl_s:
+            return None
+        return known[0]
+
     def _clone_url(self, name: str) -> str:
         """Where git reaches the project: on the web root, so that `git_env`'s header (scoped
         to it) goes along even when GitLab reports another external URL."""
@@ -168,6 +187,7 @@ class GitLabForge(GitLabTransport):
         """The clone URL, base branch (default: the project's default) and sha, branch sha."""
         name, pid = self._path(url)
         project = self._project(name, pid, "resolve")
+        self._remember_default(name, project.get("default_branch"))
         base_branch = base or project.get("default_branch")
         if not base_branch:
             raise ForgeError(f"{name}: project has no default branch (empty repository?)")
@@ -203,8 +223,11 @@ class GitLabForge(GitLabTransport):
         """
         name, pid = self._path(url)
         refuse_push(name, branch)  # before any request
-        project = self._project(name, pid, f"push of {branch}")
-        refuse_push(name, branch, project.get("default_branch"))
+        default_branch = self._known_default(name)
+        if default_branch is None:
+            default_branch = self._project(name, pid, f"push of {branch}").get("default_branch")
+            self._remember_default(name, default_branch)
+        refuse_push(name, branch, default_branch)
         clone_url = self._clone_url(name)
         argv = [
             "push", "--quiet", f"--force-with-lease=refs/heads/{branch}:{expected or ''}",
