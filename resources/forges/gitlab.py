@@ -367,7 +367,7 @@ class GitLabForge(GitLabTransport):
         title, is_draft = split_title(mr.get("title") or "")
         is_draft = bool(mr.get("draft", is_draft))
         want_draft = draft.draft if mr_state(mr) == "open" else is_draft  # only open MRs flip
-        if title != draft.title or is_draft != want_draft:
+        if title != split_title(draft.title)[0] or is_draft != want_draft:
             edits["title"] = draft_title(draft.title, want_draft)
         if (mr.get("description") or "") != draft.body:
             edits["description"] = draft.body
