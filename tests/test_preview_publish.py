@@ -84,6 +84,10 @@ def test_preview_publishes_nothing_and_publish_opens_exactly_the_previewed_chang
     diff = platform.cli("diff", "preview", "acme__alpha").stdout
     assert "+GREETING = 'NEW'" in diff
 
+    dry = platform.cli("publish", "preview", "--dry-run").stdout
+    assert "acme__alpha: would publish" in dry and "1 file(s) (+1 -1): app.py" in dry
+    assert pulls(platform, "alpha") == []
+
     # beta's base moves after its preview: its change is not what would be merged any more.
     commit_file(platform.fleet / "acme" / "beta.git", "README.md", "moved\n")
     proc = platform.cli("publish", "preview", check=False)
@@ -108,8 +112,9 @@ def test_preview_publishes_nothing_and_publish_opens_exactly_the_previewed_chang
     assert ("acme__alpha", "approve (publish)") in actions
 
     # Publishing again publishes nothing twice.
-    again = platform.cli("publish", "preview", "--target", "acme__alpha").stdout
-    assert "acme__alpha: already published #1" in again
+    again = platform.cli("publish", "preview", "--target", "acme__alpha", "--output", "json")
+    (result,) = json.loads(again.stdout)["targets"]
+    assert result["verdict"] == "published" and "already published #1" in result["message"]
     assert len(pulls(platform, "alpha")) == 1
 
 

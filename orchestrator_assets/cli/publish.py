@@ -10,6 +10,7 @@ opened; nothing is transformed or verified again. Running it again publishes not
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import uuid
@@ -29,19 +30,20 @@ STYLE = {"publish": "green", "published": "dim", "not_previewed": "yellow", "mov
 @click.command()
 @click.argument("campaign")
 @click.option("--target", "targets", multiple=True, help="Only these targets (slugs); repeatable.")
+@click.option("--dry-run", is_flag=True, help="Only say what would be published; change nothing.")
 @OUTPUT
-def publish(campaign: str, targets: tuple[str, ...], output: str) -> None:
+def publish(campaign: str, targets: tuple[str, ...], dry_run: bool, output: str) -> None:
     """Publish a campaign's previewed changes: push each one and open its pull request.
 
     Exactly the previewed head commits are published, without running the transformation or
     the verifiers again. A target whose change moved since its preview (its base branch moved,
     the campaign changed, the campaign branch moved) is not published: run the campaign again
-    to preview the new change. Publishing again publishes nothing twice.
+    to preview the new change. Publishing again publishes nothing twice. With --dry-run it
+    only says what it would publish (files and line counts per target).
 
     Exit status: 0 when every chosen previewed target was published (or already was), 1 when
     some could not be, 2 for a mistake in the command.
     """
-
     from orchestrator_assets.assets import history
     from orchestrator_assets.assets.partitions import contiguous_ranges, range_tags
     from orchestrator_assets.assets.runner import QUIET, ProgressWatcher, campaign_definitions
@@ -50,7 +52,7 @@ def publish(campaign: str, targets: tuple[str, ...], output: str) -> None:
     from orchestrator_assets.cli.review import HOST_TAG, PID_TAG
     from orchestrator_assets.reports.report import build_report
     from orchestrator_assets.spec.catalog import FILE_TAG, load_catalog
-    from orchestrator_assets.stages.publish import plan_publish, publish_decision
+    from orchestrator_assets.stages.publish import PUBLISHED, plan_publish, publish_decision
     from orchestrator_assets.stages.review import latest_decisions, record_decision
     from resources.forges.base import ForgeError
 
@@ -79,7 +81,7 @@ def publish(campaign: str, targets: tuple[str, ...], output: str) -> None:
             spec.setup_for(target, profile.setup), profile.environment_key()
         )
         plans.append(plan_publish(spec, target, change, pr, now, fingerprint))
-    todo = [p for p in plans if p.verdict == "publish"]
+    todo = [p for p in plans if p.verdict == "publish" and not dry_run]
     actor = current_actor()
     for plan in todo:
         made = publish_decision(
@@ -122,30 +124,37 @@ def publish(campaign: str, targets: tuple[str, ...], output: str) -> None:
         report_job = defs.resolve_job_def(f"{spec.id}_report")
         report_job.execute_in_process(instance=instance, run_config=QUIET, raise_on_error=False)
     after = history.latest_pull_requests(instance, spec, [p.target for p in todo])
-    bad = 0
-    if output != "json":
-        for plan in plans:
-            line = plan.reason
-            if plan.verdict == "publish":
-                record = after.get(plan.target)
-                if record is not None and record.outcome in ("opened", "updated", "unchanged"):
-                    line = f"published {(plan.head_sha or '')[:8]}: #{record.number} {record.url}"
-                else:
-                    bad += 1
-                    why = record.reason if record is not None else "no pull request record"
-                    line = f"not published: {record.outcome if record else 'failed'}: {why}"
-            elif plan.verdict == "moved":
+    results, bad = [], 0
+    for plan in plans:
+        line, url = plan.reason, None
+        if plan.verdict == "publish" and dry_run:
+            change = changes[plan.target]
+            line = (
+                f"would publish {(plan.head_sha or '')[:8]}: {len(change.files)} file(s) "
+                f"(+{change.insertions} -{change.deletions}): {', '.join(change.files[:10])}"
+            )
+        elif plan.verdict == "publish":
+            record = after.get(plan.target)
+            if record is not None and record.outcome in PUBLISHED:
+                url = record.url
+                line = f"published {(plan.head_sha or '')[:8]}: #{record.number} {record.url}"
+            else:
                 bad += 1
-            style = STYLE.get(plan.verdict, "")
-            console.print(f"[{style}]{plan.target}[/]: {line}", soft_wrap=True)
+                why = record.reason if record is not None else "no pull request record"
+                line = f"not published: {record.outcome if record else 'failed'}: {why}"
+        elif plan.verdict == "moved":
+            bad += 1
+        results.append({"target": plan.target, "verdict": plan.verdict, "message": line,
+                        "head_sha": plan.head_sha, "pr_url": url})  # fmt: skip
+    frame = build_report(instance, spec)
+    if output == "json":
+        rows = json.loads(frame.to_json(orient="records"))
+        click.echo(json.dumps({"targets": results, "report": rows}, indent=2))
     else:
-        bad = sum(p.verdict == "moved" for p in plans) + sum(
-            1
-            for p in todo
-            if after.get(p.target) is None
-            or after[p.target].outcome not in ("opened", "updated", "unchanged")
-        )
-    print_report(build_report(instance, spec), output)
+        for result in results:
+            style = STYLE.get(result["verdict"], "")
+            console.print(f"[{style}]{result['target']}[/]: {result['message']}", soft_wrap=True)
+        print_report(frame, output)
     if not any(p.verdict in ("publish", "published", "moved") for p in plans):
         errors.print(
             f"nothing to publish: no target of {spec.name} is previewed (run it with "
