@@ -113,6 +113,8 @@ def read_codeowners(bench: Workbench, change: ChangeRecord) -> str | None:
     if not change.clone_url or not change.base_sha:
         return None
     mirror = bench.cache.path_for(change.clone_url)
+    if not (mirror / "HEAD").exists():  # made on another machine: this one has no mirror
+        return None
     for path in CODEOWNERS_PATHS:
         try:
             return run_git(["show", f"{change.base_sha}:{path}"], mirror)
