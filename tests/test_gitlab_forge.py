@@ -146,6 +146,21 @@ def test_other_addresses_are_refused(url):
         project_path(url, ROOT)
 
 
+def test_gitlab_com_and_self_managed_base_urls():
+    assert GitLabForge(TOKEN).api_url == "https://gitlab.com/api/v4"
+    managed = GitLabForge(TOKEN, "https://gitlab.example.com/api/v4/")  # an API root: its web root
+    assert (managed.web_url, managed.api_url) == (
+        "https://gitlab.example.com",
+        "https://gitlab.example.com/api/v4",
+    )
+    relative = GitLabForge(TOKEN, "https://example.com/gitlab")
+    assert relative.git_env()["GIT_CONFIG_KEY_0"] == "http.https://example.com/gitlab/.extraHeader"
+    with pytest.raises(ForgeError, match="expected https://HOST"):
+        GitLabForge(TOKEN, "gitlab.example.com")
+    with pytest.raises(ForgeError, match="no token given"):
+        GitLabForge("", "https://gitlab.example.com")
+
+
 def test_draft_titles():
     assert draft_title("Rename", True) == "Draft: Rename"
     assert draft_title("Draft: Rename", False) == "Rename"
