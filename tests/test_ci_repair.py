@@ -290,3 +290,77 @@ def github_draft():
     from resources.forges.github import GitHubPullRequestDraft
 
     return GitHubPullRequestDraft(head=GITHUB_BRANCH, base="main", title="T", body="B")
+
+
+def test_on_github_waves_ci_repair_and_the_post_merge_watch(platform: Platform, bwrap: None):
+    """The three features through the GitHub forge against its API contract."""
+    from resources.build import build_forge
+    from sensors.post_merge import build_post_merge_sensor
+    from sensors.rollout import build_rollout_sensor
+    from tests.conftest import TEST
+    from tests.fake_github import FakeGitHub
+
+    token = "ghp_" + "6" * 36
+    with FakeGitHub(token, platform.root / "github") as github:
+        github.add_org("acme")
+        for name in ("alpha", "beta"):
+            github.add_repo(
+                f"acme/{name}", {"app.py": "GREETING = 'OLD'\n", "tests/test_app.py": TEST}
+            )
+        platform.use_github(github.base_url, token)
+        path = platform.write_campaign(
+            "gh", targets=["acme/alpha", "acme/beta"], ci_repairs=1,
+            rollout={"waves": [1, "all"], "wait_for": "checks_green"},
+            post_merge={"watch": "1h"},
+        )  # fmt: skip
+        platform.cli("run", "--file", str(path))
+        assert "campaign/gh" not in github.refs("acme/beta")  # wave 2: nothing pushed
+        spec = load_one(path, platform.settings()).spec
+        forge = build_forge(platform.settings(), spec)
+        ticks, job = Clock(), _job(platform, path)
+        status = build_pr_status_sensor(spec, lambda: forge, clock=ticks, job=job)
+        waves = build_rollout_sensor(spec, job)
+
+        # alpha's check fails with a log, and its base moves under it with a conflicting edit
+        head = github.refs("acme/alpha")["campaign/gh"]
+        github.add_check_run(
+            "acme/alpha", head, "unit", "completed", "failure",
+            output={"title": "1 failed", "text": "FAILED tests/test_app.py::test_greeting"},
+        )  # fmt: skip
+        github.create_branch("acme/alpha", "main", {"app.py": "GREETING = 'OLD'  # hi\n"})
+        with platform.instance() as instance:
+            (request,) = tick(status, instance, None).run_requests
+            asked = latest_ci_repairs(instance, spec)["acme__alpha"]
+        assert asked.reason == "checks" and "FAILED tests/test_app.py" in asked.logs["unit"]
+        launch(platform, path, request)  # the codemod again, on the moved base
+        repaired = github.refs("acme/alpha")["campaign/gh"]
+        assert repaired != head
+        assert (
+            run_git(["rev-parse", f"{repaired}^"], github.repos["acme/alpha"].bare).strip()
+            == (github.refs("acme/alpha")["main"])
+        )
+
+        # the repaired PR goes green: wave 2 opens and beta gets its PR
+        github.add_check_run("acme/alpha", repaired, "unit", "completed", "success")
+        with platform.instance() as instance:
+            ticks.now += 3600
+            tick(status, instance, None)
+            (wave2,) = tick(waves, instance, None).run_requests
+        assert wave2.partition_key == "acme__beta"
+        launch(platform, path, wave2)
+        assert github.pr("acme/beta", 1).state == "open"
+
+        # alpha merges; then its main fails: the watch records it
+        github.merge_pr("acme/alpha", 1)
+        watch = build_post_merge_sensor(spec, lambda: forge)
+        with platform.instance() as instance:
+            ticks.now += 3600
+            tick(status, instance, None)
+            main = github.refs("acme/alpha")["main"]
+            github.add_check_run("acme/alpha", main, "deploy", "completed", "failure")
+            (event,) = tick(watch, instance, None).asset_events
+            assert event.partition == "acme__alpha"
+            frame = report.build_report(instance, spec).set_index("target")
+        assert frame.loc["acme__alpha", "post_merge"] == "failure on main: deploy"
+        assert frame.loc["acme__alpha", "ci_repairs"] == 1
+        assert list(frame["wave"]) == [1, 2]
