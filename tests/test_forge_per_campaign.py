@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 
 from resources.forges.base import ForgeError, PullRequestDraft
@@ -19,9 +21,20 @@ from resources.git import author_env, run_git
 from tests.conftest import TEST, Platform, app_repo
 from tests.fake_github import FakeGitHub
 from tests.test_github_app import APP_ID, INSTALLATION, rsa_key
+from tests.test_review_ui import session, ui_server
 
 FAKE_TOKEN = "ghp_" + "1" * 36  # the fake's own token: the platform never gets it
 FILES = {"app.py": "GREETING = 'OLD'\n", "tests/test_app.py": TEST}
+
+
+def _get_when_up(url: str) -> str:
+    """The page at `url` once the server (just started) accepts connections."""
+    for _ in range(150):
+        try:
+            return session().get(url, timeout=30).text
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url}: the UI never answered")
 
 
 def report_rows(platform: Platform) -> dict[str, dict]:
@@ -76,6 +89,11 @@ def test_a_campaign_spans_the_local_forge_and_a_github_app(platform: Platform):
         assert (rows["corp__app"]["forge"], rows["corp__app"]["host"]) == ("gh-app", host)
         table = platform.cli("report", "rename").stdout
         assert f"gh-app ({host})" in table and "default (local)" in table
+        with ui_server(platform) as base:  # and so do the UI's campaign and target pages
+            page = _get_when_up(f"{base}/c/rename")
+            assert f"gh-app ({host})" in page and "default (local)" in page
+            page = session().get(f"{base}/c/rename/t/corp__app").text
+            assert f"on gh-app ({host})" in page
 
         # Bulk merge across both hosts, squashed on each.
         merged = platform.cli("prs", "merge", "rename", "--method", "squash", "--yes")

@@ -34,13 +34,16 @@ def campaign_page(request: Request) -> Response:
     shown = shown.sort_values(
         SORTS.get(sort, "target"), ascending=order != "desc", kind="stable", na_position="last"
     )
+    columns = [*COLUMNS, *(c for c in ("forge", "host") if c in shown)]  # where targets live
     rows = [
-        dict(zip(COLUMNS, values, strict=True))
-        for values in shown[COLUMNS].itertuples(index=False, name=None)
+        dict(zip(columns, values, strict=True))
+        for values in shown[columns].itertuples(index=False, name=None)
     ]
     return render(
         request,
         "campaign.html",
+        # the host of each target, for a campaign on named forges (the forges file)
+        show_hosts="forge" in frame and any(f != "default" for f in frame["forge"]),
         spec=spec,
         summary=summarize(spec, frame),
         counts=status_counts(frame) if len(frame) else {},
