@@ -126,6 +126,11 @@ def test_a_preview_campaign_whose_spec_changed_is_not_published(platform):
     assert pulls(platform, "alpha") == []
 
     data = yaml.safe_load(path.read_text())
+    data["verifiers"][0]["command"] += " -x"  # the preview was verified by another command
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    proc = platform.cli("publish", "previewed", check=False)
+    assert proc.returncode == 1
+    assert "acme__alpha: the campaign's verifiers changed since the preview" in proc.stdout
     data["pull_request"] = {"title": "Another title"}  # part of the change's fingerprint
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     proc = platform.cli("publish", "previewed", check=False)

@@ -66,6 +66,7 @@ def publish(campaign: str, targets: tuple[str, ...], dry_run: bool, output: str)
     keys = [t.key for t in chosen]
     changes = history.latest_changes(instance, spec, keys)
     prs = history.latest_pull_requests(instance, spec, keys)
+    verifications = history.latest_verifications(instance, spec, keys)
     decisions = latest_decisions(instance, spec, keys)
     forge = forge_for(loaded)
     plans = []
@@ -80,7 +81,9 @@ def publish(campaign: str, targets: tuple[str, ...], dry_run: bool, output: str)
         fingerprint = spec.transformation_fingerprint(
             spec.setup_for(target, profile.setup), profile.environment_key()
         )
-        plans.append(plan_publish(spec, target, change, pr, now, fingerprint))
+        plans.append(
+            plan_publish(spec, target, change, pr, now, fingerprint, verifications.get(target.key))
+        )
     todo = [p for p in plans if p.verdict == "publish" and not dry_run]
     actor = current_actor()
     for plan in todo:

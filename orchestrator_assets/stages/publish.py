@@ -21,6 +21,7 @@ from orchestrator_assets.stages.records import (
     ChangeRecord,
     PullRequestRecord,
     ReviewDecision,
+    VerificationRecord,
     decision_applies,
 )
 from resources.forges.base import ResolvedRepo
@@ -66,11 +67,13 @@ def plan_publish(
     pull_request: PullRequestRecord | None,
     now: ResolvedRepo | None,
     fingerprint: str,
+    verification: VerificationRecord | None = None,
 ) -> PublishPlan:
     """Whether a target's previewed change may be published as it was previewed.
 
     `now` is the repository as the forge sees it now (None: not asked, because the target is
-    not previewed); `fingerprint` the campaign's transformation fingerprint for the target now.
+    not previewed); `fingerprint` the campaign's transformation fingerprint for the target now;
+    `verification` the change's verification, whose verifiers must still be the campaign's.
     """
     key = target.key
     if change is None or pull_request is None:
@@ -90,6 +93,13 @@ def plan_publish(
         return PublishPlan(
             key, "moved", f"the campaign changed since the preview of {head} (transformation, "
             "setup, branch or title): run the campaign again to preview the new change",
+        )  # fmt: skip
+    wanted = {v.name: v.command_line() for v in spec.verifiers_for(target)}
+    ran = {r.name: r.command for r in verification.results} if verification else {}
+    if verification is None or verification.head_sha != change.head_sha or ran != wanted:
+        return PublishPlan(
+            key, "moved", f"the campaign's verifiers changed since the preview of {head}: run "
+            "the campaign again to verify and preview the change",
         )  # fmt: skip
     assert now is not None
     if now.base_sha != change.base_sha:
