@@ -113,6 +113,22 @@ def test_the_token_is_renewed_before_it_expires_and_an_expired_one_is_refused(fa
     assert forge.redact(text) == "first=*** second=*** now=***"
 
 
+def test_a_token_revoked_before_its_expiry_is_renewed_once_on_the_401(fake, keys):
+    tokens = tokens_for(fake, keys[0])
+    forge = GitHubForge(tokens, fake.base_url)
+    forge.resolve("acme/app", None, "campaign/x")
+    first = tokens.current()
+    fake.clock_shift_s = 60
+    del fake.app_tokens[first]  # revoked on GitHub
+    assert forge.resolve("acme/app", None, "campaign/y").base_branch == "main"
+    assert tokens.mints == 2 and tokens.current() != first
+    # a fresh token that is refused too is an error, not a loop of mints
+    fake.app_tokens.clear()
+    with pytest.raises(ForgeError, match="401"):
+        forge.resolve("acme/app", None, "campaign/z")
+    assert tokens.mints == 2
+
+
 def test_a_jwt_signed_with_another_key_is_refused_clearly(fake):
     other, _ = rsa_key()
     forge = GitHubForge(tokens_for(fake, other), fake.base_url)

@@ -5,7 +5,9 @@ A GitHub App authenticates as itself with a JSON Web Token (RS256, signed with i
 token (`POST /app/installations/{id}/access_tokens`), valid for an hour, which the REST API and
 git over HTTPS take like a personal token. `InstallationTokens` mints one when first needed and
 mints the next before the current one expires (5 minutes before `expires_at`, or half its life
-for a shorter one), so that no request is sent with an expired token.
+for a shorter one), so that no request is sent with an expired token; a token GitHub refuses
+before then (revoked) is renewed once on the 401 (`renew`, called by the transport), and the
+request sent again. A git push refused with 401 is not retried.
 
 The tokens live in this object only: never written to a file, a log or an error. Each is
 registered with `resources.redact` as it is minted, so that every path to storage (logs, records,
@@ -35,6 +37,7 @@ REFRESH_BEFORE_S = 300.0  # renew a token this long before it expires (GitHub's:
 JWT_LIFETIME_S = 540  # GitHub accepts at most 10 minutes
 JWT_BACKDATE_S = 60  # `iat` in the past, for clock drift (GitHub's own advice)
 MINT_ATTEMPTS = 3
+RENEW_GUARD_S = 10.0  # a token younger than this is not renewed after a 401
 
 
 class InstallationTokens:
@@ -68,6 +71,7 @@ class InstallationTokens:
         self.identity = f"github-app:{app_id}:{installation_id}"
         self._token: str | None = None
         self._renew_at = 0.0
+        self._minted_at = 0.0
         self._minted: list[str] = []
         self._lock = threading.Lock()
         self.mints = 0  # how many tokens were minted (tests, stats)
@@ -100,6 +104,16 @@ class InstallationTokens:
                 self._mint()
             assert self._token is not None
             return self._token
+
+    def renew(self) -> bool:
+        """Mint a new token now, because GitHub refused the current one (revoked before its
+        expiry); False when the current one is only seconds old (several threads refused at
+        once renew once, and a fresh token refused is not renewed in a loop)."""
+        with self._lock:
+            if self._token is not None and self._clock() - self._minted_at < RENEW_GUARD_S:
+                return False
+            self._mint()
+            return True
 
     def secrets(self) -> list[str]:
         """Every token minted so far (an old one may still be in a message being redacted)."""
@@ -146,6 +160,7 @@ class InstallationTokens:
         expires_at = expires.timestamp()
         lifetime = max(expires_at - now, 0.0)
         self._token = token
+        self._minted_at = now
         self._renew_at = expires_at - min(self.refresh_before_s, lifetime / 2)
         self._minted.append(token)
         self.mints += 1

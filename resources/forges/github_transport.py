@@ -347,6 +347,7 @@ class GitHubTransport:
         kwargs.update(zip(REQUEST_PARAMETERS, args, strict=False))
         conditional = verb.upper() == "GET" and self.etag_cache_size > 0
         attempt = 0
+        renewed = False
         while True:
             self._await_pause()
             failure: Exception
@@ -361,6 +362,9 @@ class GitHubTransport:
                         return send(verb, url, **kwargs)
                     except (GithubException, *NETWORK_ERRORS) as exc:
                         failure = exc
+            if not renewed and self._renewed_after_401(failure):
+                renewed = True  # once: a token minted just now that is refused is an error
+                continue
             plan = self._retry_plan(failure)
             if plan is None or attempt >= self.max_retries:
                 raise failure
@@ -421,6 +425,15 @@ class GitHubTransport:
             return recover()
         except (GithubException, *NETWORK_ERRORS):
             return None  # cannot tell: retry the write
+
+    def _renewed_after_401(self, exc: Exception) -> bool:
+        """Whether a 401 was answered by renewing a token that comes from a source (a GitHub
+        App's installation token revoked before its expiry): the request is then sent again,
+        which is safe for a write too, as a 401 applied nothing."""
+        renew = getattr(self._source, "renew", None)
+        if not (isinstance(exc, GithubException) and exc.status == 401 and callable(renew)):
+            return False
+        return bool(renew())
 
     def _retry_plan(self, exc: Exception) -> tuple[str, float | None] | None:
         """`(kind, wait)` for a failure worth retrying (wait None: back off), else None."""
