@@ -73,7 +73,7 @@ lint: $(BIN)/orchestrator
 	$(BIN)/ruff format --check .
 
 test: $(BIN)/orchestrator system-deps agent-cli lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
 # `make dev`: the Dagster UI and the review UI (`orchestrator ui`) side by side, one port each.
 DAGSTER_PORT ?= 3000
