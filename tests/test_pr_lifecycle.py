@@ -140,7 +140,7 @@ def test_local_forge_status_comments_and_reviewers(tmp_path: Path):
     )
     opened = forge.create_pull_request(url, draft)
     record = bare / "pulls" / "1.json"
-    assert "team_reviewers" not in json.loads(record.read_text())
+    assert json.loads(record.read_text())["team_reviewers"] == ["t"]  # a base draft field now
 
     status = forge.pull_request_status(url, 1)
     assert (status.state, status.mergeable, status.mergeable_state) == ("open", True, "clean")
