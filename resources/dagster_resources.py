@@ -148,9 +148,10 @@ class ForgeResource(dg.ConfigurableResource):
         """The forge of one campaign: a router (resources/forges/router.py) that sends each
         repository's verbs to the named forge it lives on (`forge:` of the campaign, its profile
         or the target; the forges file names them), this resource's forge being `default`."""
+        from resources.build import forge_registry  # build imports this module
         from resources.forges.router import campaign_router
 
-        return campaign_router(spec, default_client=self.get)
+        return campaign_router(spec, forge_registry(default_client=self.get))
 
 
 def missing_token(token: str) -> str:

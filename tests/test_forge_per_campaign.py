@@ -12,10 +12,10 @@ import pytest
 import requests
 import yaml
 
+from resources.build import forge_registry
 from resources.forges.base import ForgeError, PullRequestDraft
 from resources.forges.github import GitHubForge
 from resources.forges.local import LocalForge
-from resources.forges.registry import ForgeRegistry
 from resources.forges.router import ForgeRouter, merge_git_envs
 from resources.git import author_env, run_git
 from tests.conftest import TEST, Platform, app_repo
@@ -157,7 +157,7 @@ def test_the_router_sends_each_verb_to_its_repositorys_forge(platform: Platform,
             env={"GH_TOKEN_X": FAKE_TOKEN},
         )
         (alpha,) = platform.make_fleet([app_repo("alpha", "GREETING = 'OLD'\n")])
-        registry = ForgeRegistry.load(platform.settings(), default_client=_Optional)
+        registry = forge_registry(platform.settings(), default_client=_Optional)
         hosted = f"{gh.web}/corp/app"
         router = ForgeRouter(registry, {str(alpha): "default", hosted: "gh"}, "default")
         assert router.name_for(str(alpha)) == "default"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from orchestrator_assets.spec.errors import SpecError
+from resources.build import forge_registry
 from resources.forges.base import ForgeError
-from resources.forges.registry import ForgeRegistry
 
 
 def test_default_forge_is_always_there(platform):
-    registry = ForgeRegistry.load(platform.settings())
+    registry = forge_registry(platform.settings())
     assert registry.names == ["default"]
     assert registry.config("default").kind == "local"
     assert type(registry.get()).__name__ == "LocalForge"
@@ -30,7 +30,7 @@ def test_named_forges_from_the_file(platform):
         },
         env={"GHE_TOKEN": "ghe-secret-token"},
     )
-    registry = ForgeRegistry.load(platform.settings())
+    registry = forge_registry(platform.settings())
     assert registry.names == ["default", "gh", "lab", "bb"]
     assert registry.config("gh").web_root() == "https://ghe.example.com"
     assert registry.config("lab").host() == "gitlab.example.com"
@@ -41,19 +41,19 @@ def test_named_forges_from_the_file(platform):
     assert client.limits.per_minute == 7
     assert registry.get("gh") is client  # built once
     # The same host and token from another registry: the same client, so one write budget.
-    assert ForgeRegistry.load(platform.settings()).get("gh") is client
+    assert forge_registry(platform.settings()).get("gh") is client
 
 
 def test_missing_token_variable_names_forge_and_variable(platform):
     platform.use_forges({"gh": {"kind": "github", "token_env": "NO_SUCH_TOKEN_VAR"}})
-    registry = ForgeRegistry.load(platform.settings())
+    registry = forge_registry(platform.settings())
     with pytest.raises(ForgeError, match=r"'gh'.*NO_SUCH_TOKEN_VAR"):
         registry.get("gh")
 
 
 def test_unknown_forge_names_the_known_ones(platform):
     platform.use_forges({"gh": {"kind": "github", "token_env": "T"}})
-    registry = ForgeRegistry.load(platform.settings())
+    registry = forge_registry(platform.settings())
     with pytest.raises(ForgeError, match=r"unknown forge 'nope'; known: default, gh"):
         registry.get("nope")
 
@@ -82,7 +82,7 @@ def test_unknown_forge_names_the_known_ones(platform):
 def test_bad_forges_file_names_file_and_field(platform, forges, field, message):
     path = platform.use_forges(forges)
     with pytest.raises(SpecError) as err:
-        ForgeRegistry.load(platform.settings())
+        forge_registry(platform.settings())
     text = str(err.value)
     assert text.startswith(str(path))
     assert field in text and message in text
@@ -93,10 +93,10 @@ def test_forges_file_that_is_not_a_mapping(platform):
     path.write_text("- a\n- b\n")
     platform.set_env("ORCHESTRATOR_FORGES", str(path))
     with pytest.raises(SpecError, match="must be a YAML mapping"):
-        ForgeRegistry.load(platform.settings())
+        forge_registry(platform.settings())
     platform.set_env("ORCHESTRATOR_FORGES", str(platform.root / "missing.yaml"))
     with pytest.raises(SpecError, match=r"missing.yaml: no such file"):
-        ForgeRegistry.load(platform.settings())
+        forge_registry(platform.settings())
 
 
 def test_forges_file_in_the_data_dir_is_read_by_default(platform):
@@ -105,6 +105,6 @@ def test_forges_file_in_the_data_dir_is_read_by_default(platform):
     (settings.data_dir / "forges.yaml").write_text(
         "forges:\n  lab: {kind: gitlab, token_env: LAB_TOKEN}\n"
     )
-    registry = ForgeRegistry.load(settings)
+    registry = forge_registry(settings)
     assert registry.names == ["default", "lab"]
     assert registry.config("lab").web_root() == "https://gitlab.com"

@@ -15,11 +15,11 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from resources.build import forge_registry
 from resources.dagster_resources import forge_git_env
 from resources.forges.base import ForgeError
 from resources.forges.github import GitHubForge
 from resources.forges.github_app import InstallationTokens
-from resources.forges.registry import ForgeRegistry
 from resources.git import run_git
 from resources.redact import redact
 from tests.fake_github import FakeGitHub
@@ -177,7 +177,7 @@ def test_the_registry_builds_an_app_forge_from_a_key_variable_or_file(platform, 
         },
         env={"GH_APP_KEY": keys[0]},
     )  # fmt: skip
-    registry = ForgeRegistry.load(platform.settings())
+    registry = forge_registry(platform.settings())
     for name in ("gh-app", "gh-file"):
         forge = registry.get(name)
         assert forge.resolve("acme/app", None, "campaign/x").base_branch == "main"

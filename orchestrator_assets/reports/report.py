@@ -161,13 +161,14 @@ def add_host_columns(spec: CampaignSpec, frame: pd.DataFrame) -> None:
     else `default`) and `host` (its web host, `local` for the local forge; None when the forges
     file cannot be read)."""
     from orchestrator_assets.spec.errors import OrchestratorError
+    from resources.build import forge_registry
     from resources.forges.base import ForgeError
-    from resources.forges.registry import DEFAULT, ForgeRegistry
+    from resources.forges.registry import DEFAULT
 
     own = {t.key: t.forge for t in spec.targets}
     names = [own.get(key) or spec.forge or DEFAULT for key in frame["target"]]
     try:
-        registry = ForgeRegistry.load()
+        registry = forge_registry()
     except (OrchestratorError, ForgeError):
         registry = None
     hosts = []

@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     forge: Literal["local", "github"] = Field(
         default="local", description="where target repositories and pull requests live"
     )
+    forges: Path | None = Field(
+        default=None,
+        description="the forges file naming code hosts besides the platform's own forge "
+        "(ORCHESTRATOR_FORGES; default: <data dir>/forges.yaml when it exists)",
+    )
     github_api_url: str = Field(
         default="https://api.github.com", description="REST API root (GHE: https://HOST/api/v3)"
     )

@@ -158,9 +158,9 @@ def check_forge_name(value: str | None, info: ValidationInfo) -> str | None:
 def forge_context(settings: Settings | None = None) -> dict[str, Any]:
     """What validating a campaign needs to know of the named forges: `forge_roots`, each
     forge's web root (where `OWNER/NAME` lives; None: the local forge)."""
-    from resources.forges.registry import ForgeRegistry
+    from resources.build import forge_registry
 
-    registry = ForgeRegistry.load(settings or Settings())
+    registry = forge_registry(settings or Settings())
     return {"forge_roots": {name: c.web_root() for name, c in registry.configs.items()}}
 
 

@@ -13,6 +13,9 @@ A campaign names one with `forge:` (a target may override it). The file holds na
 environment variables, never a secret: a token is read from its variable when the forge's client
 is first built, in the process that uses it. Clients are built lazily and kept per configuration
 (and token), so that GitHub's write budget per host and token is shared by every user of it.
+
+This module knows no platform settings: `resources/build.py` reads the forges file and the
+settings (`forge_registry`) and hands the configs and `ForgeDefaults` to `ForgeRegistry`.
 """
 
 from __future__ import annotations
@@ -20,19 +23,24 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from orchestrator_assets.spec.errors import Problem, SpecError
-from orchestrator_assets.spec.reading import problems_from_validation, read_yaml_file
-from orchestrator_assets.spec.settings import Settings
-from orchestrator_assets.spec.steps import StrictModel
 from resources.forges.base import Forge, ForgeError
 from resources.forges.github_names import web_root as github_web_root
 
 DEFAULT = "default"  # the platform's own forge (Settings.forge), always known by this name
+
+
+class _Strict(BaseModel):
+    """A part of the forges file: an unknown key is an error, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 ForgeKind = Literal["local", "github", "gitlab", "bitbucket_cloud", "bitbucket_dc"]
 
 # Where each kind lives when the file says no `base_url` (Bitbucket Data Center has no default).
@@ -44,7 +52,7 @@ DEFAULT_BASE_URLS: dict[str, str] = {
 BITBUCKET_CLOUD_API = "https://api.bitbucket.org/2.0"
 
 
-class GitHubAppConfig(StrictModel):
+class GitHubAppConfig(_Strict):
     """A GitHub App installation the forge authenticates as (instead of a token): its app id,
     the installation, and where its private key (PEM) is — a variable or a file."""
 
@@ -79,7 +87,7 @@ class GitHubAppConfig(StrictModel):
             ) from None
 
 
-class ForgeConfig(StrictModel):
+class ForgeConfig(_Strict):
     """One named code host: its kind, where its API is, and which variables hold its secrets."""
 
     kind: ForgeKind
@@ -170,7 +178,7 @@ _GITHUB_LIMITS = (
 )
 
 
-class ForgesFile(StrictModel):
+class ForgesFile(_Strict):
     """The forges file: named code hosts (the name `default` is the platform's own forge)."""
 
     forges: dict[str, ForgeConfig] = Field(default_factory=dict)
@@ -185,82 +193,43 @@ class ForgesFile(StrictModel):
         return value
 
 
-def forges_file_path(settings: Settings) -> Path | None:
-    """The forges file in use: ORCHESTRATOR_FORGES (which must exist), else
-    `<data dir>/forges.yaml` when it exists, else None (only the default forge)."""
-    named = os.environ.get("ORCHESTRATOR_FORGES")
-    if named:
-        path = Path(named).expanduser()
-        if not path.is_file():
-            raise SpecError(str(path), [Problem("", "no such file (named by ORCHESTRATOR_FORGES)")])
-        return path
-    path = settings.data_dir / "forges.yaml"
-    return path if path.is_file() else None
+@dataclass(frozen=True)
+class ForgeDefaults:
+    """What a forge's config leaves to the platform: the author of the local forge's merges and
+    GitHub's write limits (the platform's settings; a forge's config may override the limits)."""
 
-
-def read_forges_file(path: Path) -> ForgesFile:
-    """Read and validate a forges file; a SpecError names the file and every bad field."""
-    data = read_yaml_file(path, "a forges file")
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise SpecError(str(path), [Problem("", "a forges file must be a YAML mapping")])
-    try:
-        return ForgesFile.model_validate(data)
-    except ValidationError as exc:
-        raise SpecError(str(path), problems_from_validation(exc)) from None
-
-
-def default_config(settings: Settings) -> ForgeConfig:
-    """The platform's own forge (`ORCHESTRATOR_FORGE` and the GitHub settings) as a config."""
-    if settings.forge == "local":
-        return ForgeConfig(kind="local")
-    return ForgeConfig(
-        kind="github",
-        base_url=settings.github_api_url,
-        token_env=settings.github_token_env,
-        write_concurrency=settings.github_write_concurrency,
-        write_interval_s=settings.github_write_interval_s,
-        writes_per_minute=settings.github_writes_per_minute,
-        writes_per_hour=settings.github_writes_per_hour,
-        max_concurrent_requests=settings.github_max_concurrent_requests,
-    )
+    author_name: str = "Campaign Bot"
+    author_email: str = "campaigns@localhost"
+    write_concurrency: int = 4
+    write_interval_s: float = 0.0
+    writes_per_minute: int = 80
+    writes_per_hour: int = 500
+    max_concurrent_requests: int = 20
 
 
 class ForgeRegistry:
-    """The named forges of a platform (`default` and the forges file's) and their clients.
+    """The named forges of a platform (`default` and the forges file's) and their clients
+    (`resources.build.forge_registry` makes the platform's).
 
-    `default_client` builds the default forge's client (the run's ForgeResource, whose token
-    Dagster resolved); without it the default is built from its config like any other.
+    `source` is the forges file (for messages); `default_client` builds the default forge's
+    client (the run's ForgeResource, whose token Dagster resolved); without it the default is
+    built from its config like any other.
     """
 
     def __init__(
         self,
         configs: dict[str, ForgeConfig],
-        settings: Settings,
+        defaults: ForgeDefaults | None = None,
         *,
         source: str | None = None,
         default_client: Callable[[], Forge] | None = None,
     ):
         self.configs = configs
-        self.settings = settings
+        self.defaults = defaults or ForgeDefaults()
         self.source = source
         self._default_client = default_client
         self._clients: dict[str, Forge] = {}
         self._lock = threading.Lock()
-
-    @classmethod
-    def load(
-        cls, settings: Settings | None = None, default_client: Callable[[], Forge] | None = None
-    ) -> ForgeRegistry:
-        """The platform's forges: `default` plus those of the forges file, if any."""
-        settings = settings or Settings()
-        path = forges_file_path(settings)
-        named = read_forges_file(path).forges if path else {}
-        configs = {DEFAULT: default_config(settings), **named}
-        return cls(
-            configs, settings, source=str(path) if path else None, default_client=default_client
-        )
 
     @property
     def names(self) -> list[str]:
@@ -290,7 +259,7 @@ class ForgeRegistry:
                 if name == DEFAULT and self._default_client is not None:
                     client = self._default_client()
                 else:
-                    client = build_client(name, config, self.settings)
+                    client = build_client(name, config, self.defaults)
                 self._clients[name] = client
             return client
 
@@ -305,32 +274,32 @@ def _secret(name: str, kind: str, variable: str, what: str = "token") -> str:
     return value
 
 
-def build_client(name: str, config: ForgeConfig, settings: Settings) -> Forge:
+def build_client(name: str, config: ForgeConfig, defaults: ForgeDefaults | None = None) -> Forge:
     """A client for forge `name` as `config` says, its secrets read from the environment now.
 
     Clients are kept per configuration and secret (module caches), so every user of one GitHub
     host and token shares its write budget."""
+    defaults = defaults or ForgeDefaults()
     kind = config.kind
     if kind == "local":
         from resources.forges.local import LocalForge
 
-        return LocalForge(merge_author=(settings.git_author_name, settings.git_author_email))
+        return LocalForge(merge_author=(defaults.author_name, defaults.author_email))
     api = config.api_url
     assert api is not None
     if kind == "github":
         from resources.dagster_resources import github_client
 
+        def pick(own: float | None, default: float) -> float:
+            return own if own is not None else default
+
         limits = {
-            "concurrency": config.write_concurrency or settings.github_write_concurrency,
-            "interval": (
-                config.write_interval_s
-                if config.write_interval_s is not None
-                else settings.github_write_interval_s
-            ),
-            "per_minute": config.writes_per_minute or settings.github_writes_per_minute,
-            "per_hour": config.writes_per_hour or settings.github_writes_per_hour,
-            "max_concurrent": (
-                config.max_concurrent_requests or settings.github_max_concurrent_requests
+            "concurrency": int(pick(config.write_concurrency, defaults.write_concurrency)),
+            "interval": pick(config.write_interval_s, defaults.write_interval_s),
+            "per_minute": int(pick(config.writes_per_minute, defaults.writes_per_minute)),
+            "per_hour": int(pick(config.writes_per_hour, defaults.writes_per_hour)),
+            "max_concurrent": int(
+                pick(config.max_concurrent_requests, defaults.max_concurrent_requests)
             ),
         }
         if config.app is not None:

@@ -244,13 +244,9 @@ class ForgeRouter:
         return discover(selector)
 
 
-def campaign_router(
-    spec: Any,
-    registry: ForgeRegistry | None = None,
-    default_client: Callable[[], Forge] | None = None,
-) -> ForgeRouter:
-    """The router of a campaign spec: its `forge:` (else `default`), its targets' overrides."""
-    registry = registry or ForgeRegistry.load(default_client=default_client)
+def campaign_router(spec: Any, registry: ForgeRegistry) -> ForgeRouter:
+    """The router of a campaign spec over `registry` (`resources.build.forge_registry`): its
+    `forge:` (else `default`), its targets' overrides."""
     campaign = getattr(spec, "forge", None) or DEFAULT
     routes = {t.repo: (getattr(t, "forge", None) or campaign) for t in getattr(spec, "targets", [])}
     return ForgeRouter(registry, routes, campaign)
