@@ -127,3 +127,11 @@ class RepoCache:
             raise
         # Each name comes as `<commit>:<path>`.
         return [p.split(":", 1)[1] for p in out.split("\0") if p]
+
+    @contextmanager
+    def locked(self, url: str) -> Iterator[Path]:
+        """Hold the lock of `url`'s mirror (as fetching it does) and give its path: for work
+        that reads and writes several of its refs at once. Do not call `mirror` inside."""
+        mirror = self.path_for(url)
+        with self._locked(mirror):
+            yield mirror

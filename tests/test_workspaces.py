@@ -11,7 +11,7 @@ import pytest
 
 from orchestrator_assets.demo_fleet import RepoSpec, create_fleet
 from resources.git import run_git
-from tests.conftest import TEST, Platform
+from tests.conftest import STRICT_TEST, TEST, Platform
 
 WORKSPACES = {"marker": "pyproject.toml", "under": "packages/*"}
 
@@ -95,8 +95,8 @@ def test_validate_checks_workspaces(platform: Platform):
 
     assert "workspaces.marker" in validate({"marker": "packages/pyproject.toml"})
     assert "workspaces.under" in validate({"marker": "package.json", "under": "../x"})
-    assert "per_repository is not supported yet" in validate(
-        {"marker": "package.json", "pull_requests": "per_repository"}
+    assert "workspaces.pull_requests" in validate(
+        {"marker": "package.json", "pull_requests": "per_package"}
     )
 
 
@@ -155,3 +155,51 @@ def test_select_decides_on_the_repository_then_workspaces_split_it(platform: Pla
         .workspaces == ["packages/docs"]  # fmt: skip
     nothing = answer({"paths": ["README.md"]}, Workspaces(marker="package.json"))
     assert not nothing.selected and nothing.why == "no package.json under *"
+
+
+@pytest.mark.usefixtures("bwrap")
+def test_per_repository_one_pull_request_combines_the_workspaces_that_passed(platform: Platform):
+    repo = monorepo()
+    repo.files["packages/baz/pyproject.toml"] = "[project]\nname = 'baz'\n"
+    repo.files["packages/baz/app.py"] = "GREETING = 'OLD'\n"
+    repo.files["packages/baz/tests/test_app.py"] = TEST
+    repo.files["packages/bar/tests/test_app.py"] = STRICT_TEST  # the rename breaks bar's test
+    (mono,) = create_fleet(platform.fleet, [repo])
+    path = platform.write_campaign(
+        "combined", targets=[str(mono)],
+        workspaces={**WORKSPACES, "pull_requests": "per_repository"},
+        review={"policy": "required"}, pull_request={"draft": True},  # reviewed on a draft PR
+    )  # fmt: skip
+    platform.cli("run", "--file", str(path))
+    report = json.loads(platform.cli("report", "combined", "--output", "json").stdout)
+    assert {r["target"]: r["status"] for r in report} == {
+        "acme__mono__packages-bar": "verification_failed",
+        "acme__mono__packages-baz": "awaiting_review",
+        "acme__mono__packages-foo": "awaiting_review",
+    }
+    # One branch and one PR for the repository, holding the changes that passed (not bar's).
+    prs = pulls(mono)
+    assert list(prs) == ["campaign/combined"]
+    assert "`packages/baz/`" in prs["campaign/combined"]["body"]
+    assert "`packages/foo/`" in prs["campaign/combined"]["body"]
+    changed = run_git(["diff", "--name-only", "main", "campaign/combined"], mono).split()
+    assert changed == ["packages/baz/app.py", "packages/foo/app.py"]
+    assert run_git(["rev-list", "--count", "main..campaign/combined"], mono).strip() == "1"
+    assert len({r["pr_number"] for r in report if r["status"] == "awaiting_review"}) == 1
+
+    # Running again changes nothing on the forge (the same combined commit).
+    pushed = run_git(["rev-parse", "campaign/combined"], mono)
+    platform.cli("run", "--file", str(path))
+    assert run_git(["rev-parse", "campaign/combined"], mono) == pushed
+
+    # foo is approved, baz rejected: baz leaves the combined branch, the PR stays with foo's.
+    platform.cli("approve", "combined", "acme__mono__packages-foo")
+    platform.cli("reject", "combined", "acme__mono__packages-baz", "--reason", "not baz")
+    platform.cli("run", "--file", str(path))
+    report = json.loads(platform.cli("report", "combined", "--output", "json").stdout)
+    statuses = {r["target"]: r["status"] for r in report}
+    assert statuses["acme__mono__packages-baz"] == "rejected"
+    assert statuses["acme__mono__packages-foo"] == "pr_open"
+    assert pulls(mono)["campaign/combined"]["state"] == "open"
+    changed = run_git(["diff", "--name-only", "main", "campaign/combined"], mono).split()
+    assert changed == ["packages/foo/app.py"]

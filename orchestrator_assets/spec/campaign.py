@@ -208,6 +208,14 @@ class CampaignSpec(StrictModel):
         """The campaign branch of one target: a workspace has its own below the campaign's."""
         return f"{self.branch_name}/{dir_slug(target.path)}" if target.path else self.branch_name
 
+    def pr_branch(self, target: Target) -> str:
+        """The branch a target's pull request is opened from: its own (`branch_for`), or with
+        `workspaces: {pull_requests: per_repository}` the repository's, which combines its
+        workspaces' changes (stages/combine.py)."""
+        if target.path and self.workspaces and self.workspaces.pull_requests == "per_repository":
+            return self.branch_name
+        return self.branch_for(target)
+
     @property
     def partitions_name(self) -> str:
         """The name of the campaign's dynamic partitions definition."""

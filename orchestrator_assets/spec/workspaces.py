@@ -33,7 +33,9 @@ class Workspaces(StrictModel):
         default="*", description="glob of the directories to look in (from the repository root)"
     )
     pull_requests: Literal["per_workspace", "per_repository"] = Field(
-        default="per_workspace", description="one PR per workspace (per_repository: not built)"
+        default="per_workspace",
+        description="one branch and PR per workspace, or one per repository combining the "
+        "workspaces whose changes passed their gates",
     )
 
     @field_validator("marker")
@@ -44,18 +46,6 @@ class Workspaces(StrictModel):
         return value
 
     _check_under = field_validator("under")(lambda value: check_glob(value.rstrip("/")))
-
-    @field_validator("pull_requests")
-    @classmethod
-    def _built(cls, value: str) -> str:
-        if value == "per_repository":
-            # Combining the approved workspace changes of a repository into one branch is not
-            # built yet: say so rather than quietly opening one PR per workspace.
-            raise ValueError(
-                "per_repository is not supported yet: each workspace gets its own branch and "
-                "pull request (per_workspace)"
-            )
-        return value
 
     @property
     def pathspec(self) -> str:

@@ -18,6 +18,13 @@ from orchestrator_assets.spec.campaign import CampaignSpec
 from orchestrator_assets.spec.delivery import TEMPLATES
 from orchestrator_assets.spec.target import Target
 from orchestrator_assets.stages.automerge import enable_auto_merge
+from orchestrator_assets.stages.combine import (
+    accepted_note,
+    combines,
+    open_pull_request,
+    publish_combined,
+    withdraw,
+)
 from orchestrator_assets.stages.owners import review_requests
 from orchestrator_assets.stages.publish import preview_holds, previewed_reason
 from orchestrator_assets.stages.quality import judge_holds
@@ -105,15 +112,16 @@ def deliver_pull_request(
                     head_sha=head, awaiting_since=since)  # fmt: skip
     try:
         draft = PullRequestDraft(
-            head=spec.branch_for(target),
+            head=spec.pr_branch(target),
             base=target.pr_base or change.base_branch or "main",
             title=render_title(spec, target, change).strip(),
-            body=render_body(spec, target, change, verification),
+            body=render_body(spec, target, change, verification)
+            + accepted_note(spec, target, change, bench),  # workspaces: per_repository
             labels=spec.pull_request.labels,
             draft=spec.pull_request.draft,
             **review_requests(spec, target.key, change, bench, log).draft_fields(),
         )
-        existing = bench.forge.find_pull_request(target.repo, spec.branch_for(target))
+        existing = bench.forge.find_pull_request(target.repo, spec.pr_branch(target))
         if existing is not None and existing.state == "closed" and spec.pull_request.reopen:
             existing = bench.forge.reopen_pull_request(target.repo, existing.number)
             log(f"{target.key}: pull request #{existing.number} reopened (pull_request.reopen)")
@@ -150,7 +158,7 @@ def deliver_pull_request(
             draft = draft.model_copy(update={"draft": False})  # approved: published
         if existing is None:
             try:
-                pr = bench.forge.create_pull_request(target.repo, draft)
+                pr = open_pull_request(spec, target, draft, bench)  # or a sibling workspace's
             except ForgeError:
                 if limiter is not None:
                     limiter.give_back()
@@ -186,6 +194,8 @@ def publish(
     branch; returns it, or None when the forge's branch already holds it."""
     head = change.head_sha
     assert head is not None
+    if combines(spec, target):  # workspaces: one branch per repository, combining theirs
+        return publish_combined(spec, target, change, bench, log)
     if head == change.forge_branch_sha:
         return None
     clone_url = (
@@ -210,7 +220,9 @@ def _reject(spec, target: Target, head: str, reason: str, bench: Workbench, log:
     """A reviewer rejected the change: the target ends, and a draft PR of it is closed."""
     number = url = state = None
     try:
-        existing = bench.forge.find_pull_request(target.repo, spec.branch_for(target))
+        existing = bench.forge.find_pull_request(target.repo, spec.pr_branch(target))
+        if combines(spec, target) and withdraw(spec, target, bench, log):
+            existing = None  # the other workspaces' changes keep their pull request open
         if existing is not None and existing.state == "open":
             comment = f"Closed: the change of campaign `{spec.name}` was rejected: {reason}"
             pr = bench.forge.close_pull_request(target.repo, existing.number, comment)
@@ -241,9 +253,11 @@ def _close_stale(spec, target, change: ChangeRecord, bench: Workbench, log: Log,
     """The change is gone (the base already has it, or the campaign no longer changes this
     repository): an open PR of the campaign branch is closed with a comment saying why."""
     try:
-        existing = bench.forge.find_pull_request(target.repo, spec.branch_for(target))
+        existing = bench.forge.find_pull_request(target.repo, spec.pr_branch(target))
         if existing is None or existing.state != "open":
             return done(outcome="no_change", reason="nothing to propose")
+        if combines(spec, target) and withdraw(spec, target, bench, log):
+            return done(outcome="no_change", reason="nothing to propose")  # others remain in it
         base = (change.base_sha or "")[:8]
         comment = (
             f"Closed by campaign `{spec.name}`: on `{change.base_branch}` at {base} the "
