@@ -276,3 +276,33 @@ def test_github_merge_methods(tmp_path):
             assert merged.state == "merged"
             (call,) = gh.calls_to("PUT", f"/repos/corp/app/pulls/{pr.number}/merge")
             assert json.loads(call.body)["merge_method"] == (method or "merge")
+
+
+# discovery on the campaign's forge ------------------------------------------------------------
+
+
+def test_discover_takes_exactly_one_host_and_asks_the_campaigns_forge(platform: Platform):
+    platform.use_forges({"lab": {"kind": "gitlab", "token_env": "LAB_TOKEN"}})
+    path = platform.write_campaign(
+        targets=[], discover={"github": {"org": "acme"}, "gitlab": {"group": "acme"}}
+    )
+    proc = platform.cli("validate", str(path), check=False)
+    assert (
+        "discover: exactly one of github, gitlab, bitbucket must be set (got: github, gitlab)"
+        in (proc.stderr)
+    )
+    path = platform.write_campaign(targets=[], discover={"gitlab": {"group": "acme", "org": "x"}})
+    proc = platform.cli("validate", str(path), check=False)
+    assert "discover.gitlab: org: Extra inputs are not permitted" in proc.stderr
+    # a GitLab selector on a campaign whose forge is the local one: a clear error, no traceback
+    path = platform.write_campaign(targets=[], discover={"gitlab": {"group": "acme"}})
+    platform.cli("validate", str(path))
+    proc = platform.cli("run", "--file", str(path), check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "`discover: gitlab` needs the GitLab forge (the campaign's forge 'default' is local" in (
+        proc.stderr
+    )
+    # on the named GitLab without its token: the forge and the variable are named
+    path = platform.write_campaign(targets=[], forge="lab", discover={"gitlab": {"group": "acme"}})
+    proc = platform.cli("run", "--file", str(path), check=False)
+    assert proc.returncode == 2 and "'lab'" in proc.stderr and "LAB_TOKEN" in proc.stderr
