@@ -16,6 +16,7 @@ from resources.build import forge_registry
 from resources.forges.base import ForgeError, PullRequestDraft
 from resources.forges.github import GitHubForge
 from resources.forges.local import LocalForge
+from resources.forges.registry import ForgeConfig
 from resources.forges.router import ForgeRouter, merge_git_envs
 from resources.git import author_env, run_git
 from tests.conftest import TEST, Platform, app_repo
@@ -163,6 +164,12 @@ def test_the_router_sends_each_verb_to_its_repositorys_forge(platform: Platform,
         assert router.name_for(str(alpha)) == "default"
         assert router.name_for(hosted) == "gh"
         assert router.name_for(f"{gh.web}/corp/other") == "gh"  # under gh's web root
+        # two forges on one web root (a token and an App): the campaign's wins
+        same_root = {"kind": "github", "base_url": gh.base_url, "token_env": "GH_TOKEN_X"}
+        two = forge_registry(platform.settings())
+        two.configs = {**two.configs, "gh2": ForgeConfig(**same_root)}
+        assert ForgeRouter(two, {}, "gh2").name_for(f"{gh.web}/corp/other") == "gh2"
+        assert ForgeRouter(two, {}, "gh").name_for(f"{gh.web}/corp/other") == "gh"
         assert isinstance(router.forge_for(hosted), GitHubForge)
         assert router.resolve(hosted, None, "campaign/x").base_branch == "main"
         assert router.resolve(str(alpha), None, "campaign/x").base_branch == "main"

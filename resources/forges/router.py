@@ -105,11 +105,18 @@ class ForgeRouter:
         named = self.routes.get(url)
         if named is not None:
             return named
-        for root, name in self._roots:
-            assert root is not None
-            if url == root or url.startswith(root.rstrip("/") + "/"):
-                return name
-        return self.forge
+        under = [
+            (len(root), name)
+            for root, name in self._roots
+            if root and (url == root or url.startswith(root.rstrip("/") + "/"))
+        ]
+        if not under:
+            return self.forge
+        # the deepest web root; of forges on the same one (a token and an App on github.com),
+        # the campaign's own, then one its targets use
+        deepest = max(length for length, _ in under)
+        candidates = [name for length, name in under if length == deepest]
+        return next((n for n in self.names() if n in candidates), candidates[0])
 
     def forge_for(self, url: str) -> Forge:
         """The client of the forge `url` lives on."""
