@@ -769,8 +769,8 @@ class FakeGitLab:
                 self._merge(project, mr, mr.squash)
 
     def merge_mr_endpoint(self, call: Call, pid: str, iid: str):
-        """PUT /projects/:id/merge_requests/:iid/merge (sha, squash,
-        merge_when_pipeline_succeeds)."""
+        """PUT /projects/:id/merge_requests/:iid/merge (sha, squash, auto_merge or its older
+        name merge_when_pipeline_succeeds)."""
         project = self._project_or_404(pid)
         mr = self._mr_or_404(project, iid)
         data = self._params(call)
@@ -784,9 +784,8 @@ class FakeGitLab:
             raise HttpError(405, "405 Method Not Allowed")
         squash = data.get("squash") in (True, "true")
         pipeline = self._head_pipeline(project, head)
-        if data.get("merge_when_pipeline_succeeds") in (True, "true") and (
-            pipeline is not None and pipeline["status"] in UNFINISHED
-        ):
+        auto = data.get("auto_merge", data.get("merge_when_pipeline_succeeds"))  # 17.11: new name
+        if auto in (True, "true") and (pipeline is not None and pipeline["status"] in UNFINISHED):
             mr.merge_when_pipeline_succeeds, mr.squash = True, squash
             mr.updated_at = self._now()
             return 200, {}, self._mr_json(project, mr)

@@ -418,6 +418,9 @@ class GitLabForge(GitLabTransport):
             if mr.get("sha"):
                 data["sha"] = mr["sha"]  # GitLab refuses (409) if the head moved since
             if when_checks_pass:
+                # auto_merge since GitLab 17.11, which keeps the older name (deprecated) working;
+                # an older GitLab ignores the newer one
+                data["auto_merge"] = True
                 data["merge_when_pipeline_succeeds"] = True
             try:
                 merged = self.client().http_put(
