@@ -448,6 +448,15 @@ def test_merge_squash_and_rebase_methods(fake, forge, app):
         forge.merge_pull_request(app, 3, method="fast-forward")
 
 
+def test_a_rebase_that_does_not_finish_merges_nothing(fake, clock, app):
+    forge = make_forge(fake, clock, rebase_wait_s=10, rebase_poll_s=2)
+    forge.create_pull_request(app, draft())
+    fake.rebase_polls = 100  # GitLab keeps saying the rebase is in progress
+    with pytest.raises(ForgeError, match="rebase did not finish in 10 s; not merged"):
+        forge.merge_pull_request(app, 1, method="rebase")
+    assert fake.mr(PATH, 1).state == "opened" and clock.sleeps == [2, 2, 2, 2, 2]
+
+
 def test_merge_when_the_pipeline_succeeds(fake, forge, app):
     forge.create_pull_request(app, draft())
     head = fake.refs(PATH)[BRANCH]
