@@ -256,7 +256,7 @@ def reselect(
     from resources.build import build_forge
     from resources.dagster_resources import forge_git_env
 
-    forge = forge or build_forge(settings)
+    forge = forge or build_forge(settings, spec)  # the campaign's forge(s)
     cache = RepoCache(settings.cache_dir, forge_git_env(forge))
     found = refresh_selection(spec, settings, forge, cache, budget_s=budget_s)
     return with_selected(spec, settings), found
