@@ -99,10 +99,22 @@ def test_a_campaign_on_bitbucket_from_discovery_to_a_bulk_merge(platform: Platfo
     platform.cli("run", "--file", str(path))
     assert fake.pr(beta, 1).state == "DECLINED" and len(fake.repos[beta].pulls) == 1
 
-    # Bulk merge: the open one merges, the declined one is left alone.
+    # ... unless the campaign asks: Data Center reopens it; Cloud cannot, and says so.
+    data["pull_request"]["reopen"] = True
+    path.write_text(yaml.safe_dump(data))
+    again = platform.cli("run", "--file", str(path), check=False)
+    if fake.flavor == "dc":
+        assert fake.pr(beta, 1).state == "OPEN"
+    else:
+        assert fake.pr(beta, 1).state == "DECLINED" and len(fake.repos[beta].pulls) == 1
+        row = report(platform)["acme__beta"]
+        assert row["status"] == "pr_failed", again.stdout + again.stderr
+        assert "Bitbucket Cloud cannot reopen a declined pull request" in row["reason"]
+
+    # Bulk merge: the open ones merge, a declined one is left alone.
     merged = platform.cli("prs", "merge", "rename", "--yes")
     assert fake.pr(alpha, 1).state == "MERGED", merged.stdout + merged.stderr
-    assert fake.pr(beta, 1).state == "DECLINED"
+    assert fake.pr(beta, 1).state == ("MERGED" if fake.flavor == "dc" else "DECLINED")
     assert "GREETING = 'NEW'" in _file_at(fake, alpha, "main", "app.py")
 
     # The token is in no byte the platform stored.
