@@ -234,7 +234,7 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
         )
         single = context.has_partition_key
         verified: dict[str, VerificationRecord] = {}
-        requests: dict[str, int] = {}  # GitHub API requests per target (worker threads write)
+        requests: dict[str, int] = {}  # forge API requests per target (worker threads write)
 
         def work(key: str, log) -> TargetOutcome:
             # A worker works on one target at a time: its thread's requests are the target's.
@@ -246,7 +246,7 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
                 )  # fmt: skip
             if tally is not None:
                 requests[key] = tally.requests
-                log(f"{key}: {tally.requests} GitHub API request(s), {tally.writes} write(s), "
+                log(f"{key}: {tally.requests} forge API request(s), {tally.writes} write(s), "
                     f"{tally.not_modified} answered 304")  # fmt: skip
             return outcome
 
