@@ -152,6 +152,29 @@ def test_addresses_of_each_flavour_are_understood(fake, forge):
         forge.resolve("https://example.com/", None, BRANCH)
 
 
+def test_roots_and_git_credentials_of_each_flavour():
+    cloud = BitbucketForge("cloud", TOKEN, "https://api.bitbucket.org/2.0/")
+    assert (cloud.http.api_root, cloud.http.web_root) == (
+        "https://api.bitbucket.org/2.0", "https://bitbucket.org",
+    )  # fmt: skip
+    env = cloud.git_env()
+    assert env["GIT_CONFIG_KEY_0"] == "http.https://bitbucket.org/.extraHeader"
+    assert env["GIT_CONFIG_VALUE_0"] == f"Authorization: Basic {SECRETS[1]}"  # x-token-auth
+    assert env["GIT_CONFIG_VALUE_1"] == "false"  # http.followRedirects
+    app_password = BitbucketForge("cloud", TOKEN, "", username="bot")
+    assert app_password.git_env()["GIT_CONFIG_VALUE_0"] == f"Authorization: Basic {SECRETS[2]}"
+    for given in ("https://bb.example.com", "https://bb.example.com/rest/api/1.0"):
+        dc = BitbucketForge("dc", TOKEN, given)
+        assert dc.http.api_root == "https://bb.example.com/rest/api/1.0"
+        assert dc.git_env()["GIT_CONFIG_KEY_0"] == "http.https://bb.example.com/.extraHeader"
+        assert dc.git_env()["GIT_CONFIG_VALUE_0"] == f"Authorization: Bearer {TOKEN}"
+    with pytest.raises(ForgeError, match="base_url"):
+        BitbucketForge("dc", TOKEN, "")
+    with pytest.raises(ForgeError, match="no token"):
+        BitbucketForge("cloud", "", "")
+    assert TOKEN not in repr(cloud) + repr(dc)
+
+
 def test_a_missing_repository_is_a_404_naming_it(fake, forge):
     missing = fake.repo_url(f"{OWNER[fake.flavor]}/nope")
     with pytest.raises(ForgeError, match=f"{OWNER[fake.flavor]}/nope: repository not found"):

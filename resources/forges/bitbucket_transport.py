@@ -134,6 +134,8 @@ class BitbucketTransport:
         base = (base_url or (CLOUD_API if flavor == "cloud" else "")).rstrip("/")
         if not base:
             raise ForgeError("Bitbucket Data Center forge: base_url (the web root) is required")
+        if flavor == "dc":  # the web root, also when given as the REST root
+            base = re.sub(r"/rest/api/(1\.0|latest)$", "", base)
         self.base_url = base
         self.web_root = web_root_of(flavor, base)
         self.api_root = base if flavor == "cloud" else f"{base}/rest/api/1.0"
