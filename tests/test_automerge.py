@@ -59,11 +59,13 @@ def git(cwd: Path, *args: str) -> str:
 
 
 def test_the_sensor_merges_green_prs_with_the_campaigns_method(platform: Platform):
-    fleet = [app_repo(n, "GREETING = 'OLD'\n") for n in ("alpha", "beta", "gamma")]
+    fleet = [app_repo(n, "GREETING = 'OLD'\n") for n in ("alpha", "beta", "gamma", "delta")]
     targets = [str(p) for p in platform.make_fleet(fleet)]
     path = platform.write_campaign("merging", targets=targets, merge=MERGE)
     alpha = platform.fleet / "acme" / "alpha.git"
     (alpha / "forge_settings.json").write_text('{"allow_auto_merge": true}')
+    delta = platform.fleet / "acme" / "delta.git"  # branch protection: an approval is required
+    (delta / "forge_settings.json").write_text('{"requires_approval": true}')
     outcome = platform.run(path)
     assert set(statuses(outcome.report).values()) == {"pr_open"}
     # Auto-merge is enabled where the repository allows it (alpha), with the campaign's method.
@@ -83,13 +85,26 @@ def test_the_sensor_merges_green_prs_with_the_campaigns_method(platform: Platfor
         edit_pr(platform, "alpha", checks="success")
         edit_pr(platform, "beta", checks="success", review="changes_requested")
         edit_pr(platform, "gamma", checks="failure")
+        edit_pr(platform, "delta", checks="success")
         clock.now += 3600
         second = tick(sensor, instance, first.cursor)
         seen = {e.partition: e.metadata["pr_state"].value for e in second.asset_events}
-        assert seen == {"acme__alpha": "merged", "acme__beta": "open", "acme__gamma": "open"}
+        assert seen == {
+            "acme__alpha": "merged", "acme__beta": "open", "acme__gamma": "open",
+            "acme__delta": "open",
+        }  # fmt: skip
+        blocked = {e.partition: e.metadata["status"].value for e in second.asset_events}
+        assert blocked["acme__delta"]["mergeable_state"] == "blocked"
+
+        edit_pr(platform, "delta", checks="success", review="approved")
+        clock.now += 3600
+        third = tick(sensor, instance, second.cursor)
+        seen = {e.partition: e.metadata["pr_state"].value for e in third.asset_events}
+        assert seen["acme__delta"] == "merged"
         frame = report.build_report(instance, spec)
     assert statuses(frame) == {
         "acme__alpha": "merged", "acme__beta": "pr_open", "acme__gamma": "pr_open",
+        "acme__delta": "merged",
     }  # fmt: skip
     # Squashed: one new commit on main, on top of the old main, holding the change.
     main_after = git(alpha, "rev-parse", "main")

@@ -332,8 +332,12 @@ class LocalForge:
             mergeable_state = None
         elif pr.draft:
             mergeable_state = "draft"
+        elif not mergeable:
+            mergeable_state = "dirty"
+        elif pr.review != "approved" and self._settings(url).get("requires_approval") is True:
+            mergeable_state = "blocked"  # as GitHub says while a required approval is missing
         else:
-            mergeable_state = "clean" if mergeable else "dirty"
+            mergeable_state = "clean"
         return PullRequestStatus(
             number=pr.number,
             url=pr.url,
@@ -368,17 +372,24 @@ class LocalForge:
         except (ValueError, TypeError) as exc:  # JSON or pydantic: the file is wrong
             raise ForgeError(f"{url}: {file} is not a valid branch checks file: {exc}") from None
 
-    def enable_auto_merge(self, url: str, number: int, method: str = "merge") -> bool:
-        """Mark an open PR to be merged with `method` once it may (its record's `auto_merge`),
-        when `<git dir>/forge_settings.json` says `"allow_auto_merge": true`; False otherwise.
-        The local forge has no CI to merge on: the PR status sensor merges it when ready."""
+    def _settings(self, url: str) -> dict:
+        """The repository's settings in `<git dir>/forge_settings.json` ({} without the file):
+        `allow_auto_merge`, `requires_approval` (a PR is `blocked` until its review approves)."""
         _, git_dir = self._repo(url)
         file = git_dir / SETTINGS
         try:
             settings = json.loads(file.read_text()) if file.exists() else {}
         except ValueError as exc:
             raise ForgeError(f"{url}: {file} is not valid JSON: {exc}") from None
-        if not (isinstance(settings, dict) and settings.get("allow_auto_merge") is True):
+        if not isinstance(settings, dict):
+            raise ForgeError(f"{url}: {file} is not a JSON object")
+        return settings
+
+    def enable_auto_merge(self, url: str, number: int, method: str = "merge") -> bool:
+        """Mark an open PR to be merged with `method` once it may (its record's `auto_merge`),
+        when `<git dir>/forge_settings.json` says `"allow_auto_merge": true`; False otherwise.
+        The local forge has no CI to merge on: the PR status sensor merges it when ready."""
+        if self._settings(url).get("allow_auto_merge") is not True:
             return False
         with self._locked(url) as pulls:
             pr = self._get(pulls, url, number)
