@@ -140,6 +140,14 @@ def test_validate_names_an_unknown_forge_with_file_field_and_known_names(platfor
     from orchestrator_assets.spec.catalog import load_one
 
     assert load_one(path, platform.settings()).spec.forge == "corp-gitlab"
+    (platform.campaigns / "profiles.yaml").write_text(
+        yaml.safe_dump({"profiles": {"default": {"forge": "gone"}}})
+    )
+    proc = platform.cli("validate", str(path), check=False)
+    assert (
+        f"{path}: forge: unknown forge 'gone'; {known} (the forge of the campaign's profile)"
+        in (proc.stderr)
+    )
 
 
 class _Optional(LocalForge):

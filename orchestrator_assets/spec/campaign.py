@@ -287,7 +287,8 @@ def parse_campaign(
     campaign's unless it names its own."""
     if not isinstance(data, dict):
         raise SpecError(file, [Problem("", "a campaign file must be a YAML mapping")])
-    if profile_forge and data.get("forge") is None:
+    from_profile = bool(profile_forge) and data.get("forge") is None
+    if from_profile:
         data = {**data, "forge": profile_forge}
     forge = data.get("forge")
     context = {
@@ -300,7 +301,11 @@ def parse_campaign(
     try:
         return CampaignSpec.model_validate(data, context=context)
     except ValidationError as exc:
-        raise SpecError(file, problems_from_validation(exc)) from None
+        problems = problems_from_validation(exc)
+        for problem in problems:
+            if from_profile and problem.field == "forge":
+                problem.message += " (the forge of the campaign's profile)"
+        raise SpecError(file, problems) from None
 
 
 def load_campaign(
