@@ -540,3 +540,42 @@ def test_a_merge_or_close_whose_answer_was_lost_is_read_back(fake, forge, tmp_pa
     else:
         assert forge.close_pull_request(url, 1).state == "closed"
     assert fake.pr(name, 1).state == {"merge": "MERGED", "decline": "DECLINED"}[verb]
+
+
+def test_a_rate_limit_pauses_every_thread_of_the_forge(fake):
+    """Thread A is told to wait 5 s; thread B, starting meanwhile, waits too before asking."""
+    now, sleeps, lock, calls_at = [1000.0], [], threading.Lock(), {}
+    a_waits, b_done = threading.Event(), threading.Event()
+
+    def sleep(seconds: float) -> None:
+        name = threading.current_thread().name
+        with lock:
+            sleeps.append((name, seconds))
+            calls_at[name] = len(fake.calls)
+        if name == "A":
+            a_waits.set()
+            b_done.wait(30)
+        with lock:
+            now[0] += seconds
+
+    forge = BitbucketForge(fake.flavor, TOKEN, fake.base_url, sleep=sleep, clock=lambda: now[0])
+    url = app(fake)[1]
+    fake.inject("429", methods={"GET"}, times=1, retry_after=5)
+
+    def in_b() -> None:
+        try:
+            forge.resolve(url, None, BRANCH)
+        finally:
+            b_done.set()
+
+    a = threading.Thread(target=forge.resolve, args=(url, None, BRANCH), name="A")
+    a.start()
+    assert a_waits.wait(30)
+    calls_before_b = len(fake.calls)
+    b = threading.Thread(target=in_b, name="B")
+    b.start()
+    b.join(30)
+    a.join(30)
+    assert ("A", 5.0) in sleeps and ("B", 5.0) in sleeps
+    assert calls_at["B"] == calls_before_b  # B waited before asking anything
+    assert len(fake.calls) > calls_before_b
