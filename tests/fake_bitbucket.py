@@ -471,6 +471,9 @@ class FakeBitbucket:
     def _api(self, call: Call) -> tuple[int, dict[str, str], Any]:
         if not self._authorized(call, git=False):
             return self._error(BbError(401, "Authentication failed"))
+        xsrf = call.headers.get("x-atlassian-token") != "no-check"
+        if self.flavor == "dc" and call.method == "POST" and not call.body and xsrf:
+            return self._error(BbError(403, "XSRF check failed"))  # Data Center's XSRF guard
         build = "/rest/build-status/1.0"
         path = call.path.removeprefix(build if call.path.startswith(build) else self.api_prefix)
         fault = self._fault_for(call, path)
