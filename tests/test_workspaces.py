@@ -203,3 +203,21 @@ def test_per_repository_one_pull_request_combines_the_workspaces_that_passed(pla
     assert pulls(mono)["campaign/combined"]["state"] == "open"
     changed = run_git(["diff", "--name-only", "main", "campaign/combined"], mono).split()
     assert changed == ["packages/foo/app.py"]
+
+
+@pytest.mark.usefixtures("bwrap")
+def test_a_previewed_monorepo_is_published_as_one_combined_pull_request(platform: Platform):
+    (mono,) = create_fleet(platform.fleet, [monorepo()])
+    path = platform.write_campaign(
+        "combined", targets=[str(mono)],
+        workspaces={**WORKSPACES, "pull_requests": "per_repository"},
+    )  # fmt: skip
+    out = platform.cli("run", "--file", str(path), "--preview").stdout
+    assert "previewed: 2" in out, out
+    assert not pulls(mono)
+    published = platform.cli("publish", "combined").stdout
+    assert "acme__mono__packages-foo: published" in published, published
+    assert "acme__mono__packages-bar: published" in published
+    assert list(pulls(mono)) == ["campaign/combined"]
+    changed = run_git(["diff", "--name-only", "main", "campaign/combined"], mono).split()
+    assert changed == ["packages/bar/app.py", "packages/foo/app.py"]

@@ -75,7 +75,7 @@ def publish(campaign: str, targets: tuple[str, ...], dry_run: bool, output: str)
         now = None
         if pr is not None and pr.outcome == "previewed" and change is not None:
             try:
-                now = forge.resolve(target.repo, target.base, spec.branch_name)
+                now = forge.resolve(target.repo, target.base, spec.branch_for(target))
             except ForgeError as exc:
                 raise OrchestratorError(f"{target.key}: cannot ask the forge: {exc}") from None
         fingerprint = spec.transformation_fingerprint(

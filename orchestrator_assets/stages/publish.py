@@ -110,8 +110,8 @@ def plan_publish(
         )  # fmt: skip
     if now.branch_sha != change.forge_branch_sha:
         return PublishPlan(
-            key, "moved", f"the campaign branch {spec.branch_name} moved since the preview of "
-            f"{head} (now {(now.branch_sha or 'deleted')[:8]}); run the campaign again",
+            key, "moved", f"the campaign branch {spec.branch_for(target)} moved since the "
+            f"preview of {head} (now {(now.branch_sha or 'deleted')[:8]}); run the campaign again",
         )  # fmt: skip
     return PublishPlan(key, "publish", f"publishing {head}", change.head_sha)
 
