@@ -579,3 +579,20 @@ def test_a_rate_limit_pauses_every_thread_of_the_forge(fake):
     assert ("A", 5.0) in sleeps and ("B", 5.0) in sleeps
     assert calls_at["B"] == calls_before_b  # B waited before asking anything
     assert len(fake.calls) > calls_before_b
+
+
+def test_requests_per_fresh_target(fake, forge, tmp_path):
+    """resolve, find, push and open: Cloud 5 API requests, Data Center 6 (its default branch
+    is a request of its own); the push is git's and reuses what resolve read."""
+    _, url = app(fake)
+    with forge.counting() as tally:
+        resolved = forge.resolve(url, None, BRANCH)
+        assert forge.find_pull_request(url, BRANCH) is None
+        work = tmp_path / "work"
+        run_git(["clone", "--quiet", resolved.clone_url, str(work)], env=forge.git_env())
+        (work / "app.py").write_text("GREETING = 'NEW'\n")
+        run_git(["commit", "--quiet", "-am", "x"], work, env=author_env("Bot", "bot@example"))
+        sha = run_git(["rev-parse", "HEAD"], work).strip()
+        forge.push_branch(url, work, BRANCH, sha, None)
+        forge.create_pull_request(url, draft())
+    assert (tally.requests, tally.writes) == ({"cloud": 5, "dc": 6}[fake.flavor], 1)
