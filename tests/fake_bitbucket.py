@@ -280,7 +280,8 @@ class FakeBitbucket:
             self._merge(repo, repo.pulls[number], "merge_commit")
 
     def review(self, full_name: str, number: int, user: str, state: str) -> None:
-        """`user` approves ("approved") or requests changes ("changes_requested")."""
+        """`user` approves ("approved"), requests changes ("changes_requested") or only
+        comments ("commented": a participant without a verdict)."""
         with self._lock:
             self.users.add(user)
             pr = self.pr(full_name, number)
@@ -353,7 +354,8 @@ class FakeBitbucket:
                 "reviewers": [self._user_json(r) for r in pr.reviewers],
                 "participants": [
                     {"user": self._user_json(u), "role": "REVIEWER" if u in pr.reviewers
-                     else "PARTICIPANT", "approved": s == "approved", "state": s}
+                     else "PARTICIPANT", "approved": s == "approved",
+                     "state": None if s == "commented" else s}
                     for u, s in pr.reviews.items()
                 ],
                 "links": {"html": {"href": f"{self.repo_url(repo.full_name)}/pull-requests/"
@@ -365,7 +367,8 @@ class FakeBitbucket:
             return {"id": f"refs/heads/{branch}", "displayId": branch, "latestCommit": sha,
                     "repository": self._repo_json(repo)}  # fmt: skip
 
-        statuses = {"approved": "APPROVED", "changes_requested": "NEEDS_WORK"}
+        statuses = {"approved": "APPROVED", "changes_requested": "NEEDS_WORK",
+                    "commented": "UNAPPROVED"}  # fmt: skip
         return {
             "id": pr.number, "version": pr.version, "title": pr.title,
             "description": pr.description, "state": pr.state, "open": pr.state == "OPEN",

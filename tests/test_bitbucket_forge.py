@@ -369,6 +369,9 @@ def test_status_reads_build_statuses_and_approvals(fake, forge, tmp_path):
     open_pr(forge, fake, tmp_path, reviewers=[REVIEWER[fake.flavor]])
     status = forge.pull_request_status(url, 1)
     assert (status.state, status.checks, status.review) == ("open", "none", "none")
+    fake.review(name, 1, "dave", "commented")
+    status = forge.pull_request_status(url, 1)
+    assert status.review == "commented" and status.reviews == {"dave": "commented"}
     assert status.mergeable is (None if fake.flavor == "cloud" else True)
     sha = fake.refs(name)[BRANCH]
     fake.set_status(name, sha, "ci", "INPROGRESS")
@@ -382,7 +385,8 @@ def test_status_reads_build_statuses_and_approvals(fake, forge, tmp_path):
     assert forge.pull_request_status(url, 1).checks == "success"
     fake.review(name, 1, REVIEWER[fake.flavor], "approved")
     status = forge.pull_request_status(url, 1)
-    assert status.review == "approved" and status.reviews == {REVIEWER[fake.flavor]: "approved"}
+    assert status.review == "approved"
+    assert status.reviews == {REVIEWER[fake.flavor]: "approved", "dave": "commented"}
     fake.review(name, 1, "carol", "changes_requested")
     assert forge.pull_request_status(url, 1).review == "changes_requested"
     fake.merge_pr(name, 1)

@@ -393,12 +393,8 @@ class BitbucketForge:
         )
         reviews = dict(pull.reviews)
         values = set(reviews.values())
-        review = (
-            "changes_requested"
-            if "changes_requested" in values
-            else "approved"
-            if "approved" in values
-            else "none"
+        review = next(
+            (v for v in ("changes_requested", "approved", "commented") if v in values), "none"
         )
         return PullRequestStatus(
             number=number,

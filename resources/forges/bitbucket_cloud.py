@@ -100,6 +100,8 @@ class CloudApi:
             state = p.get("state") or ("approved" if p.get("approved") else None)
             if who and state in REVIEW_STATES:
                 reviews[who] = REVIEW_STATES[state]
+            elif who and p.get("role") == "PARTICIPANT":  # took part (commented), no verdict
+                reviews[who] = "commented"
         return BbPull(
             number=int(data["id"]),
             title=data.get("title") or "",

@@ -116,6 +116,8 @@ class DcApi:
             status = REVIEW_STATES.get(str(p.get("status")))
             if _user(p) and status:
                 reviews[_user(p)] = status
+            elif _user(p) and p.get("role") == "PARTICIPANT":  # took part (commented), no verdict
+                reviews[_user(p)] = "commented"
         links = (data.get("links") or {}).get("self") or [{}]
         return BbPull(
             number=int(data["id"]),
