@@ -221,3 +221,32 @@ def test_a_previewed_monorepo_is_published_as_one_combined_pull_request(platform
     assert list(pulls(mono)) == ["campaign/combined"]
     changed = run_git(["diff", "--name-only", "main", "campaign/combined"], mono).split()
     assert changed == ["packages/bar/app.py", "packages/foo/app.py"]
+
+
+@pytest.mark.usefixtures("bwrap")
+def test_a_workspace_whose_change_went_away_leaves_the_combined_pull_request(platform: Platform):
+    (mono,) = create_fleet(platform.fleet, [monorepo()])
+    split = {**WORKSPACES, "pull_requests": "per_repository"}
+    path = platform.write_campaign("combined", targets=[str(mono)], workspaces=split)
+    platform.cli("run", "--file", str(path))
+    changed = run_git(["diff", "--name-only", "main", "campaign/combined"], mono).split()
+    assert changed == ["packages/bar/app.py", "packages/foo/app.py"]
+
+    # The campaign now changes foo only: bar has nothing to propose and leaves the PR.
+    only_foo = (
+        "python -c \"import pathlib; p = pathlib.Path('app.py'); "
+        "pathlib.Path.cwd().name == 'foo' and p.write_text(p.read_text().replace('OLD', 'NEW'))\""
+    )
+    platform.write_campaign(
+        "combined", targets=[str(mono)], workspaces=split,
+        transformation={"kind": "deterministic", "command": only_foo},
+    )  # fmt: skip
+    platform.cli("run", "--file", str(path))
+    report = json.loads(platform.cli("report", "combined", "--output", "json").stdout)
+    assert {r["target"]: r["status"] for r in report} == {
+        "acme__mono__packages-bar": "no_change",
+        "acme__mono__packages-foo": "pr_open",
+    }
+    assert pulls(mono)["campaign/combined"]["state"] == "open"
+    changed = run_git(["diff", "--name-only", "main", "campaign/combined"], mono).split()
+    assert changed == ["packages/foo/app.py"]

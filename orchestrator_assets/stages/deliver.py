@@ -77,7 +77,9 @@ def deliver_pull_request(
     def done(**fields) -> PullRequestRecord:
         return PullRequestRecord(duration_s=round(time.monotonic() - started, 3), **fields)
 
-    if change is not None and change.outcome == ChangeOutcome.NO_CHANGE and change.stale_branch_sha:
+    gone = change is not None and change.outcome == ChangeOutcome.NO_CHANGE
+    # A workspace whose change went away leaves its repository's combined PR.
+    if gone and (change.stale_branch_sha or combines(spec, target)):  # type: ignore[union-attr]
         return _close_stale(spec, target, change, bench, log, done)
     if change is None or change.outcome != ChangeOutcome.CHANGED or not change.head_sha:
         return done(outcome="no_change", reason="nothing to propose")
