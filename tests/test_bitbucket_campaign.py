@@ -131,3 +131,25 @@ def _file_at(fake: FakeBitbucket, full_name: str, branch: str, rel: str) -> str:
 
     bare = fake.repos[full_name].bare
     return run_git(["show", f"{branch}:{rel}"], bare)
+
+
+def test_a_bad_bitbucket_selector_is_a_clear_error(platform: Platform, tmp_path):
+    platform.use_forges(
+        {"bb": {"kind": "bitbucket_cloud", "token_env": "BB_TOKEN"}}, env={"BB_TOKEN": TOKEN}
+    )
+    data = {
+        "name": "rename",
+        "description": "Rename.",
+        "forge": "bb",
+        "discover": {"bitbucket": {"workspace": "acme", "topics": ["python"]}},
+        "transformation": {"kind": "deterministic", "command": CODEMOD},
+    }
+    path = tmp_path / "rename.yaml"
+    path.write_text(yaml.safe_dump(data))
+    proc = platform.cli("validate", str(path), check=False)
+    assert proc.returncode != 0
+    assert "topics" in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
+    del data["discover"]["bitbucket"]["workspace"], data["discover"]["bitbucket"]["topics"]
+    path.write_text(yaml.safe_dump(data))
+    proc = platform.cli("validate", str(path), check=False)
+    assert proc.returncode != 0 and "workspace" in proc.stdout + proc.stderr
