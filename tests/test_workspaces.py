@@ -250,3 +250,26 @@ def test_a_workspace_whose_change_went_away_leaves_the_combined_pull_request(pla
     assert pulls(mono)["campaign/combined"]["state"] == "open"
     changed = run_git(["diff", "--name-only", "main", "campaign/combined"], mono).split()
     assert changed == ["packages/foo/app.py"]
+
+
+@pytest.mark.usefixtures("bwrap")
+def test_on_github_per_repository_opens_one_combined_pull_request(platform: Platform):
+    from tests.fake_github import FakeGitHub
+
+    token = "ghp_" + "7" * 36
+    with FakeGitHub(token, platform.root / "github") as github:
+        github.add_repo("acme/mono", monorepo().files)
+        platform.use_github(github.base_url, token)
+        path = platform.write_campaign(
+            "mono-rename", targets=["acme/mono"],
+            workspaces={**WORKSPACES, "pull_requests": "per_repository"},
+        )  # fmt: skip
+        platform.cli("run", "--file", str(path))
+        assert github.pr("acme/mono", 1).head == "campaign/mono-rename"
+        assert len(github.repos["acme/mono"].pulls) == 1
+        refs = github.refs("acme/mono")
+        changed = run_git(
+            ["diff", "--name-only", refs["main"], refs["campaign/mono-rename"]],
+            github.repos["acme/mono"].bare,
+        ).split()
+        assert changed == ["packages/bar/app.py", "packages/foo/app.py"]
