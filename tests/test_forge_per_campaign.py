@@ -68,7 +68,7 @@ def test_a_campaign_spans_the_local_forge_and_a_github_app(platform: Platform):
             targets=[str(alpha), {"repo": "corp/app", "forge": "gh-app"}]
         )
         assert "2 target(s)" in platform.cli("validate", str(path)).stdout
-        platform.cli("run", "--file", str(path))
+        run = platform.cli("run", "--file", str(path))
 
         rows = report_rows(platform)
         assert {k: r["status"] for k, r in rows.items()} == {
@@ -109,6 +109,8 @@ def test_a_campaign_spans_the_local_forge_and_a_github_app(platform: Platform):
         secrets = [private.splitlines()[1]]
         for token in gh.app_tokens:
             secrets += [token, base64.b64encode(f"x-access-token:{token}".encode()).decode()]
+        for secret in secrets:  # nor in what the run printed (its logs)
+            assert secret not in run.stdout + run.stderr + merged.stdout + merged.stderr
         roots = [platform.env["DAGSTER_HOME"], platform.env["ORCHESTRATOR_DATA_DIR"]]
         for root in map(Path, roots):
             for file in root.rglob("*"):
