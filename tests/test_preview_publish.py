@@ -14,7 +14,8 @@ import yaml
 
 from orchestrator_assets.assets import history
 from orchestrator_assets.spec.catalog import load_one
-from tests.conftest import Platform, app_repo
+from tests.conftest import CODEMOD, TEST, Platform, app_repo
+from tests.fake_github import FakeGitHub
 
 pytestmark = pytest.mark.usefixtures("bwrap")
 
@@ -177,3 +178,35 @@ def test_a_change_already_published_is_not_held_by_a_later_preview(platform):
     platform.cli("run", "--file", str(path), "--preview")
     assert rows(platform, "again")["acme__alpha"]["status"] == "pr_open"
     assert len(pulls(platform, "alpha")) == 1
+
+
+TOKEN = "ghp_PREVIEW" + "0" * 29
+
+
+def test_on_github_a_preview_pushes_nothing_and_publish_pushes_the_previewed_commit(platform):
+    with FakeGitHub(TOKEN, platform.root / "github") as github:
+        github.add_org("acme")
+        github.add_repo("acme/alpha", {"app.py": "GREETING = 'OLD'\n", "tests/test_app.py": TEST})
+        platform.use_github(github.base_url, TOKEN)
+        data = {
+            "name": "preview",
+            "description": "Rename OLD to NEW.",
+            "targets": [f"{github.web}/acme/alpha"],
+            "transformation": {"kind": "deterministic", "command": CODEMOD},
+            "verifiers": [{"name": "test", "command": "python -m pytest -q -p no:cacheprovider"}],
+            "preview": True,
+        }
+        path = platform.campaigns / "preview.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(data))
+        platform.cli("run", "--file", str(path))
+        row = rows(platform, "preview")["acme__alpha"]
+        assert row["status"] == "previewed"
+        assert "campaign/preview" not in github.refs("acme/alpha")
+        assert not [c for c in github.calls if c.method == "POST" and c.path.endswith("/pulls")]
+
+        platform.cli("publish", "preview")
+        assert github.refs("acme/alpha")["campaign/preview"] == row["head_sha"]
+        pr = github.pr("acme/alpha", 1)
+        assert pr.state == "open" and pr.head == "campaign/preview"
+        assert rows(platform, "preview")["acme__alpha"]["status"] == "pr_open"
