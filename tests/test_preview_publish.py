@@ -21,6 +21,7 @@ pytestmark = pytest.mark.usefixtures("bwrap")
 
 FLEET = [
     app_repo("alpha", "GREETING = 'OLD'\n"),  # previewed, then published
+    app_repo("omega", "GREETING = 'OLD'\n"),  # the same, in the same run as alpha
     app_repo("beta", "GREETING = 'OLD'\n"),  # previewed; its base moves before publish
     app_repo("gamma", "GREETING = 'NEW'\n"),  # nothing to change
 ]
@@ -70,10 +71,11 @@ def test_preview_publishes_nothing_and_publish_opens_exactly_the_previewed_chang
     path = platform.write_campaign("preview", targets=targets)
 
     out = platform.cli("run", "--file", str(path), "--preview").stdout
-    assert "previewed: 2" in out and "no_change: 1" in out
+    assert "previewed: 3" in out and "no_change: 1" in out
     got = rows(platform, "preview")
     assert {k: r["status"] for k, r in got.items()} == {
-        "acme__alpha": "previewed", "acme__beta": "previewed", "acme__gamma": "no_change",
+        "acme__alpha": "previewed", "acme__omega": "previewed", "acme__beta": "previewed",
+        "acme__gamma": "no_change",
     }  # fmt: skip
     assert "would publish" in got["acme__alpha"]["reason"]
     # Nothing reached the forge: no campaign branch, no pull request.
@@ -93,7 +95,8 @@ def test_preview_publishes_nothing_and_publish_opens_exactly_the_previewed_chang
     commit_file(platform.fleet / "acme" / "beta.git", "README.md", "moved\n")
     proc = platform.cli("publish", "preview", check=False)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "acme__alpha: published" in proc.stdout
+    assert "acme__alpha: published" in proc.stdout and "acme__omega: published" in proc.stdout
+    assert "publishes acme__alpha … acme__omega" in proc.stdout  # one run for both
     assert "acme__beta: the base moved since the preview" in proc.stdout
     assert "acme__gamma: not previewed" in proc.stdout
     (alpha_pr,) = pulls(platform, "alpha")
@@ -103,6 +106,8 @@ def test_preview_publishes_nothing_and_publish_opens_exactly_the_previewed_chang
     assert branch_sha(platform, "beta", "campaign/preview") is None
     after = rows(platform, "preview")
     assert after["acme__alpha"]["status"] == "pr_open"
+    assert after["acme__omega"]["status"] == "pr_open"
+    assert len(pulls(platform, "omega")) == 1
     assert after["acme__beta"]["status"] == "previewed"
     # Published without transforming or verifying again: one change and one verification.
     assert materializations(platform, path, "change", "acme__alpha") == 1
@@ -151,7 +156,7 @@ def test_a_preview_campaign_whose_spec_changed_is_not_published(platform):
 
 
 def test_publish_with_nothing_previewed_says_so(platform):
-    targets = [str(p) for p in platform.make_fleet(FLEET[2:])]
+    targets = [str(p) for p in platform.make_fleet(FLEET[3:])]
     path = platform.write_campaign("quiet", targets=targets)
     platform.cli("run", "--file", str(path), "--preview")
     proc = platform.cli("publish", "quiet", check=False)

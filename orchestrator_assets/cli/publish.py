@@ -105,6 +105,7 @@ def publish(campaign: str, targets: tuple[str, ...], dry_run: bool, output: str)
 
         for start, end in contiguous_ranges(ordered, [p.target for p in todo]):
             run_id, single = str(uuid.uuid4()), start == end
+            emit("run", f"{run_id[:8]} publishes {start if single else f'{start} … {end}'}")
             with ProgressWatcher(instance, run_id, emit):
                 result = job.execute_in_process(
                     instance=instance,
