@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from orchestrator_assets.demo_fleet import RepoSpec
+from orchestrator_assets.spec.delivery import PullRequestTemplate
 from orchestrator_assets.stages.owners import owners_of, parse_codeowners
 from tests.conftest import CODEMOD, TEST, Platform
 from tests.fake_github import FakeGitHub
@@ -136,3 +137,14 @@ def test_github_prs_ask_owners_by_login_and_team_slug_and_assign(platform: Platf
         platform.cli("run", "--file", str(path), "--no-cache")
         pr = github.pr("acme/alpha", 1)
         assert (pr.reviewers, pr.teams, pr.assignees) == (["alice"], ["app-team"], ["dave"])
+
+
+def test_reviewer_names_are_checked_and_a_leading_at_is_dropped(platform: Platform):
+    path = platform.write_campaign(
+        "owners", targets=["/tmp/nowhere"], pull_request={"reviewers": ["acme/app-team"]}
+    )
+    proc = platform.cli("validate", str(path), check=False)
+    assert proc.returncode == 1
+    assert "pull_request.reviewers" in proc.stderr and "team_reviewers" in proc.stderr
+    template = PullRequestTemplate(reviewers=["@alice", "alice"], team_reviewers=["@acme/x"])
+    assert (template.reviewers, template.team_reviewers) == (["alice"], ["acme/x"])

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from jinja2 import Environment, StrictUndefined, TemplateSyntaxError
 from pydantic import (
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -46,6 +47,23 @@ class PullRequestTemplate(StrictModel):
         description="open at most this many pull requests in any hour (across runs), to spare "
         "the targets' CI; a target past the limit stays pending until a later run",
     )
+
+    @field_validator("reviewers", "team_reviewers", "assignees")
+    @classmethod
+    def _names(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        team = info.field_name == "team_reviewers"
+        names = []
+        for raw in value:
+            # as CODEOWNERS writes them (@alice, @org/team); forges' own ids (Bitbucket's
+            # 557058:alice) pass as they are
+            name = raw.strip().removeprefix("@")
+            if not name or re.search(r"\s", name):
+                raise ValueError(f"{raw!r} is not a name")
+            if not team and "/" in name:
+                raise ValueError(f"{raw!r} is a team: put it in pull_request.team_reviewers")
+            if name not in names:
+                names.append(name)
+        return names
 
     @field_validator("title", "body")
     @classmethod
