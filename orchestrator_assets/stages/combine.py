@@ -141,8 +141,10 @@ def accepted_note(spec: CampaignSpec, target: Target, change: ChangeRecord, benc
         return ""
     try:
         mirror = bench.cache.path_for(change.clone_url)
-        dirs = set(_accepted(mirror, spec, target, change.base_sha)) | {target.path}
+        dirs = set(_accepted(mirror, spec, target, change.base_sha))
     except GitError:
+        return ""
+    if not dirs:
         return ""
     listed = "\n".join(f"- `{d}/`" for d in sorted(dirs))
     return f"\n\nThis pull request combines the campaign's changes of these workspaces:\n{listed}\n"
@@ -177,18 +179,52 @@ _OPENING: dict[str, threading.Lock] = {}
 _OPENING_GUARD = threading.Lock()
 
 
+def _pr_lock(repo: str) -> threading.Lock:
+    """One lock per repository for writing its combined pull request (its workspaces deliver
+    in parallel threads)."""
+    with _OPENING_GUARD:
+        return _OPENING.setdefault(repo, threading.Lock())
+
+
+def _noted(
+    spec: CampaignSpec, target: Target, draft: PullRequestDraft, change: ChangeRecord, bench
+) -> PullRequestDraft:
+    """The draft with the workspaces the combined branch holds now added to its body."""
+    note = accepted_note(spec, target, change, bench)
+    return draft.model_copy(update={"body": draft.body + note}) if note else draft
+
+
 def open_pull_request(
-    spec: CampaignSpec, target: Target, draft: PullRequestDraft, bench: Workbench
+    spec: CampaignSpec,
+    target: Target,
+    draft: PullRequestDraft,
+    change: ChangeRecord,
+    bench: Workbench,
 ) -> PullRequest:
     """Open the target's pull request; for a workspace combined into its repository's pull
-    request, the one a sibling workspace opened meanwhile (they deliver in parallel) is updated
-    instead of opening a second."""
+    request, the one a sibling workspace opened meanwhile is updated instead of opening a
+    second, and the body lists the workspaces the branch holds when it is written."""
     if not combines(spec, target):
         return bench.forge.create_pull_request(target.repo, draft)
-    with _OPENING_GUARD:
-        lock = _OPENING.setdefault(target.repo, threading.Lock())
-    with lock:
+    with _pr_lock(target.repo):
+        draft = _noted(spec, target, draft, change, bench)
         existing = bench.forge.find_pull_request(target.repo, draft.head)
         if existing is not None and existing.state == "open":
             return bench.forge.update_pull_request(target.repo, existing.number, draft)
         return bench.forge.create_pull_request(target.repo, draft)
+
+
+def update_pull_request(
+    spec: CampaignSpec,
+    target: Target,
+    number: int,
+    draft: PullRequestDraft,
+    change: ChangeRecord,
+    bench: Workbench,
+) -> PullRequest:
+    """Rewrite the target's pull request (for a combined one, listing its workspaces now)."""
+    if not combines(spec, target):
+        return bench.forge.update_pull_request(target.repo, number, draft)
+    with _pr_lock(target.repo):
+        draft = _noted(spec, target, draft, change, bench)
+        return bench.forge.update_pull_request(target.repo, number, draft)

@@ -19,10 +19,10 @@ from orchestrator_assets.spec.delivery import TEMPLATES
 from orchestrator_assets.spec.target import Target
 from orchestrator_assets.stages.automerge import enable_auto_merge
 from orchestrator_assets.stages.combine import (
-    accepted_note,
     combines,
     open_pull_request,
     publish_combined,
+    update_pull_request,
     withdraw,
 )
 from orchestrator_assets.stages.owners import review_requests
@@ -117,8 +117,7 @@ def deliver_pull_request(
             head=spec.pr_branch(target),
             base=target.pr_base or change.base_branch or "main",
             title=render_title(spec, target, change).strip(),
-            body=render_body(spec, target, change, verification)
-            + accepted_note(spec, target, change, bench),  # workspaces: per_repository
+            body=render_body(spec, target, change, verification),
             labels=spec.pull_request.labels,
             draft=spec.pull_request.draft,
             **review_requests(spec, target.key, change, bench, log).draft_fields(),
@@ -160,7 +159,7 @@ def deliver_pull_request(
             draft = draft.model_copy(update={"draft": False})  # approved: published
         if existing is None:
             try:
-                pr = open_pull_request(spec, target, draft, bench)  # or a sibling workspace's
+                pr = open_pull_request(spec, target, draft, change, bench)  # or a sibling's
             except ForgeError:
                 if limiter is not None:
                     limiter.give_back()
@@ -171,7 +170,7 @@ def deliver_pull_request(
         else:
             if not existing.draft:  # published by a human or `prs publish`: never re-drafted
                 draft = draft.model_copy(update={"draft": False})
-            pr = bench.forge.update_pull_request(target.repo, existing.number, draft)
+            pr = update_pull_request(spec, target, existing.number, draft, change, bench)
             outcome = "updated" if pr.updated_at != existing.updated_at else "unchanged"
     except ForgeError as exc:
         return done(outcome="failed", reason=str(exc), head_sha=head)
