@@ -122,6 +122,8 @@ def build_review_sensor(
                 continue  # a newer decision replaced it
             if spec.target(decision.target) is None:
                 continue
+            if decision.source == "publish":  # `orchestrator publish` runs the PR stage itself
+                continue
             if not decision_applies(decision, changes.get(decision.target)):
                 context.log.info(f"not applied (the change moved on): {decision.describe()}")
                 continue

@@ -13,7 +13,9 @@ import pytest
 import yaml
 
 from orchestrator_assets.assets import history
+from orchestrator_assets.assets.factory import build_campaign_definitions
 from orchestrator_assets.spec.catalog import load_one
+from sensors.review import build_review_sensor
 from tests.conftest import CODEMOD, TEST, Platform, app_repo
 from tests.fake_github import FakeGitHub
 
@@ -116,6 +118,13 @@ def test_preview_publishes_nothing_and_publish_opens_exactly_the_previewed_chang
     audit = platform.cli("audit", "preview", "--output", "json").stdout.splitlines()
     actions = [(e["target"], e["action"]) for e in map(json.loads, audit)]
     assert ("acme__alpha", "approve (publish)") in actions
+    # The review sensor leaves publish decisions alone: publish ran the PR stage already.
+    campaign = load_one(path, platform.settings())
+    defs = build_campaign_definitions(campaign.spec, campaign.profile)
+    job = next(j for j in defs.jobs if j.name == f"{campaign.spec.id}_targets")
+    sensor = build_review_sensor(campaign.spec, job, lambda: None)  # type: ignore[arg-type, return-value]
+    with platform.instance() as instance:
+        assert sensor(dg.build_sensor_context(instance=instance)).run_requests == []
 
     # Publishing again publishes nothing twice.
     again = platform.cli("publish", "preview", "--target", "acme__alpha", "--output", "json")
