@@ -88,6 +88,14 @@ def test_preview_publishes_nothing_and_publish_opens_exactly_the_previewed_chang
     # What would be published, as a diff.
     diff = platform.cli("diff", "preview", "acme__alpha").stdout
     assert "+GREETING = 'NEW'" in diff
+    # Without a target: every previewed change, each under its target, and the counts.
+    every = platform.cli("diff", "preview").stdout
+    assert [line.split()[1] for line in every.splitlines() if line.startswith("=== ")] == [
+        "acme__alpha", "acme__beta", "acme__omega",
+    ]  # fmt: skip
+    assert every.count("+GREETING = 'NEW'") == 3
+    assert "3 previewed change(s) to publish; targets: 1 no_change, 3 previewed" in every
+    assert "app.py +1 -1" in platform.cli("diff", "preview", "--stat").stdout
 
     dry = platform.cli("publish", "preview", "--dry-run").stdout
     assert "acme__alpha: would publish" in dry and "1 file(s) (+1 -1): app.py" in dry

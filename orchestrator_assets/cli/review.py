@@ -110,14 +110,22 @@ def steer(campaign: str, target: str, prompt: str, files: str | None, reason: st
 
 @click.command()
 @CAMPAIGN
-@TARGET
+@click.argument("target", required=False)
 @click.option("--iteration", type=int, help="The diff of this iteration (default: the change).")
 @click.option("--stat", is_flag=True, help="Only the files and line counts.")
-def diff(campaign: str, target: str, iteration: int | None, stat: bool) -> None:
-    """Print a target's change as a diff: coloured in a terminal, plain when piped."""
+def diff(campaign: str, target: str | None, iteration: int | None, stat: bool) -> None:
+    """Print a target's change as a diff: coloured in a terminal, plain when piped.
+
+    Without TARGET: every previewed change (what `orchestrator publish` would push), each under
+    a header naming its target, then how many targets stand at each pull request status."""
     from orchestrator_assets.assets import history
 
     spec = _spec(campaign)
+    if target is None:
+        if iteration is not None:
+            raise OrchestratorError("--iteration needs a TARGET")
+        _previewed_diffs(spec, stat)
+        return
     spec.require_target(target)
     change = history.latest_changes(open_instance(), spec, [target]).get(target)
     if change is None or not change.head_sha:
@@ -139,6 +147,43 @@ def diff(campaign: str, target: str, iteration: int | None, stat: bool) -> None:
         console.print(Syntax(text, "diff", theme="ansi_dark", background_color="default"))
     else:
         click.echo(text, nl=not text.endswith("\n"))
+
+
+def _previewed_diffs(spec, stat: bool) -> None:
+    """Print the diff of every target whose change is previewed and not yet published, and a
+    count of the campaign's targets per pull request status."""
+    from collections import Counter
+
+    from orchestrator_assets.assets import history
+
+    instance = open_instance()
+    prs = history.latest_pull_requests(instance, spec)
+    changes = history.latest_changes(instance, spec)
+    previewed = [
+        key
+        for key, pr in prs.items()
+        if pr.outcome == "previewed"
+        and key in changes
+        and changes[key].head_sha
+        and changes[key].head_sha == pr.head_sha
+    ]
+    console = _console()
+    for key in sorted(previewed):
+        change = changes[key]
+        text = _full_diff(change) or change.diff
+        click.echo(f"=== {key} {(change.head_sha or '')[:8]} (would be published)")
+        if stat:
+            click.echo(_stat(text))
+        elif console.is_terminal:
+            console.print(Syntax(text, "diff", theme="ansi_dark", background_color="default"))
+        else:
+            click.echo(text, nl=not text.endswith("\n"))
+    counts = Counter(pr.outcome for pr in prs.values())
+    untouched = len(spec.targets) - len(prs)
+    if untouched > 0:
+        counts["no pull request stage yet"] = untouched
+    summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
+    click.echo(f"{len(previewed)} previewed change(s) to publish; targets: {summary or 'none'}")
 
 
 def _full_diff(change) -> str | None:
