@@ -16,6 +16,7 @@ Each run request's key is the decision's id, so a decision is applied once.
 import json
 import time
 from collections.abc import Callable
+from typing import cast, get_args
 
 import dagster as dg
 from pydantic import Field
@@ -25,7 +26,7 @@ from orchestrator_assets.assets.dagster_private import UnresolvedAssetJobDefinit
 from orchestrator_assets.spec.campaign import CampaignSpec
 from orchestrator_assets.spec.errors import OrchestratorError
 from orchestrator_assets.stages import review
-from orchestrator_assets.stages.records import ReviewDecision, decision_applies
+from orchestrator_assets.stages.records import DecisionSource, ReviewDecision, decision_applies
 from resources.forges.base import Forge
 from resources.notify import Notify, no_notifier
 
@@ -160,7 +161,8 @@ def _decide_from_drafts(
     waiting: dict[str, review.Awaiting],
     forge_getter: Callable[[], Forge],
 ) -> None:
-    """Record a decision for each draft PR whose GitHub review approved or asked for changes."""
+    """Record a decision for each draft PR whose review on its code host approved or asked for
+    changes."""
     forge = forge_getter()
     for key, awaiting in waiting.items():
         pr = awaiting.pull_request
@@ -175,14 +177,15 @@ def _decide_from_drafts(
         if status.head_sha and status.head_sha != pr.head_sha:
             continue  # the review is of an older push
         by = sorted(login for login, state in status.reviews.items() if state == status.review)
-        actor = ", ".join(by) or "github"
+        source = review_source(forge, target.repo)
+        actor = ", ".join(by) or source
         if status.review == "approved":
             decision = ReviewDecision(
                 decision="approve",
                 target=key,
                 actor=actor,
                 reason=f"approved on {status.url}",
-                source="github",
+                source=source,
             )
         elif status.review == "changes_requested":
             notes = "\n".join(status.review_notes) or f"see the review on {status.url}"
@@ -195,13 +198,22 @@ def _decide_from_drafts(
                 prompt=f"Reviewers requested changes on the pull request:\n{notes}"
                 if agentic
                 else None,
-                source="github",
+                source=source,
             )
         else:
             continue
         decision = decision.model_copy(update={"head_sha": pr.head_sha})
         review.record_decision(context.instance, spec, decision)
-        context.log.info(f"from GitHub: {decision.describe()}")
+        context.log.info(f"from the code host: {decision.describe()}")
+
+
+def review_source(forge: Forge, url: str) -> DecisionSource:
+    """The decision source for a review read from the code host `url` lives on: its kind
+    (`local`, `github`, `gitlab`, `bitbucket`), `github` when the forge cannot say."""
+    kind_for = getattr(forge, "kind_for", None)  # a campaign's router: the url's own forge
+    kind = kind_for(url) if callable(kind_for) else type(forge).__name__.removesuffix("Forge")
+    source = "bitbucket" if kind.lower().startswith("bitbucket") else kind.lower()
+    return cast(DecisionSource, source if source in get_args(DecisionSource) else "github")
 
 
 def _expire(

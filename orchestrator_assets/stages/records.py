@@ -217,7 +217,11 @@ class TargetOutcome(BaseModel):
 
 
 DecisionKind = Literal["approve", "reject", "steer"]
-DecisionSource = Literal["cli", "job", "github", "timeout", "ui", "publish"]
+# Where a decision came from: a person (cli, ui), a job, a timeout, `orchestrator publish`, or a
+# review of a draft pull request on the code host it lives on (local, github, gitlab, bitbucket).
+DecisionSource = Literal[
+    "cli", "job", "timeout", "ui", "publish", "local", "github", "gitlab", "bitbucket"
+]
 
 
 class ReviewDecision(BaseModel):

@@ -122,6 +122,10 @@ class ForgeRouter:
         """The client of the forge `url` lives on."""
         return self.registry.get(self.name_for(url))
 
+    def kind_for(self, url: str) -> str:
+        """The kind of the forge `url` lives on (local, github, gitlab, bitbucket_cloud, …)."""
+        return self.registry.config(self.name_for(url)).kind
+
     def host_for(self, url: str) -> str:
         """Where `url` lives, for people: `NAME (HOST)`, e.g. `corp-gitlab (gitlab.example.com)`."""
         name = self.name_for(url)
