@@ -73,6 +73,14 @@ def test_every_problem_is_reported_with_its_field(tmp_path: Path):
     assert "verifiers.0.command: command is empty" in joined
 
 
+def test_a_bad_discovery_selector_is_the_only_problem_reported(tmp_path: Path):
+    # With targets only from discovery, a bad selector must not also read as "no targets".
+    data = {**VALID, "targets": [], "discover": {"github": {"org": "acme", "colour": "x"}}}
+    lines = problems(tmp_path, data)
+    assert any("discover.github.colour: unknown field" in line for line in lines), lines
+    assert not any("at least 1 item" in line for line in lines), lines
+
+
 def test_a_deterministic_transformation_needs_a_command_or_an_image(tmp_path: Path):
     lines = problems(tmp_path, {**VALID, "transformation": {"kind": "deterministic"}})
     assert any(

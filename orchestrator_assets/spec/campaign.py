@@ -106,7 +106,9 @@ class CampaignSpec(StrictModel):
     @field_validator("targets")
     @classmethod
     def _some_targets(cls, value: list[Target], info: ValidationInfo) -> list[Target]:
-        if not value and not info.data.get("discover"):
+        # A `discover:` that failed its own validation is absent from info.data: its error
+        # already says what is wrong, so "no targets" would only mislead.
+        if not value and "discover" in info.data and not info.data["discover"]:
             raise ValueError(
                 "List should have at least 1 item (or select targets with `discover:`)"
             )
