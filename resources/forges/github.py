@@ -21,7 +21,6 @@ thread, within `found_ttl_s`) instead of reading it again.
 from __future__ import annotations
 
 import logging
-import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,7 +48,6 @@ from resources.forges.base import (
 from resources.forges.github_names import repo_full_name, web_root
 from resources.forges.github_status import pr_state, pull_request_status
 from resources.forges.github_transport import GitHubTransport, error_text
-from resources.git import GitError, run_git
 
 # what other modules import from here (repository names moved to github_names)
 __all__ = ["GitHubForge", "GitHubPullRequestDraft", "repo_full_name", "web_root"]
@@ -185,15 +183,6 @@ class GitHubForge(GitHubTransport):
             branch_sha=branch_sha,
         )
 
-    def _remote_sha(self, clone_url: str, branch: str) -> str | None:
-        try:
-            out = run_git(
-                ["ls-remote", clone_url, f"refs/heads/{branch}"], env=self.git_env(), timeout=120
-            )
-        except (GitError, subprocess.TimeoutExpired):
-            return None
-        return out.split()[0] if out.strip() else None
-
     def push_branch(
         self, url: str, workspace: Path, branch: str, sha: str, expected: str | None
     ) -> None:
@@ -213,14 +202,12 @@ class GitHubForge(GitHubTransport):
         default_branch, clone_url = known
         refuse_push(name, branch, default_branch)
         self._forget_found()  # a push moves the pull request's head and updated_at
-        argv = [
-            "push", "--quiet", f"--force-with-lease=refs/heads/{branch}:{expected or ''}",
-            clone_url, f"{sha}:refs/heads/{branch}",
-        ]  # fmt: skip
-        self._git_write(
-            argv,
+        self.push_with_lease(
             workspace,
-            landed=lambda: self._remote_sha(clone_url, branch) == sha,
+            clone_url,
+            branch,
+            sha,
+            expected,
             what=f"{name}: push of {branch}",
             label=f"git push {name} {branch}",
         )

@@ -41,64 +41,54 @@ seconds_between_requests=None, seconds_between_writes=None)`):
 
 from __future__ import annotations
 
-import base64
 import copy
 import functools
 import json
 import logging
-import random
-import re
-import subprocess
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-import requests
 from github import Auth, Github, GithubException
 
-from resources import cancel
 from resources.forges.base import ForgeError
 from resources.forges.github_names import web_root
 from resources.forges.github_pacing import HostBudget, WriteLimits, shared_budget
-from resources.git import GitError, run_git
-from resources.redact import redact, secret_values
+from resources.forges.transport import (
+    NETWORK_ERRORS,
+    STATS,
+    TRANSIENT_GIT,
+    WRITE_VERBS,
+    ForgeTransport,
+    RequestTally,
+    basic,
+    number,
+    secret_forms,
+    stoppable_sleep_for,
+)
+
+__all__ = [  # the shared names are imported from here too
+    "NETWORK_ERRORS",
+    "TRANSIENT_GIT",
+    "WRITE_VERBS",
+    "GitHubTransport",
+    "RequestTally",
+    "TokenSource",
+    "error_text",
+    "stoppable_sleep",
+]
 
 log = logging.getLogger(__name__)
 
-WRITE_VERBS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
-NETWORK_ERRORS: tuple[type[Exception], ...] = (
-    requests.exceptions.ConnectionError,
-    requests.exceptions.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-)
-# git failures worth another try: the server or the network, not the request
-TRANSIENT_GIT = re.compile(
-    r"returned error: (5\d\d|429)|could not resolve host|connection (reset|refused|timed out)"
-    r"|operation timed out|early eof|remote end hung up|rpc failed|ssl_",
-    re.I,
-)
 # What a write that may have landed is found as: the (headers, data) its answer would have had.
 Found = tuple[dict, Any]
 # requestJsonAndCheck's parameters after (verb, url), in order
 REQUEST_PARAMETERS = ("parameters", "headers", "input", "follow_302_redirect")
-
-
-@dataclass
-class RequestTally:
-    """The API requests one worker made while counting (`GitHubTransport.counting`): all of
-    them, the writes among them, and the conditional reads GitHub answered 304 (not counted
-    against its primary rate limit)."""
-
-    requests: int = 0
-    writes: int = 0
-    not_modified: int = 0
 
 
 class TokenSource(Protocol):
@@ -130,20 +120,15 @@ class _SourceAuth(Auth.Token):
 
 def _basic(token: str) -> str:
     """The value of git's Basic Authorization header for a GitHub token."""
-    return base64.b64encode(f"x-access-token:{token}".encode()).decode()
+    return basic("x-access-token", token)
 
 
 def _token_secrets(token: str) -> list[str]:
     """A token and the forms it is sent in (plain, base64, in a Basic header)."""
-    return [token, _basic(token), base64.b64encode(token.encode()).decode()]
+    return secret_forms(token, _basic(token))
 
 
-def stoppable_sleep(seconds: float) -> None:
-    """The forge's default wait (back-off, rate-limit pause, write pacing): it ends at once, with
-    a ForgeError, when the calling worker is cancelled, so that a target in a retry loop cannot
-    outlive the run's shutdown grace (a back-off can reach `max_wait_s` per retry)."""
-    if cancel.sleep(seconds):
-        raise ForgeError(f"GitHub: {cancel.CANCELLED_MESSAGE}")
+stoppable_sleep = stoppable_sleep_for("GitHub")
 
 
 def error_text(exc: GithubException) -> tuple[str, list[str]]:
@@ -164,14 +149,7 @@ def error_text(exc: GithubException) -> tuple[str, list[str]]:
     return message or (exc.message or ""), details
 
 
-def _float(value: Any) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-class GitHubTransport:
+class GitHubTransport(ForgeTransport):
     """Authenticated, retried, paced access to one GitHub API (github.com or an Enterprise Server).
 
     `base_url` is the REST API root: `https://api.github.com`, or `https://HOST/api/v3` for GHE.
@@ -186,6 +164,10 @@ class GitHubTransport:
     recovered_writes (writes found applied after a lost answer), writes (API writes sent) and
     not_modified (conditional GETs answered 304). Waits are summed over threads.
     """
+
+    name = "GitHub"
+    _log = log
+    _recover_errors = (GithubException, *NETWORK_ERRORS)
 
     def __init__(
         self,
@@ -210,104 +192,76 @@ class GitHubTransport:
         # A TokenSource (a GitHub App installation) gives the current token per request.
         self._source: TokenSource | None = None if isinstance(token, str) else token
         self._token = token if isinstance(token, str) else ""
+        super().__init__(
+            secrets=_token_secrets(self._token) if self._token else [],
+            max_retries=max_retries,
+            backoff_s=backoff_s,
+            max_wait_s=max_wait_s,
+            sleep=sleep,
+            clock=clock,
+            stats=(*STATS, "write_pacing_wait_s", "not_modified"),
+        )
         identity = token if isinstance(token, str) else token.identity
         self.base_url = base_url.rstrip("/")
         self.write_concurrency = write_concurrency
-        self.max_retries = max_retries
-        self.backoff_s = backoff_s
-        self.max_wait_s = max_wait_s
         self.write_interval_s = write_interval_s
         self.per_page = per_page
         self.timeout_s = timeout_s
-        self._sleep = sleep
-        self._clock = clock
         self.limits = limits or WriteLimits()
         self.budget = budget or shared_budget(self.base_url, identity, self.limits, clock)
+        self._request_slots = self.budget.requests
+        self._write_slots = threading.BoundedSemaphore(write_concurrency)
         self.etag_cache_size = etag_cache_size
         # (url, parameters, Accept) -> (etag, headers, data) of GET answers, least recent first
         self._etags: OrderedDict[tuple[str, str, str], tuple[str, dict, Any]] = OrderedDict()
-        self._secrets = sorted(
-            set(_token_secrets(self._token)) if self._token else set(), key=len, reverse=True
-        )
-        self._write_slots = threading.BoundedSemaphore(write_concurrency)
-        self._lock = threading.Lock()  # stats, pause and client list
         self._pace_lock = threading.Lock()
         self._next_write_at = 0.0
-        self._local = threading.local()
-        self._clients: list[Github] = []
-        self.stats: dict[str, float] = {
-            "api_calls": 0,
-            "retries": 0,
-            "rate_limited": 0,
-            "server_errors": 0,
-            "rate_limit_wait_s": 0.0,
-            "backoff_wait_s": 0.0,
-            "write_pacing_wait_s": 0.0,
-            "git_pushes": 0,
-            "recovered_writes": 0,
-            "writes": 0,
-            "not_modified": 0,
-        }
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
 
     # credentials ---------------------------------------------------------------------------------
 
-    def redact(self, text: str) -> str:
-        """`text` with the token (plain or base64, and any secret in the environment) masked."""
-        secrets = self._secrets
-        if self._source is not None:
-            minted = {s for t in self._source.secrets() for s in _token_secrets(t)}
-            secrets = sorted(minted, key=len, reverse=True)
-        return redact(text, secrets + secret_values())
+    def _current_secrets(self) -> list[str]:
+        """The token's forms; with a GitHub App, those of every installation token minted."""
+        if self._source is None:
+            return self._secrets
+        minted = {s for t in self._source.secrets() for s in _token_secrets(t)}
+        return sorted(minted, key=len, reverse=True)
 
-    def git_env(self) -> dict[str, str]:
-        """Environment for git processes that talk to this GitHub over HTTPS with the token.
+    def _git_root(self) -> str:
+        return web_root(self.base_url)
 
-        The token goes in an `Authorization: Basic` header set through `GIT_CONFIG_*` variables
-        (command-line scope: nothing is written to any config file), scoped to this GitHub's web
-        root (`http.<web root>/.extraHeader`), so that envs of several forges can be merged
-        (resources/forges/router.py) and the header is never sent to another host; redirects
-        are not followed either. With a GitHub App the header holds the installation token
-        current now: take a fresh env for each git command. Pass it as `run_git(..., env=...)`.
-        """
+    def _git_header(self) -> str:
+        """Basic `x-access-token:TOKEN`; with a GitHub App, the installation token current now."""
         token = self._source.current() if self._source is not None else self._token
-        return {
-            "GIT_CONFIG_COUNT": "2",
-            "GIT_CONFIG_KEY_0": f"http.{web_root(self.base_url)}/.extraHeader",
-            "GIT_CONFIG_VALUE_0": f"Authorization: Basic {_basic(token)}",
-            "GIT_CONFIG_KEY_1": "http.followRedirects",
-            "GIT_CONFIG_VALUE_1": "false",
-        }
+        return f"Authorization: Basic {_basic(token)}"
 
     # clients -------------------------------------------------------------------------------------
 
     def client(self) -> Github:
         """This thread's PyGithub client, whose every request runs through the retry loop."""
-        gh = getattr(self._local, "gh", None)
-        if gh is None:
-            gh = Github(
-                auth=Auth.Token(self._token) if self._source is None else _SourceAuth(self._source),
-                base_url=self.base_url,
-                per_page=self.per_page,
-                timeout=self.timeout_s,
-                retry=None,  # retries are ours (see the module docstring): _request
-                seconds_between_requests=None,
-                seconds_between_writes=None,  # pacing is ours, shared by all threads
-                lazy=True,
-                user_agent="campaign-orchestrator",
-            )
-            requester = gh.requester
-            send = requester.requestJsonAndCheck
-            requester.requestJsonAndCheck = functools.partial(self._request, send)  # type: ignore[method-assign]
-            # requestJsonAndCheck calls self.requestJson, which alone sees the HTTP status: kept
-            # per thread, so that a 304 (its body is empty) is told from a 200
-            raw = requester.requestJson
-            requester.requestJson = functools.partial(self._status_of, raw)  # type: ignore[method-assign]
-            self._local.gh = gh
-            with self._lock:
-                self._clients.append(gh)
+        return self._thread_client(self._new_client)
+
+    def _new_client(self) -> Github:
+        gh = Github(
+            auth=Auth.Token(self._token) if self._source is None else _SourceAuth(self._source),
+            base_url=self.base_url,
+            per_page=self.per_page,
+            timeout=self.timeout_s,
+            retry=None,  # retries are ours (see the module docstring): _request
+            seconds_between_requests=None,
+            seconds_between_writes=None,  # pacing is ours, shared by all threads
+            lazy=True,
+            user_agent="campaign-orchestrator",
+        )
+        requester = gh.requester
+        send = requester.requestJsonAndCheck
+        requester.requestJsonAndCheck = functools.partial(self._request, send)  # type: ignore[method-assign]
+        # requestJsonAndCheck calls self.requestJson, which alone sees the HTTP status: kept
+        # per thread, so that a 304 (its body is empty) is told from a 200
+        raw = requester.requestJson
+        requester.requestJson = functools.partial(self._status_of, raw)  # type: ignore[method-assign]
         return gh
 
     def _status_of(self, raw: Callable[..., tuple[int, dict, str]], *args: Any, **kwargs: Any):
@@ -316,29 +270,7 @@ class GitHubTransport:
         self._local.status = status
         return status, headers, output
 
-    @contextmanager
-    def counting(self) -> Iterator[RequestTally]:
-        """While inside, this thread's API requests are counted in the tally yielded (a worker
-        works on one target at a time: its requests are the target's)."""
-        previous = getattr(self._local, "tally", None)
-        tally = self._local.tally = RequestTally()
-        try:
-            yield tally
-        finally:
-            self._local.tally = previous
-
-    def close(self) -> None:
-        """Close every thread's HTTP connections."""
-        with self._lock:
-            clients, self._clients = self._clients, []
-        for gh in clients:
-            gh.close()
-
     # retries -------------------------------------------------------------------------------------
-
-    def _bump(self, key: str, amount: float = 1) -> None:
-        with self._lock:
-            self.stats[key] = round(self.stats[key] + amount, 6)
 
     def _request(self, send: Callable[..., Any], verb: str, url: str, *args: Any, **kwargs: Any):
         """One API request with retries; writes take a write slot and are paced, every request
@@ -349,19 +281,14 @@ class GitHubTransport:
         attempt = 0
         renewed = False
         while True:
-            self._await_pause()
             failure: Exception
-            with self._write_slots if write else nullcontext():
-                if write:
-                    self._pace_write()
-                with self.budget.requests:
-                    self._count(write)
-                    try:
-                        if conditional:
-                            return self._conditional_get(send, url, kwargs)
-                        return send(verb, url, **kwargs)
-                    except (GithubException, *NETWORK_ERRORS) as exc:
-                        failure = exc
+            with self._attempt(write):
+                try:
+                    if conditional:
+                        return self._conditional_get(send, url, kwargs)
+                    return send(verb, url, **kwargs)
+                except (GithubException, *NETWORK_ERRORS) as exc:
+                    failure = exc
             if not renewed and self._renewed_after_401(failure):
                 renewed = True  # once: a token minted just now that is refused is an error
                 continue
@@ -369,23 +296,11 @@ class GitHubTransport:
             if plan is None or attempt >= self.max_retries:
                 raise failure
             kind, wait = plan
-            if write and kind != "rate_limit":  # a 5xx or lost response: it may have been applied
-                found = self._recovered()
-                if found is not None:
-                    self._bump("server_errors")
-                    self._bump("recovered_writes")
-                    return found
+            what = f"{verb} {urlparse(url).path}"
+            found = self._retry_or_found(write, kind, wait, attempt, what, str(failure))
+            if found is not None:
+                return found
             attempt += 1
-            self._back_off(kind, wait, attempt, f"{verb} {urlparse(url).path}", failure)
-
-    def _count(self, write: bool) -> None:
-        self._bump("api_calls")
-        if write:
-            self._bump("writes")
-        tally: RequestTally | None = getattr(self._local, "tally", None)
-        if tally is not None:
-            tally.requests += 1
-            tally.writes += write
 
     def _conditional_get(self, send: Callable[..., Any], url: str, kwargs: dict[str, Any]):
         """A GET sent with the ETag of the answer kept for it (if any): on 304 the kept answer
@@ -403,7 +318,7 @@ class GitHubTransport:
         answer_headers, data = send("GET", url, **{**kwargs, "headers": headers})
         if kept is not None and self._local.status == 304:
             self._bump("not_modified")
-            tally: RequestTally | None = getattr(self._local, "tally", None)
+            tally = self._tally()
             if tally is not None:
                 tally.not_modified += 1
             return dict(kept[1]), copy.deepcopy(kept[2])
@@ -415,16 +330,6 @@ class GitHubTransport:
                 while len(self._etags) > self.etag_cache_size:
                     self._etags.popitem(last=False)
         return answer_headers, data
-
-    def _recovered(self) -> Found | None:
-        """What this thread's recovery hook finds of a write that may have landed (or None)."""
-        recover = getattr(self._local, "recover", None)
-        if recover is None:
-            return None
-        try:
-            return recover()
-        except (GithubException, *NETWORK_ERRORS):
-            return None  # cannot tell: retry the write
 
     def _renewed_after_401(self, exc: Exception) -> bool:
         """Whether a 401 was answered by renewing a token that comes from a source (a GitHub
@@ -440,11 +345,11 @@ class GitHubTransport:
         if not isinstance(exc, GithubException):
             return ("network", None)
         headers = {str(k).lower(): str(v) for k, v in (exc.headers or {}).items()}
-        retry_after = _float(headers.get("retry-after"))
+        retry_after = number(headers.get("retry-after"))
         message = error_text(exc)[0].lower()
         if exc.status in (403, 429):
             if headers.get("x-ratelimit-remaining") == "0" and retry_after is None:
-                reset = _float(headers.get("x-ratelimit-reset"))
+                reset = number(headers.get("x-ratelimit-reset"))
                 if reset is not None:
                     wait = max(0.0, reset - time.time()) + 1.0
                     if wait > self.max_wait_s:
@@ -464,38 +369,6 @@ class GitHubTransport:
         if exc.status >= 500:
             return ("server", retry_after)
         return None
-
-    def _back_off(
-        self, kind: str, wait: float | None, attempt: int, what: str, exc: Exception | None
-    ) -> None:
-        """Wait before retry `attempt`: rate limits pause every thread, other failures this one."""
-        self._bump("retries")
-        if kind == "rate_limit":
-            self._bump("rate_limited")
-            if wait is None:  # GitHub: without a hint, wait at least a minute, then longer
-                wait = 60.0 * 2 ** (attempt - 1)
-            wait = min(wait, self.max_wait_s)
-            self.budget.pause(self._clock() + wait)
-        else:
-            self._bump("server_errors")
-            if wait is None:
-                wait = self.backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.0)
-            wait = min(wait, self.max_wait_s)
-        reason = self.redact(str(exc)) if exc is not None else kind
-        log.warning(
-            "GitHub %s: %s (%s); retry %d/%d in %.1f s",
-            what, kind, reason[:200], attempt, self.max_retries, wait,
-        )  # fmt: skip
-        if kind != "rate_limit":  # a rate-limit pause is slept out before the next request
-            self._sleep(wait)
-            self._bump("backoff_wait_s", wait)
-
-    def _await_pause(self) -> None:
-        """Sleep out a rate-limit pause that any thread (of any forge on the token) started."""
-        wait = self.budget.pause_until - self._clock()
-        if wait > 0:
-            self._sleep(wait)
-            self._bump("rate_limit_wait_s", wait)
 
     def _pace_write(self) -> None:
         """Wait for a write token of GitHub's secondary limits (and `write_interval_s`, if set).
@@ -519,41 +392,6 @@ class GitHubTransport:
             self.budget.release(at)
             raise
         self._bump("write_pacing_wait_s", wait)
-
-    @contextmanager
-    def _recovering(self, recover: Callable[[], Found | None]) -> Iterator[None]:
-        """While inside, a write retried after a 5xx first asks `recover` whether it landed."""
-        previous = getattr(self._local, "recover", None)
-        self._local.recover = recover
-        try:
-            yield
-        finally:
-            self._local.recover = previous
-
-    def _git_write(
-        self, argv: list[str], workspace: Path, *, landed: Callable[[], bool], what: str, label: str
-    ) -> None:
-        """Run a git command that writes to GitHub (a push) in a write slot, retrying transient
-        failures with back-off; when it failed but `landed()` (only the answer was lost), it is
-        done. The error says "`what` failed: <git's reason>"; retries are logged as `label`."""
-        attempt = 0
-        while True:
-            with self._write_slots:
-                self._bump("git_pushes")
-                try:
-                    run_git(argv, workspace, env=self.git_env())
-                    return
-                except GitError as exc:
-                    reason = exc.stderr
-                except subprocess.TimeoutExpired:
-                    reason = "timed out"
-            if landed():
-                return
-            transient = reason == "timed out" or TRANSIENT_GIT.search(reason)
-            if not transient or attempt >= self.max_retries:
-                raise ForgeError(self.redact(f"{what} failed: {reason}"))
-            attempt += 1
-            self._back_off("server", None, attempt, label, None)
 
     # errors --------------------------------------------------------------------------------------
 
