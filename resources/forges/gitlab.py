@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import re
-import subprocess
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -55,7 +54,6 @@ from resources.forges.gitlab_status import (
     pull_request_status,
 )
 from resources.forges.gitlab_transport import GitLabTransport, error_text
-from resources.git import GitError, run_git
 
 __all__ = ["GitLabForge", "GitLabSelector", "draft_title", "split_title"]
 
@@ -204,15 +202,6 @@ class GitLabForge(GitLabTransport):
             branch_sha=branch_sha,
         )
 
-    def _remote_sha(self, clone_url: str, branch: str) -> str | None:
-        try:
-            out = run_git(
-                ["ls-remote", clone_url, f"refs/heads/{branch}"], env=self.git_env(), timeout=120
-            )
-        except (GitError, subprocess.TimeoutExpired):
-            return None
-        return out.split()[0] if out.strip() else None
-
     def push_branch(
         self, url: str, workspace: Path, branch: str, sha: str, expected: str | None
     ) -> None:
@@ -229,15 +218,8 @@ class GitLabForge(GitLabTransport):
             self._remember_default(name, default_branch)
         refuse_push(name, branch, default_branch)
         clone_url = self._clone_url(name)
-        argv = [
-            "push", "--quiet", f"--force-with-lease=refs/heads/{branch}:{expected or ''}",
-            clone_url, f"{sha}:refs/heads/{branch}",
-        ]  # fmt: skip
-        self._git_write(
-            argv,
-            workspace,
-            landed=lambda: self._remote_sha(clone_url, branch) == sha,
-            what=f"{name}: push of {branch}",
+        self.push_with_lease(
+            workspace, clone_url, branch, sha, expected, what=f"{name}: push of {branch}"
         )
 
     # merge requests ------------------------------------------------------------------------------

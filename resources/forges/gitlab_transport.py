@@ -26,19 +26,15 @@ to the web root; it never appears in a URL, a message or a log.
 
 from __future__ import annotations
 
-import base64
 import functools
 import json
 import logging
-import random
 import re
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -47,37 +43,25 @@ import requests
 from gitlab._backends import RequestsBackend, RequestsResponse
 from gitlab.exceptions import GitlabError, RedirectError
 
-from resources import cancel
 from resources.forges.base import ForgeError
 from resources.forges.github_pacing import HostBudget, WriteLimits, shared_budget
-from resources.forges.github_transport import (
-    NETWORK_ERRORS,
-    TRANSIENT_GIT,
-    WRITE_VERBS,
-    RequestTally,
-)
 from resources.forges.gitlab_names import web_root
-from resources.git import GitError, run_git
-from resources.redact import redact, secret_values
+from resources.forges.transport import (
+    NETWORK_ERRORS,
+    WRITE_VERBS,
+    ForgeTransport,
+    basic,
+    number,
+    secret_forms,
+    stoppable_sleep_for,
+)
 
 log = logging.getLogger(__name__)
 
 # What a write that may have landed is found as: the JSON its answer would have carried.
 Found = Any
 
-
-def stoppable_sleep(seconds: float) -> None:
-    """The forge's default wait (back-off, rate-limit pause): it ends at once, with a
-    ForgeError, when the calling worker is cancelled."""
-    if cancel.sleep(seconds):
-        raise ForgeError(f"GitLab: {cancel.CANCELLED_MESSAGE}")
-
-
-def _float(value: Any) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
+stoppable_sleep = stoppable_sleep_for("GitLab")
 
 
 def error_text(exc: GitlabError) -> str:
@@ -135,7 +119,7 @@ class _RetryingBackend(RequestsBackend):
         return self._transport._send(send, method, url, **kwargs)
 
 
-class GitLabTransport:
+class GitLabTransport(ForgeTransport):
     """Authenticated, retried access to one GitLab (gitlab.com or self-managed).
 
     `base_url` is the web root (`https://gitlab.com`, `https://gitlab.example.com`); the API is
@@ -146,6 +130,10 @@ class GitLabTransport:
     rate_limited, server_errors, rate_limit_wait_s, backoff_wait_s, git_pushes and
     recovered_writes.
     """
+
+    name = "GitLab"
+    _log = log
+    _recover_errors = (GitlabError, ForgeError, *NETWORK_ERRORS)
 
     def __init__(
         self,
@@ -164,73 +152,45 @@ class GitLabTransport:
     ):
         if not token:
             raise ForgeError("GitLab forge: no token given")
+        credentials = basic("oauth2", token)
+        super().__init__(
+            secrets=secret_forms(token, credentials),
+            max_retries=max_retries,
+            backoff_s=backoff_s,
+            max_wait_s=max_wait_s,
+            sleep=sleep,
+            clock=clock,
+        )
         self._token = token
         self.web_url = web_root(base_url)
         self.api_url = f"{self.web_url}/api/v4"
-        self.max_retries = max_retries
-        self.backoff_s = backoff_s
-        self.max_wait_s = max_wait_s
         self.per_page = per_page
         self.timeout_s = timeout_s
-        self._sleep = sleep
-        self._clock = clock
         limits = WriteLimits(max_concurrent_requests=max_concurrent_requests)
         self.budget: HostBudget = shared_budget(self.api_url, token, limits, clock)
-        basic = base64.b64encode(f"oauth2:{token}".encode()).decode()
-        self._auth_header = f"Authorization: Basic {basic}"
-        self._secrets = sorted(
-            {token, basic, base64.b64encode(token.encode()).decode()}, key=len, reverse=True
-        )
+        self._request_slots = self.budget.requests
         self._write_slots = threading.BoundedSemaphore(write_concurrency)
-        self._lock = threading.Lock()
-        self._local = threading.local()
-        self._clients: list[gitlab.Gitlab] = []
-        self.stats: dict[str, float] = {
-            "api_calls": 0,
-            "writes": 0,
-            "retries": 0,
-            "rate_limited": 0,
-            "server_errors": 0,
-            "rate_limit_wait_s": 0.0,
-            "backoff_wait_s": 0.0,
-            "git_pushes": 0,
-            "recovered_writes": 0,
-        }
+        self._auth_header = f"Authorization: Basic {credentials}"
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.web_url!r})"
 
     # credentials ---------------------------------------------------------------------------------
 
-    def redact(self, text: str) -> str:
-        """`text` with the token (plain or in its Basic form, and any secret in the environment)
-        masked."""
-        return redact(text, self._secrets + secret_values())
+    def _git_root(self) -> str:
+        return self.web_url
 
-    def git_env(self) -> dict[str, str]:
-        """Environment for git processes that talk to this GitLab over HTTPS with the token.
-
-        The token goes in an `Authorization: Basic` header (user `oauth2`, which GitLab takes for
-        every kind of token) set through `GIT_CONFIG_*` variables scoped to the web root
-        (`http.<web root>/.extraHeader`: no other host gets it, and several forges' variables
-        can be merged); redirects are not followed, so the header is not carried elsewhere.
-        """
-        return {
-            "GIT_CONFIG_COUNT": "2",
-            "GIT_CONFIG_KEY_0": f"http.{self.web_url}/.extraHeader",
-            "GIT_CONFIG_VALUE_0": self._auth_header,
-            "GIT_CONFIG_KEY_1": "http.followRedirects",
-            "GIT_CONFIG_VALUE_1": "false",
-        }
+    def _git_header(self) -> str:
+        """Basic `oauth2:TOKEN`: GitLab takes every kind of token with user `oauth2`."""
+        return self._auth_header
 
     # clients -------------------------------------------------------------------------------------
 
     def client(self) -> gitlab.Gitlab:
         """This thread's python-gitlab client (a requests session is not shared across threads),
         whose every request runs through the retry loop."""
-        gl = getattr(self._local, "gl", None)
-        if gl is None:
-            gl = gitlab.Gitlab(
+        return self._thread_client(
+            lambda: gitlab.Gitlab(
                 self.web_url,
                 oauth_token=self._token,
                 per_page=self.per_page,
@@ -239,42 +199,12 @@ class GitLabTransport:
                 user_agent="campaign-orchestrator",
                 backend=functools.partial(_RetryingBackend, self),
             )
-            self._local.gl = gl
-            with self._lock:
-                self._clients.append(gl)
-        return gl
+        )
 
-    @contextmanager
-    def counting(self) -> Iterator[RequestTally]:
-        """While inside, this thread's API requests are counted in the tally yielded."""
-        previous = getattr(self._local, "tally", None)
-        tally = self._local.tally = RequestTally()
-        try:
-            yield tally
-        finally:
-            self._local.tally = previous
-
-    def close(self) -> None:
-        """Close every thread's HTTP session."""
-        with self._lock:
-            clients, self._clients = self._clients, []
-        for gl in clients:
-            gl.session.close()
+    def _close_client(self, client: gitlab.Gitlab) -> None:
+        client.session.close()
 
     # the retry loop ------------------------------------------------------------------------------
-
-    def _bump(self, key: str, amount: float = 1) -> None:
-        with self._lock:
-            self.stats[key] = round(self.stats[key] + amount, 6)
-
-    def _count(self, write: bool) -> None:
-        self._bump("api_calls")
-        if write:
-            self._bump("writes")
-        tally: RequestTally | None = getattr(self._local, "tally", None)
-        if tally is not None:
-            tally.requests += 1
-            tally.writes += write
 
     def _send(
         self, send: Callable[..., RequestsResponse], method: str, url: str, **kwargs: Any
@@ -285,11 +215,9 @@ class GitLabTransport:
         what = f"{method.upper()} {urlparse(url).path}"
         attempt = 0
         while True:
-            self._await_pause()
             result: RequestsResponse | None = None
             failure: Exception | None = None
-            with self._write_slots if write else nullcontext(), self.budget.requests:
-                self._count(write)
+            with self._attempt(write):
                 try:
                     result = send(**kwargs)
                 except NETWORK_ERRORS as exc:
@@ -306,14 +234,10 @@ class GitLabTransport:
                     raise failure
                 assert result is not None
                 return result  # python-gitlab turns the 5xx into an error
-            if write and kind != "rate_limit":  # a 5xx or lost answer: it may have landed
-                found = self._recovered()
-                if found is not None:
-                    self._bump("server_errors")
-                    self._bump("recovered_writes")
-                    return _answer(200, found, url)
+            found = self._retry_or_found(write, kind, wait, attempt, what, reason)
+            if found is not None:
+                return _answer(200, found, url)
             attempt += 1
-            self._back_off(kind, wait, attempt, what, reason)
 
     def _plan(
         self, result: RequestsResponse | None, failure: Exception | None
@@ -324,16 +248,16 @@ class GitLabTransport:
         if result is None:
             return "network", None, type(failure).__name__
         if result.status_code >= 500:
-            return "server", _float(result.headers.get("Retry-After")), f"HTTP {result.status_code}"
-        wait = _float(result.headers.get("Retry-After"))
+            return "server", number(result.headers.get("Retry-After")), f"HTTP {result.status_code}"
+        wait = number(result.headers.get("Retry-After"))
         if wait is None:
-            reset = _float(result.headers.get("RateLimit-Reset"))
+            reset = number(result.headers.get("RateLimit-Reset"))
             if reset is not None:
                 # whole seconds: a second more, so that the retry lands after the reset
                 wait = max(0.0, reset - time.time()) + 1.0
         if wait is not None and wait > self.max_wait_s:
             when = ""
-            reset = _float(result.headers.get("RateLimit-Reset"))
+            reset = number(result.headers.get("RateLimit-Reset"))
             if reset is not None:
                 when = " until " + datetime.fromtimestamp(reset, UTC).strftime("%H:%M:%SZ")
             raise ForgeError(
@@ -341,86 +265,6 @@ class GitLabTransport:
                 "that long — try again later"
             )
         return "rate_limit", wait, "HTTP 429"
-
-    def _back_off(
-        self, kind: str, wait: float | None, attempt: int, what: str, reason: str
-    ) -> None:
-        """Wait before retry `attempt`: a rate limit pauses every thread, other failures this
-        one."""
-        self._bump("retries")
-        if kind == "rate_limit":
-            self._bump("rate_limited")
-            if wait is None:
-                wait = 60.0 * 2 ** (attempt - 1)
-            wait = min(wait, self.max_wait_s)
-            self.budget.pause(self._clock() + wait)
-        else:
-            self._bump("server_errors")
-            if wait is None:
-                wait = self.backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.0)
-            wait = min(wait, self.max_wait_s)
-        log.warning(
-            "GitLab %s: %s (%s); retry %d/%d in %.1f s",
-            what, kind, self.redact(reason)[:200], attempt, self.max_retries, wait,
-        )  # fmt: skip
-        if kind != "rate_limit":  # a rate-limit pause is slept out before the next request
-            self._sleep(wait)
-            self._bump("backoff_wait_s", wait)
-
-    def _await_pause(self) -> None:
-        """Sleep out a rate-limit pause that any thread (of any forge on the token) started."""
-        wait = self.budget.pause_until - self._clock()
-        if wait > 0:
-            self._sleep(wait)
-            self._bump("rate_limit_wait_s", wait)
-
-    def _recovered(self) -> Found | None:
-        """What this thread's recovery hook finds of a write that may have landed (or None)."""
-        recover = getattr(self._local, "recover", None)
-        if recover is None:
-            return None
-        self._local.recover = None  # the lookup's own requests are not writes to recover
-        try:
-            return recover()
-        except (GitlabError, ForgeError, *NETWORK_ERRORS):
-            return None  # cannot tell: send the write again
-        finally:
-            self._local.recover = recover
-
-    @contextmanager
-    def _recovering(self, recover: Callable[[], Found | None]) -> Iterator[None]:
-        """While inside, a write retried after a 5xx or lost answer first asks `recover`
-        whether it landed (its JSON, or None)."""
-        previous = getattr(self._local, "recover", None)
-        self._local.recover = recover
-        try:
-            yield
-        finally:
-            self._local.recover = previous
-
-    def _git_write(
-        self, argv: list[str], workspace: Path, *, landed: Callable[[], bool], what: str
-    ) -> None:
-        """Run a git command that writes to GitLab (a push), retrying transient failures; when
-        it failed but `landed()` (only the answer was lost), it is done."""
-        attempt = 0
-        while True:
-            with self._write_slots:
-                self._bump("git_pushes")
-                try:
-                    run_git(argv, workspace, env=self.git_env())
-                    return
-                except GitError as exc:
-                    reason = exc.stderr
-                except subprocess.TimeoutExpired:
-                    reason = "timed out"
-            if landed():
-                return
-            transient = reason == "timed out" or TRANSIENT_GIT.search(reason)
-            if not transient or attempt >= self.max_retries:
-                raise ForgeError(self.redact(f"{what} failed: {reason}"))
-            attempt += 1
-            self._back_off("server", None, attempt, what, reason)
 
     # errors --------------------------------------------------------------------------------------
 
