@@ -44,7 +44,7 @@ from resources.forges.bitbucket_dc import DcApi
 from resources.forges.bitbucket_discovery import BitbucketSelector
 from resources.forges.bitbucket_discovery import discover as discover_repos
 from resources.forges.bitbucket_transport import BitbucketHttpError, BitbucketTransport
-from resources.forges.github_transport import RequestTally
+from resources.forges.transport import RequestTally
 
 log = logging.getLogger(__name__)
 
@@ -148,15 +148,8 @@ class BitbucketForge:
         refuse_push(ref.name, branch)  # before any request
         default_branch, clone_url = self._info(ref)
         refuse_push(ref.name, branch, default_branch)
-        argv = [
-            "push", "--quiet", f"--force-with-lease=refs/heads/{branch}:{expected or ''}",
-            clone_url, f"{sha}:refs/heads/{branch}",
-        ]  # fmt: skip
-        self.http.git_write(
-            argv,
-            workspace,
-            landed=lambda: self.http.remote_sha(clone_url, branch) == sha,
-            what=f"{ref.name}: push of {branch}",
+        self.http.push_with_lease(
+            workspace, clone_url, branch, sha, expected, what=f"{ref.name}: push of {branch}"
         )
 
     # pull requests -------------------------------------------------------------------------------

@@ -6,56 +6,42 @@ Bitbucket Data Center (REST 1.0 at `<web root>/rest/api/1.0`). A `requests.Sessi
 share between threads, so each thread gets its own. Every request runs through `request`: network
 errors, 5xx and 429 are retried with back-off; a 429's `Retry-After` is honoured and pauses every
 thread of this forge (Bitbucket limits per account, not per connection); waits end when the
-worker is cancelled (`github_transport.stoppable_sleep`). A write retried after a 5xx or a lost
-answer may already have landed: the caller passes `recover`, which looks for what the write did,
-and what it finds is returned instead of writing again.
+worker is cancelled (`stoppable_sleep`). A write retried after a 5xx or a lost answer may
+already have landed: the caller passes `recover`, which looks for what the write did, and what it
+finds is returned instead of writing again. What the three transports share (counters,
+redaction, `git_env()`, back-off, recovery, pushes) is `transport.ForgeTransport`'s.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
-import random
 import re
-import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import requests
 
-from resources import cancel
 from resources.forges.base import ForgeError
-from resources.forges.github_transport import RequestTally
-from resources.git import GitError, run_git
-from resources.redact import redact, secret_values
+from resources.forges.github_pacing import HostBudget, WriteLimits
+from resources.forges.transport import (
+    NETWORK_ERRORS,
+    WRITE_VERBS,
+    ForgeTransport,
+    basic,
+    number,
+    secret_forms,
+    stoppable_sleep_for,
+)
 
 log = logging.getLogger(__name__)
 
 Flavor = Literal["cloud", "dc"]
-WRITE_VERBS = frozenset({"POST", "PUT", "DELETE", "PATCH"})
-NETWORK_ERRORS: tuple[type[Exception], ...] = (
-    requests.exceptions.ConnectionError,
-    requests.exceptions.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-)
-# git failures worth another try: the server or the network, not the request
-TRANSIENT_GIT = re.compile(
-    r"returned error: (5\d\d|429)|could not resolve host|connection (reset|refused|timed out)"
-    r"|operation timed out|early eof|remote end hung up|rpc failed|ssl_",
-    re.I,
-)
 CLOUD_API = "https://api.bitbucket.org/2.0"
 
 
-def stoppable_sleep(seconds: float) -> None:
-    """A wait that ends at once, with a ForgeError, when the calling worker is cancelled."""
-    if cancel.sleep(seconds):
-        raise ForgeError(f"Bitbucket: {cancel.CANCELLED_MESSAGE}")
+stoppable_sleep = stoppable_sleep_for("Bitbucket")
 
 
 class BitbucketHttpError(ForgeError):
@@ -99,7 +85,7 @@ def web_root_of(flavor: Flavor, base_url: str) -> str:
     return f"{parts.scheme}://{host}"
 
 
-class BitbucketTransport:
+class BitbucketTransport(ForgeTransport):
     """Authenticated, retried access to one Bitbucket (Cloud or Data Center) API.
 
     Cloud: `base_url` is the REST 2.0 root; `token` is an access token (sent as Bearer) or, with
@@ -109,6 +95,9 @@ class BitbucketTransport:
     do not wait. `stats` counts api_calls, writes, retries, rate_limited, server_errors,
     recovered_writes, git_pushes and the waits (rate_limit_wait_s, backoff_wait_s).
     """
+
+    rate_limit_backoff_s = 10.0
+    _log = log
 
     def __init__(
         self,
@@ -129,129 +118,77 @@ class BitbucketTransport:
             raise ForgeError(f"Bitbucket forge: flavor must be 'cloud' or 'dc', not {flavor!r}")
         if not token:
             raise ForgeError(f"Bitbucket {flavor} forge: no token given")
-        self.flavor: Flavor = flavor
-        self.name = "Bitbucket Cloud" if flavor == "cloud" else "Bitbucket Data Center"
         base = (base_url or (CLOUD_API if flavor == "cloud" else "")).rstrip("/")
         if not base:
             raise ForgeError("Bitbucket Data Center forge: base_url (the web root) is required")
+        if flavor == "cloud" and username:
+            credentials = basic(username, token)
+            self._api_auth = self._git_auth = f"Basic {credentials}"
+        elif flavor == "cloud":
+            # git over HTTPS takes an access token as the password of user x-token-auth
+            credentials = basic("x-token-auth", token)
+            self._api_auth, self._git_auth = f"Bearer {token}", f"Basic {credentials}"
+        else:
+            credentials = ""
+            self._api_auth = self._git_auth = f"Bearer {token}"
+        super().__init__(
+            secrets=secret_forms(token, credentials),
+            max_retries=max_retries,
+            backoff_s=backoff_s,
+            max_wait_s=max_wait_s,
+            sleep=sleep,
+            clock=clock,
+        )
+        self.flavor: Flavor = flavor
+        self.name = "Bitbucket Cloud" if flavor == "cloud" else "Bitbucket Data Center"
         if flavor == "dc":  # the web root, also when given as the REST root
             base = re.sub(r"/rest/api/(1\.0|latest)$", "", base)
         self.base_url = base
         self.web_root = web_root_of(flavor, base)
         self.api_root = base if flavor == "cloud" else f"{base}/rest/api/1.0"
-        self.max_retries = max_retries
-        self.backoff_s = backoff_s
-        self.max_wait_s = max_wait_s
         self.page_size = page_size
         self.timeout_s = timeout_s
-        self._sleep = sleep
-        self._clock = clock
-        if flavor == "cloud" and username:
-            basic = base64.b64encode(f"{username}:{token}".encode()).decode()
-            self._api_auth = self._git_auth = f"Basic {basic}"
-        elif flavor == "cloud":
-            # git over HTTPS takes an access token as the password of user x-token-auth
-            basic = base64.b64encode(f"x-token-auth:{token}".encode()).decode()
-            self._api_auth, self._git_auth = f"Bearer {token}", f"Basic {basic}"
-        else:
-            basic = ""
-            self._api_auth = self._git_auth = f"Bearer {token}"
-        self._secrets = sorted(
-            {s for s in (token, basic, base64.b64encode(token.encode()).decode()) if s},
-            key=len,
-            reverse=True,
-        )
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._sessions: list[requests.Session] = []
-        self._pause_until = 0.0
-        self.stats: dict[str, float] = {
-            "api_calls": 0,
-            "writes": 0,
-            "retries": 0,
-            "rate_limited": 0,
-            "server_errors": 0,
-            "recovered_writes": 0,
-            "git_pushes": 0,
-            "rate_limit_wait_s": 0.0,
-            "backoff_wait_s": 0.0,
-        }
+        # Bitbucket limits per account, not per connection: a 429 pauses every thread of this
+        # forge (no write pacing, no concurrency cap: only the pause of a budget of its own)
+        self.budget = HostBudget(WriteLimits())
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(flavor={self.flavor!r}, base_url={self.base_url!r})"
 
     # credentials ---------------------------------------------------------------------------------
 
-    def redact(self, text: str) -> str:
-        """`text` with the token (plain or inside a Basic header) and environment secrets masked."""
-        return redact(text, self._secrets + secret_values())
+    def _git_root(self) -> str:
+        return self.web_root
 
-    def git_env(self) -> dict[str, str]:
-        """Environment for git processes that talk to this Bitbucket over HTTPS.
+    def _git_header(self) -> str:
+        """Cloud: Basic (`x-token-auth:TOKEN`, or the user's app password); Data Center: Bearer."""
+        return f"Authorization: {self._git_auth}"
 
-        The credentials go in an `Authorization` header scoped to the web root
-        (`http.<web root>/.extraHeader`, command-line scope through `GIT_CONFIG_*`: no file), and
-        redirects are not followed, so the header reaches no other host."""
-        return {
-            "GIT_CONFIG_COUNT": "2",
-            "GIT_CONFIG_KEY_0": f"http.{self.web_root}/.extraHeader",
-            "GIT_CONFIG_VALUE_0": f"Authorization: {self._git_auth}",
-            "GIT_CONFIG_KEY_1": "http.followRedirects",
-            "GIT_CONFIG_VALUE_1": "false",
-        }
-
-    # sessions and counting -----------------------------------------------------------------------
+    # sessions ------------------------------------------------------------------------------------
 
     def session(self) -> requests.Session:
         """This thread's HTTP session (a session is not thread-safe)."""
-        s = getattr(self._local, "session", None)
-        if s is None:
-            s = requests.Session()
-            s.headers.update(
-                {
-                    "Authorization": self._api_auth,
-                    "Accept": "application/json",
-                    "User-Agent": "campaign-orchestrator",
-                }
-            )
-            if self.flavor == "dc":
-                # a POST without a JSON body (decline, merge, reopen) would otherwise be refused
-                # by Data Center's XSRF check
-                s.headers["X-Atlassian-Token"] = "no-check"
-            self._local.session = s
-            with self._lock:
-                self._sessions.append(s)
+        return self._thread_client(self._new_session)
+
+    def _new_session(self) -> requests.Session:
+        s = requests.Session()
+        s.headers.update(
+            {
+                "Authorization": self._api_auth,
+                "Accept": "application/json",
+                "User-Agent": "campaign-orchestrator",
+            }
+        )
+        if self.flavor == "dc":
+            # a POST without a JSON body (decline, merge, reopen) would otherwise be refused
+            # by Data Center's XSRF check
+            s.headers["X-Atlassian-Token"] = "no-check"
         return s
 
-    def close(self) -> None:
-        """Close every thread's HTTP connections."""
-        with self._lock:
-            sessions, self._sessions = self._sessions, []
-        for s in sessions:
-            s.close()
-
-    @contextmanager
-    def counting(self) -> Iterator[RequestTally]:
-        """While inside, this thread's API requests are counted in the tally yielded."""
-        previous = getattr(self._local, "tally", None)
-        tally = self._local.tally = RequestTally()
-        try:
-            yield tally
-        finally:
-            self._local.tally = previous
-
-    def _bump(self, key: str, amount: float = 1) -> None:
-        with self._lock:
-            self.stats[key] = round(self.stats[key] + amount, 6)
-
-    def _count(self, write: bool) -> None:
-        self._bump("api_calls")
-        if write:
-            self._bump("writes")
-        tally: RequestTally | None = getattr(self._local, "tally", None)
-        if tally is not None:
-            tally.requests += 1
-            tally.writes += write
+    @property
+    def _sessions(self) -> list[requests.Session]:
+        """The sessions open now, one per thread that made a request."""
+        return self._clients
 
     # requests ------------------------------------------------------------------------------------
 
@@ -281,16 +218,17 @@ class BitbucketTransport:
         url = self.url(path)
         attempt = 0
         while True:
-            self._await_pause()
-            self._count(write)
-            try:
-                response = self.session().request(
-                    method, url, params=params, json=json, timeout=self.timeout_s
-                )
-            except NETWORK_ERRORS as exc:
-                failure: requests.Response | Exception = exc
-                kind, wait = "network", None
-            else:
+            response: requests.Response | None = None
+            failure: requests.Response | Exception
+            with self._attempt(write):
+                try:
+                    response = self.session().request(
+                        method, url, params=params, json=json, timeout=self.timeout_s
+                    )
+                except NETWORK_ERRORS as exc:
+                    failure = exc
+                    kind, wait = "network", None
+            if response is not None:
                 if response.status_code < 400:
                     if response.status_code == 204 or not response.content:
                         return None
@@ -299,7 +237,7 @@ class BitbucketTransport:
                     except ValueError:
                         return response.text
                 failure = response
-                retry_after = _float(response.headers.get("Retry-After"))
+                retry_after = number(response.headers.get("Retry-After"))
                 if response.status_code == 429:
                     kind, wait = "rate_limit", retry_after
                     if retry_after is not None and retry_after > self.max_wait_s:
@@ -319,59 +257,21 @@ class BitbucketTransport:
                 raise ForgeError(
                     self.redact(f"{subject}: {action} failed: cannot reach {self.name} ({failure})")
                 )
-            if write and kind != "rate_limit" and recover is not None:
-                found = self._recovered(recover)
-                if found is not None:
-                    self._bump("recovered_writes")
-                    return found
+            reason = (
+                f"HTTP {failure.status_code}"
+                if isinstance(failure, requests.Response)
+                else str(failure)
+            )
+            what = f"{method} {urlsplit(url).path}"
+            found = self._retry_or_found(write, kind, wait, attempt, what, reason, recover)
+            if found is not None:
+                return found
             attempt += 1
-            self._back_off(kind, wait, attempt, f"{method} {urlsplit(url).path}", failure)
-
-    def _recovered(self, recover: Callable[[], Any]) -> Any:
-        try:
-            return recover()
-        except (ForgeError, *NETWORK_ERRORS):
-            return None  # cannot tell: write again
-
-    def _back_off(
-        self, kind: str, wait: float | None, attempt: int, what: str, failure: object
-    ) -> None:
-        self._bump("retries")
-        if kind == "rate_limit":
-            self._bump("rate_limited")
-            if wait is None:
-                wait = 10.0 * 2 ** (attempt - 1)
-            wait = min(wait, self.max_wait_s)
-            with self._lock:  # every thread of this forge waits it out
-                self._pause_until = max(self._pause_until, self._clock() + wait)
-        else:
-            self._bump("server_errors")
-            if wait is None:
-                wait = self.backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.0)
-            wait = min(wait, self.max_wait_s)
-        if isinstance(failure, requests.Response):
-            reason = f"HTTP {failure.status_code}"
-        else:
-            reason = self.redact(str(failure))[:200]
-        log.warning(
-            "%s %s: %s (%s); retry %d/%d in %.1f s",
-            self.name, what, kind, reason, attempt, self.max_retries, wait,
-        )  # fmt: skip
-        if kind != "rate_limit":
-            self._sleep(wait)
-            self._bump("backoff_wait_s", wait)
 
     def pause(self, seconds: float) -> None:
         """Wait `seconds` on the forge's (injectable, cancellable) sleep."""
         self._sleep(seconds)
         self._bump("backoff_wait_s", seconds)
-
-    def _await_pause(self) -> None:
-        with self._lock:
-            wait = self._pause_until - self._clock()
-        if wait > 0:
-            self._sleep(wait)
-            self._bump("rate_limit_wait_s", wait)
 
     def _error(
         self, response: requests.Response, subject: str, action: str, not_found: str | None
@@ -430,45 +330,3 @@ class BitbucketTransport:
             if page.get("isLastPage", True) or page.get("nextPageStart") is None:
                 return
             start = int(page["nextPageStart"])
-
-    # git -----------------------------------------------------------------------------------------
-
-    def git_write(
-        self, argv: list[str], workspace: Path, *, landed: Callable[[], bool], what: str
-    ) -> None:
-        """Run a git command that writes to Bitbucket (a push), retrying transient failures; a
-        failure after which `landed()` holds (only the answer was lost) counts as done."""
-        attempt = 0
-        while True:
-            self._bump("git_pushes")
-            try:
-                run_git(argv, workspace, env=self.git_env())
-                return
-            except GitError as exc:
-                reason = exc.stderr
-            except subprocess.TimeoutExpired:
-                reason = "timed out"
-            if landed():
-                return
-            transient = reason == "timed out" or TRANSIENT_GIT.search(reason)
-            if not transient or attempt >= self.max_retries:
-                raise ForgeError(self.redact(f"{what} failed: {reason}"))
-            attempt += 1
-            self._back_off("server", None, attempt, what, reason)
-
-    def remote_sha(self, clone_url: str, branch: str) -> str | None:
-        """The sha `branch` has on the remote (None: absent or unreadable)."""
-        try:
-            out = run_git(
-                ["ls-remote", clone_url, f"refs/heads/{branch}"], env=self.git_env(), timeout=120
-            )
-        except (GitError, subprocess.TimeoutExpired):
-            return None
-        return out.split()[0] if out.strip() else None
-
-
-def _float(value: Any) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
