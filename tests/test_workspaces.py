@@ -98,6 +98,12 @@ def test_validate_checks_workspaces(platform: Platform):
     assert "workspaces.pull_requests" in validate(
         {"marker": "package.json", "pull_requests": "per_package"}
     )
+    combined = {"marker": "package.json", "pull_requests": "per_repository"}
+    path = platform.write_campaign("ws", targets=["/srv/acme/a.git"], workspaces=combined,
+                                   ci_repairs=2, rollout={"waves": [1, "all"]})  # fmt: skip
+    proc = platform.cli("validate", str(path), check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "per_repository cannot be combined with ci_repairs and rollout" in proc.stderr
 
 
 @pytest.mark.usefixtures("bwrap")

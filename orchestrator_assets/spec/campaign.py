@@ -194,6 +194,15 @@ class CampaignSpec(StrictModel):
                     f"targets.{i}.skip_verifiers: {', '.join(map(repr, unknown))} is not a "
                     f"verifier of the campaign (known: {', '.join(v.name for v in self.verifiers)})"
                 )
+        combined = self.workspaces and self.workspaces.pull_requests == "per_repository"
+        if combined and (self.ci_repairs or self.rollout):
+            # Both see each workspace on its own, while the PR is the repository's: a failing
+            # check would repair every workspace, and a wave would count workspaces.
+            used = " and ".join(n for n in ("ci_repairs", "rollout") if getattr(self, n))
+            raise ValueError(
+                f"workspaces.pull_requests: per_repository cannot be combined with {used} yet "
+                "(use pull_requests: per_workspace, or leave them out)"
+            )
         return self
 
     @property
