@@ -254,9 +254,7 @@ class BitbucketTransport(ForgeTransport):
             if attempt >= self.max_retries:
                 if isinstance(failure, requests.Response):
                     raise self._error(failure, subject, action, not_found)
-                raise ForgeError(
-                    self.redact(f"{subject}: {action} failed: cannot reach {self.name} ({failure})")
-                )
+                raise ForgeError(self.redact(self._unreachable(subject, action, failure)))
             reason = (
                 f"HTTP {failure.status_code}"
                 if isinstance(failure, requests.Response)

@@ -48,8 +48,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import urlparse
@@ -168,6 +167,7 @@ class GitHubTransport(ForgeTransport):
     name = "GitHub"
     _log = log
     _recover_errors = (GithubException, *NETWORK_ERRORS)
+    _api_errors = (GithubException,)
 
     def __init__(
         self,
@@ -395,19 +395,7 @@ class GitHubTransport(ForgeTransport):
 
     # errors --------------------------------------------------------------------------------------
 
-    @contextmanager
-    def _op(self, subject: str, action: str, not_found: str | None = None) -> Iterator[None]:
-        """Turn PyGithub and network failures inside into a clear, redacted ForgeError."""
-        try:
-            yield
-        except GithubException as exc:
-            raise self.forge_error(exc, subject, action, not_found) from None
-        except NETWORK_ERRORS as exc:
-            raise ForgeError(
-                self.redact(f"{subject}: {action} failed: cannot reach GitHub ({exc})")
-            ) from None
-
-    def forge_error(
+    def forge_error(  # type: ignore[override]
         self, exc: GithubException, subject: str, action: str, not_found: str | None = None
     ) -> ForgeError:
         """A redacted ForgeError saying what `action` on `subject` ran into (404 -> `not_found`)."""

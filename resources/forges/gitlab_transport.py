@@ -32,8 +32,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlparse
@@ -41,7 +40,7 @@ from urllib.parse import urlparse
 import gitlab
 import requests
 from gitlab._backends import RequestsBackend, RequestsResponse
-from gitlab.exceptions import GitlabError, RedirectError
+from gitlab.exceptions import GitlabError
 
 from resources.forges.base import ForgeError
 from resources.forges.github_pacing import HostBudget, WriteLimits, shared_budget
@@ -134,6 +133,8 @@ class GitLabTransport(ForgeTransport):
     name = "GitLab"
     _log = log
     _recover_errors = (GitlabError, ForgeError, *NETWORK_ERRORS)
+    # RedirectError is a GitlabError: its forge_error says "<action> failed: <why>"
+    _api_errors = (GitlabError,)
 
     def __init__(
         self,
@@ -268,24 +269,11 @@ class GitLabTransport(ForgeTransport):
 
     # errors --------------------------------------------------------------------------------------
 
-    @contextmanager
-    def _op(self, subject: str, action: str, not_found: str | None = None) -> Iterator[None]:
-        """Turn python-gitlab and network failures inside into a clear, redacted ForgeError."""
-        try:
-            yield
-        except GitlabError as exc:
-            raise self.forge_error(exc, subject, action, not_found) from None
-        except RedirectError as exc:
-            raise ForgeError(self.redact(f"{subject}: {action} failed: {exc}")) from None
-        except NETWORK_ERRORS as exc:
-            raise ForgeError(
-                self.redact(
-                    f"{subject}: {action} failed: cannot reach GitLab at {self.web_url} "
-                    f"({type(exc).__name__})"
-                )
-            ) from None
+    def _unreachable(self, subject: str, action: str, exc: Exception) -> str:
+        where = f"GitLab at {self.web_url}"
+        return f"{subject}: {action} failed: cannot reach {where} ({type(exc).__name__})"
 
-    def forge_error(
+    def forge_error(  # type: ignore[override]
         self, exc: GitlabError, subject: str, action: str, not_found: str | None = None
     ) -> ForgeError:
         """A redacted ForgeError saying what `action` on `subject` ran into (404 -> `not_found`)."""

@@ -119,13 +119,15 @@ class ForgeTransport:
     it implements `_git_header()` and `_git_root()` and, for `close()`, `_close_client`. `name` is
     the host in log lines; `_log` the host module's logger; `_recover_errors` what a recovery
     lookup may raise that means "cannot tell" (the write is then sent again);
-    `rate_limit_backoff_s` the first wait of a rate limit that says no time.
+    `rate_limit_backoff_s` the first wait of a rate limit that says no time; `_api_errors` what
+    its client library raises for an error answer (`_op` turns them into `forge_error`s).
     """
 
     name = "forge"
     rate_limit_backoff_s = 60.0
     _log = logging.getLogger(__name__)
     _recover_errors: tuple[type[Exception], ...] = (ForgeError, *NETWORK_ERRORS)
+    _api_errors: tuple[type[Exception], ...] = ()
 
     def __init__(
         self,
@@ -404,3 +406,26 @@ class ForgeTransport:
             what=what,
             label=label,
         )
+
+    # errors --------------------------------------------------------------------------------------
+
+    def forge_error(
+        self, exc: Exception, subject: str, action: str, not_found: str | None = None
+    ) -> ForgeError:
+        """A redacted ForgeError saying what `action` on `subject` ran into: the host's words."""
+        raise NotImplementedError
+
+    def _unreachable(self, subject: str, action: str, exc: Exception) -> str:
+        """What a network failure of `action` on `subject` says (before redaction)."""
+        return f"{subject}: {action} failed: cannot reach {self.name} ({exc})"
+
+    @contextmanager
+    def _op(self, subject: str, action: str, not_found: str | None = None) -> Iterator[None]:
+        """Turn the client library's error answers and network failures inside into a clear,
+        redacted ForgeError (a 404 says `not_found` when given)."""
+        try:
+            yield
+        except self._api_errors as exc:
+            raise self.forge_error(exc, subject, action, not_found) from None
+        except NETWORK_ERRORS as exc:
+            raise ForgeError(self.redact(self._unreachable(subject, action, exc))) from None
