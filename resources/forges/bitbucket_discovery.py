@@ -4,13 +4,13 @@ project's), or a Data Center project's, filtered by name pattern and forks. List
 
 from __future__ import annotations
 
-from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from resources.forges.base import ForgeError
 from resources.forges.bitbucket_api import DiscoveredRepo
+from resources.forges.discovery import picked
 
 if TYPE_CHECKING:
     from resources.forges.bitbucket_api import BitbucketApi
@@ -42,19 +42,6 @@ class BitbucketSelector(BaseModel):
         return self
 
 
-def _matches(repo: DiscoveredRepo, selector: BitbucketSelector) -> bool:
-    if repo.archived and not selector.include_archived:
-        return False
-    if repo.fork and not selector.include_forks:
-        return False
-    if selector.name_pattern:
-        pattern = selector.name_pattern.lower()
-        subject = repo.full_name if "/" in pattern else repo.full_name.split("/", 1)[-1]
-        if not fnmatchcase(subject.lower(), pattern):
-            return False
-    return True
-
-
 def discover(api: BitbucketApi, selector: BitbucketSelector) -> list[DiscoveredRepo]:
     """The repositories `selector` picks, sorted by full name."""
     flavor = api.http.flavor
@@ -64,5 +51,4 @@ def discover(api: BitbucketApi, selector: BitbucketSelector) -> list[DiscoveredR
         raise ForgeError("Bitbucket Data Center discovery needs `project` (no `workspace`)")
     raw = api.list_repos(selector.workspace or selector.project or "", selector.project)
     found = [api.discovered(item) for item in raw]
-    unique = {r.full_name: r for r in found if _matches(r, selector)}
-    return [unique[name] for name in sorted(unique, key=str.lower)]
+    return picked(found, selector)

@@ -7,14 +7,14 @@ the same way afterwards.
 
 from __future__ import annotations
 
-from fnmatch import fnmatchcase
-
 from github import Github, GithubException
 from github.Repository import Repository as GhRepository
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from resources.forges.base import DiscoveredRepo, ForgeError
-from resources.forges.github_transport import NETWORK_ERRORS, GitHubTransport
+from resources.forges.discovery import picked
+from resources.forges.github_transport import GitHubTransport
+from resources.forges.transport import NETWORK_ERRORS
 
 __all__ = ["DiscoveredRepo", "GitHubSelector", "discover"]  # DiscoveredRepo: from base.py
 
@@ -44,23 +44,6 @@ class GitHubSelector(BaseModel):
             got = ", ".join(given) if given else "none"
             raise ValueError(f"exactly one of org, user or query must be set (got: {got})")
         return self
-
-
-def _matches(repo: DiscoveredRepo, selector: GitHubSelector) -> bool:
-    if repo.archived and not selector.include_archived:
-        return False
-    if repo.fork and not selector.include_forks:
-        return False
-    if selector.topics:
-        have = {t.lower() for t in repo.topics}
-        if not all(t.lower() in have for t in selector.topics):
-            return False
-    if selector.name_pattern:
-        pattern = selector.name_pattern.lower()
-        subject = repo.full_name if "/" in pattern else repo.full_name.split("/", 1)[1]
-        if not fnmatchcase(subject.lower(), pattern):
-            return False
-    return not (selector.language and (repo.language or "").lower() != selector.language.lower())
 
 
 def _discovered(repo: GhRepository) -> DiscoveredRepo:
@@ -119,5 +102,4 @@ def discover(gh: GitHubTransport | Github, selector: GitHubSelector) -> list[Dis
         raise ForgeError(f"{source}: listing repositories failed: HTTP {exc.status}") from None
     except NETWORK_ERRORS as exc:
         raise ForgeError(f"{source}: cannot reach GitHub ({type(exc).__name__})") from None
-    unique = {repo.full_name: repo for repo in found if _matches(repo, selector)}
-    return [unique[name] for name in sorted(unique, key=str.lower)]
+    return picked(found, selector)

@@ -9,7 +9,6 @@ merely shared with the group (`with_shared=false`): they belong to other groups.
 
 from __future__ import annotations
 
-from fnmatch import fnmatchcase
 from typing import Any
 from urllib.parse import quote
 
@@ -17,9 +16,10 @@ from gitlab.exceptions import GitlabError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from resources.forges.base import DiscoveredRepo, ForgeError
-from resources.forges.github_transport import NETWORK_ERRORS
+from resources.forges.discovery import picked
 from resources.forges.gitlab_status import list_all
 from resources.forges.gitlab_transport import GitLabTransport
+from resources.forges.transport import NETWORK_ERRORS
 
 
 class GitLabSelector(BaseModel):
@@ -61,23 +61,6 @@ class GitLabSelector(BaseModel):
         if self.user:
             return f"user {self.user}"
         return f"search {self.search!r}"
-
-
-def _matches(repo: DiscoveredRepo, selector: GitLabSelector) -> bool:
-    if repo.archived and not selector.include_archived:
-        return False
-    if repo.fork and not selector.include_forks:
-        return False
-    if selector.topics:
-        have = {t.lower() for t in repo.topics}
-        if not all(t.lower() in have for t in selector.topics):
-            return False
-    if selector.name_pattern:
-        pattern = selector.name_pattern.lower()
-        subject = repo.full_name if "/" in pattern else repo.full_name.rsplit("/", 1)[-1]
-        if not fnmatchcase(subject.lower(), pattern):
-            return False
-    return True
 
 
 def discovered(project: dict[str, Any]) -> DiscoveredRepo:
@@ -127,5 +110,4 @@ def discover(transport: GitLabTransport, selector: GitLabSelector) -> list[Disco
         raise ForgeError(
             f"{source}: cannot reach GitLab at {transport.web_url} ({type(exc).__name__})"
         ) from None
-    unique = {repo.full_name: repo for repo in found if _matches(repo, selector)}
-    return [unique[name] for name in sorted(unique, key=str.lower)]
+    return picked(found, selector)
