@@ -18,22 +18,29 @@ just before the request, so its version is stale).
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import re
-import subprocess
-import threading
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import parse_qs, unquote, urlencode, urlsplit
+from urllib.parse import unquote, urlencode
 
 from resources.git import run_git
-from tests.fake_github import Call, FakeGitHub, _Handler
+from tests.fake_forge_http import (
+    EPOCH,
+    Call,
+    FakeForgeServer,
+    Fault,
+    basic_credentials,
+    branch_refs,
+    commit_files,
+    git_http_backend,
+    init_bare,
+    merge_tree,
+    unauthorized_git,
+)
 
-EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 WRITES = {"POST", "PUT", "DELETE"}
 
 
@@ -44,19 +51,6 @@ class BbError(Exception):
         super().__init__(message)
         self.status, self.message, self.exception = status, message, exception
         self.headers = headers or {}
-
-
-@dataclass
-class Fault:
-    """Requests matching `methods` and `path` (a regex on the path after the API prefix) fail
-    as `kind`, at most `times` times (None: always)."""
-
-    kind: str
-    methods: set[str]
-    path: re.Pattern
-    times: int | None = 1
-    retry_after: int = 3
-    hits: int = 0
 
 
 @dataclass
@@ -102,8 +96,10 @@ class Repo:
         return f"{self.owner}/{self.slug}"
 
 
-class FakeBitbucket:
+class FakeBitbucket(FakeForgeServer):
     """The fake server and its state; a context manager, or `start()`/`stop()`."""
+
+    first_id = 100  # comment ids
 
     def __init__(
         self,
@@ -114,62 +110,15 @@ class FakeBitbucket:
         username: str | None = None,
         login: str = "campaign-bot",
     ):
+        super().__init__(token, root, "/2.0" if flavor == "cloud" else "/rest/api/1.0")
         self.flavor = flavor
-        self.token = token
         self.username = username
         self.login = login
-        self.root = Path(root)
-        self.git_root = self.root / "git"
-        self.git_root.mkdir(parents=True, exist_ok=True)
-        self.api_prefix = "/2.0" if flavor == "cloud" else "/rest/api/1.0"
         self.users: set[str] = {login}
         self.repos: dict[str, Repo] = {}
-        self.calls: list[Call] = []
-        self.faults: list[Fault] = []
-        self.fault_log: list[tuple[str, str, str]] = []
         # Cloud: a merge answers 202 and lands only after this many reads of the pull request
         self.merge_after_reads = 0
         self._merging: dict[tuple[str, int], tuple[str, int]] = {}  # -> (strategy, reads left)
-        self._lock = threading.RLock()
-        self._tick = 0
-        self._ids = 100
-        self._server = None
-
-    # lifecycle -----------------------------------------------------------------------------------
-
-    def start(self) -> FakeBitbucket:
-        """Serve on a free port of 127.0.0.1 in a background thread."""
-        from http.server import ThreadingHTTPServer
-
-        class Handler(_BbHandler):
-            pass
-
-        Handler.fake = self  # type: ignore[assignment]
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeBitbucket:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    @property
-    def web(self) -> str:
-        """The web root."""
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     @property
     def base_url(self) -> str:
@@ -192,9 +141,7 @@ class FakeBitbucket:
     # state set-up (tests) ------------------------------------------------------------------------
 
     def _now(self) -> int:
-        with self._lock:
-            self._tick += 1
-            return self._tick
+        return self._next_tick()
 
     def _stamp(self, tick: int) -> str:
         return (EPOCH + timedelta(seconds=tick)).isoformat()
@@ -211,11 +158,8 @@ class FakeBitbucket:
         repo = Repo(owner=owner, slug=slug, default_branch=branch, **kw)
         if files is not None:
             where = owner if self.flavor == "cloud" else f"scm/{owner.lower()}"
-            bare = self.git_root / where / f"{slug}.git"
-            bare.parent.mkdir(parents=True, exist_ok=True)
-            run_git(["init", "--quiet", "--bare", f"--initial-branch={branch}", str(bare)])
-            repo.bare = bare
-            FakeGitHub._commit(self, repo, branch, files, parent=None)  # type: ignore[arg-type]
+            repo.bare = init_bare(self.git_root / where / f"{slug}.git", branch)
+            commit_files(repo.bare, branch, files, parent=None)
         with self._lock:
             self.repos[full_name] = repo
         return repo
@@ -223,32 +167,21 @@ class FakeBitbucket:
     def refs(self, repo: Repo | str) -> dict[str, str]:
         """Branch name -> sha."""
         repo = self.repos[repo] if isinstance(repo, str) else repo
-        return FakeGitHub.refs(self, repo)  # type: ignore[arg-type]
+        return branch_refs(repo.bare)
 
     def create_branch(self, full_name: str, branch: str, files: dict[str, str]) -> str:
         """A new commit on `branch`, on top of the default branch; returns its sha."""
         repo = self.repos[full_name]
         parent = self.refs(repo)[repo.default_branch]
-        return FakeGitHub._commit(self, repo, branch, files, parent=parent)  # type: ignore[arg-type]
+        assert repo.bare is not None
+        return commit_files(repo.bare, branch, files, parent=parent)
 
     def inject(
         self, kind: str, *, methods: set[str] | None = None, path: str = ".*",
         times: int | None = 1, retry_after: int = 3,
     ) -> Fault:  # fmt: skip
         """Make matching requests fail as `kind` (see the module docstring)."""
-        fault = Fault(kind, methods or WRITES, re.compile(path), times, retry_after)
-        with self._lock:
-            self.faults.append(fault)
-        return fault
-
-    def calls_to(self, method: str, pattern: str) -> list[Call]:
-        """Recorded API calls with `method` whose path after the API prefix matches."""
-        rx = re.compile(pattern)
-        return [
-            c
-            for c in list(self.calls)
-            if c.method == method and rx.fullmatch(c.path.removeprefix(self.api_prefix))
-        ]
+        return self._add_fault(Fault(kind, methods or WRITES, re.compile(path), times, retry_after))
 
     # the humans and CI ---------------------------------------------------------------------------
 
@@ -399,77 +332,23 @@ class FakeBitbucket:
         scheme, _, value = call.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer":
             return value == self.token and not (self.flavor == "cloud" and self.username)
-        if scheme.lower() != "basic" or (self.flavor == "dc" and not git):
+        credentials = basic_credentials(call)
+        if credentials is None or (self.flavor == "dc" and not git):
             return False
-        try:
-            user, _, password = base64.b64decode(value).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return False
+        user, password = credentials
         if self.flavor == "cloud" and self.username:
             return (user, password) == (self.username, self.token)
         return password == self.token and (git or self.flavor == "cloud")
 
-    def _fault_for(self, call: Call, path: str) -> Fault | None:
-        with self._lock:
-            for fault in self.faults:
-                if call.method not in fault.methods or not fault.path.fullmatch(path):
-                    continue
-                if fault.times is not None and fault.hits >= fault.times:
-                    continue
-                fault.hits += 1
-                self.fault_log.append((fault.kind, call.method, path))
-                return fault
-        return None
-
-    def handle(self, call: Call) -> tuple[int, dict[str, str], bytes]:
+    def answer(self, call: Call) -> tuple[int, dict[str, str], bytes]:
         """Answer one request: git smart HTTP, or an API call."""
         if ".git/" in call.path:
             if not self._authorized(call, git=True):
-                return 401, {"WWW-Authenticate": 'Basic realm="Bitbucket"'}, b"Unauthorized\n"
-            return self._git_backend(call)
+                return unauthorized_git("Bitbucket")
+            return git_http_backend(call, self, call.path, self.login)
         status, headers, payload = self._api(call)
         raw = b"" if payload is None else json.dumps(payload).encode()
         return status, {"Content-Type": "application/json", **headers}, raw
-
-    def _git_backend(self, call: Call) -> tuple[int, dict[str, str], bytes]:
-        """git smart HTTP through `git http-backend` (a CGI), pushes allowed."""
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(self.root),
-            "GIT_CONFIG_NOSYSTEM": "1",
-            "GIT_CONFIG_GLOBAL": "/dev/null",
-            "GIT_PROJECT_ROOT": str(self.git_root),
-            "GIT_HTTP_EXPORT_ALL": "1",
-            "GIT_CONFIG_COUNT": "1",
-            "GIT_CONFIG_KEY_0": "http.receivepack",
-            "GIT_CONFIG_VALUE_0": "true",
-            "PATH_INFO": call.path,
-            "QUERY_STRING": urlencode({k: v[0] for k, v in call.query.items()}),
-            "REQUEST_METHOD": call.method,
-            "CONTENT_TYPE": call.headers.get("content-type", ""),
-            "CONTENT_LENGTH": str(len(call.body)),
-            "REMOTE_USER": self.login,
-            "REMOTE_ADDR": "127.0.0.1",
-            "GATEWAY_INTERFACE": "CGI/1.1",
-        }
-        if "git-protocol" in call.headers:
-            env["GIT_PROTOCOL"] = call.headers["git-protocol"]
-        if "content-encoding" in call.headers:
-            env["HTTP_CONTENT_ENCODING"] = call.headers["content-encoding"]
-        proc = subprocess.run(
-            ["git", "http-backend"], input=call.body, env=env, capture_output=True, timeout=60
-        )
-        head, sep, body = proc.stdout.partition(b"\r\n\r\n")
-        if not sep:
-            head, _, body = proc.stdout.partition(b"\n\n")
-        status, headers = 200, {}
-        for line in head.decode("latin-1").splitlines():
-            key, _, val = line.partition(":")
-            if key.lower() == "status":
-                status = int(val.strip().split()[0])
-            elif key:
-                headers[key.strip()] = val.strip()
-        return status, headers, body
 
     def _api(self, call: Call) -> tuple[int, dict[str, str], Any]:
         if not self._authorized(call, git=False):
@@ -579,14 +458,14 @@ class FakeBitbucket:
                 raise BbError(400, "Fast-forward merge is not possible: the branches diverged")
             new = head
         else:
-            tree = run_git(["merge-tree", "--write-tree", base, head], repo.bare, check=False)
-            if not tree or "CONFLICT" in tree:
+            tree = merge_tree(repo.bare, base, head)
+            if tree is None:
                 status = 409 if self.flavor == "dc" else 400
                 veto = "com.atlassian.bitbucket.pull.PullRequestMergeVetoedException"
                 raise BbError(status, "The pull request has conflicts", veto)
             parents = ["-p", base] if strategy == "squash" else ["-p", base, "-p", head]
             new = run_git(
-                ["commit-tree", tree.split()[0], *parents, "-m", f"Merged in {pr.source}"],
+                ["commit-tree", tree, *parents, "-m", f"Merged in {pr.source}"],
                 repo.bare,
                 env={"GIT_AUTHOR_NAME": "Fake", "GIT_AUTHOR_EMAIL": "f@example.com",
                      "GIT_COMMITTER_NAME": "Fake", "GIT_COMMITTER_EMAIL": "f@example.com"},
@@ -749,8 +628,7 @@ class FakeBitbucket:
     def _add_comment(self, repo: Repo, pr: PR, text: str | None) -> dict:
         if not text:
             raise BbError(400, "content: the comment text is required")
-        self._ids += 1
-        c = {"id": self._ids, "text": text}
+        c = {"id": self._next_id(), "text": text}
         pr.comments.append(c)
         return self._comment_json(repo, pr, c)
 
@@ -856,6 +734,23 @@ class FakeBitbucket:
         repo.next_number += 1
         return 201, {}, self._pr_json(repo, pr)
 
+    def _dc_change(
+        self, call: Call, key: str, slug: str, number: str, *, state: str = "OPEN",
+        body: dict | None = None,
+    ) -> tuple[Repo, PR]:  # fmt: skip
+        """The repository and pull request a Data Center change is for, once its `version` is
+        current and the pull request is in `state` (else 409, as Data Center answers)."""
+        repo = self._repo(key, slug)
+        pr = self._pull(repo, number)
+        self._check_version(call, pr, body)
+        if pr.state != state:
+            message = ("The pull request is not open" if state == "OPEN"
+                       else "Only a declined pull request can be reopened")  # fmt: skip
+            raise BbError(
+                409, message, "com.atlassian.bitbucket.pull.IllegalPullRequestStateException"
+            )
+        return repo, pr
+
     def d_get_pull(self, call: Call, key: str, slug: str, number: str):
         """GET .../pull-requests/{id}."""
         repo = self._repo(key, slug)
@@ -863,16 +758,8 @@ class FakeBitbucket:
 
     def d_update_pull(self, call: Call, key: str, slug: str, number: str):
         """PUT .../pull-requests/{id} {version, title, description, reviewers, toRef, draft}."""
-        repo = self._repo(key, slug)
-        pr = self._pull(repo, number)
         body = call.json() or {}
-        self._check_version(call, pr, body)
-        if pr.state != "OPEN":
-            raise BbError(
-                409,
-                "The pull request is not open",
-                "com.atlassian.bitbucket.pull.IllegalPullRequestStateException",
-            )
+        repo, pr = self._dc_change(call, key, slug, number, body=body)
         pr.title = body.get("title", pr.title)
         pr.description = body.get("description", pr.description)
         if "draft" in body:
@@ -891,54 +778,27 @@ class FakeBitbucket:
         repo = self._repo(key, slug)
         pr = self._pull(repo, number)
         refs = self.refs(repo)
-        assert repo.bare is not None
-        tree = run_git(["merge-tree", "--write-tree", refs[pr.destination], refs[pr.source]],
-                       repo.bare, check=False)  # fmt: skip
-        conflicted = not tree or "CONFLICT" in tree
+        conflicted = merge_tree(repo.bare, refs[pr.destination], refs[pr.source]) is None
         return 200, {}, {"canMerge": not conflicted, "conflicted": conflicted,
                          "outcome": "CONFLICTED" if conflicted else "CLEAN",
                          "vetoes": []}  # fmt: skip
 
     def d_merge(self, call: Call, key: str, slug: str, number: str):
         """POST .../pull-requests/{id}/merge?version=."""
-        repo = self._repo(key, slug)
-        pr = self._pull(repo, number)
-        self._check_version(call, pr)
-        if pr.state != "OPEN":
-            raise BbError(
-                409,
-                "The pull request is not open",
-                "com.atlassian.bitbucket.pull.IllegalPullRequestStateException",
-            )
+        repo, pr = self._dc_change(call, key, slug, number)
         self._merge(repo, pr, "merge_commit")
         return 200, {}, self._pr_json(repo, pr)
 
     def d_decline(self, call: Call, key: str, slug: str, number: str):
         """POST .../pull-requests/{id}/decline?version=."""
-        repo = self._repo(key, slug)
-        pr = self._pull(repo, number)
-        self._check_version(call, pr)
-        if pr.state != "OPEN":
-            raise BbError(
-                409,
-                "The pull request is not open",
-                "com.atlassian.bitbucket.pull.IllegalPullRequestStateException",
-            )
+        repo, pr = self._dc_change(call, key, slug, number)
         pr.frozen_sha = self._head(repo, pr)
         pr.state, pr.version, pr.updated = "DECLINED", pr.version + 1, self._now()
         return 200, {}, self._pr_json(repo, pr)
 
     def d_reopen(self, call: Call, key: str, slug: str, number: str):
         """POST .../pull-requests/{id}/reopen?version=."""
-        repo = self._repo(key, slug)
-        pr = self._pull(repo, number)
-        self._check_version(call, pr)
-        if pr.state != "DECLINED":
-            raise BbError(
-                409,
-                "Only a declined pull request can be reopened",
-                "com.atlassian.bitbucket.pull.IllegalPullRequestStateException",
-            )
+        repo, pr = self._dc_change(call, key, slug, number, state="DECLINED")
         pr.frozen_sha = None
         pr.state, pr.version, pr.updated = "OPEN", pr.version + 1, self._now()
         return 200, {}, self._pr_json(repo, pr)
@@ -1001,36 +861,3 @@ DC_ROUTES: list[tuple[str, str, Any]] = [
 BUILD_ROUTES: list[tuple[str, str, Any]] = [
     ("GET", r"/commits/([0-9a-f]+)", FakeBitbucket.d_build_statuses),
 ]
-
-
-class _BbHandler(_Handler):
-    """The GitHub fake's request reader (chunked bodies and all), answering as Bitbucket."""
-
-    fake: FakeBitbucket  # type: ignore[assignment]
-
-    def _handle(self) -> None:
-        parts = urlsplit(self.path)
-        call = Call(
-            method=self.command,
-            path=parts.path,
-            query=parse_qs(parts.query, keep_blank_values=True),
-            headers={k.lower(): v for k, v in self.headers.items()},
-            body=self._body(),
-        )
-        with self.fake._lock:
-            self.fake.calls.append(call)
-        try:
-            status, headers, raw = self.fake.handle(call)
-        except Exception as exc:  # a bug in the fake: answer 500, visibly
-            status, headers, raw = 500, {}, json.dumps({"message": f"fake: {exc!r}"}).encode()
-        call.status = status
-        self.send_response(status)
-        for key, value in headers.items():
-            if key.lower() not in ("content-length", "transfer-encoding"):
-                self.send_header(key, value)
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(raw)
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle

@@ -21,23 +21,33 @@ import base64
 import hashlib
 import json
 import os
-import random
 import re
-import subprocess
-import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
+from urllib.parse import quote, unquote
 
 from resources.git import author_env, run_git
+from tests.fake_forge_http import (
+    EPOCH,
+    Call,
+    FakeForgeServer,
+    Fault,
+    basic_credentials,
+    branch_refs,
+    commit_files,
+    git_http_backend,
+    init_bare,
+    json_answer,
+    merge_tree,
+    page_link,
+    page_of,
+    unauthorized_git,
+)
 
 DOCS = "https://docs.github.com/rest"
-EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 WRITES = {"POST", "PATCH", "PUT", "DELETE"}
 
 
@@ -56,38 +66,6 @@ class HttpError(Exception):
             data["errors"] = self.errors
         data["status"] = str(self.status)
         return data
-
-
-@dataclass
-class Call:
-    """One request the fake received."""
-
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]
-    body: bytes
-    status: int = 0
-
-    def json(self) -> Any:
-        """The request body parsed as JSON."""
-        return json.loads(self.body) if self.body else None
-
-
-@dataclass
-class Fault:
-    """A rule that makes matching requests fail: `kind` is secondary, primary, 429, 404, 502 or
-    502_after (the request is carried out, then answered with a 502)."""
-
-    kind: str
-    methods: set[str]
-    path: re.Pattern
-    probability: float = 1.0
-    times: int | None = None  # how many requests it may hit (None: unlimited)
-    per_request: int | None = None  # at most this many faults for one same request
-    retry_after: int = 1
-    reset_in: int = 5
-    hits: int = 0
 
 
 @dataclass
@@ -155,17 +133,13 @@ class Repo:
         return f"{self.owner}/{self.name}"
 
 
-class FakeGitHub:
+class FakeGitHub(FakeForgeServer):
     """The fake server and its state. Use as a context manager, or `start()`/`stop()`."""
 
     def __init__(
         self, token: str, root: Path, *, api_prefix: str = "/api/v3", login: str = "campaign-bot"
     ):
-        self.token = token
-        self.root = Path(root)
-        self.git_root = self.root / "git"
-        self.git_root.mkdir(parents=True, exist_ok=True)
-        self.api_prefix = api_prefix.rstrip("/")
+        super().__init__(token, root, api_prefix.rstrip("/"))
         self.graphql_path = (
             self.api_prefix.removesuffix("/v3") + "/graphql" if self.api_prefix else "/graphql"
         )
@@ -173,51 +147,16 @@ class FakeGitHub:
         self.orgs: set[str] = set()
         self.users: set[str] = {login}
         self.repos: dict[str, Repo] = {}
-        self.calls: list[Call] = []
-        self.faults: list[Fault] = []
-        self.fault_log: list[tuple[str, str, str]] = []  # (kind, method, path)
         self.write_latency_s = 0.0
         self.rate_used = 0  # API requests counted against the primary rate limit (not 304s)
         self.writes_in_flight = 0
         self.max_writes_in_flight = 0
-        self._faulted: dict[str, int] = {}
-        self._rng = random.Random(1234)
-        self._lock = threading.RLock()
-        self._ids = 1000
-        self._tick = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # lifecycle -----------------------------------------------------------------------------------
-
-    def start(self) -> FakeGitHub:
-        """Serve on a free port of 127.0.0.1 in a background thread."""
-        fake = self
-
-        class Handler(_Handler):
-            pass
-
-        Handler.fake = fake
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeGitHub:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+    def answer(self, call: Call) -> tuple[int, dict[str, str], bytes]:
+        """git under `/git/`, the API elsewhere."""
+        if call.path.startswith("/git/"):
+            return self.handle_git(call)
+        return json_answer(*self.handle_api(call))
 
     # GitHub App authentication -------------------------------------------------------------------
 
@@ -281,33 +220,15 @@ class FakeGitHub:
                          "repository_selection": "all"}  # fmt: skip
 
     @property
-    def port(self) -> int:
-        """The port served on."""
-        assert self._server is not None
-        return self._server.server_address[1]
-
-    @property
-    def web(self) -> str:
-        """The web root (html_url and clone URLs live here)."""
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
     def base_url(self) -> str:
         """The REST API root to give the client."""
         return f"{self.web}{self.api_prefix}"
 
     # state set-up (tests) ------------------------------------------------------------------------
 
-    def _next_id(self) -> int:
-        with self._lock:
-            self._ids += 1
-            return self._ids
-
     def _now(self) -> str:
         """A timestamp one second after the previous one: every change moves `updated_at`."""
-        with self._lock:
-            self._tick += 1
-            return (EPOCH + timedelta(seconds=self._tick)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return (EPOCH + timedelta(seconds=self._next_tick())).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def add_org(self, org: str) -> None:
         """An organization."""
@@ -326,49 +247,22 @@ class FakeGitHub:
             self.users.add(owner)
         repo = Repo(id=self._next_id(), owner=owner, name=name, default_branch=branch, **kw)
         if files is not None:
-            bare = self.git_root / owner / f"{name}.git"
-            bare.parent.mkdir(parents=True, exist_ok=True)
-            run_git(["init", "--quiet", "--bare", f"--initial-branch={branch}", str(bare)])
-            repo.bare = bare
-            self._commit(repo, branch, files, parent=None)
+            repo.bare = init_bare(self.git_root / owner / f"{name}.git", branch)
+            commit_files(repo.bare, branch, files, parent=None)
         with self._lock:
             self.repos[full_name] = repo
         return repo
 
-    def _commit(self, repo: Repo, branch: str, files: dict[str, str], parent: str | None) -> str:
-        """Commit `files` on top of `parent` (or as a root commit) to `branch` of the bare repo."""
-        assert repo.bare is not None
-        with tempfile.TemporaryDirectory() as tmp:
-            work = Path(tmp)
-            run_git(["init", "--quiet", str(work)])
-            if parent:
-                run_git(["fetch", "--quiet", str(repo.bare), parent], work)
-                run_git(["checkout", "--quiet", "--detach", "FETCH_HEAD"], work)
-            for rel, text in files.items():
-                path = work / rel
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(text)
-            run_git(["add", "-A"], work)
-            env = author_env("Fake", "fake@example.com")
-            run_git(["commit", "--quiet", "-m", f"update {branch}"], work, env=env)
-            sha = run_git(["rev-parse", "HEAD"], work).strip()
-            run_git(["push", "--quiet", str(repo.bare), f"HEAD:refs/heads/{branch}"], work)
-        return sha
-
     def create_branch(self, full_name: str, branch: str, files: dict[str, str]) -> str:
         """A new commit on `branch`, on top of the default branch; returns its sha."""
         repo = self.repos[full_name]
-        return self._commit(repo, branch, files, parent=self.refs(repo)[repo.default_branch])
+        assert repo.bare is not None
+        return commit_files(repo.bare, branch, files, parent=self.refs(repo)[repo.default_branch])
 
     def refs(self, repo: Repo | str) -> dict[str, str]:
         """Branch name -> sha, read from the bare repository."""
         repo = self.repos[repo] if isinstance(repo, str) else repo
-        if repo.bare is None:
-            return {}
-        out = run_git(
-            ["for-each-ref", "--format=%(refname:strip=2) %(objectname)", "refs/heads"], repo.bare
-        )
-        return dict(line.split(" ", 1) for line in out.splitlines() if line)
+        return branch_refs(repo.bare)
 
     def inject(
         self,
@@ -383,13 +277,10 @@ class FakeGitHub:
         reset_in: int = 5,
     ) -> Fault:
         """Make matching requests (`path` regex on the path without the API prefix) fail."""
-        fault = Fault(
-            kind, methods or WRITES, re.compile(path), probability, times, per_request,
-            retry_after, reset_in,
-        )  # fmt: skip
-        with self._lock:
-            self.faults.append(fault)
-        return fault
+        return self._add_fault(Fault(
+            kind, methods or WRITES, re.compile(path), times=times, retry_after=retry_after,
+            reset_in=reset_in, probability=probability, per_request=per_request,
+        ))  # fmt: skip
 
     # the humans and CI -------------------------------------------------------------------------
 
@@ -472,15 +363,6 @@ class FakeGitHub:
                          "conclusion": conclusion, "at": self._now(), "output": output or {},
                          "details_url": details_url})  # fmt: skip
 
-    def calls_to(self, method: str, pattern: str) -> list[Call]:
-        """Recorded API calls with `method` whose path (without prefix) matches `pattern`."""
-        rx = re.compile(pattern)
-        return [
-            c
-            for c in list(self.calls)
-            if c.method == method and rx.fullmatch(c.path.removeprefix(self.api_prefix))
-        ]
-
     # JSON shapes ---------------------------------------------------------------------------------
 
     def _api(self, path: str) -> str:
@@ -536,11 +418,7 @@ class FakeGitHub:
         return pr.frozen_head_sha or refs.get(pr.head)
 
     def _mergeable(self, repo: Repo, pr: PR, refs: dict[str, str]) -> bool:
-        head, base = refs.get(pr.head), refs.get(pr.base)
-        if not head or not base or repo.bare is None:
-            return False
-        out = run_git(["merge-tree", "--write-tree", base, head], repo.bare, check=False)
-        return bool(out) and "CONFLICT" not in out
+        return merge_tree(repo.bare, refs.get(pr.base), refs.get(pr.head)) is not None
 
     def _combined_state(self, repo: Repo, sha: str | None) -> str:
         statuses = repo.statuses.get(sha or "", [])
@@ -636,25 +514,6 @@ class FakeGitHub:
 
     # request handling ----------------------------------------------------------------------------
 
-    def _fault_for(self, call: Call) -> Fault | None:
-        path = call.path.removeprefix(self.api_prefix)
-        key = f"{call.method} {call.path} {hashlib.sha1(call.body).hexdigest()}"
-        with self._lock:
-            for fault in self.faults:
-                if call.method not in fault.methods or not fault.path.fullmatch(path):
-                    continue
-                if fault.times is not None and fault.hits >= fault.times:
-                    continue
-                if fault.per_request is not None and self._faulted.get(key, 0) >= fault.per_request:
-                    continue
-                if self._rng.random() >= fault.probability:
-                    continue
-                fault.hits += 1
-                self._faulted[key] = self._faulted.get(key, 0) + 1
-                self.fault_log.append((fault.kind, call.method, path))
-                return fault
-        return None
-
     def _rate_headers(self, remaining: int = 4999, reset_in: int = 3600) -> dict[str, str]:
         return {
             "X-RateLimit-Limit": "5000",
@@ -679,7 +538,7 @@ class FakeGitHub:
         if scheme.lower() not in ("token", "bearer") or not self._accepts(value):
             return 401, {}, {"message": "Bad credentials", "documentation_url": DOCS,
                              "status": "401"}  # fmt: skip
-        fault = self._fault_for(call)
+        fault = self._fault_for(call, self.api_path(call.path))
         if fault is not None and fault.kind != "502_after":
             return self._fault_answer(fault)
         write = call.method in WRITES
@@ -747,23 +606,16 @@ class FakeGitHub:
         return 502, {"Content-Type": "text/html"}, "<html><body><h1>502 Bad Gateway</h1>"
 
     def _paginate(self, call: Call, items: list, wrap=None) -> tuple[int, dict[str, str], Any]:
-        per_page = min(int(call.query.get("per_page", ["30"])[0]), 100)
-        page = max(int(call.query.get("page", ["1"])[0]), 1)
-        last = max((len(items) + per_page - 1) // per_page, 1)
-        chunk = items[(page - 1) * per_page : page * per_page]
+        page = page_of(call, items, 30)
         links = []
-
-        def link(p: int, rel: str) -> str:
-            query = {k: v[0] for k, v in call.query.items()}
-            query["page"] = str(p)
-            return f'<{self.web}{call.path}?{urlencode(query)}>; rel="{rel}"'
-
-        if page > 1:
-            links += [link(page - 1, "prev"), link(1, "first")]
-        if page < last:
-            links += [link(page + 1, "next"), link(last, "last")]
+        if page.number > 1:
+            links += [page_link(self.web, call, page.number - 1, "prev"),
+                      page_link(self.web, call, 1, "first")]  # fmt: skip
+        if page.number < page.pages:
+            links += [page_link(self.web, call, page.number + 1, "next"),
+                      page_link(self.web, call, page.pages, "last")]  # fmt: skip
         headers = {"Link": ", ".join(links)} if links else {}
-        return 200, headers, wrap(chunk) if wrap else chunk
+        return 200, headers, wrap(page.chunk) if wrap else page.chunk
 
     def _repo_or_404(self, owner: str, name: str) -> Repo:
         repo = self.repos.get(f"{owner}/{name}")
@@ -1342,52 +1194,10 @@ class FakeGitHub:
 
     def handle_git(self, call: Call) -> tuple[int, dict[str, str], bytes]:
         """Answer a git request through `git http-backend`, if the Basic auth carries the token."""
-        scheme, _, value = call.headers.get("authorization", "").partition(" ")
-        password = ""
-        if scheme.lower() == "basic":
-            try:
-                password = base64.b64decode(value).decode().partition(":")[2]
-            except (ValueError, UnicodeDecodeError):
-                password = ""
+        _, password = basic_credentials(call) or ("", "")
         if not self._accepts(password):
-            return 401, {"WWW-Authenticate": 'Basic realm="GitHub"'}, b"Unauthorized\n"
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(self.root),
-            "GIT_CONFIG_NOSYSTEM": "1",
-            "GIT_CONFIG_GLOBAL": "/dev/null",
-            "GIT_PROJECT_ROOT": str(self.git_root),
-            "GIT_HTTP_EXPORT_ALL": "1",
-            "GIT_CONFIG_COUNT": "1",
-            "GIT_CONFIG_KEY_0": "http.receivepack",
-            "GIT_CONFIG_VALUE_0": "true",
-            "PATH_INFO": call.path.removeprefix("/git"),
-            "QUERY_STRING": urlencode({k: v[0] for k, v in call.query.items()}),
-            "REQUEST_METHOD": call.method,
-            "CONTENT_TYPE": call.headers.get("content-type", ""),
-            "CONTENT_LENGTH": str(len(call.body)),
-            "REMOTE_USER": "x-access-token",
-            "REMOTE_ADDR": "127.0.0.1",
-            "GATEWAY_INTERFACE": "CGI/1.1",
-        }
-        if "git-protocol" in call.headers:
-            env["GIT_PROTOCOL"] = call.headers["git-protocol"]
-        if "content-encoding" in call.headers:
-            env["HTTP_CONTENT_ENCODING"] = call.headers["content-encoding"]
-        proc = subprocess.run(
-            ["git", "http-backend"], input=call.body, env=env, capture_output=True, timeout=60
-        )
-        head, sep, body = proc.stdout.partition(b"\r\n\r\n")
-        if not sep:
-            head, _, body = proc.stdout.partition(b"\n\n")
-        status, headers = 200, {}
-        for line in head.decode("latin-1").splitlines():
-            key, _, val = line.partition(":")
-            if key.lower() == "status":
-                status = int(val.strip().split()[0])
-            elif key:
-                headers[key.strip()] = val.strip()
-        return status, headers, body
+            return unauthorized_git("GitHub")
+        return git_http_backend(call, self, call.path.removeprefix("/git"), "x-access-token")
 
 
 ROUTES: list[tuple[str, str, Any]] = [
@@ -1421,62 +1231,3 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("GET", r"/repos/([^/]+)/([^/]+)/commits/([^/]+)/status", FakeGitHub.combined_status),
     ("GET", r"/repos/([^/]+)/([^/]+)/commits/([^/]+)/check-runs", FakeGitHub.check_runs),
 ]  # fmt: skip
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """Reads a request, records it, hands it to the fake and writes the answer."""
-
-    fake: FakeGitHub
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Keep quiet: requests are recorded in `FakeGitHub.calls` instead."""
-
-    def _body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
-
-    def _handle(self) -> None:
-        parts = urlsplit(self.path)
-        call = Call(
-            method=self.command,
-            path=parts.path,
-            query=parse_qs(parts.query, keep_blank_values=True),
-            headers={k.lower(): v for k, v in self.headers.items()},
-            body=self._body(),
-        )
-        with self.fake._lock:
-            self.fake.calls.append(call)
-        if parts.path.startswith("/git/"):
-            status, headers, raw = self.fake.handle_git(call)
-        else:
-            try:
-                status, headers, payload = self.fake.handle_api(call)
-            except Exception as exc:  # a bug in the fake: answer 500, visibly
-                status, headers, payload = 500, {}, {"message": f"fake error: {exc!r}"}
-            if isinstance(payload, str):
-                raw = payload.encode()
-            else:
-                raw = b"" if payload is None else json.dumps(payload).encode()
-                headers = {"Content-Type": "application/json; charset=utf-8", **headers}
-        call.status = status
-        self.send_response(status)
-        for key, value in headers.items():
-            if key.lower() not in ("content-length", "transfer-encoding"):
-                self.send_header(key, value)
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(raw)
-
-    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = do_HEAD = _handle

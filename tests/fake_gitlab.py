@@ -9,7 +9,7 @@ header. API calls need `PRIVATE-TOKEN: T` or `Authorization: Bearer T`; git need
 the token as password (any user name, as on GitLab).
 
 The API is served under `/api/v4`, git under `/<group>/<sub>/<name>.git/...` by `git
-http-backend` (the git serving of tests/fake_github.py, reused). Every request is recorded in
+http-backend` (tests/fake_forge_http.py's git serving). Every request is recorded in
 `calls`. Tests play the humans and CI: `close_mr`, `merge_mr`, `approve`, `set_reviewer_state`,
 `add_discussion`, `add_pipeline`; and inject faults with `inject` (429 with Retry-After or
 RateLimit-Reset, 500/502, 502 after the work is done, 404).
@@ -19,19 +19,32 @@ from __future__ import annotations
 
 import hashlib
 import re
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlencode
+from urllib.parse import unquote
 
 from resources.git import author_env, run_git
-from tests.fake_github import Call, FakeGitHub, _Handler
+from tests.fake_forge_http import (
+    EPOCH,
+    Call,
+    FakeForgeServer,
+    Fault,
+    basic_credentials,
+    branch_refs,
+    commit_files,
+    git_http_backend,
+    init_bare,
+    json_answer,
+    merge_tree,
+    page_link,
+    page_of,
+    unauthorized_git,
+)
 
 API = "/api/v4"
-EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 WRITES = {"POST", "PUT", "DELETE"}
 DRAFT_TITLE = re.compile(r"^\s*(\[draft\]|\(draft\)|draft:|draft\s+-\s)", re.I)
 UNFINISHED = {"created", "pending", "running", "waiting_for_resource", "preparing", "scheduled"}
@@ -43,20 +56,6 @@ class HttpError(Exception):
     def __init__(self, status: int, message: Any, headers: dict[str, str] | None = None):
         super().__init__(str(message))
         self.status, self.message, self.headers = status, message, headers or {}
-
-
-@dataclass
-class Fault:
-    """Makes matching requests fail: `kind` is 429 (with `Retry-After`), 429_reset (with
-    `RateLimit-Reset` only), 500, 502, 502_after (done, then answered 502) or 404."""
-
-    kind: str
-    methods: set[str]
-    path: re.Pattern
-    times: int | None = None
-    retry_after: int = 1
-    reset_in: int = 5
-    hits: int = 0
 
 
 @dataclass
@@ -117,83 +116,41 @@ class Project:
         return self.path.rsplit("/", 1)[0]
 
 
-class FakeGitLab:
+class FakeGitLab(FakeForgeServer):
     """The fake server and its state. Use as a context manager, or `start()`/`stop()`."""
 
-    # git smart HTTP: fake_github's `git http-backend` CGI, which reads `token`, `root`,
-    # `git_root` and `_accepts` of the fake it serves
-    handle_git = FakeGitHub.handle_git
-
-    def _accepts(self, token: str) -> bool:
-        """Whether `token` (git's Basic password) authenticates."""
-        return token == self.token
-
     def __init__(self, token: str, root: Path, *, username: str = "campaign-bot"):
-        self.token = token
-        self.root = Path(root)
-        self.git_root = self.root / "git"
-        self.git_root.mkdir(parents=True, exist_ok=True)
+        super().__init__(token, root, API)
         self.username = username
         self.groups: set[str] = set()
         self.users: dict[str, int] = {}
         self.projects: dict[str, Project] = {}
-        self.calls: list[Call] = []
-        self.faults: list[Fault] = []
-        self.fault_log: list[tuple[str, str, str]] = []
         self.rebase_polls = 1  # GETs that still see a rebase in progress
-        self._lock = threading.RLock()
-        self._ids = 1000
-        self._tick = 0
-        self._server: Any = None
         self.add_user(username)
 
-    # lifecycle -----------------------------------------------------------------------------------
+    def answer(self, call: Call) -> tuple[int, dict[str, str], bytes]:
+        """git where GitLab serves it, under a project (`/<group>/<name>.git/info/refs`...);
+        the API elsewhere."""
+        if not call.path.startswith(API + "/") and ".git/" in call.path:
+            return self.handle_git(call)
+        return json_answer(*self.handle_api(call))
 
-    def start(self) -> FakeGitLab:
-        """Serve on a free port of 127.0.0.1 in a background thread."""
-        from http.server import ThreadingHTTPServer
+    def handle_git(self, call: Call) -> tuple[int, dict[str, str], bytes]:
+        """git smart HTTP, if the Basic password is the token (any user name, as on GitLab)."""
+        _, password = basic_credentials(call) or ("", "")
+        if password != self.token:
+            return unauthorized_git("GitLab")
+        return git_http_backend(call, self, call.path, "x-access-token")
 
-        class Handler(_GitLabHandler):
-            pass
-
-        Handler.fake = self  # type: ignore[assignment]
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeGitLab:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    @property
-    def web(self) -> str:
-        """The web root: what the forge takes as `base_url`."""
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+    def api_path(self, path: str) -> str:
+        """A request path without `/api/v4`, decoded (project ids are URL-encoded paths)."""
+        return unquote(path.removeprefix(API))
 
     # state set-up (tests) ------------------------------------------------------------------------
 
-    def _next_id(self) -> int:
-        with self._lock:
-            self._ids += 1
-            return self._ids
-
     def _now(self) -> str:
         """A timestamp one second after the previous one: every change moves `updated_at`."""
-        with self._lock:
-            self._tick += 1
-            return (EPOCH + timedelta(seconds=self._tick)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        return self._iso(EPOCH + timedelta(seconds=self._next_tick()))
 
     def add_user(self, username: str) -> int:
         """A user; returns its id."""
@@ -215,10 +172,7 @@ class FakeGitLab:
             self.add_group(namespace)
         project = Project(id=self._next_id(), path=path, default_branch=branch, **kw)
         if files is not None:
-            bare = self.git_root / f"{path}.git"
-            bare.parent.mkdir(parents=True, exist_ok=True)
-            run_git(["init", "--quiet", "--bare", f"--initial-branch={branch}", str(bare)])
-            project.bare = bare
+            project.bare = init_bare(self.git_root / f"{path}.git", branch)
             self.commit(path, branch, files, parent=None)
         with self._lock:
             self.projects[path] = project
@@ -235,32 +189,12 @@ class FakeGitLab:
         if parent == "branch":
             refs = self.refs(path)
             parent = refs.get(branch) or refs[project.default_branch if project else "main"]
-        work = self.root / f"work-{self._next_id()}"
-        run_git(["init", "--quiet", str(work)])
-        if parent:
-            run_git(["fetch", "--quiet", str(bare), parent], work)
-            run_git(["checkout", "--quiet", "--detach", "FETCH_HEAD"], work)
-        for rel, text in files.items():
-            target = work / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
-        run_git(["add", "-A"], work)
-        env = author_env("Fake", "fake@example.com")
-        run_git(["commit", "--quiet", "-m", f"update {branch}"], work, env=env)
-        sha = run_git(["rev-parse", "HEAD"], work).strip()
-        run_git(["push", "--quiet", str(bare), f"HEAD:refs/heads/{branch}"], work)
-        return sha
+        return commit_files(bare, branch, files, parent)
 
     def refs(self, project: Project | str) -> dict[str, str]:
         """Branch name -> sha, read from the bare repository."""
         project = self.projects[project] if isinstance(project, str) else project
-        if project.bare is None:
-            return {}
-        out = run_git(
-            ["for-each-ref", "--format=%(refname:strip=2) %(objectname)", "refs/heads"],
-            project.bare,
-        )
-        return dict(line.split(" ", 1) for line in out.splitlines() if line)
+        return branch_refs(project.bare)
 
     def inject(
         self,
@@ -273,19 +207,9 @@ class FakeGitLab:
         reset_in: int = 5,
     ) -> Fault:
         """Make matching requests (`path` regex on the path without `/api/v4`) fail."""
-        fault = Fault(kind, methods or WRITES, re.compile(path), times, retry_after, reset_in)
-        with self._lock:
-            self.faults.append(fault)
-        return fault
-
-    def calls_to(self, method: str, pattern: str) -> list[Call]:
-        """Recorded API calls with `method` whose decoded path (without `/api/v4`) matches."""
-        rx = re.compile(pattern)
-        return [
-            c
-            for c in list(self.calls)
-            if c.method == method and rx.fullmatch(unquote(c.path.removeprefix(API)))
-        ]
+        return self._add_fault(
+            Fault(kind, methods or WRITES, re.compile(path), times, retry_after, reset_in)
+        )
 
     # the humans and CI ---------------------------------------------------------------------------
 
@@ -411,11 +335,9 @@ class FakeGitLab:
 
     def _conflicts(self, project: Project, mr: MR) -> bool:
         refs = self.refs(project)
-        head, base = refs.get(mr.source_branch), refs.get(mr.target_branch)
-        if not head or not base or project.bare is None:
-            return True
-        proc = run_git(["merge-tree", "--write-tree", base, head], project.bare, check=False)
-        return not proc or "CONFLICT" in proc
+        return (
+            merge_tree(project.bare, refs.get(mr.target_branch), refs.get(mr.source_branch)) is None
+        )
 
     def _merge_status(self, project: Project, mr: MR) -> str:
         if mr.state != "opened":
@@ -473,19 +395,6 @@ class FakeGitLab:
 
     # request handling ----------------------------------------------------------------------------
 
-    def _fault_for(self, call: Call) -> Fault | None:
-        path = unquote(call.path.removeprefix(API))
-        with self._lock:
-            for fault in self.faults:
-                if call.method not in fault.methods or not fault.path.fullmatch(path):
-                    continue
-                if fault.times is not None and fault.hits >= fault.times:
-                    continue
-                fault.hits += 1
-                self.fault_log.append((fault.kind, call.method, path))
-                return fault
-        return None
-
     def _fault_answer(self, fault: Fault) -> tuple[int, dict[str, str], Any]:
         if fault.kind == "429":
             return 429, {"Retry-After": str(fault.retry_after), "RateLimit-Limit": "600",
@@ -510,7 +419,7 @@ class FakeGitLab:
         scheme, _, value = call.headers.get("authorization", "").partition(" ")
         if token != self.token and not (scheme.lower() == "bearer" and value == self.token):
             return 401, {}, {"message": "401 Unauthorized"}
-        fault = self._fault_for(call)
+        fault = self._fault_for(call, self.api_path(call.path))
         if fault is not None and fault.kind != "502_after":
             return self._fault_answer(fault)
         try:
@@ -531,26 +440,22 @@ class FakeGitLab:
         return params
 
     def _paginate(self, call: Call, items: list) -> tuple[int, dict[str, str], Any]:
-        per_page = min(int(call.query.get("per_page", ["20"])[0]), 100)
-        page = max(int(call.query.get("page", ["1"])[0]), 1)
-        pages = max((len(items) + per_page - 1) // per_page, 1)
-        chunk = items[(page - 1) * per_page : page * per_page]
+        page = page_of(call, items, 20)
+        n, pages = page.number, page.pages
 
         def link(p: int, rel: str) -> str:
-            query = {k: v[-1] for k, v in call.query.items()}
-            query["page"] = str(p)
-            return f'<{self.web}{call.path}?{urlencode(query)}>; rel="{rel}"'
+            return page_link(self.web, call, p, rel)
 
         links = [link(1, "first"), link(pages, "last")]
-        headers = {"X-Page": str(page), "X-Per-Page": str(per_page), "X-Total": str(len(items)),
-                   "X-Total-Pages": str(pages), "X-Prev-Page": str(page - 1) if page > 1 else "",
-                   "X-Next-Page": str(page + 1) if page < pages else ""}  # fmt: skip
-        if page < pages:
-            links.insert(0, link(page + 1, "next"))
-        if page > 1:
-            links.insert(0, link(page - 1, "prev"))
+        headers = {"X-Page": str(n), "X-Per-Page": str(page.per_page), "X-Total": str(len(items)),
+                   "X-Total-Pages": str(pages), "X-Prev-Page": str(n - 1) if n > 1 else "",
+                   "X-Next-Page": str(n + 1) if n < pages else ""}  # fmt: skip
+        if n < pages:
+            links.insert(0, link(n + 1, "next"))
+        if n > 1:
+            links.insert(0, link(n - 1, "prev"))
         headers["Link"] = ", ".join(links)
-        return 200, headers, chunk
+        return 200, headers, page.chunk
 
     def _project_or_404(self, pid: str) -> Project:
         key = unquote(pid)
@@ -925,16 +830,3 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("GET", rf"/projects/{P}/pipelines/(\d+)/jobs", FakeGitLab.pipeline_jobs),
     ("GET", rf"/projects/{P}/jobs/(\d+)/trace", FakeGitLab.job_trace),
 ]
-
-
-class _GitLabHandler(_Handler):
-    """fake_github's handler, with git served where GitLab serves it: a path under a project
-    (`/<group>/<name>.git/info/refs`...) is handed to the git backend (which fake_github serves
-    under `/git/`), everything else to the API."""
-
-    def _handle(self) -> None:
-        if not self.path.startswith(API + "/") and ".git/" in self.path:
-            self.path = "/git" + self.path
-        super()._handle()
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle  # type: ignore[assignment]
