@@ -16,6 +16,7 @@ from resources.forges.bitbucket import BitbucketForge
 from resources.forges.bitbucket_discovery import BitbucketSelector
 from resources.git import GitError, author_env, run_git
 from tests.fake_bitbucket import FakeBitbucket
+from tests.forge_helpers import FakeClock, forge_fixtures
 
 TOKEN = "bbtok_CANARY4f1e8d2c6b0a9e7d5c3b1a0f2e4d6c8b"
 SECRETS = [
@@ -30,26 +31,6 @@ OWNER = {"cloud": "acme", "dc": "ACME"}
 REVIEWER = {"cloud": "557058:alice", "dc": "alice"}
 
 
-class FakeClock:
-    """A clock that only moves when something sleeps on it: waiting costs no real time."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-        self._lock = threading.Lock()
-
-    def clock(self) -> float:
-        """The current fake time."""
-        with self._lock:
-            return self.now
-
-    def sleep(self, seconds: float) -> None:
-        """Record the sleep and move the clock on by it, at once."""
-        with self._lock:
-            self.sleeps.append(seconds)
-            self.now += seconds
-
-
 @pytest.fixture(params=FLAVORS)
 def fake(request, tmp_path: Path):
     """A running fake Bitbucket of each flavour with repository OWNER/app and a reviewer."""
@@ -60,12 +41,6 @@ def fake(request, tmp_path: Path):
         yield server
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    """The injected clock and sleep."""
-    return FakeClock()
-
-
 def make_forge(fake: FakeBitbucket, clock: FakeClock, **kw) -> BitbucketForge:
     """A forge on the fake that waits on the fake clock."""
     return BitbucketForge(
@@ -73,12 +48,7 @@ def make_forge(fake: FakeBitbucket, clock: FakeClock, **kw) -> BitbucketForge:
     )
 
 
-@pytest.fixture
-def forge(fake: FakeBitbucket, clock: FakeClock):
-    """The forge under test."""
-    client = make_forge(fake, clock)
-    yield client
-    client.close()
+clock, forge = forge_fixtures(make_forge)
 
 
 def app(fake: FakeBitbucket) -> tuple[str, str]:

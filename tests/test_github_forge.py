@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,6 +23,7 @@ from resources.forges.github import (
 from resources.forges.github_discovery import GitHubSelector, discover
 from resources.git import GitError, author_env, run_git
 from tests.fake_github import FakeGitHub
+from tests.forge_helpers import FakeClock, forge_fixtures
 
 TOKEN = "ghp_CANARY0f3b9c2d7e1a4f6b8c0d2e4f6a8b0c2d4"
 TOKEN_B64 = base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()
@@ -31,26 +31,6 @@ WRONG = "ghp_CANARYwrong9c2d7e1a4f6b8c0d2e4f6a8b0c2"
 BRANCH = "campaign/rename"
 APP = "https://ghe.example.com/acme/app"  # the web host differs from the API host, as on GHE
 FILES = {"app.py": "GREETING = 'OLD'\n"}
-
-
-class FakeClock:
-    """A clock that only moves when something sleeps on it: waiting costs no real time."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-        self._lock = threading.Lock()
-
-    def clock(self) -> float:
-        """The current fake time."""
-        with self._lock:
-            return self.now
-
-    def sleep(self, seconds: float) -> None:
-        """Record the sleep and move the clock on by it, at once."""
-        with self._lock:
-            self.sleeps.append(seconds)
-            self.now += seconds
 
 
 @pytest.fixture
@@ -61,24 +41,13 @@ def fake(tmp_path: Path):
         yield server
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    """The injected clock and sleep."""
-    return FakeClock()
-
-
 def make_forge(fake: FakeGitHub, clock: FakeClock, **kw) -> GitHubForge:
     """A forge on the fake that waits on the fake clock."""
     kw.setdefault("backoff_s", 0.5)
     return GitHubForge(TOKEN, fake.base_url, sleep=clock.sleep, clock=clock.clock, **kw)
 
 
-@pytest.fixture
-def forge(fake: FakeGitHub, clock: FakeClock):
-    """The forge under test."""
-    client = make_forge(fake, clock)
-    yield client
-    client.close()
+clock, forge = forge_fixtures(make_forge)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,6 +21,7 @@ from resources.forges.gitlab_discovery import GitLabSelector
 from resources.forges.gitlab_names import project_path
 from resources.git import GitError, author_env, run_git
 from tests.fake_gitlab import FakeGitLab
+from tests.forge_helpers import FakeClock, forge_fixtures
 
 TOKEN = "glpat-CANARY7d1e9a5b3c2f4e6a8c0b"
 TOKEN_B64 = base64.b64encode(f"oauth2:{TOKEN}".encode()).decode()
@@ -29,26 +29,6 @@ WRONG = "glpat-CANARYwrong9c2d7e1a4f6b8"
 BRANCH = "campaign/rename"
 PATH = "acme/web/app"  # a project in a subgroup
 FILES = {"app.py": "GREETING = 'OLD'\n"}
-
-
-class FakeClock:
-    """A clock that only moves when something sleeps on it: waiting costs no real time."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-        self._lock = threading.Lock()
-
-    def clock(self) -> float:
-        """The current fake time."""
-        with self._lock:
-            return self.now
-
-    def sleep(self, seconds: float) -> None:
-        """Record the sleep and move the clock on by it, at once."""
-        with self._lock:
-            self.sleeps.append(seconds)
-            self.now += seconds
 
 
 @pytest.fixture(autouse=True)
@@ -70,24 +50,13 @@ def fake(tmp_path: Path):
         yield server
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    """The injected clock and sleep."""
-    return FakeClock()
-
-
 def make_forge(fake: FakeGitLab, clock: FakeClock, **kw) -> GitLabForge:
     """A forge on the fake that waits on the fake clock."""
     kw.setdefault("backoff_s", 0.5)
     return GitLabForge(TOKEN, fake.web, sleep=clock.sleep, clock=clock.clock, **kw)
 
 
-@pytest.fixture
-def forge(fake: FakeGitLab, clock: FakeClock):
-    """The forge under test."""
-    client = make_forge(fake, clock)
-    yield client
-    client.close()
+clock, forge = forge_fixtures(make_forge)
 
 
 @pytest.fixture
