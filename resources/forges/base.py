@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -54,6 +54,35 @@ class ResolvedRepo(BaseModel):
     base_branch: str
     base_sha: str
     branch_sha: str | None = Field(default=None, description="the campaign branch's sha, if any")
+
+
+def resolved_repo(
+    url: str,
+    subject: str,
+    clone_url: str,
+    default_branch: str | None,
+    base: str | None,
+    branch: str,
+    sha_of: Callable[[str], str | None],
+    holder: str = "repository",
+) -> ResolvedRepo:
+    """What `resolve(url, base, branch)` returns, the same on every forge: the base branch is
+    `base`, else the `default_branch` (a ForgeError naming `subject` when the `holder`, a
+    repository or a project, has none); its sha and then `branch`'s are read with `sha_of`
+    (None: absent), and a base branch that does not exist is a ForgeError."""
+    base_branch = base or default_branch
+    if not base_branch:
+        raise ForgeError(f"{subject}: {holder} has no default branch (empty repository?)")
+    base_sha = sha_of(base_branch)
+    if not base_sha:
+        raise ForgeError(f"{subject}: base branch {base_branch!r} does not exist")
+    return ResolvedRepo(
+        url=url,
+        clone_url=clone_url,
+        base_branch=base_branch,
+        base_sha=base_sha,
+        branch_sha=sha_of(branch),
+    )
 
 
 class DiscoveredRepo(BaseModel):

@@ -30,6 +30,7 @@ from resources.forges.base import (
     PullRequestStatus,
     ResolvedRepo,
     refuse_push,
+    resolved_repo,
 )
 from resources.forges.bitbucket_api import (
     MERGE_METHODS,
@@ -125,19 +126,10 @@ class BitbucketForge:
         default_branch, clone_url = self.api.repo(ref)
         with self._info_lock:
             self._repo_info[ref.name] = (default_branch, clone_url)
-        base_branch = base or default_branch
-        if not base_branch:
-            raise ForgeError(f"{ref.name}: repository has no default branch (empty repository?)")
-        base_sha = self.api.branch_sha(ref, base_branch)
-        if base_sha is None:
-            raise ForgeError(f"{ref.name}: base branch {base_branch!r} does not exist")
-        return ResolvedRepo(
-            url=url,
-            clone_url=clone_url,
-            base_branch=base_branch,
-            base_sha=base_sha,
-            branch_sha=self.api.branch_sha(ref, branch),
-        )
+        return resolved_repo(
+            url, ref.name, clone_url, default_branch, base, branch,
+            lambda b: self.api.branch_sha(ref, b),
+        )  # fmt: skip
 
     def push_branch(
         self, url: str, workspace: Path, branch: str, sha: str, expected: str | None

@@ -44,6 +44,7 @@ from resources.forges.base import (
     PullRequestStatus,
     ResolvedRepo,
     refuse_push,
+    resolved_repo,
 )
 from resources.forges.github_names import repo_full_name, web_root
 from resources.forges.github_status import pr_state, pull_request_status
@@ -165,23 +166,13 @@ class GitHubForge(GitHubTransport):
         name, repo = self._repo(url)
         with self._op(name, "resolve"):
             default_branch = repo.default_branch
-            base_branch = base or default_branch
             clone_url = repo.clone_url
             if default_branch:
                 self._remember(name, default_branch, clone_url)
-            if not base_branch:
-                raise ForgeError(f"{name}: repository has no default branch (empty repository?)")
-            base_sha = self._branch_sha(repo, base_branch)
-            if base_sha is None:
-                raise ForgeError(f"{name}: base branch {base_branch!r} does not exist")
-            branch_sha = self._branch_sha(repo, branch)
-        return ResolvedRepo(
-            url=url,
-            clone_url=clone_url,
-            base_branch=base_branch,
-            base_sha=base_sha,
-            branch_sha=branch_sha,
-        )
+            return resolved_repo(
+                url, name, clone_url, default_branch, base, branch,
+                lambda b: self._branch_sha(repo, b),
+            )  # fmt: skip
 
     def push_branch(
         self, url: str, workspace: Path, branch: str, sha: str, expected: str | None

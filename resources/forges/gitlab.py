@@ -42,6 +42,7 @@ from resources.forges.base import (
     PullRequestStatus,
     ResolvedRepo,
     refuse_push,
+    resolved_repo,
 )
 from resources.forges.gitlab_discovery import DiscoveredRepo, GitLabSelector, discover
 from resources.forges.gitlab_names import project_path
@@ -185,22 +186,13 @@ class GitLabForge(GitLabTransport):
         """The clone URL, base branch (default: the project's default) and sha, branch sha."""
         name, pid = self._path(url)
         project = self._project(name, pid, "resolve")
-        self._remember_default(name, project.get("default_branch"))
-        base_branch = base or project.get("default_branch")
-        if not base_branch:
-            raise ForgeError(f"{name}: project has no default branch (empty repository?)")
+        default_branch = project.get("default_branch")
+        self._remember_default(name, default_branch)
         with self._op(name, "resolve"):
-            base_sha = self._branch_sha(pid, base_branch)
-            if base_sha is None:
-                raise ForgeError(f"{name}: base branch {base_branch!r} does not exist")
-            branch_sha = self._branch_sha(pid, branch)
-        return ResolvedRepo(
-            url=url,
-            clone_url=self._clone_url(name),
-            base_branch=base_branch,
-            base_sha=base_sha,
-            branch_sha=branch_sha,
-        )
+            return resolved_repo(
+                url, name, self._clone_url(name), default_branch, base, branch,
+                lambda b: self._branch_sha(pid, b), holder="project",
+            )  # fmt: skip
 
     def push_branch(
         self, url: str, workspace: Path, branch: str, sha: str, expected: str | None

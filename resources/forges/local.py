@@ -25,6 +25,7 @@ from resources.forges.base import (
     PullRequestStatus,
     ResolvedRepo,
     refuse_push,
+    resolved_repo,
 )
 from resources.git import SAFE_RECEIVE_PACK, GitError, author_env, ls_remote, run_git
 
@@ -137,19 +138,10 @@ class LocalForge:
             refs = local_refs(path)
         except GitError as exc:
             raise ForgeError(f"{url}: cannot read repository: {exc.stderr}") from None
-        base_branch = base or refs.get("HEAD->")
-        if not base_branch:
-            raise ForgeError(f"{url}: repository has no default branch (empty repository?)")
-        base_sha = refs.get(f"refs/heads/{base_branch}")
-        if not base_sha:
-            raise ForgeError(f"{url}: base branch {base_branch!r} does not exist")
-        return ResolvedRepo(
-            url=url,
-            clone_url=str(path.resolve()),
-            base_branch=base_branch,
-            base_sha=base_sha,
-            branch_sha=refs.get(f"refs/heads/{branch}"),
-        )
+        return resolved_repo(
+            url, url, str(path.resolve()), refs.get("HEAD->"), base, branch,
+            lambda b: refs.get(f"refs/heads/{b}"),
+        )  # fmt: skip
 
     def push_branch(
         self, url: str, workspace: Path, branch: str, sha: str, expected: str | None
