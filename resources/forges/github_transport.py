@@ -14,7 +14,10 @@ lost response) may already have been applied: the caller can say how to find it
 (`_recovering`), and what is found is returned instead of writing again.
 
 PyGithub's `Github` client is not thread-safe (its connection object keeps the pending request in
-attributes), so the transport keeps one client per thread.
+attributes), so the transport keeps one client per thread. What the GitHub, GitLab and Bitbucket
+transports share (counters and tallies, redaction, the scoped `git_env()`, the attempt's slots,
+write recovery, back-off, pushes, `_op`) is `transport.ForgeTransport`'s; what GitHub answers
+mean, its pacing, conditional GETs and error texts are here.
 
 What PyGithub offers and why it is switched off here (`Github(retry=None,
 seconds_between_requests=None, seconds_between_writes=None)`):

@@ -22,6 +22,9 @@ raises a ForgeError, so no answer python-gitlab gets is ever a 429.
 The token is sent as `Authorization: Bearer` (GitLab takes personal, project, group and OAuth
 tokens that way), and to git as HTTP Basic `oauth2:TOKEN` through `GIT_CONFIG_*` variables scoped
 to the web root; it never appears in a URL, a message or a log.
+
+What the three transports share (counters, redaction, `git_env()`, back-off, recovery, pushes,
+`_op`) is `transport.ForgeTransport`'s; GitLab's answers, backend and error texts are here.
 """
 
 from __future__ import annotations
