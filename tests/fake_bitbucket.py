@@ -27,19 +27,8 @@ from typing import Any, Literal
 from urllib.parse import unquote, urlencode
 
 from resources.git import run_git
-from tests.fake_forge_http import (
-    EPOCH,
-    Call,
-    FakeForgeServer,
-    Fault,
-    basic_credentials,
-    branch_refs,
-    commit_files,
-    git_http_backend,
-    init_bare,
-    merge_tree,
-    unauthorized_git,
-)
+from tests import fake_forge_http as forge_http
+from tests.fake_forge_http import EPOCH, Call, FakeForgeServer, Fault
 
 WRITES = {"POST", "PUT", "DELETE"}
 
@@ -158,8 +147,8 @@ class FakeBitbucket(FakeForgeServer):
         repo = Repo(owner=owner, slug=slug, default_branch=branch, **kw)
         if files is not None:
             where = owner if self.flavor == "cloud" else f"scm/{owner.lower()}"
-            repo.bare = init_bare(self.git_root / where / f"{slug}.git", branch)
-            commit_files(repo.bare, branch, files, parent=None)
+            repo.bare = forge_http.init_bare(self.git_root / where / f"{slug}.git", branch)
+            forge_http.commit_files(repo.bare, branch, files, parent=None)
         with self._lock:
             self.repos[full_name] = repo
         return repo
@@ -167,14 +156,14 @@ class FakeBitbucket(FakeForgeServer):
     def refs(self, repo: Repo | str) -> dict[str, str]:
         """Branch name -> sha."""
         repo = self.repos[repo] if isinstance(repo, str) else repo
-        return branch_refs(repo.bare)
+        return forge_http.branch_refs(repo.bare)
 
     def create_branch(self, full_name: str, branch: str, files: dict[str, str]) -> str:
         """A new commit on `branch`, on top of the default branch; returns its sha."""
         repo = self.repos[full_name]
         parent = self.refs(repo)[repo.default_branch]
         assert repo.bare is not None
-        return commit_files(repo.bare, branch, files, parent=parent)
+        return forge_http.commit_files(repo.bare, branch, files, parent=parent)
 
     def inject(
         self, kind: str, *, methods: set[str] | None = None, path: str = ".*",
@@ -332,7 +321,7 @@ class FakeBitbucket(FakeForgeServer):
         scheme, _, value = call.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer":
             return value == self.token and not (self.flavor == "cloud" and self.username)
-        credentials = basic_credentials(call)
+        credentials = forge_http.basic_credentials(call)
         if credentials is None or (self.flavor == "dc" and not git):
             return False
         user, password = credentials
@@ -344,8 +333,8 @@ class FakeBitbucket(FakeForgeServer):
         """Answer one request: git smart HTTP, or an API call."""
         if ".git/" in call.path:
             if not self._authorized(call, git=True):
-                return unauthorized_git("Bitbucket")
-            return git_http_backend(call, self, call.path, self.login)
+                return forge_http.unauthorized_git("Bitbucket")
+            return forge_http.git_http_backend(call, self, call.path, self.login)
         status, headers, payload = self._api(call)
         raw = b"" if payload is None else json.dumps(payload).encode()
         return status, {"Content-Type": "application/json", **headers}, raw
@@ -458,7 +447,7 @@ class FakeBitbucket(FakeForgeServer):
                 raise BbError(400, "Fast-forward merge is not possible: the branches diverged")
             new = head
         else:
-            tree = merge_tree(repo.bare, base, head)
+            tree = forge_http.merge_tree(repo.bare, base, head)
             if tree is None:
                 status = 409 if self.flavor == "dc" else 400
                 veto = "com.atlassian.bitbucket.pull.PullRequestMergeVetoedException"
@@ -778,7 +767,7 @@ class FakeBitbucket(FakeForgeServer):
         repo = self._repo(key, slug)
         pr = self._pull(repo, number)
         refs = self.refs(repo)
-        conflicted = merge_tree(repo.bare, refs[pr.destination], refs[pr.source]) is None
+        conflicted = forge_http.merge_tree(repo.bare, refs[pr.destination], refs[pr.source]) is None
         return 200, {}, {"canMerge": not conflicted, "conflicted": conflicted,
                          "outcome": "CONFLICTED" if conflicted else "CLEAN",
                          "vetoes": []}  # fmt: skip

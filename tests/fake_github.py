@@ -30,22 +30,8 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from resources.git import author_env, run_git
-from tests.fake_forge_http import (
-    EPOCH,
-    Call,
-    FakeForgeServer,
-    Fault,
-    basic_credentials,
-    branch_refs,
-    commit_files,
-    git_http_backend,
-    init_bare,
-    json_answer,
-    merge_tree,
-    page_link,
-    page_of,
-    unauthorized_git,
-)
+from tests import fake_forge_http as forge_http
+from tests.fake_forge_http import EPOCH, Call, FakeForgeServer, Fault
 
 DOCS = "https://docs.github.com/rest"
 WRITES = {"POST", "PATCH", "PUT", "DELETE"}
@@ -156,7 +142,7 @@ class FakeGitHub(FakeForgeServer):
         """git under `/git/`, the API elsewhere."""
         if call.path.startswith("/git/"):
             return self.handle_git(call)
-        return json_answer(*self.handle_api(call))
+        return forge_http.json_answer(*self.handle_api(call))
 
     # GitHub App authentication -------------------------------------------------------------------
 
@@ -247,8 +233,8 @@ class FakeGitHub(FakeForgeServer):
             self.users.add(owner)
         repo = Repo(id=self._next_id(), owner=owner, name=name, default_branch=branch, **kw)
         if files is not None:
-            repo.bare = init_bare(self.git_root / owner / f"{name}.git", branch)
-            commit_files(repo.bare, branch, files, parent=None)
+            repo.bare = forge_http.init_bare(self.git_root / owner / f"{name}.git", branch)
+            forge_http.commit_files(repo.bare, branch, files, parent=None)
         with self._lock:
             self.repos[full_name] = repo
         return repo
@@ -257,12 +243,14 @@ class FakeGitHub(FakeForgeServer):
         """A new commit on `branch`, on top of the default branch; returns its sha."""
         repo = self.repos[full_name]
         assert repo.bare is not None
-        return commit_files(repo.bare, branch, files, parent=self.refs(repo)[repo.default_branch])
+        return forge_http.commit_files(
+            repo.bare, branch, files, parent=self.refs(repo)[repo.default_branch]
+        )
 
     def refs(self, repo: Repo | str) -> dict[str, str]:
         """Branch name -> sha, read from the bare repository."""
         repo = self.repos[repo] if isinstance(repo, str) else repo
-        return branch_refs(repo.bare)
+        return forge_http.branch_refs(repo.bare)
 
     def inject(
         self,
@@ -418,7 +406,7 @@ class FakeGitHub(FakeForgeServer):
         return pr.frozen_head_sha or refs.get(pr.head)
 
     def _mergeable(self, repo: Repo, pr: PR, refs: dict[str, str]) -> bool:
-        return merge_tree(repo.bare, refs.get(pr.base), refs.get(pr.head)) is not None
+        return forge_http.merge_tree(repo.bare, refs.get(pr.base), refs.get(pr.head)) is not None
 
     def _combined_state(self, repo: Repo, sha: str | None) -> str:
         statuses = repo.statuses.get(sha or "", [])
@@ -606,14 +594,14 @@ class FakeGitHub(FakeForgeServer):
         return 502, {"Content-Type": "text/html"}, "<html><body><h1>502 Bad Gateway</h1>"
 
     def _paginate(self, call: Call, items: list, wrap=None) -> tuple[int, dict[str, str], Any]:
-        page = page_of(call, items, 30)
+        page = forge_http.page_of(call, items, 30)
         links = []
         if page.number > 1:
-            links += [page_link(self.web, call, page.number - 1, "prev"),
-                      page_link(self.web, call, 1, "first")]  # fmt: skip
+            links += [forge_http.page_link(self.web, call, page.number - 1, "prev"),
+                      forge_http.page_link(self.web, call, 1, "first")]  # fmt: skip
         if page.number < page.pages:
-            links += [page_link(self.web, call, page.number + 1, "next"),
-                      page_link(self.web, call, page.pages, "last")]  # fmt: skip
+            links += [forge_http.page_link(self.web, call, page.number + 1, "next"),
+                      forge_http.page_link(self.web, call, page.pages, "last")]  # fmt: skip
         headers = {"Link": ", ".join(links)} if links else {}
         return 200, headers, wrap(page.chunk) if wrap else page.chunk
 
@@ -1194,10 +1182,11 @@ class FakeGitHub(FakeForgeServer):
 
     def handle_git(self, call: Call) -> tuple[int, dict[str, str], bytes]:
         """Answer a git request through `git http-backend`, if the Basic auth carries the token."""
-        _, password = basic_credentials(call) or ("", "")
+        _, password = forge_http.basic_credentials(call) or ("", "")
         if not self._accepts(password):
-            return unauthorized_git("GitHub")
-        return git_http_backend(call, self, call.path.removeprefix("/git"), "x-access-token")
+            return forge_http.unauthorized_git("GitHub")
+        path_info = call.path.removeprefix("/git")
+        return forge_http.git_http_backend(call, self, path_info, "x-access-token")
 
 
 ROUTES: list[tuple[str, str, Any]] = [

@@ -27,22 +27,8 @@ from typing import Any
 from urllib.parse import unquote
 
 from resources.git import author_env, run_git
-from tests.fake_forge_http import (
-    EPOCH,
-    Call,
-    FakeForgeServer,
-    Fault,
-    basic_credentials,
-    branch_refs,
-    commit_files,
-    git_http_backend,
-    init_bare,
-    json_answer,
-    merge_tree,
-    page_link,
-    page_of,
-    unauthorized_git,
-)
+from tests import fake_forge_http as forge_http
+from tests.fake_forge_http import EPOCH, Call, FakeForgeServer, Fault
 
 API = "/api/v4"
 WRITES = {"POST", "PUT", "DELETE"}
@@ -133,14 +119,14 @@ class FakeGitLab(FakeForgeServer):
         the API elsewhere."""
         if not call.path.startswith(API + "/") and ".git/" in call.path:
             return self.handle_git(call)
-        return json_answer(*self.handle_api(call))
+        return forge_http.json_answer(*self.handle_api(call))
 
     def handle_git(self, call: Call) -> tuple[int, dict[str, str], bytes]:
         """git smart HTTP, if the Basic password is the token (any user name, as on GitLab)."""
-        _, password = basic_credentials(call) or ("", "")
+        _, password = forge_http.basic_credentials(call) or ("", "")
         if password != self.token:
-            return unauthorized_git("GitLab")
-        return git_http_backend(call, self, call.path, "x-access-token")
+            return forge_http.unauthorized_git("GitLab")
+        return forge_http.git_http_backend(call, self, call.path, "x-access-token")
 
     def api_path(self, path: str) -> str:
         """A request path without `/api/v4`, decoded (project ids are URL-encoded paths)."""
@@ -172,7 +158,7 @@ class FakeGitLab(FakeForgeServer):
             self.add_group(namespace)
         project = Project(id=self._next_id(), path=path, default_branch=branch, **kw)
         if files is not None:
-            project.bare = init_bare(self.git_root / f"{path}.git", branch)
+            project.bare = forge_http.init_bare(self.git_root / f"{path}.git", branch)
             self.commit(path, branch, files, parent=None)
         with self._lock:
             self.projects[path] = project
@@ -189,12 +175,12 @@ class FakeGitLab(FakeForgeServer):
         if parent == "branch":
             refs = self.refs(path)
             parent = refs.get(branch) or refs[project.default_branch if project else "main"]
-        return commit_files(bare, branch, files, parent)
+        return forge_http.commit_files(bare, branch, files, parent)
 
     def refs(self, project: Project | str) -> dict[str, str]:
         """Branch name -> sha, read from the bare repository."""
         project = self.projects[project] if isinstance(project, str) else project
-        return branch_refs(project.bare)
+        return forge_http.branch_refs(project.bare)
 
     def inject(
         self,
@@ -335,9 +321,8 @@ class FakeGitLab(FakeForgeServer):
 
     def _conflicts(self, project: Project, mr: MR) -> bool:
         refs = self.refs(project)
-        return (
-            merge_tree(project.bare, refs.get(mr.target_branch), refs.get(mr.source_branch)) is None
-        )
+        base, head = refs.get(mr.target_branch), refs.get(mr.source_branch)
+        return forge_http.merge_tree(project.bare, base, head) is None
 
     def _merge_status(self, project: Project, mr: MR) -> str:
         if mr.state != "opened":
@@ -440,11 +425,11 @@ class FakeGitLab(FakeForgeServer):
         return params
 
     def _paginate(self, call: Call, items: list) -> tuple[int, dict[str, str], Any]:
-        page = page_of(call, items, 20)
+        page = forge_http.page_of(call, items, 20)
         n, pages = page.number, page.pages
 
         def link(p: int, rel: str) -> str:
-            return page_link(self.web, call, p, rel)
+            return forge_http.page_link(self.web, call, p, rel)
 
         links = [link(1, "first"), link(pages, "last")]
         headers = {"X-Page": str(n), "X-Per-Page": str(page.per_page), "X-Total": str(len(items)),

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
+from resources.forges.base import ForgeError
+from resources.git import GitError, author_env, run_git
 from tests.conftest import CODEMOD, Platform
 
 
@@ -54,6 +56,62 @@ def forge_fixtures(make_forge: Callable[[Any, FakeClock], Any]) -> tuple[Any, An
             yield client
 
     return clock, forge
+
+
+# a forge's verbs ---------------------------------------------------------------------------------
+
+
+def clone(forge: Any, url: str, dest: Path) -> Path:
+    """A workspace: a clone over HTTP with the forge's git environment (as a mirror would)."""
+    run_git(["clone", "--quiet", url, str(dest)], env=forge.git_env())
+    return dest
+
+
+def commit(ws: Path, text: str) -> str:
+    """Commit `text` as app.py in `ws`; returns the sha."""
+    (ws / "app.py").write_text(text)
+    run_git(["commit", "--quiet", "-am", text.strip()], ws, env=author_env("T", "t@example.com"))
+    return run_git(["rev-parse", "HEAD"], ws).strip()
+
+
+def every_verb_and_error(
+    forge: Any, app: str, branch: str, draft: Callable[..., Any], ws: Path,
+    discover: Callable[[], Any], wrong: Any,
+) -> list[str]:  # fmt: skip
+    """Drive `forge` through its verbs on `app` (discovery by `discover`, resolve, a clone at
+    `ws`, a push to campaign/two, a pull request created, read and closed) and its errors (a
+    stale lease, a push to main, a missing repository, a missing head branch, and `wrong`: the
+    forge with a wrong token); returns the errors' messages, for tests that look for leaks."""
+    messages: list[str] = []
+
+    def expect_error(fn, *args) -> None:
+        with pytest.raises((ForgeError, GitError)) as info:
+            fn(*args)
+        messages.append(str(info.value))
+
+    discover()
+    resolved = forge.resolve(app, None, branch)
+    clone(forge, resolved.clone_url, ws)
+    run_git(["checkout", "--quiet", "-b", "campaign/two"], ws)
+    sha = commit(ws, "GREETING = 'TWO'\n")
+    forge.push_branch(app, ws, "campaign/two", sha, None)
+    forge.create_pull_request(app, draft(head="campaign/two", labels=["x"], reviewers=["al"]))
+    forge.pull_request_status(app, 1)
+    forge.close_pull_request(app, 1, "bye")
+    newer = commit(ws, "GREETING = 'THREE'\n")
+    expect_error(forge.push_branch, app, ws, "campaign/two", newer, "0" * 40)  # stale lease
+    expect_error(forge.push_branch, app, ws, "main", sha, None)
+    expect_error(forge.resolve, "acme/nope", None, branch)
+    expect_error(forge.create_pull_request, app, draft(head="campaign/missing"))
+    expect_error(wrong.resolve, app, None, branch)
+    return messages
+
+
+def assert_no_secret_in(haystacks: dict[str, str], secrets: list[str]) -> None:
+    """None of `secrets` is in any of the texts (named by where they come from)."""
+    for secret in secrets:
+        for where, text in haystacks.items():
+            assert secret not in text, f"the token leaked into {where}"
 
 
 # whole campaigns ---------------------------------------------------------------------------------

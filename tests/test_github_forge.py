@@ -21,9 +21,16 @@ from resources.forges.github import (
     repo_full_name,
 )
 from resources.forges.github_discovery import GitHubSelector, discover
-from resources.git import GitError, author_env, run_git
+from resources.git import GitError, run_git
 from tests.fake_github import FakeGitHub
-from tests.forge_helpers import FakeClock, forge_fixtures
+from tests.forge_helpers import (
+    FakeClock,
+    assert_no_secret_in,
+    clone,
+    commit,
+    every_verb_and_error,
+    forge_fixtures,
+)
 
 TOKEN = "ghp_CANARY0f3b9c2d7e1a4f6b8c0d2e4f6a8b0c2d4"
 TOKEN_B64 = base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()
@@ -221,19 +228,6 @@ def test_an_api_root_shaped_like_github_com(tmp_path, clock):
 
 
 # push --------------------------------------------------------------------------------------------
-
-
-def clone(forge: GitHubForge, url: str, dest: Path) -> Path:
-    """A workspace: a clone over HTTP with the forge's git environment (as a mirror would)."""
-    run_git(["clone", "--quiet", url, str(dest)], env=forge.git_env())
-    return dest
-
-
-def commit(ws: Path, text: str) -> str:
-    """Commit `text` as app.py in `ws`; returns the sha."""
-    (ws / "app.py").write_text(text)
-    run_git(["commit", "--quiet", "-am", text.strip()], ws, env=author_env("T", "t@example.com"))
-    return run_git(["rev-parse", "HEAD"], ws).strip()
 
 
 def test_push_sends_a_campaign_branch_over_http_with_the_token(fake, forge, tmp_path):
@@ -621,30 +615,13 @@ def test_the_token_never_leaks(fake, forge, clock, app, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
     for name in ("github", "urllib3", "resources"):
         logging.getLogger(name).setLevel(logging.DEBUG)
-    messages: list[str] = []
-
-    def expect_error(fn, *args) -> None:
-        with pytest.raises((ForgeError, GitError)) as info:
-            fn(*args)
-        messages.append(str(info.value))
-
     fake.inject("secondary", times=1)
     fake.inject("502_after", methods={"POST"}, path=r".*/pulls", times=1)
-    discover(forge, GitHubSelector(org="acme"))
-    resolved = forge.resolve(app, None, BRANCH)
-    ws = clone(forge, resolved.clone_url, tmp_path / "ws")
-    run_git(["checkout", "--quiet", "-b", "campaign/two"], ws)
-    sha = commit(ws, "GREETING = 'TWO'\n")
-    forge.push_branch(app, ws, "campaign/two", sha, None)
-    forge.create_pull_request(app, draft(head="campaign/two", labels=["x"], reviewers=["al"]))
-    forge.pull_request_status(app, 1)
-    forge.close_pull_request(app, 1, "bye")
-    newer = commit(ws, "GREETING = 'THREE'\n")
-    expect_error(forge.push_branch, app, ws, "campaign/two", newer, "0" * 40)  # stale lease
-    expect_error(forge.push_branch, app, ws, "main", sha, None)
-    expect_error(forge.resolve, "acme/nope", None, BRANCH)
-    expect_error(forge.create_pull_request, app, draft(head="campaign/missing"))
-    expect_error(GitHubForge(WRONG, fake.base_url).resolve, app, None, BRANCH)
+    ws = tmp_path / "ws"
+    messages = every_verb_and_error(
+        forge, app, BRANCH, draft, ws, lambda: discover(forge, GitHubSelector(org="acme")),
+        GitHubForge(WRONG, fake.base_url),
+    )  # fmt: skip
 
     records = [r.getMessage() + str(r.exc_text or "") for r in caplog.records]
     assert any(r.name.startswith("github") for r in caplog.records)
@@ -658,8 +635,8 @@ def test_the_token_never_leaks(fake, forge, clock, app, tmp_path, caplog):
         "stats": json.dumps(forge.stats),
         "repr": repr(forge),
     }
-    for secret in (TOKEN, TOKEN_B64, base64.b64encode(TOKEN.encode()).decode(), WRONG):
-        for where, text in haystacks.items():
-            assert secret not in text, f"the token leaked into {where}"
+    assert_no_secret_in(
+        haystacks, [TOKEN, TOKEN_B64, base64.b64encode(TOKEN.encode()).decode(), WRONG]
+    )
     assert forge.redact(f"a {TOKEN} b {TOKEN_B64}") == "a *** b ***"
     assert TOKEN not in json.dumps(forge.git_env())

@@ -19,9 +19,16 @@ from resources.forges.base import ForgeError, PullRequestDraft
 from resources.forges.gitlab import GitLabForge, draft_title, split_title
 from resources.forges.gitlab_discovery import GitLabSelector
 from resources.forges.gitlab_names import project_path
-from resources.git import GitError, author_env, run_git
+from resources.git import GitError, run_git
 from tests.fake_gitlab import FakeGitLab
-from tests.forge_helpers import FakeClock, forge_fixtures
+from tests.forge_helpers import (
+    FakeClock,
+    assert_no_secret_in,
+    clone,
+    commit,
+    every_verb_and_error,
+    forge_fixtures,
+)
 
 TOKEN = "glpat-CANARY7d1e9a5b3c2f4e6a8c0b"
 TOKEN_B64 = base64.b64encode(f"oauth2:{TOKEN}".encode()).decode()
@@ -207,19 +214,6 @@ def test_a_selector_refuses_unknown_fields():
 
 
 # repositories and pushes -------------------------------------------------------------------------
-
-
-def clone(forge: GitLabForge, url: str, dest: Path) -> Path:
-    """Clone with the forge's credentials."""
-    run_git(["clone", "--quiet", url, str(dest)], env=forge.git_env())
-    return dest
-
-
-def commit(ws: Path, text: str) -> str:
-    """Commit `text` as app.py in `ws`; returns the sha."""
-    (ws / "app.py").write_text(text)
-    run_git(["commit", "--quiet", "-am", text.strip()], ws, env=author_env("T", "t@example.com"))
-    return run_git(["rev-parse", "HEAD"], ws).strip()
 
 
 def test_resolve_reads_the_default_branch_and_shas(fake, forge, app):
@@ -653,30 +647,13 @@ def test_the_token_never_leaks(fake, forge, clock, app, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
     for name in ("gitlab", "urllib3", "resources"):
         logging.getLogger(name).setLevel(logging.DEBUG)
-    messages: list[str] = []
-
-    def expect_error(fn, *args) -> None:
-        with pytest.raises((ForgeError, GitError)) as info:
-            fn(*args)
-        messages.append(str(info.value))
-
     fake.inject("429", times=1)
     fake.inject("502_after", methods={"POST"}, path=r".*/merge_requests", times=1)
-    forge.discover({"group": "acme"})
-    resolved = forge.resolve(app, None, BRANCH)
-    ws = clone(forge, resolved.clone_url, tmp_path / "ws")
-    run_git(["checkout", "--quiet", "-b", "campaign/two"], ws)
-    sha = commit(ws, "GREETING = 'TWO'\n")
-    forge.push_branch(app, ws, "campaign/two", sha, None)
-    forge.create_pull_request(app, draft(head="campaign/two", labels=["x"], reviewers=["al"]))
-    forge.pull_request_status(app, 1)
-    forge.close_pull_request(app, 1, "bye")
-    newer = commit(ws, "GREETING = 'THREE'\n")
-    expect_error(forge.push_branch, app, ws, "campaign/two", newer, "0" * 40)  # stale lease
-    expect_error(forge.push_branch, app, ws, "main", sha, None)
-    expect_error(forge.resolve, "acme/nope", None, BRANCH)
-    expect_error(forge.create_pull_request, app, draft(head="campaign/missing"))
-    expect_error(GitLabForge(WRONG, fake.web).resolve, app, None, BRANCH)
+    ws = tmp_path / "ws"
+    messages = every_verb_and_error(
+        forge, app, BRANCH, draft, ws, lambda: forge.discover({"group": "acme"}),
+        GitLabForge(WRONG, fake.web),
+    )  # fmt: skip
 
     records = [r.getMessage() + str(r.exc_text or "") for r in caplog.records]
     assert any(r.name.startswith("urllib3") for r in caplog.records)
@@ -688,9 +665,9 @@ def test_the_token_never_leaks(fake, forge, clock, app, tmp_path, caplog):
         "stats": json.dumps(forge.stats),
         "repr": repr(forge),
     }
-    for secret in (TOKEN, TOKEN_B64, base64.b64encode(TOKEN.encode()).decode(), WRONG):
-        for where, text in haystacks.items():
-            assert secret not in text, f"the token leaked into {where}"
+    assert_no_secret_in(
+        haystacks, [TOKEN, TOKEN_B64, base64.b64encode(TOKEN.encode()).decode(), WRONG]
+    )
     assert forge.redact(f"a {TOKEN} b {TOKEN_B64}") == "a *** b ***"
     assert all(c.headers.get("authorization") == f"Bearer {TOKEN}" for c in fake.calls
                if c.path.startswith("/api/v4/") and c.status != 401)  # fmt: skip
