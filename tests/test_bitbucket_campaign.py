@@ -10,7 +10,6 @@ requiring the token.
 from __future__ import annotations
 
 import base64
-import json
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ import yaml
 
 from tests.conftest import CODEMOD, TEST, Platform
 from tests.fake_bitbucket import FakeBitbucket
+from tests.forge_helpers import assert_no_secret_stored, edit_campaign, report, write_campaign
 
 pytestmark = pytest.mark.usefixtures("bwrap")
 
@@ -46,26 +46,15 @@ def bitbucket(request, platform: Platform):
 
 
 def campaign(platform: Platform, fake: FakeBitbucket) -> Path:
+    """The campaign, on the named forge bb: the owner's repositories named a* or b*."""
     owner = OWNER[fake.flavor]
     source = {"workspace": owner} if fake.flavor == "cloud" else {"project": owner}
-    data = {
-        "name": "rename",
-        "description": "Rename OLD to NEW.",
-        "forge": "bb",
-        "discover": {"bitbucket": {**source, "name_pattern": "[ab]*"}},
-        "transformation": {"kind": "deterministic", "command": CODEMOD},
-        "verifiers": [{"name": "test", "command": "python -m pytest -q -p no:cacheprovider"}],
-        "pull_request": {"labels": ["campaign"], "reviewers": [REVIEWER[fake.flavor]]},
-    }
-    path = platform.campaigns / "rename.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def report(platform: Platform) -> dict[str, dict]:
-    rows = json.loads(platform.cli("report", "rename", "--output", "json").stdout)
-    return {r["target"]: r for r in rows}
+    return write_campaign(
+        platform,
+        forge="bb",
+        discover={"bitbucket": {**source, "name_pattern": "[ab]*"}},
+        pull_request={"labels": ["campaign"], "reviewers": [REVIEWER[fake.flavor]]},
+    )
 
 
 def test_a_campaign_on_bitbucket_from_discovery_to_a_bulk_merge(platform: Platform, bitbucket):
@@ -86,9 +75,7 @@ def test_a_campaign_on_bitbucket_from_discovery_to_a_bulk_merge(platform: Platfo
     assert fake.refs(alpha)["main"] != fake.refs(alpha)["campaign/rename"]
 
     # Re-running finds the PRs and creates none; a changed description updates them in place.
-    data = yaml.safe_load(path.read_text())
-    data["description"] = "Rename OLD to NEW, everywhere."
-    path.write_text(yaml.safe_dump(data))
+    edit_campaign(path, description="Rename OLD to NEW, everywhere.")
     platform.cli("run", "--file", str(path))
     assert len(fake.calls_to("POST", r".*/pull-?requests")) == 2  # one per repository, ever
     assert len(fake.repos[alpha].pulls) == 1
@@ -100,8 +87,7 @@ def test_a_campaign_on_bitbucket_from_discovery_to_a_bulk_merge(platform: Platfo
     assert fake.pr(beta, 1).state == "DECLINED" and len(fake.repos[beta].pulls) == 1
 
     # ... unless the campaign asks: Data Center reopens it; Cloud cannot, and says so.
-    data["pull_request"]["reopen"] = True
-    path.write_text(yaml.safe_dump(data))
+    edit_campaign(path, pull_request={"reopen": True})
     again = platform.cli("run", "--file", str(path), check=False)
     if fake.flavor == "dc":
         assert fake.pr(beta, 1).state == "OPEN"
@@ -118,12 +104,7 @@ def test_a_campaign_on_bitbucket_from_discovery_to_a_bulk_merge(platform: Platfo
     assert "GREETING = 'NEW'" in _file_at(fake, alpha, "main", "app.py")
 
     # The token is in no byte the platform stored.
-    for root in (Path(platform.env["DAGSTER_HOME"]), Path(platform.env["ORCHESTRATOR_DATA_DIR"])):
-        for file in root.rglob("*"):
-            if file.is_file():
-                stored = file.read_bytes()
-                for secret in SECRETS:
-                    assert secret.encode() not in stored, f"{secret[:12]}... found in {file}"
+    assert_no_secret_stored(platform, SECRETS)
 
 
 def _file_at(fake: FakeBitbucket, full_name: str, branch: str, rel: str) -> str:

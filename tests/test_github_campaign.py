@@ -12,11 +12,17 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from orchestrator_assets.reports.metrics import EventLogCollector
-from tests.conftest import CODEMOD, TEST, Platform
+from tests.conftest import TEST, Platform
 from tests.fake_github import FakeGitHub
+from tests.forge_helpers import (
+    assert_no_secret_stored,
+    edit_campaign,
+    report,
+    review_sensor_tick,
+    write_campaign,
+)
 
 pytestmark = pytest.mark.usefixtures("bwrap")
 
@@ -38,23 +44,12 @@ def github(platform: Platform):
 
 
 def campaign(platform: Platform) -> Path:
-    data = {
-        "name": "rename",
-        "description": "Rename OLD to NEW.",
-        "discover": {"github": {"org": "acme", "topics": ["python"]}},
-        "transformation": {"kind": "deterministic", "command": CODEMOD},
-        "verifiers": [{"name": "test", "command": "python -m pytest -q -p no:cacheprovider"}],
-        "pull_request": {"labels": ["campaign"], "reviewers": ["octocat"]},
-    }
-    path = platform.campaigns / "rename.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def report(platform: Platform) -> dict[str, dict]:
-    rows = json.loads(platform.cli("report", "rename", "--output", "json").stdout)
-    return {r["target"]: r for r in rows}
+    """The campaign, on the platform's GitHub forge: acme's Python repositories."""
+    return write_campaign(
+        platform,
+        discover={"github": {"org": "acme", "topics": ["python"]}},
+        pull_request={"labels": ["campaign"], "reviewers": ["octocat"]},
+    )
 
 
 def test_a_campaign_on_github_from_discovery_to_pull_requests(platform: Platform, github):
@@ -88,9 +83,7 @@ def test_a_campaign_on_github_from_discovery_to_pull_requests(platform: Platform
     assert github.pr("acme/beta", 1).state == "closed"
     assert len(github.repos["acme/beta"].pulls) == 1
     # ... unless the campaign asks for it.
-    data = yaml.safe_load(path.read_text())
-    data["pull_request"]["reopen"] = True
-    path.write_text(yaml.safe_dump(data))
+    edit_campaign(path, pull_request={"reopen": True})
     platform.cli("run", "--file", str(path))
     assert github.pr("acme/beta", 1).state == "open"
     assert len(github.repos["acme/beta"].pulls) == 1
@@ -104,12 +97,7 @@ def test_a_campaign_on_github_from_discovery_to_pull_requests(platform: Platform
     assert report(platform)["acme__alpha"]["status"] == "no_change"
 
     # The token is in no byte the platform stored.
-    for root in (Path(platform.env["DAGSTER_HOME"]), Path(platform.env["ORCHESTRATOR_DATA_DIR"])):
-        for file in root.rglob("*"):
-            if file.is_file():
-                data = file.read_bytes()
-                for secret in SECRETS:
-                    assert secret.encode() not in data, f"{secret[:12]}... found in {file}"
+    assert_no_secret_stored(platform, SECRETS)
 
 
 def test_discovery_without_the_github_forge_is_a_clear_error(platform: Platform, monkeypatch):
@@ -151,33 +139,16 @@ def test_the_discovery_sensor_turns_github_repositories_into_partitions(platform
 def test_github_reviews_of_draft_prs_are_the_review_decisions(platform: Platform, github):
     """A campaign that reviews in draft PRs: GitHub's approval publishes the PR; a change
     request (with its body) is recorded as the decision with the reviewer's login."""
-    from dagster import build_sensor_context
-
-    from orchestrator_assets.assets.factory import build_campaign_definitions
-    from orchestrator_assets.spec.catalog import load_one
-    from orchestrator_assets.stages import review
-    from resources.build import build_forge
-    from sensors.review import build_review_sensor
-
     path = campaign(platform)
-    data = yaml.safe_load(path.read_text())
-    data["review"] = {"policy": "required"}
-    data["pull_request"]["draft"] = True
-    path.write_text(yaml.safe_dump(data))
+    edit_campaign(path, review={"policy": "required"}, pull_request={"draft": True})
     platform.cli("run", "--file", str(path))
     assert {r["status"] for r in report(platform).values()} == {"awaiting_review"}
     assert github.pr("acme/alpha", 1).draft and github.pr("acme/beta", 1).draft
 
     github.add_review("acme/alpha", 1, "octocat", "APPROVED", "ship it")
     github.add_review("acme/beta", 1, "hubot", "CHANGES_REQUESTED", "keep the old name in docs")
-    loaded = load_one(path, platform.settings())
-    defs = build_campaign_definitions(loaded.spec, loaded.profile)
-    job = next(j for j in defs.jobs if j.name == "rename_targets")
-    sensor = build_review_sensor(loaded.spec, job, lambda: build_forge(platform.settings()))
-    with platform.instance() as instance:
-        result = sensor(build_sensor_context(instance=instance))
-        made = {d.target: d for d in review.decisions_since(instance, loaded.spec, 0)[0]}
-    assert {r.partition_key for r in result.run_requests} == {"acme__alpha", "acme__beta"}
+    asked, made = review_sensor_tick(platform, path, campaign_forge=False)
+    assert asked == {"acme__alpha", "acme__beta"}
     assert (made["acme__alpha"].decision, made["acme__alpha"].actor) == ("approve", "octocat")
     beta = made["acme__beta"]
     assert (beta.decision, beta.actor, beta.source) == ("reject", "hubot", "github")

@@ -9,15 +9,20 @@ endpoints the forge uses and serves the projects over git's smart HTTP, requirin
 from __future__ import annotations
 
 import base64
-import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from resources.git import run_git
-from tests.conftest import CODEMOD, TEST, Platform
+from tests.conftest import TEST, Platform
 from tests.fake_gitlab import FakeGitLab
+from tests.forge_helpers import (
+    assert_no_secret_stored,
+    edit_campaign,
+    report,
+    review_sensor_tick,
+    write_campaign,
+)
 
 pytestmark = pytest.mark.usefixtures("bwrap")
 
@@ -44,24 +49,13 @@ def gitlab(platform: Platform):
 
 
 def campaign(platform: Platform) -> Path:
-    data = {
-        "name": "rename",
-        "description": "Rename OLD to NEW.",
-        "forge": "corp-gitlab",
-        "discover": {"gitlab": {"group": "acme", "topics": ["python"]}},
-        "transformation": {"kind": "deterministic", "command": CODEMOD},
-        "verifiers": [{"name": "test", "command": "python -m pytest -q -p no:cacheprovider"}],
-        "pull_request": {"labels": ["campaign"], "reviewers": ["octocat"]},
-    }
-    path = platform.campaigns / "rename.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def report(platform: Platform) -> dict[str, dict]:
-    rows = json.loads(platform.cli("report", "rename", "--output", "json").stdout)
-    return {r["target"]: r for r in rows}
+    """The campaign, on the named forge corp-gitlab: the group acme's Python projects."""
+    return write_campaign(
+        platform,
+        forge="corp-gitlab",
+        discover={"gitlab": {"group": "acme", "topics": ["python"]}},
+        pull_request={"labels": ["campaign"], "reviewers": ["octocat"]},
+    )
 
 
 def test_a_campaign_on_gitlab_from_discovery_to_a_bulk_merge(platform: Platform, gitlab):
@@ -85,9 +79,7 @@ def test_a_campaign_on_gitlab_from_discovery_to_a_bulk_merge(platform: Platform,
     assert fake.refs(ALPHA)["main"] != fake.refs(ALPHA)["campaign/rename"]
 
     # Re-running finds the MRs and creates none; a changed description updates them in place.
-    data = yaml.safe_load(path.read_text())
-    data["description"] = "Rename OLD to NEW, everywhere."
-    path.write_text(yaml.safe_dump(data))
+    edit_campaign(path, description="Rename OLD to NEW, everywhere.")
     platform.cli("run", "--file", str(path))
     assert len(fake.calls_to("POST", r"/projects/[^/]+(/[^/]+)*/merge_requests")) == 2  # ever
     assert len(fake.projects[ALPHA].mrs) == 1
@@ -106,12 +98,7 @@ def test_a_campaign_on_gitlab_from_discovery_to_a_bulk_merge(platform: Platform,
     assert "GREETING = 'NEW'" in run_git(["show", "main:app.py"], bare)
 
     # The token is in no byte the platform stored.
-    for root in (Path(platform.env["DAGSTER_HOME"]), Path(platform.env["ORCHESTRATOR_DATA_DIR"])):
-        for file in root.rglob("*"):
-            if file.is_file():
-                stored = file.read_bytes()
-                for secret in SECRETS:
-                    assert secret.encode() not in stored, f"{secret[:12]}... found in {file}"
+    assert_no_secret_stored(platform, SECRETS)
 
 
 def test_gitlab_reviews_of_draft_merge_requests_are_the_review_decisions(
@@ -120,20 +107,9 @@ def test_gitlab_reviews_of_draft_merge_requests_are_the_review_decisions(
     """A campaign that reviews in draft MRs: an approval on GitLab publishes the MR (its
     `Draft: ` title prefix goes); a reviewer's "requested changes" is recorded as a rejection
     with the reviewer's name, and the MR is closed."""
-    from dagster import build_sensor_context
-
-    from orchestrator_assets.assets.factory import build_campaign_definitions
-    from orchestrator_assets.spec.catalog import load_one
-    from orchestrator_assets.stages import review
-    from resources.build import build_forge
-    from sensors.review import build_review_sensor
-
     fake = gitlab
     path = campaign(platform)
-    data = yaml.safe_load(path.read_text())
-    data["review"] = {"policy": "required"}
-    data["pull_request"]["draft"] = True
-    path.write_text(yaml.safe_dump(data))
+    edit_campaign(path, review={"policy": "required"}, pull_request={"draft": True})
     platform.cli("run", "--file", str(path))
     assert {r["status"] for r in report(platform).values()} == {"awaiting_review"}
     assert fake.mr(ALPHA, 1).title.startswith("Draft: ") and fake.mr(BETA, 1).draft
@@ -141,18 +117,10 @@ def test_gitlab_reviews_of_draft_merge_requests_are_the_review_decisions(
     fake.approve(ALPHA, 1, "octocat")
     fake.set_reviewer_state(BETA, 1, "hubot", "requested_changes")
     fake.add_discussion(BETA, 1, "hubot", "keep the old name in docs")
-    loaded = load_one(path, platform.settings())
-    defs = build_campaign_definitions(loaded.spec, loaded.profile)
-    job = next(j for j in defs.jobs if j.name == "rename_targets")
-    sensor = build_review_sensor(
-        loaded.spec, job, lambda: build_forge(platform.settings(), loaded.spec)
-    )
-    with platform.instance() as instance:
-        result = sensor(build_sensor_context(instance=instance))
-        made = {d.target: d for d in review.decisions_since(instance, loaded.spec, 0)[0]}
+    asked, made = review_sensor_tick(platform, path, campaign_forge=True)
     alpha_key = next(k for k in made if k.endswith("alpha"))
     beta_key = next(k for k in made if k.endswith("beta"))
-    assert {r.partition_key for r in result.run_requests} == {alpha_key, beta_key}
+    assert asked == {alpha_key, beta_key}
     assert (made[alpha_key].decision, made[alpha_key].actor) == ("approve", "octocat")
     assert (made[beta_key].decision, made[beta_key].actor) == ("reject", "hubot")
 
