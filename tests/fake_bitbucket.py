@@ -564,12 +564,18 @@ class FakeBitbucket(FakeForgeServer):
             self._merging[(repo.full_name, pr.number)] = (merging[0], merging[1] - 1)
         return 200, {}, self._pr_json(repo, pr)
 
-    def c_update_pull(self, call: Call, ws: str, slug: str, number: str):
-        """PUT /repositories/{workspace}/{repo}/pullrequests/{id}: reviewers given replace."""
+    def _cloud_open_pull(self, ws: str, slug: str, number: str, verb: str) -> tuple[Repo, PR]:
+        """The repository and pull request a Cloud change is for, if the pull request is open
+        (else 400, as Cloud answers: "You can't `verb` a pull request that is not open.")."""
         repo = self._repo(ws, slug)
         pr = self._pull(repo, number)
         if pr.state != "OPEN":
-            raise BbError(400, "You can't edit a pull request that is not open.")
+            raise BbError(400, f"You can't {verb} a pull request that is not open.")
+        return repo, pr
+
+    def c_update_pull(self, call: Call, ws: str, slug: str, number: str):
+        """PUT /repositories/{workspace}/{repo}/pullrequests/{id}: reviewers given replace."""
+        repo, pr = self._cloud_open_pull(ws, slug, number, "edit")
         body = call.json() or {}
         for key in ("title", "description", "draft"):
             if key in body:
@@ -584,10 +590,7 @@ class FakeBitbucket(FakeForgeServer):
 
     def c_merge(self, call: Call, ws: str, slug: str, number: str):
         """POST .../pullrequests/{id}/merge {merge_strategy}."""
-        repo = self._repo(ws, slug)
-        pr = self._pull(repo, number)
-        if pr.state != "OPEN":
-            raise BbError(400, "You can't merge a pull request that is not open.")
+        repo, pr = self._cloud_open_pull(ws, slug, number, "merge")
         strategy = (call.json() or {}).get("merge_strategy") or "merge_commit"
         if strategy not in ("merge_commit", "squash", "fast_forward"):
             raise BbError(400, f"merge_strategy: {strategy} is not a valid merge strategy")
@@ -600,10 +603,7 @@ class FakeBitbucket(FakeForgeServer):
 
     def c_decline(self, call: Call, ws: str, slug: str, number: str):
         """POST .../pullrequests/{id}/decline."""
-        repo = self._repo(ws, slug)
-        pr = self._pull(repo, number)
-        if pr.state != "OPEN":
-            raise BbError(400, "You can't decline a pull request that is not open.")
+        repo, pr = self._cloud_open_pull(ws, slug, number, "decline")
         pr.frozen_sha = self._head(repo, pr)
         pr.state, pr.updated = "DECLINED", self._now()
         return 200, {}, self._pr_json(repo, pr)
