@@ -27,6 +27,19 @@ def require(condition: bool, reason: str) -> None:
     pytest.skip(f"SKIPPED, NOT TESTED: {reason}")
 
 
+# Modules that share one Docker engine and check that no platform container is left behind:
+# with `pytest -n` (pytest-xdist, `--dist loadgroup`) they run on one worker, one after another,
+# so that one module's containers are never taken for another's leftovers.
+ONE_ENGINE = {"test_docker", "test_gvisor", "test_images_deploy", "test_sandbox_parity"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Put the modules that share the Docker engine in one xdist group."""
+    for item in items:
+        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in ONE_ENGINE:
+            item.add_marker(pytest.mark.xdist_group("docker-engine"))
+
+
 @pytest.fixture(autouse=True)
 def no_inherited_defs_state_storage():
     """Each test starts without Dagster's "current definitions-state storage".
