@@ -3,13 +3,16 @@
 The platform posts when targets await review (with the start of their diff), when a campaign
 finishes (counts and cost), on budget alerts, when pull requests merge, when a rollout wave
 opens or the rollout halts, when a failing PR is repaired and when a default branch fails after
-a merge. A failed post is logged and never fails the work that caused it.
+a merge. A connection dropped before any answer is tried again (twice); a post that still
+fails is logged and never fails the work that caused it.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -28,6 +31,10 @@ KINDS = (
 )  # fmt: skip
 TEXT_LIMIT = 3000  # Slack truncates a section's text beyond this
 WEBHOOK_ENV = "ORCHESTRATOR_SLACK_WEBHOOK_URL"  # the variable holding the webhook URL
+TRIES = 3  # a connection torn down before any answer is tried again, up to this many times
+# Connection-level failures with no answer from the host: worth another try. An HTTP error
+# answer (404 for a revoked webhook, 400 for a bad payload) is final.
+TRANSIENT = (ConnectionError, http.client.RemoteDisconnected, TimeoutError)
 
 
 class SlackNotifier:
@@ -54,13 +61,25 @@ class SlackNotifier:
             headers={"Content-Type": "application/json"},
             method="POST",
         )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                return 200 <= response.status < 300
-        except (urllib.error.URLError, OSError) as exc:
-            # The webhook URL is a secret: say where it failed without it.
-            log.warning("slack notification (%s) failed: %s", kind, getattr(exc, "reason", exc))
-            return False
+        for attempt in range(1, TRIES + 1):
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                    return 200 <= response.status < 300
+            except urllib.error.HTTPError as exc:
+                return self._failed(kind, f"HTTP {exc.code}")
+            except (urllib.error.URLError, OSError) as exc:
+                reason = getattr(exc, "reason", exc)
+                if attempt < TRIES and isinstance(reason, TRANSIENT):
+                    time.sleep(0.2 * attempt)  # a busy host drops connections for a moment
+                    continue
+                return self._failed(kind, reason)
+        return False
+
+    @staticmethod
+    def _failed(kind: str, reason: object) -> bool:
+        # The webhook URL is a secret: say where it failed without it.
+        log.warning("slack notification (%s) failed: %s", kind, reason)
+        return False
 
 
 def no_notifier(kind: str, message: str) -> bool:

@@ -331,9 +331,7 @@ def test_a_draft_pr_review_on_the_forge_becomes_the_decision(platform):
         result = sensor(dg.build_sensor_context(instance=instance))
     assert {r.partition_key for r in result.run_requests} == {"acme__alpha", "acme__beta"}
     made = {d["target"]: d for d in decisions(platform, spec)}
-    assert (
-        made["acme__alpha"]["decision"] == "approve" and made["acme__alpha"]["source"] == "local"
-    )
+    assert made["acme__alpha"]["decision"] == "approve" and made["acme__alpha"]["source"] == "local"
     # A deterministic change cannot be steered: changes requested rejects it.
     assert made["acme__beta"]["decision"] == "reject"
     outcome = platform.run(path)
