@@ -72,8 +72,11 @@ lint: $(BIN)/orchestrator
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Two pytest workers (pytest-xdist) by default, one per core of the CI machine; the modules that
+# share the Docker engine run on one worker (tests/conftest.py). TEST_JOBS=0 runs serially.
+TEST_JOBS ?= 2
 test: $(BIN)/orchestrator system-deps agent-cli lint
-	$(BIN)/pytest -q --durations=25
+	$(BIN)/pytest -q --durations=25 $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadgroup)
 
 # `make dev`: the Dagster UI and the review UI (`orchestrator ui`) side by side, one port each.
 DAGSTER_PORT ?= 3000
