@@ -29,6 +29,10 @@ Production code:
   against a goal of 2 s). An event whose stored layout is not the one expected is read with
   Dagster's full deserialization instead, and a storage that is not SQL gets None (the caller
   then uses the public call), so a Dagster upgrade that changes the layout is slower, not wrong.
+- `SqliteEventLogStorage`, `INDEX_SHARD_NAME`, `SQLITE_BUSY_TIMEOUT_SECONDS` (assets/event_log.py):
+  the SQLite event log the embedded instance uses, subclassed to keep its engines (a
+  dagster.yaml `event_log_storage` names a class; Dagster exports no SQLite storage class
+  publicly), its index shard's name and its busy timeout.
 - `SerializableErrorInfo` (assets/runner.py, `is_check_failure`): the type of a step failure's
   `error` in the event log; used in a type annotation only. Defined in `dagster_shared.error`
   (Dagster's support package, not part of `dagster`'s public API).
@@ -93,6 +97,11 @@ from dagster._core.instance.utils import RUNLESS_JOB_NAME, RUNLESS_RUN_ID
 from dagster._core.storage.defs_state.base import set_defs_state_storage
 from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
+    INDEX_SHARD_NAME,
+    SqliteEventLogStorage,
+)
+from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
 from dagster._serdes.config_class import class_from_code_pointer
 from dagster._utils import interrupts
 from dagster_shared.error import SerializableErrorInfo
@@ -217,10 +226,13 @@ def store_runless_materializations(
 
 
 __all__ = [
+    "INDEX_SHARD_NAME",
+    "SQLITE_BUSY_TIMEOUT_SECONDS",
     "AssetCheckEvaluationTargetMaterializationData",
     "BulkActionStatus",
     "PartitionKeyFilter",
     "SerializableErrorInfo",
+    "SqliteEventLogStorage",
     "StoredEvent",
     "UnresolvedAssetJobDefinition",
     "class_from_code_pointer",

@@ -168,6 +168,14 @@ def instance_config(settings: Settings) -> dict[str, Any]:
                 "(the PostgreSQL server's host, port, user, password and database)"
             )
         config.update(postgres_storage())
+    else:
+        # Dagster's SQLite event log with cheaper writes (assets/event_log.py), where Dagster
+        # keeps its own: DAGSTER_HOME/history/runs.
+        config["event_log_storage"] = {
+            "module": "orchestrator_assets.assets.event_log",
+            "class": "CampaignEventLogStorage",
+            "config": {"base_dir": str(settings.dagster_home / "history" / "runs")},
+        }
     return config
 
 

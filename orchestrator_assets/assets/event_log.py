@@ -1,0 +1,135 @@
+"""The event log of the embedded SQLite instance: Dagster's own, with cheaper writes.
+
+Dagster's `SqliteEventLogStorage` keeps one SQLite file per run plus an index file for asset
+events, and opens every connection through a new SQLAlchemy engine with no pool. Each event
+therefore pays for an engine, a commit synced to disk and, when the connection closes, a WAL
+checkpoint synced again; an asset event pays it twice (run file and index). A campaign run writes
+about eight events per target, so on a machine with slow `fsync` the event log was the largest
+part of the platform's own time (benchmarks/README.md).
+
+This storage changes only how connections are made; what is stored, where, and every query are
+Dagster's:
+
+- a run's file keeps one engine per run (the last few runs' only) and its commits are not synced
+  on their own (`synchronous=NORMAL`); the connection still closes after each write, so the WAL
+  checkpoint, which syncs the file, still runs and changes the `.db` file that the webserver
+  watches to stream a run's events live;
+- the index file keeps one connection open (`synchronous=NORMAL`, WAL): its commits are synced at
+  the next checkpoint. After a power loss the newest index rows may be missing — the run files
+  still hold them (`dagster instance reindex` rebuilds the index); an application crash loses
+  nothing.
+
+It is the event log of the SQLite instance the platform writes (spec/settings.instance_config);
+PostgreSQL instances use dagster-postgres unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as db
+from dagster import Field, StringSource
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import NullPool, StaticPool
+
+from orchestrator_assets.assets.dagster_private import (
+    INDEX_SHARD_NAME,
+    SQLITE_BUSY_TIMEOUT_SECONDS,
+    SqliteEventLogStorage,
+)
+
+RUN_ENGINES = 16  # engines kept for run files: a run process writes one; a webserver reads many
+
+
+def _unsynced_commits(engine: Engine) -> Engine:
+    """`engine`, its connections committing without syncing each commit (synchronous=NORMAL)."""
+
+    @db.event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    return engine
+
+
+class CampaignEventLogStorage(SqliteEventLogStorage):
+    """Dagster's SQLite event log, with engines kept and commits synced at checkpoints (see the
+    module docstring); configured like Dagster's (`base_dir`: the folder of the run files)."""
+
+    def __init__(self, base_dir: str, inst_data: Any = None) -> None:
+        self._index_engine: Engine | None = None
+        self._run_engines: OrderedDict[str, Engine] = OrderedDict()
+        self._engines_pid = os.getpid()
+        self._engines_lock = threading.Lock()
+        super().__init__(base_dir, inst_data)
+
+    @classmethod
+    def config_type(cls) -> dict[str, Any]:
+        """The same configuration as Dagster's SQLite event log."""
+        return {"base_dir": Field(StringSource)}
+
+    @classmethod
+    def from_config_value(cls, inst_data: Any, config_value: Any) -> CampaignEventLogStorage:
+        """The storage a dagster.yaml `event_log_storage` entry describes."""
+        return cls(inst_data=inst_data, **config_value)
+
+    def _engine(self, shard: str) -> Engine:
+        """The engine of `shard` (made once per process; a run file's while it is recent)."""
+        with self._engines_lock:
+            if self._engines_pid != os.getpid():  # a forked child: never share a parent's sockets
+                self._index_engine, self._run_engines = None, OrderedDict()
+                self._engines_pid = os.getpid()
+            url = self.conn_string_for_shard(shard)
+            if shard == INDEX_SHARD_NAME:
+                if self._index_engine is None:
+                    # One connection for the process, used under Dagster's own `_db_lock`.
+                    self._index_engine = _unsynced_commits(
+                        db.create_engine(
+                            url,
+                            poolclass=StaticPool,
+                            connect_args={
+                                "timeout": SQLITE_BUSY_TIMEOUT_SECONDS,
+                                "check_same_thread": False,
+                            },
+                        )
+                    )
+                return self._index_engine
+            engine = self._run_engines.pop(shard, None)
+            if engine is None:
+                engine = _unsynced_commits(
+                    db.create_engine(
+                        url,
+                        poolclass=NullPool,
+                        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS},
+                    )
+                )
+            self._run_engines[shard] = engine  # the most recent last
+            while len(self._run_engines) > RUN_ENGINES:
+                self._run_engines.popitem(last=False)[1].dispose()
+            return engine
+
+    @contextmanager
+    def _connect(self, shard: str) -> Iterator[Connection]:
+        # Dagster's `_connect`, with the engine kept instead of made and disposed each time.
+        with self._db_lock:
+            engine = self._engine(shard)
+            if shard not in self._initialized_dbs:
+                self._initdb(engine)
+                self._initialized_dbs.add(shard)
+            with engine.connect() as conn, conn.begin():
+                yield conn
+
+    def dispose(self) -> None:
+        """Stop watching runs (Dagster's) and close the kept connections."""
+        super().dispose()
+        with self._engines_lock:
+            engines = [e for e in (self._index_engine, *self._run_engines.values()) if e]
+            self._index_engine, self._run_engines = None, OrderedDict()
+        for engine in engines:
+            engine.dispose()
