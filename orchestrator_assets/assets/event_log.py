@@ -10,14 +10,12 @@ part of the platform's own time (benchmarks/README.md).
 This storage changes only how connections are made; what is stored, where, and every query are
 Dagster's:
 
-- a run's file keeps one engine per run (the last few runs' only) and its commits are not synced
-  on their own (`synchronous=NORMAL`); the connection still closes after each write, so the WAL
-  checkpoint, which syncs the file, still runs and changes the `.db` file that the webserver
-  watches to stream a run's events live;
-- the index file keeps one connection open (`synchronous=NORMAL`, WAL): its commits are synced at
-  the next checkpoint. After a power loss the newest index rows may be missing — the run files
-  still hold them (`dagster instance reindex` rebuilds the index); an application crash loses
-  nothing.
+- the index file keeps one connection open per process: no engine to make and no checkpoint on
+  every close; its commits are synced one by one, as before;
+- a run's file keeps one engine per run (the last few runs' only) and still closes its
+  connection after each write, so the WAL checkpoint runs each time and changes the `.db` file
+  the webserver watches to stream a run's events live. That checkpoint syncs the file, so the
+  commit before it is not synced on its own (`synchronous=NORMAL`): one sync instead of two.
 
 It is the event log of the SQLite instance the platform writes (spec/settings.instance_config);
 PostgreSQL instances use dagster-postgres unchanged.
@@ -47,7 +45,8 @@ RUN_ENGINES = 16  # engines kept for run files: a run process writes one; a webs
 
 
 def _unsynced_commits(engine: Engine) -> Engine:
-    """`engine`, its connections committing without syncing each commit (synchronous=NORMAL)."""
+    """`engine`, its connections committing without syncing each commit (synchronous=NORMAL):
+    the WAL is synced before each checkpoint instead."""
 
     @db.event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -59,8 +58,8 @@ def _unsynced_commits(engine: Engine) -> Engine:
 
 
 class CampaignEventLogStorage(SqliteEventLogStorage):
-    """Dagster's SQLite event log, with engines kept and commits synced at checkpoints (see the
-    module docstring); configured like Dagster's (`base_dir`: the folder of the run files)."""
+    """Dagster's SQLite event log with its engines kept (see the module docstring); configured
+    like Dagster's (`base_dir`: the folder of the run files)."""
 
     def __init__(self, base_dir: str, inst_data: Any = None) -> None:
         self._index_engine: Engine | None = None
@@ -89,19 +88,18 @@ class CampaignEventLogStorage(SqliteEventLogStorage):
             if shard == INDEX_SHARD_NAME:
                 if self._index_engine is None:
                     # One connection for the process, used under Dagster's own `_db_lock`.
-                    self._index_engine = _unsynced_commits(
-                        db.create_engine(
-                            url,
-                            poolclass=StaticPool,
-                            connect_args={
-                                "timeout": SQLITE_BUSY_TIMEOUT_SECONDS,
-                                "check_same_thread": False,
-                            },
-                        )
+                    self._index_engine = db.create_engine(
+                        url,
+                        poolclass=StaticPool,
+                        connect_args={
+                            "timeout": SQLITE_BUSY_TIMEOUT_SECONDS,
+                            "check_same_thread": False,
+                        },
                     )
                 return self._index_engine
             engine = self._run_engines.pop(shard, None)
             if engine is None:
+                # Synced by the checkpoint when its connection closes (module docstring).
                 engine = _unsynced_commits(
                     db.create_engine(
                         url,
