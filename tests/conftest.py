@@ -183,6 +183,10 @@ def platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Platform:
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+    # The CLI's output is read from a pipe, as a user's script reads it; a terminal width that
+    # the test runner exports (pytest-xdist's workers have COLUMNS) would size its tables.
+    for key in ("COLUMNS", "LINES"):
+        monkeypatch.delenv(key, raising=False)
     ensure_dagster_home(Settings())
     return Platform(root=tmp_path, env={**os.environ, **env}, monkeypatch=monkeypatch)
 

@@ -3,7 +3,9 @@
 Every sandbox resource the platform creates names its campaign, target and run, and the host and
 process that made it (a marker file beside a workspace; labels on containers; labels and
 annotations on pods and SandboxClaims). A resource whose process on this host is gone, or whose
-run is over or unknown to this instance, is an orphan; one of a live run is left alone.
+run is over or unknown to this instance, is an orphan; one of a live run is left alone. A
+container labelled with another installation's workspaces folder is not looked at: its run is
+in another instance, so it would always look orphaned here.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import shutil
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
 from resources.sandboxes.docker import (
+    INSTALLATION_TAG,
     DockerUnavailable,
     container_tags,
     docker_client,
@@ -212,8 +216,11 @@ def find_leftovers(
         except DockerUnavailable as exc:
             problems.append(f"containers not checked: {exc}")
         else:
+            ours = str(Path(workspaces_dir).resolve())
             for container in labelled_containers(client):
                 tags = container_tags(container)
+                if tags.get(INSTALLATION_TAG, ours) != ours:
+                    continue  # another installation's, on the same engine (older ones: no label)
                 orphan, why = _owner_state(tags, instance)
                 found.append(
                     Leftover(

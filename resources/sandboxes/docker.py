@@ -4,8 +4,9 @@ The workspace is a directory on the host, bind-mounted at `/workspace` (the work
 its `.git` is mounted read-only on top, because the platform runs git on the host in it. A
 container per command gives each command its own network mode (setup may reach the registries,
 verifiers may not), and a timeout or an out-of-memory kill ends exactly that command. Containers
-carry labels naming campaign, target and run, so `orchestrator sandboxes prune` can find what a
-crashed run left behind.
+carry labels naming campaign, target and run, and the installation's workspaces folder, so
+`orchestrator sandboxes prune` can find what a crashed run of this installation left behind and
+leaves other installations' containers on the same engine alone.
 """
 
 from __future__ import annotations
@@ -226,8 +227,7 @@ class DockerEngine:
             finally:
                 with self._lock:
                     self._running.pop(container.id, None)
-                with suppress(APIError):
-                    container.remove(force=True)
+                _remove(container)
 
     def has_runtime(self, name: str) -> bool:
         """Whether the engine has the OCI runtime `name` registered (asked once)."""
@@ -245,6 +245,28 @@ class DockerEngine:
         for cid in ids:
             with suppress(Exception):
                 self.client.containers.get(cid).kill()
+
+
+def _remove(container: Any, tries: int = 3) -> None:
+    """Remove a finished container; a busy engine refusing or timing out is asked again, and a
+    container still there after that is logged (`orchestrator sandboxes prune` removes it)."""
+    from docker.errors import APIError, NotFound
+    from requests.exceptions import RequestException
+
+    for attempt in range(1, tries + 1):
+        try:
+            container.remove(force=True)
+            return
+        except NotFound:
+            return  # already gone
+        except (APIError, RequestException) as exc:
+            if attempt == tries:
+                log.warning(
+                    "container %s was not removed (%s); `orchestrator sandboxes prune` removes it",
+                    container.short_id, exc,
+                )  # fmt: skip
+                return
+            time.sleep(0.5 * attempt)
 
 
 class EngineConnection:
@@ -329,7 +351,12 @@ class DockerSandboxProvider(WorkspaceProvider):
         self.containers = EngineConnection(limits or ContainerLimits())
 
     def _new_sandbox(self, workspace: Path, tags: dict[str, str]) -> DockerSandbox:
-        return DockerSandbox(self, workspace, tags)
+        # Which installation's container it is: one engine may serve several (a developer's and
+        # CI's, two data folders), and prune must never judge another's live sandboxes.
+        return DockerSandbox(self, workspace, {**tags, INSTALLATION_TAG: str(self.root.resolve())})
+
+
+INSTALLATION_TAG = "workspaces"  # the label naming the workspaces folder of the installation
 
 
 def labelled_containers(client: Any) -> list[Any]:
