@@ -48,8 +48,13 @@ def platform_env(home: Path) -> dict[str, str]:
         "ORCHESTRATOR_CAMPAIGNS_DIR": str(home / "campaigns"),
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
-    (home / "dagster_home").mkdir(parents=True, exist_ok=True)
-    (home / "dagster_home" / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    # The instance as the platform writes it (its event log, queue and pools), as `make dev`
+    # does before starting the webserver and daemon: not a plain copy of the project's file.
+    prepare = (
+        "from orchestrator_assets.spec.settings import Settings, ensure_dagster_home;"
+        "ensure_dagster_home(Settings())"
+    )
+    subprocess.run([sys.executable, "-c", prepare], env=env, cwd=ROOT, check=True)
     return env
 
 
