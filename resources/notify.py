@@ -9,7 +9,6 @@ fails is logged and never fails the work that caused it.
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import time
@@ -34,7 +33,7 @@ WEBHOOK_ENV = "ORCHESTRATOR_SLACK_WEBHOOK_URL"  # the variable holding the webho
 TRIES = 3  # a connection torn down before any answer is tried again, up to this many times
 # Connection-level failures with no answer from the host: worth another try. An HTTP error
 # answer (404 for a revoked webhook, 400 for a bad payload) is final.
-TRANSIENT = (ConnectionError, http.client.RemoteDisconnected, TimeoutError)
+TRANSIENT = (ConnectionError, TimeoutError)  # http.client.RemoteDisconnected is a ConnectionError
 
 
 class SlackNotifier:

@@ -22,6 +22,7 @@ import yaml
 
 from orchestrator_assets.demo_fleet import RepoSpec, create_repo
 from resources.sandboxes.docker import (
+    INSTALLATION_TAG,
     ContainerLimits,
     DockerSandboxProvider,
     container_tags,
@@ -56,6 +57,13 @@ def provider(tmp_path: Path, images) -> DockerSandboxProvider:
 
 def containers() -> list:
     return labelled_containers(docker_client())
+
+
+def containers_of(workspaces: Path) -> list:
+    """The containers of the installation whose workspaces folder this is (not another test's
+    the engine may still be removing)."""
+    ours = str(workspaces.resolve())
+    return [c for c in containers() if container_tags(c).get(INSTALLATION_TAG) == ours]
 
 
 @pytest.fixture(autouse=True)
@@ -319,14 +327,9 @@ def test_a_killed_run_leaves_orphans_that_prune_removes(platform: Platform, imag
     )  # fmt: skip
     deadline = time.monotonic() + 120
     workspaces = Path(platform.env["ORCHESTRATOR_DATA_DIR"]) / "workspaces"
-
-    def started() -> list:  # this installation's, not another test's still being removed
-        ours = str(workspaces.resolve())
-        return [c for c in containers() if container_tags(c).get("workspaces") == ours]
-
-    while not started() and time.monotonic() < deadline:
+    while not containers_of(workspaces) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert started(), "the campaign's container never started"
+    assert containers_of(workspaces), "the campaign's container never started"
     os.killpg(proc.pid, signal.SIGKILL)  # no cleanup runs: the process is gone at once
     proc.wait(30)
     # The engine still finishes what the dead process asked just before (a container create
@@ -351,7 +354,7 @@ def test_a_killed_run_leaves_orphans_that_prune_removes(platform: Platform, imag
     pruned = platform.cli("sandboxes", "prune")
     assert f"{left} orphaned sandbox resource(s) removed" in pruned.stdout
     # (another module's container the engine is still removing is not this run's)
-    stayed = [(c.short_id, c.status, container_tags(c)) for c in started()]
+    stayed = [(c.short_id, c.status, container_tags(c)) for c in containers_of(workspaces)]
     assert not stayed and not list(workspaces.iterdir()), (pruned.stdout, stayed)
 
 
@@ -365,10 +368,7 @@ def test_prune_leaves_a_live_sandbox_alone(provider, platform: Platform):
         )
         worker.start()
         deadline = time.monotonic() + 30
-        ours = str(provider.root.resolve())
-        while time.monotonic() < deadline and not [
-            c for c in containers() if container_tags(c).get("workspaces") == ours
-        ]:
+        while not containers_of(provider.root) and time.monotonic() < deadline:
             time.sleep(0.2)
         found, problem = find_leftovers(provider.root, instance)
         assert problem is None
@@ -383,7 +383,6 @@ def test_prune_never_judges_another_installations_containers(provider, tmp_path:
     container of one looks orphaned to the other (its run is in another instance), so the other
     must not list or prune it."""
     from orchestrator_assets.assets.sweep import find_leftovers
-    from resources.sandboxes.docker import INSTALLATION_TAG
 
     other_home = tmp_path / "other"
     with (

@@ -84,12 +84,11 @@ class CampaignEventLogStorage(SqliteEventLogStorage):
             if self._engines_pid != os.getpid():  # a forked child: never share a parent's sockets
                 self._index_engine, self._run_engines = None, OrderedDict()
                 self._engines_pid = os.getpid()
-            url = self.conn_string_for_shard(shard)
             if shard == INDEX_SHARD_NAME:
                 if self._index_engine is None:
                     # One connection for the process, used under Dagster's own `_db_lock`.
                     self._index_engine = db.create_engine(
-                        url,
+                        self.conn_string_for_shard(shard),
                         poolclass=StaticPool,
                         connect_args={
                             "timeout": SQLITE_BUSY_TIMEOUT_SECONDS,
@@ -102,7 +101,7 @@ class CampaignEventLogStorage(SqliteEventLogStorage):
                 # Synced by the checkpoint when its connection closes (module docstring).
                 engine = _unsynced_commits(
                     db.create_engine(
-                        url,
+                        self.conn_string_for_shard(shard),
                         poolclass=NullPool,
                         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS},
                     )

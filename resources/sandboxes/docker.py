@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 DEFAULT_IMAGE = "campaign-sandbox:latest"  # built by `make images` (images/Dockerfile.sandbox)
 LABEL = "org.campaign.sandbox"  # on every container the platform starts: the provider's name
 LABEL_PREFIX = "org.campaign."
+INSTALLATION_TAG = "workspaces"  # the label naming the workspaces folder of the installation
 
 
 class DockerUnavailable(RuntimeError):
@@ -354,9 +355,6 @@ class DockerSandboxProvider(WorkspaceProvider):
         # Which installation's container it is: one engine may serve several (a developer's and
         # CI's, two data folders), and prune must never judge another's live sandboxes.
         return DockerSandbox(self, workspace, {**tags, INSTALLATION_TAG: str(self.root.resolve())})
-
-
-INSTALLATION_TAG = "workspaces"  # the label naming the workspaces folder of the installation
 
 
 def labelled_containers(client: Any) -> list[Any]:
