@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from resources.forges.base import RepoLocation, ResolvedRepo, resolved_repo
 from resources.git import SAFE_RECEIVE_PACK, GitError, run_git
 from resources.slug import safe_dirname
 
@@ -67,9 +68,24 @@ class RepoCache:
                 tmp.rename(mirror)
         return mirror
 
+    def resolve(self, location: RepoLocation, base: str | None, branch: str) -> ResolvedRepo:
+        """What `Forge.resolve` answers, read from the mirror just fetched instead of asked of
+        the forge's API: the base branch's and campaign `branch`'s commits as fetched (a
+        branch deleted on the forge is pruned from the mirror). The fetch is what a checkout
+        needs anyway, so the shas cost no request of their own."""
+        mirror = self.mirror(location.clone_url)
+        names = [f"refs/heads/{b}" for b in (base or location.default_branch, branch) if b]
+        out = run_git(
+            ["for-each-ref", "--format=%(objectname) %(refname)", *names], mirror
+        )  # a pattern also matches below itself: only the exact names count
+        shas = {name: sha for sha, _, name in (line.partition(" ") for line in out.splitlines())}
+        return resolved_repo(location, base, branch, lambda b: shas.get(f"refs/heads/{b}"))
+
     def checkout(self, url: str, workspace: Path, commit: str, branch: str | None = None) -> Path:
-        """Make `workspace` a clone of `url` at `commit` (on a new `branch` when given)."""
-        mirror = self.mirror(url)
+        """Make `workspace` a clone of `url` at `commit` (on a new `branch` when given). The
+        mirror is fetched first only when it does not hold `commit` yet (a change kept here,
+        or a base just resolved through it, needs no second trip to the forge)."""
+        mirror = self.path_for(url) if self.has(url, commit) else self.mirror(url)
         run_git(["clone", "--quiet", "--shared", "--no-checkout", str(mirror), str(workspace)])
         if branch:
             run_git(["checkout", "--quiet", "-B", branch, commit], cwd=workspace)

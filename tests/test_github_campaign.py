@@ -158,3 +158,36 @@ def test_github_reviews_of_draft_prs_are_the_review_decisions(platform: Platform
     assert rows["acme__alpha"]["status"] == "pr_open" and rows["acme__beta"]["status"] == "rejected"
     assert not github.pr("acme/alpha", 1).draft  # approved: published
     assert github.pr("acme/beta", 1).state == "closed"
+
+
+def test_a_first_run_asks_the_api_for_no_branch_and_fetches_each_repository_once(
+    platform: Platform, github
+):
+    platform.cli("run", "--file", str(campaign(platform)))
+    assert {r["status"] for r in report(platform).values()} == {"pr_open"}
+    # The base and campaign branches come from the mirror's fetch, which the checkout needs
+    # anyway, not from two API reads per target.
+    assert github.calls_to("GET", r"/repos/.*/branches/.*") == []
+    for name in ("acme/alpha", "acme/beta"):
+        # One transport session per repository (the mirror's clone): the verifier's checkout
+        # takes the kept change from the mirror instead of fetching again.
+        sessions = [
+            c
+            for c in github.calls
+            if c.method == "GET"
+            and c.path == f"/git/{name}.git/info/refs"
+            and c.query.get("service") == ["git-upload-pack"]
+        ]
+        assert len(sessions) == 1, [(c.method, c.path, c.query) for c in github.calls]
+    # Nor is a repository read again: discovery's listing said where it is and its default
+    # branch. What is left per target: the PR lookup (a re-run's safety), creating it, its
+    # labels and reviewers.
+    assert github.calls_to("GET", r"/repos/acme/[^/]+") == []
+    alpha = [(c.method, github.api_path(c.path)) for c in github.calls
+             if github.api_path(c.path).startswith("/repos/acme/alpha")]  # fmt: skip
+    assert alpha == [
+        ("GET", "/repos/acme/alpha/pulls"),
+        ("POST", "/repos/acme/alpha/pulls"),
+        ("POST", "/repos/acme/alpha/issues/1/labels"),
+        ("POST", "/repos/acme/alpha/pulls/1/requested_reviewers"),
+    ]

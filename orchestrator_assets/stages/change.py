@@ -134,7 +134,11 @@ def _make_change(
     log: Log,
     followup: FollowUp | None = None,
 ) -> ChangeRecord:
-    repo = bench.forge.resolve(target.repo, target.base, spec.branch_for(target))
+    # The branches are read from the mirror's fetch, which the checkout needs anyway: two API
+    # reads fewer per target than asking the forge (`Forge.resolve`).
+    repo = bench.cache.resolve(
+        bench.forge.locate(target.repo), target.base, spec.branch_for(target)
+    )
     base = base.model_copy(
         update={
             "base_branch": repo.base_branch,

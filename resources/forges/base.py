@@ -56,29 +56,34 @@ class ResolvedRepo(BaseModel):
     branch_sha: str | None = Field(default=None, description="the campaign branch's sha, if any")
 
 
+class RepoLocation(BaseModel):
+    """Where a target repository lives on its forge: what `resolve` reads before any branch."""
+
+    url: str
+    subject: str = Field(description="how errors name it: OWNER/NAME, a project path, a path")
+    clone_url: str
+    default_branch: str | None = None
+    holder: str = Field(default="repository", description="what the forge calls it (project)")
+
+
 def resolved_repo(
-    url: str,
-    subject: str,
-    clone_url: str,
-    default_branch: str | None,
-    base: str | None,
-    branch: str,
-    sha_of: Callable[[str], str | None],
-    holder: str = "repository",
+    location: RepoLocation, base: str | None, branch: str, sha_of: Callable[[str], str | None]
 ) -> ResolvedRepo:
-    """What `resolve(url, base, branch)` returns, the same on every forge: the base branch is
-    `base`, else the `default_branch` (a ForgeError naming `subject` when the `holder`, a
-    repository or a project, has none); its sha and then `branch`'s are read with `sha_of`
-    (None: absent), and a base branch that does not exist is a ForgeError."""
-    base_branch = base or default_branch
+    """What `resolve(url, base, branch)` returns, the same on every forge and for the mirror
+    (`RepoCache.resolve`): the base branch is `base`, else the location's default branch (a
+    ForgeError naming it when there is none); its sha and then `branch`'s are read with
+    `sha_of` (None: absent), and a base branch that does not exist is a ForgeError."""
+    base_branch = base or location.default_branch
     if not base_branch:
-        raise ForgeError(f"{subject}: {holder} has no default branch (empty repository?)")
+        raise ForgeError(
+            f"{location.subject}: {location.holder} has no default branch (empty repository?)"
+        )
     base_sha = sha_of(base_branch)
     if not base_sha:
-        raise ForgeError(f"{subject}: base branch {base_branch!r} does not exist")
+        raise ForgeError(f"{location.subject}: base branch {base_branch!r} does not exist")
     return ResolvedRepo(
-        url=url,
-        clone_url=clone_url,
+        url=location.url,
+        clone_url=location.clone_url,
         base_branch=base_branch,
         base_sha=base_sha,
         branch_sha=sha_of(branch),
@@ -182,6 +187,10 @@ class BranchChecks(BaseModel):
 
 class Forge(Protocol):
     """A code host: repositories, campaign branches and pull requests."""
+
+    def locate(self, url: str) -> RepoLocation:
+        """Where to clone `url` from and its default branch (no branch is read)."""
+        ...
 
     def resolve(self, url: str, base: str | None, branch: str) -> ResolvedRepo:
         """Where to clone `url` from, its base branch and sha, and the campaign branch's sha."""

@@ -28,6 +28,7 @@ from resources.forges.base import (
     PullRequest,
     PullRequestDraft,
     PullRequestStatus,
+    RepoLocation,
     ResolvedRepo,
     refuse_push,
     resolved_repo,
@@ -120,16 +121,25 @@ class BitbucketForge:
                 self._repo_info[ref.name] = known
         return known
 
+    def locate(self, url: str) -> RepoLocation:
+        """The clone URL and default branch: the ones this forge read before, else one read of
+        the repository."""
+        ref = self.api.parse(url)
+        default_branch, clone_url = self._info(ref)
+        return RepoLocation(
+            url=url, subject=ref.name, clone_url=clone_url, default_branch=default_branch
+        )
+
     def resolve(self, url: str, base: str | None, branch: str) -> ResolvedRepo:
         """The clone URL, base branch (default: the repository's default) and sha, branch sha."""
         ref = self.api.parse(url)
         default_branch, clone_url = self.api.repo(ref)
         with self._info_lock:
             self._repo_info[ref.name] = (default_branch, clone_url)
-        return resolved_repo(
-            url, ref.name, clone_url, default_branch, base, branch,
-            lambda b: self.api.branch_sha(ref, b),
-        )  # fmt: skip
+        location = RepoLocation(
+            url=url, subject=ref.name, clone_url=clone_url, default_branch=default_branch
+        )
+        return resolved_repo(location, base, branch, lambda b: self.api.branch_sha(ref, b))
 
     def push_branch(
         self, url: str, workspace: Path, branch: str, sha: str, expected: str | None

@@ -12,10 +12,10 @@ that may have landed is not made twice: creating a pull request then answers 422
 exists" and the existing PR is adopted; a comment is looked up before it is posted again; a
 merge is read back before its failure is reported.
 
-No request asks for what the forge already knows: a push takes the default branch and clone URL
-that `resolve` read (for `repo_info_ttl_s`), creating a pull request needs no read of the
-repository, and an update rewrites the pull request `find_pull_request` just returned (same
-thread, within `found_ttl_s`) instead of reading it again.
+No request asks for what the forge already knows: `locate` and a push take the default branch and
+clone URL that discovery's listing, `locate` or `resolve` read (for `repo_info_ttl_s`), creating
+a pull request needs no read of the repository, and an update rewrites the pull request
+`find_pull_request` just returned (same thread, within `found_ttl_s`) instead of reading it again.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from resources.forges.base import (
     PullRequest,
     PullRequestDraft,
     PullRequestStatus,
+    RepoLocation,
     ResolvedRepo,
     refuse_push,
     resolved_repo,
@@ -161,6 +162,19 @@ class GitHubForge(GitHubTransport):
                 return None
             raise
 
+    def locate(self, url: str) -> RepoLocation:
+        """The clone URL and default branch: the ones read lately (within `repo_info_ttl_s`,
+        by `resolve`, `locate` or discovery), else one read of the repository."""
+        name = repo_full_name(url)
+        known = self._known(name)
+        if known is None:
+            with self._op(name, "resolve"):
+                _, repo = self._repo(url)
+                known = repo.default_branch, repo.clone_url
+            if known[0]:
+                self._remember(name, *known)
+        return RepoLocation(url=url, subject=name, clone_url=known[1], default_branch=known[0])
+
     def resolve(self, url: str, base: str | None, branch: str) -> ResolvedRepo:
         """The clone URL, base branch (default: the repository's default) and sha, branch sha."""
         name, repo = self._repo(url)
@@ -169,10 +183,10 @@ class GitHubForge(GitHubTransport):
             clone_url = repo.clone_url
             if default_branch:
                 self._remember(name, default_branch, clone_url)
-            return resolved_repo(
-                url, name, clone_url, default_branch, base, branch,
-                lambda b: self._branch_sha(repo, b),
-            )  # fmt: skip
+            location = RepoLocation(
+                url=url, subject=name, clone_url=clone_url, default_branch=default_branch
+            )
+            return resolved_repo(location, base, branch, lambda b: self._branch_sha(repo, b))
 
     def push_branch(
         self, url: str, workspace: Path, branch: str, sha: str, expected: str | None
@@ -184,18 +198,12 @@ class GitHubForge(GitHubTransport):
         """
         name = repo_full_name(url)
         refuse_push(name, branch)  # before any request
-        known = self._known(name)
-        if known is None:
-            repo = self.client().get_repo(name)
-            with self._op(name, f"push of {branch}"):
-                known = repo.default_branch, repo.clone_url
-                self._remember(name, *known)
-        default_branch, clone_url = known
-        refuse_push(name, branch, default_branch)
+        location = self.locate(url)
+        refuse_push(name, branch, location.default_branch)
         self._forget_found()  # a push moves the pull request's head and updated_at
         self.push_with_lease(
             workspace,
-            clone_url,
+            location.clone_url,
             branch,
             sha,
             expected,
@@ -440,7 +448,10 @@ class GitHubForge(GitHubTransport):
                 f"GitHub ({self.base_url}) discovers repositories with a `github:` selector, "
                 f"not {type(selector).__name__}"
             )
-        return discover(self, selector)
+        found = discover(self, selector)
+        for repo in found:  # a run in this process then needs no read of the repository
+            self._remember(repo.full_name, repo.default_branch, repo.clone_url)
+        return found
 
     def close_pull_request(self, url: str, number: int, comment: str | None = None) -> PullRequest:
         """Comment (when given), then close without merging; closing a closed PR does nothing."""

@@ -40,6 +40,7 @@ from resources.forges.base import (
     PullRequest,
     PullRequestDraft,
     PullRequestStatus,
+    RepoLocation,
     ResolvedRepo,
     refuse_push,
     resolved_repo,
@@ -182,17 +183,31 @@ class GitLabForge(GitLabTransport):
             raise
         return data["commit"]["id"]  # type: ignore[index]
 
+    def locate(self, url: str) -> RepoLocation:
+        """The clone URL and default branch: the one read lately (within
+        `default_branch_ttl_s`), else one read of the project."""
+        name, pid = self._path(url)
+        default_branch = self._known_default(name)
+        if default_branch is None:
+            default_branch = self._project(name, pid, "resolve").get("default_branch")
+            self._remember_default(name, default_branch)
+        return RepoLocation(
+            url=url, subject=name, clone_url=self._clone_url(name),
+            default_branch=default_branch, holder="project",
+        )  # fmt: skip
+
     def resolve(self, url: str, base: str | None, branch: str) -> ResolvedRepo:
         """The clone URL, base branch (default: the project's default) and sha, branch sha."""
         name, pid = self._path(url)
         project = self._project(name, pid, "resolve")
         default_branch = project.get("default_branch")
         self._remember_default(name, default_branch)
+        location = RepoLocation(
+            url=url, subject=name, clone_url=self._clone_url(name),
+            default_branch=default_branch, holder="project",
+        )  # fmt: skip
         with self._op(name, "resolve"):
-            return resolved_repo(
-                url, name, self._clone_url(name), default_branch, base, branch,
-                lambda b: self._branch_sha(pid, b), holder="project",
-            )  # fmt: skip
+            return resolved_repo(location, base, branch, lambda b: self._branch_sha(pid, b))
 
     def push_branch(
         self, url: str, workspace: Path, branch: str, sha: str, expected: str | None
@@ -202,16 +217,12 @@ class GitLabForge(GitLabTransport):
         Refuses branches outside `campaign/` and the default branch. A transient failure is
         retried; a push whose answer was lost but which landed counts as done.
         """
-        name, pid = self._path(url)
+        name, _ = self._path(url)
         refuse_push(name, branch)  # before any request
-        default_branch = self._known_default(name)
-        if default_branch is None:
-            default_branch = self._project(name, pid, f"push of {branch}").get("default_branch")
-            self._remember_default(name, default_branch)
-        refuse_push(name, branch, default_branch)
-        clone_url = self._clone_url(name)
+        location = self.locate(url)
+        refuse_push(name, branch, location.default_branch)
         self.push_with_lease(
-            workspace, clone_url, branch, sha, expected, what=f"{name}: push of {branch}"
+            workspace, location.clone_url, branch, sha, expected, what=f"{name}: push of {branch}"
         )
 
     # merge requests ------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from resources.forges.base import (
     PullRequest,
     PullRequestDraft,
     PullRequestStatus,
+    RepoLocation,
     ResolvedRepo,
     refuse_push,
     resolved_repo,
@@ -131,17 +132,25 @@ class LocalForge:
             raise ForgeError(f"{url}: repository not found")
         return path, git_dir_of(path)
 
-    def resolve(self, url: str, base: str | None, branch: str) -> ResolvedRepo:
-        """Where to clone `url` from, its base branch and sha, and the campaign branch's sha."""
+    def _located(self, url: str) -> tuple[RepoLocation, dict[str, str]]:
         path, _ = self._repo(url)
         try:
             refs = local_refs(path)
         except GitError as exc:
             raise ForgeError(f"{url}: cannot read repository: {exc.stderr}") from None
-        return resolved_repo(
-            url, url, str(path.resolve()), refs.get("HEAD->"), base, branch,
-            lambda b: refs.get(f"refs/heads/{b}"),
-        )  # fmt: skip
+        location = RepoLocation(
+            url=url, subject=url, clone_url=str(path.resolve()), default_branch=refs.get("HEAD->")
+        )
+        return location, refs
+
+    def locate(self, url: str) -> RepoLocation:
+        """Where to clone `url` from (its path) and its default branch."""
+        return self._located(url)[0]
+
+    def resolve(self, url: str, base: str | None, branch: str) -> ResolvedRepo:
+        """Where to clone `url` from, its base branch and sha, and the campaign branch's sha."""
+        location, refs = self._located(url)
+        return resolved_repo(location, base, branch, lambda b: refs.get(f"refs/heads/{b}"))
 
     def push_branch(
         self, url: str, workspace: Path, branch: str, sha: str, expected: str | None

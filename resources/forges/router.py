@@ -28,6 +28,7 @@ from resources.forges.base import (
     PullRequest,
     PullRequestDraft,
     PullRequestStatus,
+    RepoLocation,
     ResolvedRepo,
 )
 from resources.forges.registry import DEFAULT, ForgeRegistry
@@ -200,6 +201,10 @@ class ForgeRouter:
             yield _SummedTally(tallies)
 
     # the Forge protocol ------------------------------------------------------------------------
+
+    def locate(self, url: str) -> RepoLocation:
+        """See `Forge.locate`."""
+        return self.forge_for(url).locate(url)
 
     def resolve(self, url: str, base: str | None, branch: str) -> ResolvedRepo:
         """See `Forge.resolve`."""
