@@ -202,6 +202,7 @@ def run_peer(fake, work: Path, jobs: int, venv: Path = BENCH_VENV) -> dict:
     """all-repos-clone, then the autofixer; returns the seconds of each (they fail loudly)."""
     _project_importable()
     from benchmarks.fleet import CODEMOD, VERIFIER
+    from benchmarks.throughput import children_cpu_s
 
     work.mkdir(parents=True, exist_ok=True)
     config = work / "all-repos.json"
@@ -222,7 +223,7 @@ def run_peer(fake, work: Path, jobs: int, venv: Path = BENCH_VENV) -> dict:
                 "-C", str(config), "--jobs", str(jobs), "--codemod", CODEMOD,
                 "--verifier", VERIFIER],
     }  # fmt: skip
-    seconds = {}
+    seconds, cpu = {}, children_cpu_s()
     for name, argv in steps.items():
         log = work / f"{name}.log"
         started = time.monotonic()
@@ -233,7 +234,7 @@ def run_peer(fake, work: Path, jobs: int, venv: Path = BENCH_VENV) -> dict:
         # autofix_lib reports a failed repository as "***Errored" and carries on: count it a fail.
         if proc.returncode != 0 or "***Errored" in text or "Error fetching" in text:
             raise SystemExit(f"all-repos {name} failed (see {log}):\n{text[-3000:]}")
-    return seconds
+    return {**seconds, "cpu_s": children_cpu_s() - cpu}
 
 
 def _shell(argv: list[str], *, quiet: bool) -> None:
@@ -298,7 +299,8 @@ def run_platform(fake, work: Path, jobs: int) -> dict:
         "concurrency": jobs,
     }
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return {"run_s": time_orchestrator_run(path, env, log=work / "run.log")}
+    timing = time_orchestrator_run(path, env, log=work / "run.log")
+    return {"run_s": timing.wall_s, "cpu_s": timing.cpu_s}
 
 
 # --- the benchmark --------------------------------------------------------------------------------
@@ -309,18 +311,25 @@ def one_run(tool: str, work: Path, args: argparse.Namespace) -> dict:
     fake = serve_fleet(work, args.repos, args.files)
     try:
         before = load()
+        own = time.process_time()  # the emulator's Python (this process's threads)
+        # each tool's CPU ("cpu_s") is its processes' and the emulator's git processes' they
+        # caused (the emulator's children while the tool ran)
         if tool == "peer":
             seconds = run_peer(fake, work / "peer", args.jobs)
-            total, head = sum(seconds.values()), f"all-repos_autofix_{PEER_BRANCH}"
+            total = seconds["clone_s"] + seconds["fix_s"]
+            head = f"all-repos_autofix_{PEER_BRANCH}"
         else:
             seconds = run_platform(fake, work / "platform", args.jobs)
             total, head = seconds["run_s"], "campaign/bench"
+        cpu, own = seconds.pop("cpu_s"), time.process_time() - own
         seen = measure(fake, args.repos, head)
     finally:
         fake.stop()
     row = {"s": round(total, 2), **{k: round(v, 2) for k, v in seconds.items()}, **seen,
+           "cpu_s": round(cpu, 2), "emulator_cpu_s": round(own, 2),
            "load_before": before, "load_after": load()}  # fmt: skip
-    say(f"  {tool}: {row['s']} s, PRs {seen['prs']}/{args.repos}, "
+    say(f"  {tool}: {row['s']} s, CPU {row['cpu_s']} s (+ emulator {row['emulator_cpu_s']} s), "
+        f"PRs {seen['prs']}/{args.repos}, "
         f"{seen['api_per_target']} API + {seen['git_per_target']} git requests per target, "
         f"max {seen['max_writes_per_60s']} writes in 60 s (load {row['load_after']})")  # fmt: skip
     return row
@@ -339,6 +348,8 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict:
             runs[tool].append(one_run(tool, work / f"run{i}-{tool}", args))
     peer_s = statistics.median(r["s"] for r in runs["peer"])
     platform_s = statistics.median(r["s"] for r in runs["platform"])
+    peer_cpu = statistics.median(r["cpu_s"] for r in runs["peer"])
+    platform_cpu = statistics.median(r["cpu_s"] for r in runs["platform"])
 
     def summary(rows: list[dict]) -> dict:
         last = rows[-1]  # request counts do not depend on timing; pacing is the busiest run's
@@ -360,6 +371,9 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict:
         "peer_s": round(peer_s, 2),
         "platform_s": round(platform_s, 2),
         "ratio": round(platform_s / peer_s, 3),
+        "peer_cpu_s": round(peer_cpu, 2),
+        "platform_cpu_s": round(platform_cpu, 2),
+        "cpu_ratio": round(platform_cpu / peer_cpu, 3),
         "overhead_per_target_s": round((platform_s - peer_s) / args.repos, 4),
         "peer_prs": min(r["prs"] for r in runs["peer"]),
         "platform_prs": min(r["prs"] for r in runs["platform"]),

@@ -28,6 +28,9 @@ def test_throughput_benchmark_runs_platform_and_baseline_on_the_same_fleet(tmp_p
     assert {"repos", "platform_s", "baseline_s", "ratio", "overhead_per_target_s"} <= set(result)
     assert result["repos"] == 3 and result["prs"] == 3  # the platform really opened every PR
     assert result["ratio"] == round(result["platform_s"] / result["baseline_s"], 3)
+    # CPU beside wall time: both sides ran ruff and pytest three times, which takes CPU.
+    assert result["baseline_cpu_s"] > 0 and result["platform_cpu_s"] > 0
+    assert result["cpu_ratio"] == round(result["platform_cpu_s"] / result["baseline_cpu_s"], 3)
     baseline = sorted((tmp_path / "work" / "fleet-baseline" / "fleet").glob("*.git"))
     for repo in baseline:  # the baseline really pushed its change
         branches = subprocess.run(["git", "-C", str(repo), "branch", "--list", "campaign/*"],
@@ -63,6 +66,7 @@ def test_github_mode_runs_all_repos_and_the_platform_against_the_emulator(tmp_pa
     result = json.loads(out.read_text())
     assert {"peer_s", "platform_s", "ratio", "peer", "platform", "all_repos_version"} <= set(result)
     assert result["ratio"] == round(result["platform_s"] / result["peer_s"], 3)
+    assert result["peer_cpu_s"] > 0 and result["platform_cpu_s"] > 0
     # Both tools really opened a PR in each repository of the emulator.
     assert result["peer_prs"] == 2 and result["platform_prs"] == 2
     for tool in ("peer", "platform"):
