@@ -201,8 +201,8 @@ def peer_env(fake, venv: Path) -> dict[str, str]:
 def run_peer(fake, work: Path, jobs: int, venv: Path = BENCH_VENV) -> dict:
     """all-repos-clone, then the autofixer; returns the seconds of each (they fail loudly)."""
     _project_importable()
+    from benchmarks.cpu import CpuGroup
     from benchmarks.fleet import CODEMOD, VERIFIER
-    from benchmarks.throughput import children_cpu_s
 
     work.mkdir(parents=True, exist_ok=True)
     config = work / "all-repos.json"
@@ -223,18 +223,22 @@ def run_peer(fake, work: Path, jobs: int, venv: Path = BENCH_VENV) -> dict:
                 "-C", str(config), "--jobs", str(jobs), "--codemod", CODEMOD,
                 "--verifier", VERIFIER],
     }  # fmt: skip
-    seconds, cpu = {}, children_cpu_s()
+    seconds, group = {}, CpuGroup("peer")
     for name, argv in steps.items():
         log = work / f"{name}.log"
         started = time.monotonic()
         with log.open("w") as out:
-            proc = subprocess.run(argv, env=env, cwd=work, stdout=out, stderr=subprocess.STDOUT)
+            proc = subprocess.run(
+                group.wrap(argv), env=env, cwd=work, stdout=out, stderr=subprocess.STDOUT
+            )
         seconds[f"{name}_s"] = time.monotonic() - started
         text = log.read_text()
         # autofix_lib reports a failed repository as "***Errored" and carries on: count it a fail.
         if proc.returncode != 0 or "***Errored" in text or "Error fetching" in text:
             raise SystemExit(f"all-repos {name} failed (see {log}):\n{text[-3000:]}")
-    return {**seconds, "cpu_s": children_cpu_s() - cpu}
+    cpu = group.seconds()
+    group.close()
+    return {**seconds, "cpu_s": cpu}
 
 
 def _shell(argv: list[str], *, quiet: bool) -> None:
@@ -311,9 +315,9 @@ def one_run(tool: str, work: Path, args: argparse.Namespace) -> dict:
     fake = serve_fleet(work, args.repos, args.files)
     try:
         before = load()
-        own = time.process_time()  # the emulator's Python (this process's threads)
-        # each tool's CPU ("cpu_s") is its processes' and the emulator's git processes' they
-        # caused (the emulator's children while the tool ran)
+        # Each tool's CPU ("cpu_s") is its own process tree's (benchmarks/cpu.py); the
+        # emulator's Python threads are counted apart, its `git http-backend` processes not.
+        own = time.process_time()
         if tool == "peer":
             seconds = run_peer(fake, work / "peer", args.jobs)
             total = seconds["clone_s"] + seconds["fix_s"]

@@ -31,6 +31,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.cpu import CpuGroup, cpu_method  # noqa: E402
 from benchmarks.fleet import CODEMOD, VERIFIER, make_fleet  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -78,16 +79,9 @@ def count_prs(repos: list[Path]) -> int:
     return sum(1 for r in repos if (r / "pulls" / "1.json").exists())
 
 
-def children_cpu_s() -> float:
-    """CPU seconds (user + system) of this process's finished children and theirs: the CPU a
-    timed subprocess used is the difference around it. Steadier than wall time on a busy
-    machine, and what decides the wall time once the cores are saturated."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 class Timing(NamedTuple):
-    """How long a timed command took, and the CPU it and its subprocesses used."""
+    """How long a timed command took, and the CPU it and every process it started used
+    (`benchmarks/cpu.py`)."""
 
     wall_s: float
     cpu_s: float
@@ -96,12 +90,14 @@ class Timing(NamedTuple):
 def time_orchestrator_run(path: Path, env: dict[str, str], log: Path | None = None) -> Timing:
     """How long `orchestrator run --file PATH` takes, as a user runs it; its output kept in `log`
     when given; a failed run ends the benchmark with its output."""
-    started, cpu = time.monotonic(), children_cpu_s()
+    group = CpuGroup("platform")
+    started = time.monotonic()
     proc = subprocess.run(
-        [str(BIN / "orchestrator"), "run", "--file", str(path), "--output", "json"],
+        group.wrap([str(BIN / "orchestrator"), "run", "--file", str(path), "--output", "json"]),
         env=env, capture_output=True, text=True,
     )  # fmt: skip
-    timing = Timing(time.monotonic() - started, children_cpu_s() - cpu)
+    timing = Timing(time.monotonic() - started, group.seconds())
+    group.close()
     if log is not None:
         log.write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
@@ -195,19 +191,24 @@ def run_backfill(home: Path, repos: list[Path], concurrency: int) -> float:
 
 def run_baseline(repos: list[Path], concurrency: int) -> Timing:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    started, cpu = time.monotonic(), children_cpu_s()
+    group = CpuGroup("baseline")
+    started = time.monotonic()
     subprocess.run(
-        ["bash", str(ROOT / "benchmarks" / "baseline.sh"), str(concurrency), CODEMOD, VERIFIER],
+        group.wrap(["bash", str(ROOT / "benchmarks" / "baseline.sh"), str(concurrency), CODEMOD,
+                    VERIFIER]),
         input="\n".join(str(r) for r in repos), text=True, env=env, check=True,
     )  # fmt: skip
-    return Timing(time.monotonic() - started, children_cpu_s() - cpu)
+    timing = Timing(time.monotonic() - started, group.seconds())
+    group.close()
+    return timing
 
 
 def throughput(args: argparse.Namespace, work: Path) -> dict:
     say(f"generating 3 fleets of {args.repos} repositories ({args.files} modules each) in {work}")
     fleets = {k: make_fleet(work / f"fleet-{k}", args.repos, args.files) for k in
               ("platform", "backfill", "baseline")}  # fmt: skip
-    result: dict = {"repos": args.repos, "files": args.files, "concurrency": args.concurrency}
+    result: dict = {"repos": args.repos, "files": args.files, "concurrency": args.concurrency,
+                    "cpu_method": cpu_method()}  # fmt: skip
     say("baseline (shell pipeline) …")
     baseline = run_baseline(fleets["baseline"], args.concurrency)
     result["baseline_s"], result["baseline_cpu_s"] = (

@@ -73,3 +73,23 @@ def test_github_mode_runs_all_repos_and_the_platform_against_the_emulator(tmp_pa
         seen = result[tool]
         assert seen["api_per_target"] > 0 and seen["git_per_target"] > 0
         assert seen["pushes"] == 2 and seen["max_writes_per_60s"] >= 2
+
+
+@pytest.mark.usefixtures("bwrap")
+def test_the_benchmarks_count_the_cpu_of_what_bubblewrap_runs():
+    from benchmarks.cpu import CpuGroup
+    from tests.conftest import require
+
+    group = CpuGroup("test")
+    require(group.path is not None, "no writable cgroup (cpuacct or v2) to count CPU with")
+    # Half a second of CPU in a PID namespace, as the local sandbox runs a verifier: rusage of
+    # the caller's children would count almost none of it.
+    spin = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass"
+    argv = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-pid",
+            sys.executable, "-c", spin]  # fmt: skip
+    try:
+        subprocess.run(group.wrap(argv), check=True, timeout=60)
+        assert group.seconds() >= 0.5
+    finally:
+        group.close()
+    assert not group.path.exists()
