@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,6 +35,7 @@ class RepoCache:
         # The forge's credentials for fetching (an auth header in git's environment, never in a
         # URL or a config file).
         self.git_env = git_env or {}
+        self._fetched: dict[Path, float] = {}  # mirror -> when this cache last fetched it
 
     def path_for(self, url: str) -> Path:
         """Where the mirror of `url` lives."""
@@ -50,10 +52,14 @@ class RepoCache:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def mirror(self, url: str) -> Path:
-        """The up-to-date mirror of `url` (cloned on first use, fetched afterwards)."""
+    def mirror(self, url: str, fresh_for_s: float = 0.0) -> Path:
+        """The up-to-date mirror of `url` (cloned on first use, fetched afterwards). With
+        `fresh_for_s`, a mirror this cache fetched that recently is taken as it is."""
         mirror = self.path_for(url)
         with self._locked(mirror):
+            fetched = self._fetched.get(mirror)
+            if fetched is not None and time.monotonic() - fetched < fresh_for_s:
+                return mirror
             if (mirror / "HEAD").exists():
                 run_git(
                     ["fetch", "--prune", "--quiet", "origin", *FETCH_REFSPECS],
@@ -66,14 +72,17 @@ class RepoCache:
                     shutil.rmtree(tmp, ignore_errors=True)
                 run_git(["clone", "--mirror", "--quiet", url, str(tmp)], env=self.git_env)
                 tmp.rename(mirror)
+            self._fetched[mirror] = time.monotonic()
         return mirror
 
-    def resolve(self, location: RepoLocation, base: str | None, branch: str) -> ResolvedRepo:
+    def resolve(
+        self, location: RepoLocation, base: str | None, branch: str, fresh_for_s: float = 0.0
+    ) -> ResolvedRepo:
         """What `Forge.resolve` answers, read from the mirror just fetched instead of asked of
         the forge's API: the base branch's and campaign `branch`'s commits as fetched (a
         branch deleted on the forge is pruned from the mirror). The fetch is what a checkout
-        needs anyway, so the shas cost no request of their own."""
-        mirror = self.mirror(location.clone_url)
+        needs anyway, so the shas cost no request of their own. `fresh_for_s`: see `mirror`."""
+        mirror = self.mirror(location.clone_url, fresh_for_s)
         names = [f"refs/heads/{b}" for b in (base or location.default_branch, branch) if b]
         out = run_git(
             ["for-each-ref", "--format=%(objectname) %(refname)", *names], mirror

@@ -34,6 +34,7 @@ from orchestrator_assets.stages.budget import Budget
 from orchestrator_assets.stages.ci_repair import CI_REPAIR_TAG
 from orchestrator_assets.stages.ci_repair import followup_for as ci_followup
 from orchestrator_assets.stages.deliver import Gate
+from orchestrator_assets.stages.prefetch import FRESH_S, MirrorPrefetch
 from orchestrator_assets.stages.records import (
     ChangeRecord,
     PullRequestRecord,
@@ -236,7 +237,18 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
         verified: dict[str, VerificationRecord] = {}
         requests: dict[str, int] = {}  # forge API requests per target (worker threads write)
 
+        # The mirrors of the targets next in line are fetched while the workers run earlier
+        # ones; a change then reads its branches from a mirror fetched moments before.
+        prefetch = MirrorPrefetch(
+            todo if "change" in stages else [],
+            lambda key: forge_client.locate(spec.target(key).repo).clone_url,  # type: ignore[union-attr]
+            wb.cache,
+            ahead=spec.concurrency,
+        )
+        wb.mirror_fresh_s = FRESH_S
+
         def work(key: str, log) -> TargetOutcome:
+            prefetch.begin()
             # A worker works on one target at a time: its thread's requests are the target's.
             with counting_requests(forge_client) as tally:
                 outcome = advance_target(
@@ -263,23 +275,24 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
             )  # fmt: skip
 
         try:
-            for key, outcome in fan_out(
-                todo,
-                work,
-                failed,
-                max_workers=spec.concurrency,
-                log=context.log.info,
-                cancel=sandboxes.close_all,
-            ):
-                # Its failure lines and materialization events are the target's in JSON logs.
-                with json_logs.bind(target=key):
-                    record_target(context, key, outcome, single)
-                while budget_notes:
-                    note = f"campaign {spec.name}: {budget_notes.pop(0)}"
-                    context.log.warning(note)
-                    notify("budget", note)
-                if outcome.verification is not None:
-                    verified[key] = outcome.verification
+            with prefetch:
+                for key, outcome in fan_out(
+                    todo,
+                    work,
+                    failed,
+                    max_workers=spec.concurrency,
+                    log=context.log.info,
+                    cancel=sandboxes.close_all,
+                ):
+                    # Its failure lines and materialization events are the target's in JSON logs.
+                    with json_logs.bind(target=key):
+                        record_target(context, key, outcome, single)
+                    while budget_notes:
+                        note = f"campaign {spec.name}: {budget_notes.pop(0)}"
+                        context.log.warning(note)
+                        notify("budget", note)
+                    if outcome.verification is not None:
+                        verified[key] = outcome.verification
         finally:  # also when the run is interrupted: what it measured so far is kept
             stats.forge = metrics.forge_delta(forge_before, metrics.forge_counters(forge_client))
             if requests:

@@ -137,7 +137,7 @@ def _make_change(
     # The branches are read from the mirror's fetch, which the checkout needs anyway: two API
     # reads fewer per target than asking the forge (`Forge.resolve`).
     repo = bench.cache.resolve(
-        bench.forge.locate(target.repo), target.base, spec.branch_for(target)
+        bench.forge.locate(target.repo), target.base, spec.branch_for(target), bench.mirror_fresh_s
     )
     base = base.model_copy(
         update={

@@ -123,6 +123,8 @@ class Workbench:
     judge: Judge | None = None  # the LLM judge (agentic campaigns with `judge:`)
     pr_limiter: PullRequestLimiter | None = None  # the campaign's `pull_request.max_per_hour`
     rollout: Standing | None = None  # the rollout's waves (stages/rollout.py): who may publish
+    # a mirror fetched this recently (by the run's prefetch) is not fetched again by a change
+    mirror_fresh_s: float = 0.0
 
     def open_sandbox(self, stage: str, target: Target):
         """A sandbox for one stage of one target, tagged with campaign, target and run."""
