@@ -163,7 +163,8 @@ def test_github_reviews_of_draft_prs_are_the_review_decisions(platform: Platform
 def test_a_first_run_asks_the_api_for_no_branch_and_fetches_each_repository_once(
     platform: Platform, github
 ):
-    platform.cli("run", "--file", str(campaign(platform)))
+    path = campaign(platform)
+    platform.cli("run", "--file", str(path))
     assert {r["status"] for r in report(platform).values()} == {"pr_open"}
     # The base and campaign branches come from the mirror's fetch, which the checkout needs
     # anyway, not from two API reads per target.
@@ -191,3 +192,16 @@ def test_a_first_run_asks_the_api_for_no_branch_and_fetches_each_repository_once
         ("POST", "/repos/acme/alpha/issues/1/labels"),
         ("POST", "/repos/acme/alpha/pulls/1/requested_reviewers"),
     ]
+    # A re-run of the unchanged target asks only for its pull request (found up to date) and
+    # the reviews it asked for, and fetches its mirror once.
+    before = len(github.calls)
+    platform.cli("run", "--file", str(path))
+    again = github.calls[before:]
+    alpha = [(c.method, github.api_path(c.path)) for c in again
+             if github.api_path(c.path).startswith("/repos/acme/alpha")]  # fmt: skip
+    assert alpha == [
+        ("GET", "/repos/acme/alpha/pulls"),
+        ("GET", "/repos/acme/alpha/pulls/1/reviews"),
+    ]
+    assert [c.path for c in again if c.query.get("service") == ["git-upload-pack"]
+            and c.method == "GET" and "alpha" in c.path] == ["/git/acme/alpha.git/info/refs"]  # fmt: skip
