@@ -499,7 +499,7 @@ def test_a_campaign_runs_end_to_end_in_kubernetes_pods(platform: Platform, clust
         "acme__alpha": "pr_open",
         "acme__gamma": "no_change",
         "acme__epsilon": "verification_failed",
-    }
+    }, outcome.report[["target", "status", "reason"]].to_string()  # why, if a run fails here
     shown = subprocess.run(
         ["git", "-C", str(fleet[0]), "show", "campaign/rename:app.py"],
         capture_output=True,
