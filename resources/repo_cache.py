@@ -95,10 +95,7 @@ class RepoCache:
         mirror is fetched first only when it does not hold `commit` yet (a change kept here,
         or a base just resolved through it, needs no second trip to the forge)."""
         mirror = self.path_for(url) if self.has(url, commit) else self.mirror(url)
-        # No template: its sample hooks (never run: core.hooksPath is /dev/null) would only be
-        # files to write and delete for every workspace.
-        run_git(["clone", "--quiet", "--template=", "--shared", "--no-checkout", str(mirror),
-                 str(workspace)])  # fmt: skip
+        run_git(["clone", "--quiet", "--shared", "--no-checkout", str(mirror), str(workspace)])
         if branch:
             run_git(["checkout", "--quiet", "-B", branch, commit], cwd=workspace)
         else:
