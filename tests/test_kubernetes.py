@@ -490,16 +490,20 @@ def test_prune_deletes_the_pods_a_crashed_run_left_and_spares_live_ones(
 
 def test_a_campaign_runs_end_to_end_in_kubernetes_pods(platform: Platform, cluster):
     from orchestrator_assets.assets.history import latest_changes
+    from orchestrator_assets.spec.catalog import load_one
 
     profiles_file(platform, cluster)
     fleet = platform.make_fleet([r for r in FLEET if r.name in ("alpha", "gamma", "epsilon")])
     path = platform.write_campaign("rename", targets=[str(p) for p in fleet])
     outcome = platform.run(path)
+    spec = load_one(path, platform.settings()).spec
+    with platform.instance() as instance:  # why, if a run fails here: the sandbox's own words
+        tails = {k: c.output_tail for k, c in latest_changes(instance, spec).items()}
     assert statuses(outcome.report) == {
         "acme__alpha": "pr_open",
         "acme__gamma": "no_change",
         "acme__epsilon": "verification_failed",
-    }, outcome.report[["target", "status", "reason"]].to_string()  # why, if a run fails here
+    }, f"{outcome.report[['target', 'status', 'reason']].to_string()}\n{tails}"
     shown = subprocess.run(
         ["git", "-C", str(fleet[0]), "show", "campaign/rename:app.py"],
         capture_output=True,
@@ -507,9 +511,6 @@ def test_a_campaign_runs_end_to_end_in_kubernetes_pods(platform: Platform, clust
         check=True,
     ).stdout
     assert "NEW" in shown
-    from orchestrator_assets.spec.catalog import load_one
-
-    spec = load_one(path, platform.settings()).spec
     with platform.instance() as instance:
         changes = latest_changes(instance, spec)
     assert {c.isolation for c in changes.values()} == {"kubernetes"}
