@@ -232,6 +232,7 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
             judge=judge_for(spec),
             pr_limiter=pr_limiter,
             rollout=waves,
+            mirror_fresh_s=FRESH_S,  # what the run's prefetch (below) fetched counts as fresh
         )
         single = context.has_partition_key
         verified: dict[str, VerificationRecord] = {}
@@ -239,13 +240,15 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
 
         # The mirrors of the targets next in line are fetched while the workers run earlier
         # ones; a change then reads its branches from a mirror fetched moments before.
+        def remote_clone_url(key: str) -> str | None:
+            repo = spec.target(key).repo  # type: ignore[union-attr]
+            if forge_client.kind_for(repo) == "local":  # type: ignore[attr-defined]
+                return None  # no network to wait for: not worth a `locate` per target
+            return forge_client.locate(repo).clone_url
+
         prefetch = MirrorPrefetch(
-            todo if "change" in stages else [],
-            lambda key: forge_client.locate(spec.target(key).repo).clone_url,  # type: ignore[union-attr]
-            wb.cache,
-            ahead=spec.concurrency,
+            todo if "change" in stages else [], remote_clone_url, wb.cache, ahead=spec.concurrency
         )
-        wb.mirror_fresh_s = FRESH_S
 
         def work(key: str, log) -> TargetOutcome:
             prefetch.begin()

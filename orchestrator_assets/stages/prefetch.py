@@ -56,7 +56,6 @@ class MirrorPrefetch:
         self._cond = threading.Condition()
         self._scope = cancel.CancelScope()
         self._thread = threading.Thread(target=self._loop, name="mirror-prefetch", daemon=True)
-        self.fetched: list[str] = []  # the keys whose mirrors it fetched
 
     def __enter__(self) -> MirrorPrefetch:
         self._thread.start()
@@ -95,6 +94,5 @@ class MirrorPrefetch:
                     url = self._clone_url_of(key)
                     if url and worth_prefetching(url):
                         self._cache.mirror(url, FRESH_S)  # targets may share a repository
-                        self.fetched.append(key)
                 except Exception as exc:  # the worker fetches again and reports what fails
                     log.debug("prefetch of %s failed: %s", key, exc)
