@@ -32,6 +32,8 @@ from resources.build import build_resources
 from resources.redact import redact_files
 from resources.sandboxes.local import SandboxUnavailable
 
+log = logging.getLogger(__name__)
+
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 Emit = Callable[[str, str], None]  # (stage, message)
 # A blocking asset check that failed makes Dagster fail the step (in a one-target run). That is
@@ -57,40 +59,35 @@ class RunOutcome:
 
 
 class ProgressWatcher:
-    """Follows a run's event log on a thread and passes user log lines and failures to `emit`."""
+    """Passes a run's user log lines and failures to `emit` as this process stores them.
 
-    def __init__(self, instance: DagsterInstance, run_id: str, emit: Emit, interval: float = 0.3):
-        self.instance, self.run_id, self.emit, self.interval = instance, run_id, emit, interval
-        self._stop = threading.Event()
-        self._cursor: str | None = None
-        self._thread = threading.Thread(target=self._loop, daemon=True)
+    The run executes in this process, so its events are heard where Dagster stores them
+    (`DagsterInstance.add_event_listener`) instead of read back from the event log: polling
+    deserialized every event of the run again, materializations included (issue 17)."""
+
+    def __init__(self, instance: DagsterInstance, run_id: str, emit: Emit):
+        self.instance, self.run_id, self.emit = instance, run_id, emit
+        self._lock = threading.Lock()  # steps log from several threads; lines stay whole
+        self._listening = False
 
     def __enter__(self) -> ProgressWatcher:
-        self._thread.start()
+        self._listening = True
+        self.instance.add_event_listener(self.run_id, self._hear)
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._poll()  # whatever arrived after the last poll
+        with self._lock:  # Dagster keeps its listeners: this one falls silent
+            self._listening = False
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._poll()
-
-    def _poll(self) -> None:
+    def _hear(self, entry: dg.EventLogEntry) -> None:
+        # Called inside Dagster's logging of the step: a failure to show a line must not
+        # become the step's failure.
         try:
-            while True:
-                conn = self.instance.get_records_for_run(
-                    self.run_id, cursor=self._cursor, limit=500
-                )
-                for record in conn.records:
-                    self._show(record.event_log_entry)
-                self._cursor = conn.cursor
-                if not conn.has_more:
-                    return
-        except Exception:  # the run may not be stored yet
-            return
+            with self._lock:
+                if self._listening:
+                    self._show(entry)
+        except Exception:
+            log.debug("cannot show a progress line", exc_info=True)
 
     def _show(self, entry: dg.EventLogEntry) -> None:
         stage = (entry.step_key or "").split("__")[-1] or "run"  # `<campaign>__targets`
