@@ -565,20 +565,17 @@ def _sse_events(message: dict) -> Iterator[tuple[str, dict]]:
 # ---------------------------------------------------------------------------------------------
 # CLI location, environment, a runner and the fixture
 
-CLAUDE_CANDIDATES = (
-    "/work/main/.tools/claude/node_modules/.bin/claude",
-    "/tmp/cc/node_modules/.bin/claude",
-)
 DEFAULT_MODEL = "claude-sonnet-4-5"
 DEFAULT_TOOLS = ("Bash", "Edit", "Write", "Read")
 
 
 def find_claude() -> str | None:
-    """The claude binary: $CLAUDE_BIN, else the project's tools dir, else /tmp/cc."""
-    if os.environ.get("CLAUDE_BIN"):
-        path = os.environ["CLAUDE_BIN"]
-        return path if os.path.exists(path) else None
-    return next((p for p in CLAUDE_CANDIDATES if os.path.exists(p)), None)
+    """The claude binary the platform itself would run (`find_cli`: $CLAUDE_BIN, else this
+    checkout's `.tools/claude`, else PATH): a test never picks another checkout's."""
+    from resources.agents.claude_code import find_cli
+
+    found = find_cli()
+    return str(found) if found is not None else None
 
 
 def require_claude() -> str:
