@@ -1,5 +1,6 @@
 """The per-campaign asset factory: one asset group, its partitions, checks, jobs and automation."""
 
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -207,6 +208,7 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
             )
         # rollout waves: which targets may publish, as the event log stands before this run
         waves = current_standing(instance, spec) if "pull_request" in stages else None
+        slots = profile.host_command_slots()
         wb = Workbench(
             forge=forge_client,
             cache=repo_cache.get(forge_git_env(forge_client)),
@@ -233,6 +235,7 @@ def build_campaign_definitions(spec: CampaignSpec, profile: Profile) -> dg.Defin
             pr_limiter=pr_limiter,
             rollout=waves,
             mirror_fresh_s=FRESH_S,  # what the run's prefetch (below) fetched counts as fresh
+            command_slots=threading.BoundedSemaphore(slots) if slots else None,
         )
         single = context.has_partition_key
         verified: dict[str, VerificationRecord] = {}

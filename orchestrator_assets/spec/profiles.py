@@ -108,6 +108,14 @@ class Profile(BaseModel):
         default=None,
         description="the named forge (forges file) of campaigns on this profile that name none",
     )
+    command_slots: int | None = Field(
+        default=None,
+        ge=1,
+        description="at most this many transformation and verifier commands of a run at once, "
+        "whatever the campaign's concurrency (default: this machine's CPU cores for the local "
+        "and docker providers, no cap for cluster providers); a campaign's other work (clones, "
+        "pushes, forge requests, agents) is not counted",
+    )
 
     _paths = field_validator("cache_paths")(lambda v: [check_relative(p) for p in v])
 
@@ -133,6 +141,16 @@ class Profile(BaseModel):
     def commands_network(self) -> bool:
         """Whether transformations and verifiers may reach the network."""
         return self.network == "full"
+
+    def host_command_slots(self) -> int | None:
+        """How many transformation and verifier commands of a run may run at once (None: no
+        cap). Commands on this machine get its cores by default: more of them only contend for
+        the CPU while the rest of a wider run (clones, pushes, forge requests) can overlap."""
+        if self.command_slots is not None:
+            return self.command_slots
+        if self.provider in ("kubernetes", "agent-sandbox"):
+            return None  # the commands run on the cluster's nodes
+        return len(os.sched_getaffinity(0))
 
     def limits(self) -> ContainerLimits:
         """What every container of this profile is limited to."""

@@ -31,23 +31,24 @@ def run_command(
     """Run a deterministic transformation (its command, or its image) in the sandbox; a
     command runs from the `target`'s directory when it is a workspace (an image at the root)."""
     timeout_s = transformation.timeout_s or bench.default_timeout_s
-    if transformation.image:
-        return sandbox.run_image(
-            transformation.image,
-            transformation.image_args(),
-            entrypoint=transformation.entrypoint(),
+    with bench.command_slot():
+        if transformation.image:
+            return sandbox.run_image(
+                transformation.image,
+                transformation.image_args(),
+                entrypoint=transformation.entrypoint(),
+                env=transformation.env,
+                timeout_s=timeout_s,
+                network=bench.network,
+                on_output=on_output,
+            )
+        return sandbox.exec(
+            in_directory(transformation.argv(), target) if target else transformation.argv(),
             env=transformation.env,
             timeout_s=timeout_s,
             network=bench.network,
             on_output=on_output,
         )
-    return sandbox.exec(
-        in_directory(transformation.argv(), target) if target else transformation.argv(),
-        env=transformation.env,
-        timeout_s=timeout_s,
-        network=bench.network,
-        on_output=on_output,
-    )
 
 
 def run_agent(

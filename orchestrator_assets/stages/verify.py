@@ -70,12 +70,13 @@ def verify_change(
                 )
             for verifier in verifiers:
                 began = time.time()
-                run = sandbox.exec(
-                    in_directory(verifier.argv(), target),  # a workspace's from its directory
-                    timeout_s=verifier.timeout_s,
-                    network=bench.network,
-                    on_output=bench.streamer(target, verifier.name, log),
-                )
+                with bench.command_slot():
+                    run = sandbox.exec(
+                        in_directory(verifier.argv(), target),  # a workspace's from its directory
+                        timeout_s=verifier.timeout_s,
+                        network=bench.network,
+                        on_output=bench.streamer(target, verifier.name, log),
+                    )
                 result = VerifierResult(
                     name=verifier.name,
                     passed=run.ok,

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -125,6 +126,18 @@ class Workbench:
     rollout: Standing | None = None  # the rollout's waves (stages/rollout.py): who may publish
     # a mirror fetched this recently (by the run's prefetch) is not fetched again by a change
     mirror_fresh_s: float = 0.0
+    # the profile's `command_slots`, shared by the run's workers (None: no cap)
+    command_slots: threading.Semaphore | None = None
+
+    @contextmanager
+    def command_slot(self) -> Iterator[None]:
+        """Hold one of the run's command slots while a transformation's or a verifier's command
+        runs (waiting for one when all are taken)."""
+        if self.command_slots is None:
+            yield
+            return
+        with self.command_slots:
+            yield
 
     def open_sandbox(self, stage: str, target: Target):
         """A sandbox for one stage of one target, tagged with campaign, target and run."""
