@@ -61,6 +61,8 @@ def test_run_works_only_on_selected_repositories_and_caches_by_base_commit(platf
     first = platform.cli("run", "--file", str(path))
     out = first.stdout + first.stderr
     assert "1 of 3 repositories selected (3 evaluated, 0 from the cache)" in out, out
+    # the header does not count targets the selection has yet to choose
+    assert "(targets chosen as the run begins)" in out and "(0 targets)" not in out
     assert "not selected: acme__new (no requirements*.txt matches" in out
     assert "not selected: acme__bare" in out
     with platform.instance() as instance:
