@@ -12,6 +12,7 @@ import pytest
 
 from orchestrator_assets.spec.errors import SpecError
 from orchestrator_assets.spec.profiles import Profile, load_profiles
+from resources.cores import cpu_quota, usable_cores
 from tests.conftest import Platform, app_repo
 
 # Each verifier run appends when it began and ended (host processes: isolation none).
@@ -60,7 +61,7 @@ def test_a_run_wider_than_its_command_slots_runs_that_many_commands_at_once(plat
 
 
 def test_command_slots_default_to_the_cores_on_this_machine_and_to_none_on_a_cluster():
-    cores = len(os.sched_getaffinity(0))
+    cores = usable_cores()
     assert Profile().host_command_slots() == cores
     assert Profile(provider="docker").host_command_slots() == cores
     assert Profile(provider="kubernetes").host_command_slots() is None
@@ -75,3 +76,21 @@ def test_zero_command_slots_is_refused_naming_the_file_and_the_field(tmp_path: P
         load_profiles(path)
     message = str(raised.value)
     assert str(path) in message and "command_slots" in message and "fast" in message
+
+
+def test_the_cores_are_the_affinity_lowered_by_a_containers_cpu_quota(tmp_path: Path):
+    affinity = len(os.sched_getaffinity(0))
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("max 100000\n")  # no quota
+    assert cpu_quota(v2) is None and usable_cores(v2) == affinity
+    (v2 / "cpu.max").write_text("50000 100000\n")  # half a CPU: still one slot
+    assert cpu_quota(v2) == 0.5 and usable_cores(v2) == 1
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert cpu_quota(v1) is None and usable_cores(v1) == affinity
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
+    assert usable_cores(v1) == 1
+    assert usable_cores(tmp_path / "none") == affinity  # nothing readable: the affinity

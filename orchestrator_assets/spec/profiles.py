@@ -29,6 +29,7 @@ from orchestrator_assets.spec.reading import (
     read_yaml_file,
 )
 from orchestrator_assets.spec.steps import Verifier
+from resources.cores import usable_cores
 from resources.env_cache import DEFAULT_MANIFESTS
 from resources.sandboxes.docker import DEFAULT_IMAGE, ContainerLimits
 from resources.sandboxes.k8s_config import AgentSandboxSettings, KubernetesSettings
@@ -112,9 +113,9 @@ class Profile(BaseModel):
         default=None,
         ge=1,
         description="at most this many transformation and verifier commands of a run at once, "
-        "whatever the campaign's concurrency (default: this machine's CPU cores for the local "
-        "and docker providers, no cap for cluster providers); a campaign's other work (clones, "
-        "pushes, forge requests, agents) is not counted",
+        "whatever the campaign's concurrency (default: the CPU cores this process may use, for "
+        "the local and docker providers; no cap for cluster providers); a campaign's other work "
+        "(clones, pushes, forge requests, agents) is not counted",
     )
 
     _paths = field_validator("cache_paths")(lambda v: [check_relative(p) for p in v])
@@ -150,7 +151,7 @@ class Profile(BaseModel):
             return self.command_slots
         if self.provider in ("kubernetes", "agent-sandbox"):
             return None  # the commands run on the cluster's nodes
-        return len(os.sched_getaffinity(0))
+        return usable_cores()
 
     def limits(self) -> ContainerLimits:
         """What every container of this profile is limited to."""
