@@ -276,14 +276,13 @@ def run(
         line = f"[dim]{stage:>13}[/] {message}"
         console.print(f"[{style}]{line}[/]" if style else line, soft_wrap=True)
 
-    chosen_later = campaign.spec.select is not None or campaign.spec.workspaces is not None
+    spec = campaign.spec
+    counted = f"{len(spec.targets)} targets"
+    if spec.selects_targets:  # none counted yet: the run's selection line says how many
+        counted = "targets chosen as the run begins"
     console.print(
-        f"[bold]campaign {campaign.spec.name}[/] "
-        # `select:` and `workspaces:` choose the targets as the run begins (its selection line)
-        + ("(targets chosen as the run begins) · " if chosen_later
-           else f"({len(campaign.spec.targets)} targets) · ")
-        + f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}"
-    )  # fmt: skip
+        f"[bold]campaign {spec.name}[/] ({counted}) · DAGSTER_HOME={os.environ['DAGSTER_HOME']}"
+    )
     from orchestrator_assets.reports import json_logs
 
     json_logs.set_context(campaign=campaign.spec.name)  # ORCHESTRATOR_LOG_FORMAT=json: JSON lines

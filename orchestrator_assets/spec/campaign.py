@@ -228,6 +228,12 @@ class CampaignSpec(StrictModel):
         return self.branch_for(target)
 
     @property
+    def selects_targets(self) -> bool:
+        """Whether `select:` or `workspaces:` choose the targets when a run begins (the file's
+        targets are only candidates)."""
+        return self.select is not None or self.workspaces is not None
+
+    @property
     def partitions_name(self) -> str:
         """The name of the campaign's dynamic partitions definition."""
         return f"{self.id}_targets"

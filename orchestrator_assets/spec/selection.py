@@ -140,7 +140,7 @@ def without_selection(spec: CampaignSpec) -> CampaignSpec:
 def with_selected(spec: CampaignSpec, settings: Settings) -> CampaignSpec:
     """The campaign with only the targets its last evaluation selected, each repository split
     into its workspaces (`workspaces:`). Campaigns with neither setting come back as they are."""
-    if spec.select is None and spec.workspaces is None:
+    if not spec.selects_targets:
         return spec
     spec = without_selection(spec)
     answers = stored_selection(settings, spec).get("targets", {})

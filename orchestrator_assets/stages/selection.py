@@ -251,7 +251,7 @@ def reselect(
 ) -> tuple[CampaignSpec, SelectionRefresh | None]:
     """Evaluate the campaign's selection now (within `budget_s` seconds, if given); the campaign
     with the targets it selects (as it is when it has neither `select:` nor `workspaces:`)."""
-    if spec.select is None and spec.workspaces is None:
+    if not spec.selects_targets:
         return spec, None
     from resources.build import build_forge
     from resources.dagster_resources import forge_git_env
