@@ -569,23 +569,17 @@ DEFAULT_MODEL = "claude-sonnet-4-5"
 DEFAULT_TOOLS = ("Bash", "Edit", "Write", "Read")
 
 
-def find_claude() -> str | None:
-    """The claude binary the platform itself would run (`find_cli`: $CLAUDE_BIN, else this
-    checkout's `.tools/claude`, else PATH): a test never picks another checkout's."""
-    from resources.agents.claude_code import find_cli
-
-    found = find_cli()
-    return str(found) if found is not None else None
-
-
 def require_claude() -> str:
-    """The claude binary, or skip (locally) / fail (CI=true) via tests.conftest.require."""
+    """The claude binary the platform itself would run (`find_cli`: $CLAUDE_BIN, else this
+    checkout's `.tools/claude`, else PATH; never another checkout's), or skip (locally) / fail
+    (CI=true) via tests.conftest.require."""
+    from resources.agents.claude_code import find_cli
     from tests.conftest import require
 
-    path = find_claude()
+    path = find_cli()
     require(path is not None, "claude CLI not installed")
     assert path is not None
-    return path
+    return str(path)
 
 
 def claude_env(

@@ -497,8 +497,10 @@ def test_a_campaign_runs_end_to_end_in_kubernetes_pods(platform: Platform, clust
     path = platform.write_campaign("rename", targets=[str(p) for p in fleet])
     outcome = platform.run(path)
     spec = load_one(path, platform.settings()).spec
-    with platform.instance() as instance:  # why, if a run fails here: the sandbox's own words
-        tails = {k: c.output_tail for k, c in latest_changes(instance, spec).items()}
+    with platform.instance() as instance:
+        changes = latest_changes(instance, spec)
+    # why, if a run fails here: the sandbox's own words
+    tails = {k: c.output_tail for k, c in changes.items()}
     assert statuses(outcome.report) == {
         "acme__alpha": "pr_open",
         "acme__gamma": "no_change",
@@ -511,8 +513,6 @@ def test_a_campaign_runs_end_to_end_in_kubernetes_pods(platform: Platform, clust
         check=True,
     ).stdout
     assert "NEW" in shown
-    with platform.instance() as instance:
-        changes = latest_changes(instance, spec)
     assert {c.isolation for c in changes.values()} == {"kubernetes"}
     assert cluster.pods() == []  # every pod deleted
     if cluster.fake is not None:
