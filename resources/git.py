@@ -8,8 +8,10 @@ git clears `-c` settings for such local transports: pushes name `SAFE_RECEIVE_PA
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -61,6 +63,14 @@ def git_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+@functools.lru_cache(maxsize=8)
+def git_executable(path: str) -> str:
+    """Where `git` is on the search path `path` (plain "git" when it is on none: running it then
+    fails as it would have). Found once: a bare "git" makes every call try each directory of
+    PATH in turn, a failed `execve` each, before the one that holds it."""
+    return shutil.which("git", path=path) or "git"
+
+
 def run_git(
     args: list[str],
     cwd: Path | None = None,
@@ -80,10 +90,11 @@ def run_git(
         raise GitError(args, -signal.SIGKILL, cancel.CANCELLED_MESSAGE)
     # Its own process group: a push or fetch runs helpers (remote-https, ssh, a local
     # receive-pack), and killing only git would leave them running, orphaned.
+    environment = git_env(env)
     proc = subprocess.Popen(
-        ["git", *HARDENING, *args],
+        [git_executable(environment["PATH"]), *HARDENING, *args],
         cwd=cwd,
-        env=git_env(env),
+        env=environment,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

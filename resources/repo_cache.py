@@ -36,6 +36,11 @@ class RepoCache:
         # URL or a config file).
         self.git_env = git_env or {}
         self._fetched: dict[Path, float] = {}  # mirror -> when this cache last fetched it
+        # Commits this cache saw in a mirror (resolved after a fetch, kept, or found by `has`):
+        # `has` answers them without a `git cat-file` process (three a target otherwise). Git
+        # prunes only objects no ref reaches that are also two weeks old (`gc.pruneExpire`), so
+        # within a run they stay; were one gone, the clone or push needing it fails as before.
+        self._held: set[tuple[Path, str]] = set()
 
     def path_for(self, url: str) -> Path:
         """Where the mirror of `url` lives."""
@@ -88,6 +93,7 @@ class RepoCache:
             ["for-each-ref", "--format=%(objectname) %(refname)", *names], mirror
         )  # a pattern also matches below itself: only the exact names count
         shas = {name: sha for sha, _, name in (line.partition(" ") for line in out.splitlines())}
+        self._held.update((mirror, sha) for sha in shas.values())
         return resolved_repo(location, base, branch, lambda b: shas.get(f"refs/heads/{b}"))
 
     def checkout(self, url: str, workspace: Path, commit: str, branch: str | None = None) -> Path:
@@ -112,16 +118,20 @@ class RepoCache:
                  str(mirror), f"{sha}:{UNPUBLISHED}{branch}"],
                 workspace,
             )  # fmt: skip
+        self._held.add((mirror, sha))
 
     def has(self, url: str, sha: str) -> bool:
         """True when the mirror of `url` holds commit `sha` (a kept change, or the forge's)."""
         mirror = self.path_for(url)
+        if (mirror, sha) in self._held:
+            return True
         if not (mirror / "HEAD").exists():
             return False
         try:
             run_git(["cat-file", "-e", f"{sha}^{{commit}}"], mirror)
         except GitError:
             return False
+        self._held.add((mirror, sha))
         return True
 
     # An empty tree: comparing a commit with it lists the commit's files, and unlike `ls-tree`

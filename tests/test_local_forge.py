@@ -354,3 +354,30 @@ def test_a_checkout_of_a_held_commit_does_not_go_back_to_the_forge(
     repo.with_name("moved").rename(repo)
     cache.checkout(url, tmp_path / "ws4", newer)
     assert git(tmp_path / "ws4", "rev-parse", "HEAD") == newer
+
+
+def test_the_cache_answers_has_for_commits_it_saw_without_asking_git(
+    cache: RepoCache, repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import resources.repo_cache as repo_cache
+
+    url = str(repo)
+    base = cache.resolve(LocalForge().locate(url), None, BRANCH).base_sha
+    ws = tmp_path / "ws"
+    cache.checkout(url, ws, base, BRANCH)
+    kept = commit(ws, "k.txt")
+    cache.keep(url, ws, kept, BRANCH)
+    asked: list[list[str]] = []
+    real = repo_cache.run_git
+    monkeypatch.setattr(
+        repo_cache, "run_git", lambda args, *a, **k: asked.append(args) or real(args, *a, **k)
+    )
+    # What it resolved after a fetch and what it kept need no `git cat-file` ...
+    assert cache.has(url, base) and cache.has(url, kept)
+    assert asked == []
+    # ... anything else is asked of git: another cache over the same mirrors (a later run) finds
+    # the kept change, and a commit the mirror never held is not taken for held.
+    later = RepoCache(cache.root)
+    assert later.has(url, kept)
+    assert not later.has(url, "0" * 40) and not cache.has(url, "0" * 40)
+    assert [a[0] for a in asked] == ["cat-file"] * 3
