@@ -168,3 +168,35 @@ def test_the_report_says_what_the_last_run_did_for_setup_and_duration(platform: 
     assert last["status"] == "pr_open"
     assert last["setup"] == "reused"
     assert last["duration_s"] < 3
+
+
+@pytest.mark.usefixtures("bwrap")
+def test_a_tools_output_is_printed_as_it_is_never_read_as_markup(platform: Platform):
+    alpha = _fleet(platform)["alpha"]
+    # Square brackets in a tool's output are what rich takes for styles: "[/tmp]" closes a tag
+    # that was never opened (rich raises MarkupError) and "[bold]" would vanish into a style.
+    noisy = "python -c \"print('cache in [/tmp] and [bold]plain[/bold] [red]')\""
+    transformation = {"kind": "deterministic", "command": noisy}
+    path = platform.write_campaign("noisy", targets=[alpha], transformation=transformation)
+    proc = platform.cli("run", "--file", str(path), "--output", "json", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "cache in [/tmp] and [bold]plain[/bold] [red]" in proc.stdout
+    assert "MarkupError" not in proc.stdout + proc.stderr
+    assert _report(proc.stdout)["acme__alpha"]["status"] == "no_change"
+
+
+def test_on_a_terminal_progress_is_styled_and_still_printed_as_it_is():
+    import io
+
+    from rich.console import Console
+
+    from orchestrator_assets.cli.options import progress_printer
+
+    screen = io.StringIO()
+    emit = progress_printer(Console(file=screen, force_terminal=True, width=200))
+    emit("run", "cache in [/tmp] and [bold]plain[/bold]")
+    emit("targets", "verifier test FAILED (exit 1)")
+    shown = screen.getvalue()
+    assert "\x1b[" in shown  # styled: dim stage names, failures in red
+    assert "cache in [/tmp] and [bold]plain[/bold]" in shown
+    assert "\x1b[31mverifier test FAILED (exit 1)" in shown

@@ -17,7 +17,7 @@ import uuid
 
 import click
 
-from orchestrator_assets.cli.options import OUTPUT, make_console, open_instance
+from orchestrator_assets.cli.options import OUTPUT, make_console, open_instance, progress_printer
 from orchestrator_assets.spec.errors import OrchestratorError
 from orchestrator_assets.spec.settings import Settings
 
@@ -100,9 +100,7 @@ def publish(campaign: str, targets: tuple[str, ...], dry_run: bool, output: str)
         pr_key = history.asset_key(spec, "pull_request")
         ordered = instance.get_dynamic_partitions(spec.partitions_name)
 
-        def emit(stage: str, message: str) -> None:
-            console.print(f"[dim]{stage:>13}[/] {message}", soft_wrap=True)
-
+        emit = progress_printer(console)
         for start, end in contiguous_ranges(ordered, [p.target for p in todo]):
             run_id, single = str(uuid.uuid4()), start == end
             emit("run", f"{run_id[:8]} publishes {start if single else f'{start} … {end}'}")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from orchestrator_assets.cli.options import OUTPUT, make_console, open_instance
+from orchestrator_assets.cli.options import OUTPUT, make_console, open_instance, progress_printer
 from orchestrator_assets.cli.report import print_report
 from orchestrator_assets.spec.errors import OrchestratorError, SpecError
 from orchestrator_assets.spec.settings import Settings
@@ -271,11 +271,7 @@ def run(
         )  # fmt: skip
     instance = open_instance()
 
-    def emit(stage: str, message: str) -> None:
-        style = "red" if ("failed" in message or "FAILED" in message) else ""
-        line = f"[dim]{stage:>13}[/] {message}"
-        console.print(f"[{style}]{line}[/]" if style else line, soft_wrap=True)
-
+    emit = progress_printer(console)
     spec = campaign.spec
     counted = f"{len(spec.targets)} targets"
     if spec.selects_targets:  # none counted yet: the run's selection line says how many
