@@ -111,3 +111,63 @@ def test_the_webserver_still_streams_a_runs_events_live(platform: Platform):
             watcher.end_watch_event_logs(run_id, on_event)
     assert result.success, "a step's event did not reach the watcher while the run worked"
     assert all(seen.is_set() for seen in delivered.values())
+
+
+TARGETS = dg.StaticPartitionsDefinition([f"t{i:03d}" for i in range(60)])
+
+
+@dg.asset(partitions_def=TARGETS)
+def change() -> None:
+    pass
+
+
+@dg.asset(partitions_def=TARGETS, deps=[change])
+def pull_request() -> None:
+    pass
+
+
+def stored(instance: DagsterInstance) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The planned and the done materializations of both assets, as (asset, target)."""
+    planned, done = [], []
+    for key in ("change", "pull_request"):
+        asset = dg.AssetKey(key)
+        planned += [(key, r.partition_key) for r in
+                    instance.fetch_planned_materializations(asset, limit=1000).records]  # fmt: skip
+        done += [(key, r.partition_key) for r in
+                 instance.fetch_materializations(asset, limit=1000).records]  # fmt: skip
+    return sorted(planned), sorted(done)
+
+
+def test_a_runs_planned_materializations_are_stored_together_as_dagster_stores_them(
+    platform: Platform, tmp_path: Path, monkeypatch
+):
+    """A range run plans 120 materializations (60 targets, 2 assets): one batch, each event
+    stored and indexed as Dagster's one-at-a-time path stores it (that path is the reference)."""
+    job = dg.define_asset_job("both", [change, pull_request]).resolve(
+        asset_graph=dg.Definitions(assets=[change, pull_request]).resolve_asset_graph()
+    )
+    tags = {
+        "dagster/asset_partition_range_start": "t000",
+        "dagster/asset_partition_range_end": "t059",
+    }
+    groups: list[int] = []
+    store = CampaignEventLogStorage._store_asset_events
+    monkeypatch.setattr(
+        CampaignEventLogStorage, "_store_asset_events",
+        lambda self, events: (groups.append(len(events)), store(self, events))[1],
+    )  # fmt: skip
+    with platform.instance() as instance:
+        assert job.execute_in_process(instance=instance, tags=tags).success
+        batched = stored(instance)
+    assert max(groups) == 120  # the planned events in one transaction per file
+    # Dagster's own path, one event at a time, on a fresh home: the same events stored.
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "0")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "reference"))
+    (tmp_path / "reference").mkdir()
+    ensure_dagster_home(Settings())
+    groups.clear()
+    with DagsterInstance.from_config(str(tmp_path / "reference")) as reference:
+        assert job.execute_in_process(instance=reference, tags=tags).success
+        assert stored(reference) == batched
+    assert groups == []  # nothing was batched there
+    assert len(batched[0]) == len(batched[1]) == 120

@@ -34,6 +34,11 @@ Production code:
   the SQLite event log the embedded instance uses, subclassed to keep its engines (a
   dagster.yaml `event_log_storage` names a class; Dagster exports no SQLite storage class
   publicly), its index shard's name and its busy timeout.
+- `ASSET_EVENTS`, `index_asset_events` (assets/event_log.py, `store_event_batch`): the event
+  types Dagster mirrors into the index shard, and the steps of `SqlEventLogStorage.store_event`
+  that do it (`prepare_insert_event`, `_store_asset_event_tags`, `_store_asset_event`), so that a
+  batch of a run's asset events is stored in one transaction per file instead of one each.
+  Dagster's own `store_event_batch` is a loop over `store_event` on SQLite.
 - `SerializableErrorInfo` (assets/runner.py, `is_check_failure`): the type of a step failure's
   `error` in the event log; used in a type annotation only. Defined in `dagster_shared.error`
   (Dagster's support package, not part of `dagster`'s public API).
@@ -90,8 +95,9 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+from dagster._core.errors import DagsterInvariantViolationError
 from dagster._core.event_api import PartitionKeyFilter
-from dagster._core.events import StepMaterializationData
+from dagster._core.events import ASSET_EVENTS, StepMaterializationData
 from dagster._core.execution.backfill import BulkActionStatus
 from dagster._core.instance.config import dagster_instance_config
 from dagster._core.instance.utils import RUNLESS_JOB_NAME, RUNLESS_RUN_ID
@@ -220,13 +226,27 @@ def store_runless_materializations(
         for m in materializations
     ]
     with storage.index_transaction() as conn:
-        for entry in entries:
-            event_id = conn.execute(storage.prepare_insert_event(entry)).inserted_primary_key[0]
-            storage._store_asset_event_tags(conn, [entry], [event_id])
-            storage._store_asset_event(conn, entry, event_id)
+        index_asset_events(
+            storage, conn, entries, [storage.prepare_insert_event(e) for e in entries]
+        )
+
+
+def index_asset_events(
+    storage: SqlEventLogStorage, conn: Any, entries: Sequence[EventLogEntry], inserts: Sequence[Any]
+) -> None:
+    """Add asset events to the event log's index within the transaction `conn`, as
+    `SqlEventLogStorage.store_event` does for each (the event row, its tags, the asset's row);
+    `inserts` are the events' `prepare_insert_event` statements."""
+    for entry, insert in zip(entries, inserts, strict=True):
+        event_id = conn.execute(insert).inserted_primary_key[0]
+        if event_id is None:
+            raise DagsterInvariantViolationError("Cannot store asset event tags for null event id.")
+        storage._store_asset_event_tags(conn, [entry], [event_id])
+        storage._store_asset_event(conn, entry, event_id)
 
 
 __all__ = [
+    "ASSET_EVENTS",
     "INDEX_SHARD_NAME",
     "SQLITE_BUSY_TIMEOUT_SECONDS",
     "AssetCheckEvaluationTargetMaterializationData",
@@ -239,6 +259,7 @@ __all__ = [
     "class_from_code_pointer",
     "dagster_instance_config",
     "event_metadata_by_id",
+    "index_asset_events",
     "interrupts",
     "latest_storage_ids",
     "process_config",

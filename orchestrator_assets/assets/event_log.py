@@ -15,7 +15,10 @@ Dagster's:
 - a run's file keeps one engine per run (the last few runs' only) and still closes its
   connection after each write, so the WAL checkpoint runs each time and changes the `.db` file
   the webserver watches to stream a run's events live. That checkpoint syncs the file, so the
-  commit before it is not synced on its own (`synchronous=NORMAL`): one sync instead of two.
+  commit before it is not synced on its own (`synchronous=NORMAL`): one sync instead of two;
+- a batch of events (Dagster batches a run's planned-materialization events, one per target and
+  asset: 600 at the start of a 200-target run) stores each run's asset events in one transaction
+  per file instead of two connections per event (about 5 ms each, every other target waiting).
 
 It is the event log of the SQLite instance the platform writes (spec/settings.instance_config);
 PostgreSQL instances use dagster-postgres unchanged.
@@ -26,22 +29,29 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as db
-from dagster import Field, StringSource
+from dagster import EventLogEntry, Field, StringSource
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool, StaticPool
 
 from orchestrator_assets.assets.dagster_private import (
+    ASSET_EVENTS,
     INDEX_SHARD_NAME,
     SQLITE_BUSY_TIMEOUT_SECONDS,
     SqliteEventLogStorage,
+    index_asset_events,
 )
 
 RUN_ENGINES = 16  # engines kept for run files: a run process writes one; a webserver reads many
+# Dagster passes events to `store_event_batch` only with its event batching on, which an
+# environment variable turns on (read at each event; 0, Dagster's default, is off). The
+# processes that use this storage turn it on unless it is set: events that come in a batch
+# (a run's planned materializations) are then written together, the rest as before.
+EVENT_BATCH_SIZE = "1000"
 
 
 def _unsynced_commits(engine: Engine) -> Engine:
@@ -66,6 +76,7 @@ class CampaignEventLogStorage(SqliteEventLogStorage):
         self._run_engines: OrderedDict[str, Engine] = OrderedDict()
         self._engines_pid = os.getpid()
         self._engines_lock = threading.Lock()
+        os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
         super().__init__(base_dir, inst_data)
 
     @classmethod
@@ -121,6 +132,32 @@ class CampaignEventLogStorage(SqliteEventLogStorage):
                 self._initialized_dbs.add(shard)
             with engine.connect() as conn, conn.begin():
                 yield conn
+
+    def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
+        """Store `events` as `store_event` stores each, in their order; consecutive asset
+        events of one run share a transaction in the run's file and one in the index."""
+        group: list[EventLogEntry] = []
+        for event in events:
+            batched = event.is_dagster_event and event.dagster_event_type in ASSET_EVENTS
+            if group and (not batched or event.run_id != group[0].run_id):
+                self._store_asset_events(group)
+                group = []
+            if batched:
+                group.append(event)
+            else:
+                self.store_event(event)
+        if group:
+            self._store_asset_events(group)
+
+    def _store_asset_events(self, events: Sequence[EventLogEntry]) -> None:
+        # Dagster's `store_event` for asset events (sqlite_event_log.py): the run's file, then
+        # the index; here each file once for the whole group.
+        inserts = [self.prepare_insert_event(event) for event in events]
+        with self.run_connection(events[0].run_id) as conn:
+            for insert in inserts:
+                conn.execute(insert)
+        with self.index_transaction() as conn:
+            index_asset_events(self, conn, events, inserts)
 
     def dispose(self) -> None:
         """Stop watching runs (Dagster's) and close the kept connections."""
