@@ -17,8 +17,8 @@ from pydantic import (
 from orchestrator_assets.spec.settings import Settings
 from orchestrator_assets.spec.slugs import slug_problem, target_slug
 from orchestrator_assets.spec.steps import Command, StrictModel, Verifier, check_command
-from resources.forges.github import web_root
 from resources.forges.github_discovery import GitHubSelector
+from resources.forges.github_names import web_root
 
 
 class Target(StrictModel):

@@ -7,14 +7,19 @@ the same way afterwards.
 
 from __future__ import annotations
 
-from github import Github, GithubException
-from github.Repository import Repository as GhRepository
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from resources.forges.base import DiscoveredRepo, ForgeError
 from resources.forges.discovery import picked
-from resources.forges.github_transport import GitHubTransport
-from resources.forges.transport import NETWORK_ERRORS
+
+if TYPE_CHECKING:  # PyGithub and requests are imported when a listing runs: every campaign file
+    # reads this module (its selector), and they take about half a second to import
+    from github import Github
+    from github.Repository import Repository as GhRepository
+
+    from resources.forges.github_transport import GitHubTransport
 
 __all__ = ["DiscoveredRepo", "GitHubSelector", "discover"]  # DiscoveredRepo: from base.py
 
@@ -61,6 +66,8 @@ def _discovered(repo: GhRepository) -> DiscoveredRepo:
 
 
 def _listing(gh: Github, selector: GitHubSelector):
+    from github import GithubException
+
     if selector.org:
         return gh.get_organization(selector.org).get_repos(type="all")
     if selector.user:
@@ -84,6 +91,11 @@ def discover(gh: GitHubTransport | Github, selector: GitHubSelector) -> list[Dis
     With a `GitHubForge` (or its bare `GitHubTransport`) the listing shares its retries,
     rate-limit handling and redaction.
     """
+    from github import GithubException
+
+    from resources.forges.github_transport import GitHubTransport
+    from resources.forges.transport import NETWORK_ERRORS
+
     client = gh.client() if isinstance(gh, GitHubTransport) else gh
     source = (
         f"org {selector.org}"
