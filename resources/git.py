@@ -159,31 +159,35 @@ def git_metadata_digest(workspace: Path) -> str:
     (or the `.git` file of a worktree) except objects, refs, logs, the index and the other state
     git rewrites itself. Equal before and after a sandbox ran means the sandbox changed nothing
     there that could make the platform's git run code (config, commondir, hooks, info/)."""
-    root = Path(workspace) / ".git"
+    # Plain strings, not Path objects: it runs four times a target, and building a Path for
+    # every entry was most of its cost.
+    root = os.path.join(os.fspath(workspace), ".git")
     digest = hashlib.sha256()
 
-    def add(path: Path, rel: str) -> None:
-        st = path.lstat()
+    def add(path: str, rel: str) -> None:
+        st = os.lstat(path)
         kind = stat.S_IFMT(st.st_mode)
         digest.update(os.fsencode(rel) + f"\0{kind:o}\0{st.st_mode & 0o7777:o}\0".encode())
         if stat.S_ISLNK(st.st_mode):
             digest.update(os.fsencode(os.readlink(path)))
         elif stat.S_ISREG(st.st_mode):
-            digest.update(path.read_bytes())
+            with open(path, "rb") as handle:
+                digest.update(handle.read())
         digest.update(b"\0")
 
     if not os.path.lexists(root):
         return digest.hexdigest()
     add(root, ".git")
-    if root.is_symlink() or not root.is_dir():
+    if os.path.islink(root) or not os.path.isdir(root):
         return digest.hexdigest()
     for dirpath, dirnames, filenames in os.walk(root):  # never follows links
-        here = Path(dirpath)
-        if here == root:
+        top = dirpath == root
+        if top:
             dirnames[:] = [d for d in dirnames if d not in _GIT_STATE_DIRS]
         dirnames.sort()
+        below = os.path.relpath(dirpath, root)
         for name in sorted([*dirnames, *filenames]):
             if name in _GIT_STATE_FILES or name.endswith(".lock"):
                 continue
-            add(here / name, os.path.relpath(here / name, root))
+            add(os.path.join(dirpath, name), name if top else os.path.join(below, name))
     return digest.hexdigest()

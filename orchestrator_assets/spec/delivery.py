@@ -3,10 +3,11 @@ human reviews it first, and whether the platform merges it once it may (`merge:`
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Literal
 
-from jinja2 import Environment, StrictUndefined, TemplateSyntaxError
+from jinja2 import Environment, StrictUndefined, Template, TemplateSyntaxError
 from pydantic import (
     Field,
     ValidationInfo,
@@ -76,6 +77,13 @@ class PullRequestTemplate(StrictModel):
 
 
 TEMPLATES = Environment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+
+
+@functools.lru_cache(maxsize=64)
+def template(source: str) -> Template:
+    """The compiled pull request template `source` (a campaign renders its title and body for
+    every target: compiled once, not each time)."""
+    return TEMPLATES.from_string(source)
 
 
 class Review(StrictModel):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from orchestrator_assets.spec.campaign import CampaignSpec
-from orchestrator_assets.spec.delivery import TEMPLATES
+from orchestrator_assets.spec.delivery import template
 from orchestrator_assets.spec.target import Target
 from orchestrator_assets.stages.automerge import enable_auto_merge
 from orchestrator_assets.stages.combine import (
@@ -296,7 +296,7 @@ def _context(spec: CampaignSpec, target: Target, change: ChangeRecord, verificat
 
 def render_title(spec: CampaignSpec, target: Target, change: ChangeRecord) -> str:
     """The PR title for a target."""
-    return TEMPLATES.from_string(spec.pull_request.title).render(**_context(spec, target, change))
+    return template(spec.pull_request.title).render(**_context(spec, target, change))
 
 
 def render_body(
@@ -304,4 +304,4 @@ def render_body(
 ) -> str:
     """The PR body for a target: the template with summary, verifier table and cost."""
     ctx = _context(spec, target, change, verification)
-    return TEMPLATES.from_string(spec.pull_request.body).render(**ctx)
+    return template(spec.pull_request.body).render(**ctx)
