@@ -15,7 +15,7 @@ from resources.forges.base import DiscoveredRepo, ForgeError
 from resources.forges.discovery import picked
 
 if TYPE_CHECKING:  # PyGithub and requests are imported when a listing runs: every campaign file
-    # reads this module (its selector), and they take about half a second to import
+    # reads this module (its selector), and importing them is a noticeable part of start-up
     from github import Github
     from github.Repository import Repository as GhRepository
 
