@@ -15,7 +15,11 @@ import contextlib
 import os
 import resource
 import shutil
+import signal
+import sys
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 V1 = Path("/sys/fs/cgroup/cpuacct")  # cgroup v1: cpuacct.usage, nanoseconds
@@ -71,11 +75,46 @@ class CpuGroup:
         stat = dict(line.split() for line in (self.path / "cpu.stat").read_text().splitlines())
         return int(stat["usage_usec"]) / 1e6
 
+    def kill(self) -> None:
+        """End every process still in the group: what a stopped benchmark's command started
+        (an `xargs` below a shell, a run's tools) must not go on competing with the next run."""
+        if self.path is None:
+            return
+        for _ in range(50):
+            try:
+                pids = [int(pid) for pid in (self.path / "cgroup.procs").read_text().split()]
+            except OSError:
+                return
+            if not pids:
+                return
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
+
     def close(self) -> None:
         """Remove the group (once its processes have ended; a leftover one is left alone)."""
         if self.path is not None:
             with contextlib.suppress(OSError):
                 self.path.rmdir()
+
+
+@contextlib.contextmanager
+def cpu_group(label: str) -> Iterator[CpuGroup]:
+    """A `CpuGroup` for the block; when the block ends, however it ends, whatever still runs in
+    the group is killed and the group removed."""
+    group = CpuGroup(label)
+    try:
+        yield group
+    finally:
+        group.kill()
+        group.close()
+
+
+def exit_on_sigterm() -> None:
+    """Make SIGTERM end this process as an exception would, so that `cpu_group` blocks (and every
+    other `finally`) still stop what the benchmark started; by default Python just dies."""
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
 
 
 def cpu_method() -> str:

@@ -208,7 +208,7 @@ def peer_env(fake, venv: Path) -> dict[str, str]:
 def run_peer(fake, work: Path, jobs: int, venv: Path = BENCH_VENV) -> dict:
     """all-repos-clone, then the autofixer; returns the seconds of each (they fail loudly)."""
     _project_importable()
-    from benchmarks.cpu import CpuGroup
+    from benchmarks.cpu import cpu_group
     from benchmarks.fleet import CODEMOD, VERIFIER
 
     work.mkdir(parents=True, exist_ok=True)
@@ -230,22 +230,21 @@ def run_peer(fake, work: Path, jobs: int, venv: Path = BENCH_VENV) -> dict:
                 "-C", str(config), "--jobs", str(jobs), "--codemod", CODEMOD,
                 "--verifier", VERIFIER],
     }  # fmt: skip
-    seconds, group = {}, CpuGroup("peer")
-    for name, argv in steps.items():
-        log = work / f"{name}.log"
-        started = time.monotonic()
-        with log.open("w") as out:
-            proc = subprocess.run(
-                group.wrap(argv), env=env, cwd=work, stdout=out, stderr=subprocess.STDOUT
-            )
-        seconds[f"{name}_s"] = time.monotonic() - started
-        text = log.read_text()
-        # autofix_lib reports a failed repository as "***Errored" and carries on: count it a fail.
-        if proc.returncode != 0 or "***Errored" in text or "Error fetching" in text:
-            raise SystemExit(f"all-repos {name} failed (see {log}):\n{text[-3000:]}")
-    cpu = group.seconds()
-    group.close()
-    return {**seconds, "cpu_s": cpu}
+    seconds: dict[str, float] = {}
+    with cpu_group("peer") as group:
+        for name, argv in steps.items():
+            log = work / f"{name}.log"
+            started = time.monotonic()
+            with log.open("w") as out:
+                proc = subprocess.run(
+                    group.wrap(argv), env=env, cwd=work, stdout=out, stderr=subprocess.STDOUT
+                )
+            seconds[f"{name}_s"] = time.monotonic() - started
+            text = log.read_text()
+            # autofix_lib reports a failed repository as "***Errored" and carries on: a fail.
+            if proc.returncode != 0 or "***Errored" in text or "Error fetching" in text:
+                raise SystemExit(f"all-repos {name} failed (see {log}):\n{text[-3000:]}")
+        return {**seconds, "cpu_s": group.seconds()}
 
 
 def _shell(argv: list[str], *, quiet: bool) -> None:
@@ -418,6 +417,10 @@ def main(argv: list[str] | None = None) -> None:
     if argv[:1] == ["peer-autofix"]:
         peer_autofix(argv[1:])
         return
+    _project_importable()
+    from benchmarks.cpu import exit_on_sigterm
+
+    exit_on_sigterm()  # a stopped benchmark stops what it started (benchmarks/cpu.py)
     args = parser().parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-github-") as tmp:
         try:

@@ -31,7 +31,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.cpu import CpuGroup, cpu_method  # noqa: E402
+from benchmarks.cpu import cpu_group, cpu_method, exit_on_sigterm  # noqa: E402
 from benchmarks.fleet import CODEMOD, VERIFIER, make_fleet  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -90,14 +90,13 @@ class Timing(NamedTuple):
 def time_orchestrator_run(path: Path, env: dict[str, str], log: Path | None = None) -> Timing:
     """How long `orchestrator run --file PATH` takes, as a user runs it; its output kept in `log`
     when given; a failed run ends the benchmark with its output."""
-    group = CpuGroup("platform")
-    started = time.monotonic()
-    proc = subprocess.run(
-        group.wrap([str(BIN / "orchestrator"), "run", "--file", str(path), "--output", "json"]),
-        env=env, capture_output=True, text=True,
-    )  # fmt: skip
-    timing = Timing(time.monotonic() - started, group.seconds())
-    group.close()
+    with cpu_group("platform") as group:
+        started = time.monotonic()
+        proc = subprocess.run(
+            group.wrap([str(BIN / "orchestrator"), "run", "--file", str(path), "--output", "json"]),
+            env=env, capture_output=True, text=True,
+        )  # fmt: skip
+        timing = Timing(time.monotonic() - started, group.seconds())
     if log is not None:
         log.write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
@@ -191,16 +190,14 @@ def run_backfill(home: Path, repos: list[Path], concurrency: int) -> float:
 
 def run_baseline(repos: list[Path], concurrency: int) -> Timing:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    group = CpuGroup("baseline")
-    started = time.monotonic()
-    subprocess.run(
-        group.wrap(["bash", str(ROOT / "benchmarks" / "baseline.sh"), str(concurrency), CODEMOD,
-                    VERIFIER]),
-        input="\n".join(str(r) for r in repos), text=True, env=env, check=True,
-    )  # fmt: skip
-    timing = Timing(time.monotonic() - started, group.seconds())
-    group.close()
-    return timing
+    with cpu_group("baseline") as group:
+        started = time.monotonic()
+        subprocess.run(
+            group.wrap(["bash", str(ROOT / "benchmarks" / "baseline.sh"), str(concurrency),
+                        CODEMOD, VERIFIER]),
+            input="\n".join(str(r) for r in repos), text=True, env=env, check=True,
+        )  # fmt: skip
+        return Timing(time.monotonic() - started, group.seconds())
 
 
 def throughput(args: argparse.Namespace, work: Path) -> dict:
@@ -241,6 +238,7 @@ def throughput(args: argparse.Namespace, work: Path) -> dict:
 
 
 def main() -> None:
+    exit_on_sigterm()  # a stopped benchmark stops what it started (benchmarks/cpu.py)
     if "--github" in sys.argv[1:]:  # the GitHub-forge mode has its own options
         from benchmarks.github_mode import main as github_main
 

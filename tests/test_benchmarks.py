@@ -93,3 +93,50 @@ def test_the_benchmarks_count_the_cpu_of_what_bubblewrap_runs():
     finally:
         group.close()
     assert not group.path.exists()
+
+
+STOPPED = """
+import subprocess, sys
+sys.path.insert(0, sys.argv[1])
+from benchmarks.cpu import cpu_group, exit_on_sigterm
+exit_on_sigterm()
+with cpu_group("stopped") as group:
+    print(group.path, flush=True)
+    subprocess.run(group.wrap(["sh", "-c", f"sleep 300 & echo $! > {sys.argv[2]}; sleep 300"]))
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_stopped_benchmark_stops_everything_its_command_started(tmp_path: Path):
+    """SIGTERM to a benchmark (its Python process only, as `kill` or a CI timeout sends it) ends
+    what its timed command started, a grandchild in the background included: left running, it
+    competed with the next run for the same cores."""
+    import signal
+    import time
+
+    from benchmarks.cpu import CpuGroup
+    from tests.conftest import require
+
+    probe = CpuGroup("probe")
+    probe.close()
+    require(probe.path is not None, "no writable cgroup to run the command in")
+    pidfile = tmp_path / "background.pid"
+    bench = subprocess.Popen([sys.executable, "-c", STOPPED, str(ROOT), str(pidfile)],
+                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+    group = Path(bench.stdout.readline().strip())
+    deadline = time.monotonic() + 30
+    while not (pidfile.exists() and pidfile.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    background = int(pidfile.read_text())
+    assert _running(background)
+    bench.send_signal(signal.SIGTERM)
+    assert bench.wait(timeout=30) == 128 + signal.SIGTERM
+    assert not _running(background)
+    assert not group.exists()  # and the group is removed
