@@ -70,7 +70,7 @@ class PullRequestTemplate(StrictModel):
     @classmethod
     def _template(cls, value: str) -> str:
         try:
-            TEMPLATES.from_string(value)
+            template(value)  # compiled once: the renders of every target reuse it
         except TemplateSyntaxError as exc:
             raise ValueError(f"template error at line {exc.lineno}: {exc.message}") from None
         return value
