@@ -134,8 +134,12 @@ def serve_fleet(work: Path, repos: int, files: int):
     return fake.start()
 
 
-def measure(fake, repos: int, head: str) -> dict:
-    """What the emulator saw: requests per target, the pacing of writes, and the PRs opened."""
+def measure(fake, repos: int, head: str, started: float) -> dict:
+    """What the emulator saw: requests per target, the pacing of writes, and the PRs opened.
+
+    `started` is the monotonic moment the tool was started: the first and last writes are given
+    in seconds after it, so a run's time splits into before, during and after its writes.
+    """
     calls = list(fake.calls)
     times = list(fake.calls.times)
     git = [c for c in calls if c.path.startswith("/git/")]
@@ -168,6 +172,8 @@ def measure(fake, repos: int, head: str) -> dict:
         "max_writes_per_60s": busiest,
         "writes_at_limit": at_limit,
         "median_write_gap_s": round(statistics.median(gaps), 3) if gaps else None,
+        "first_write_s": round(writes[0] - started, 2) if writes else None,
+        "last_write_s": round(writes[-1] - started, 2) if writes else None,
         "max_writes_in_flight": fake.max_writes_in_flight,
     }
 
@@ -235,6 +241,7 @@ def run_peer(fake, work: Path, jobs: int, venv: Path = BENCH_VENV) -> dict:
         for name, argv in steps.items():
             log = work / f"{name}.log"
             started = time.monotonic()
+            seconds.setdefault("started", started)  # the clone's start: the peer's time 0
             with log.open("w") as out:
                 proc = subprocess.run(
                     group.wrap(argv), env=env, cwd=work, stdout=out, stderr=subprocess.STDOUT
@@ -310,7 +317,7 @@ def run_platform(fake, work: Path, jobs: int) -> dict:
     }
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     timing = time_orchestrator_run(path, env, log=work / "run.log")
-    return {"run_s": timing.wall_s, "cpu_s": timing.cpu_s}
+    return {"run_s": timing.wall_s, "cpu_s": timing.cpu_s, "started": timing.started}
 
 
 # --- the benchmark --------------------------------------------------------------------------------
@@ -332,7 +339,8 @@ def one_run(tool: str, work: Path, args: argparse.Namespace) -> dict:
             seconds = run_platform(fake, work / "platform", args.jobs)
             total, head = seconds["run_s"], "campaign/bench"
         cpu, own = seconds.pop("cpu_s"), time.process_time() - own
-        seen = measure(fake, args.repos, head)
+        started = seconds.pop("started")  # when the timed commands began
+        seen = measure(fake, args.repos, head, started)
     finally:
         fake.stop()
     row = {"s": round(total, 2), **{k: round(v, 2) for k, v in seconds.items()}, **seen,
@@ -341,7 +349,8 @@ def one_run(tool: str, work: Path, args: argparse.Namespace) -> dict:
     say(f"  {tool}: {row['s']} s, CPU {row['cpu_s']} s (+ emulator {row['emulator_cpu_s']} s), "
         f"PRs {seen['prs']}/{args.repos}, "
         f"{seen['api_per_target']} API + {seen['git_per_target']} git requests per target, "
-        f"max {seen['max_writes_per_60s']} writes in 60 s, {seen['writes_at_limit']} sent as "
+        f"writes from {seen['first_write_s']} s to {seen['last_write_s']} s, "
+        f"max {seen['max_writes_per_60s']} in 60 s, {seen['writes_at_limit']} sent as "
         f"the limit allowed (load {row['load_after']})")  # fmt: skip
     return row
 

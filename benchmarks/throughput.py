@@ -1,13 +1,16 @@
 """Throughput of the platform against a bare baseline, and a scale run at 10,000 targets.
 
     python benchmarks/throughput.py --repos 200 --json out.json
+    python benchmarks/throughput.py --repos 200 --skip-backfill --runs 5
     python benchmarks/throughput.py --scale 10000 --json scale.json
     python benchmarks/throughput.py --github --repos 100 --jobs 2 --runs 3 --json github.json
 
 The throughput run makes three identical fleets and, in one invocation, runs the same campaign
 (ruff's UP codemod, pytest as verifier, commit, push, PR) through `orchestrator run`, through a
 partition backfill launched via the webserver and executed by the daemon's run queue, and as a
-bare shell pipeline with the same parallelism.
+bare shell pipeline with the same parallelism. With `--runs N` it does that N times on fresh
+fleets, alternating whether the baseline or the platform goes first, and reports medians: the
+ratio is the median of the runs' ratios, each measured back to back.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import os
 import resource
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -85,6 +89,7 @@ class Timing(NamedTuple):
 
     wall_s: float
     cpu_s: float
+    started: float = 0.0  # time.monotonic() when the command was started
 
 
 def time_orchestrator_run(path: Path, env: dict[str, str], log: Path | None = None) -> Timing:
@@ -96,7 +101,7 @@ def time_orchestrator_run(path: Path, env: dict[str, str], log: Path | None = No
             group.wrap([str(BIN / "orchestrator"), "run", "--file", str(path), "--output", "json"]),
             env=env, capture_output=True, text=True,
         )  # fmt: skip
-        timing = Timing(time.monotonic() - started, group.seconds())
+        timing = Timing(time.monotonic() - started, group.seconds(), started)
     if log is not None:
         log.write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
@@ -200,40 +205,70 @@ def run_baseline(repos: list[Path], concurrency: int) -> Timing:
         return Timing(time.monotonic() - started, group.seconds())
 
 
-def throughput(args: argparse.Namespace, work: Path) -> dict:
+def one_run(args: argparse.Namespace, work: Path, baseline_first: bool) -> dict:
+    """One round on fresh fleets: the baseline and `orchestrator run` back to back (in the order
+    given), then the backfill unless skipped; each side's wall and CPU seconds."""
     say(f"generating 3 fleets of {args.repos} repositories ({args.files} modules each) in {work}")
     fleets = {k: make_fleet(work / f"fleet-{k}", args.repos, args.files) for k in
               ("platform", "backfill", "baseline")}  # fmt: skip
-    result: dict = {"repos": args.repos, "files": args.files, "concurrency": args.concurrency,
-                    "cpu_method": cpu_method()}  # fmt: skip
-    say("baseline (shell pipeline) …")
-    baseline = run_baseline(fleets["baseline"], args.concurrency)
-    result["baseline_s"], result["baseline_cpu_s"] = (
-        round(baseline.wall_s, 2),
-        round(baseline.cpu_s, 2),
-    )
-    say(f"  {result['baseline_s']} s, CPU {result['baseline_cpu_s']} s")
-    say("platform (orchestrator run) …")
-    platform = run_platform(work / "p", fleets["platform"], args.concurrency)
-    result["platform_s"], result["platform_cpu_s"] = (
-        round(platform.wall_s, 2),
-        round(platform.cpu_s, 2),
-    )
-    result["cpu_ratio"] = round(result["platform_cpu_s"] / result["baseline_cpu_s"], 3)
-    say(f"  {result['platform_s']} s, CPU {result['platform_cpu_s']} s, "
-        f"PRs: {count_prs(fleets['platform'])}")  # fmt: skip
+    row: dict = {}
+
+    def baseline() -> None:
+        say("baseline (shell pipeline) …")
+        timing = run_baseline(fleets["baseline"], args.concurrency)
+        row["baseline_s"], row["baseline_cpu_s"] = round(timing.wall_s, 2), round(timing.cpu_s, 2)
+        say(f"  {row['baseline_s']} s, CPU {row['baseline_cpu_s']} s")
+
+    def platform() -> None:
+        say("platform (orchestrator run) …")
+        timing = run_platform(work / "p", fleets["platform"], args.concurrency)
+        row["platform_s"], row["platform_cpu_s"] = round(timing.wall_s, 2), round(timing.cpu_s, 2)
+        say(f"  {row['platform_s']} s, CPU {row['platform_cpu_s']} s, "
+            f"PRs: {count_prs(fleets['platform'])}")  # fmt: skip
+
+    for side in (baseline, platform) if baseline_first else (platform, baseline):
+        side()
+    row["ratio"] = round(row["platform_s"] / row["baseline_s"], 3)
+    row["cpu_ratio"] = round(row["platform_cpu_s"] / row["baseline_cpu_s"], 3)
+    row["prs"] = count_prs(fleets["platform"])
     if not args.skip_backfill:
         say("platform (backfill through the daemon's run queue) …")
-        result["backfill_s"] = round(
+        row["backfill_s"] = round(
             run_backfill(work / "b", fleets["backfill"], args.concurrency), 2
         )  # wall time only: the webserver and daemon are not this process's waited children
-        say(f"  {result['backfill_s']} s, PRs: {count_prs(fleets['backfill'])}")
-        result["backfill_ratio"] = round(result["backfill_s"] / result["baseline_s"], 3)
-    result["ratio"] = round(result["platform_s"] / result["baseline_s"], 3)
+        say(f"  {row['backfill_s']} s, PRs: {count_prs(fleets['backfill'])}")
+        row["backfill_ratio"] = round(row["backfill_s"] / row["baseline_s"], 3)
+    return row
+
+
+def throughput(args: argparse.Namespace, work: Path) -> dict:
+    """`args.runs` rounds, alternating which side goes first (a machine that drifts during the
+    invocation then weighs on both); the medians, and the ratio as the median of the rounds'
+    ratios (each round's two sides measured back to back)."""
+    rows = []
+    for i in range(args.runs):
+        say(f"run {i + 1}/{args.runs}")
+        rows.append(one_run(args, work / f"run{i}", baseline_first=i % 2 == 0))
+        say(f"  ratio {rows[-1]['ratio']}, CPU ratio {rows[-1]['cpu_ratio']}")
+
+    def median(key: str) -> float:
+        return round(statistics.median(r[key] for r in rows), 3)
+
+    result: dict = {"repos": args.repos, "files": args.files, "concurrency": args.concurrency,
+                    "runs": args.runs, "cpu_method": cpu_method()}  # fmt: skip
+    for key in ("baseline_s", "baseline_cpu_s", "platform_s", "platform_cpu_s"):
+        result[key] = round(median(key), 2)
+    result["ratio"], result["cpu_ratio"] = median("ratio"), median("cpu_ratio")
+    if not args.skip_backfill:
+        result["backfill_s"], result["backfill_ratio"] = (
+            round(median("backfill_s"), 2),
+            median("backfill_ratio"),
+        )
     result["overhead_per_target_s"] = round(
         (result["platform_s"] - result["baseline_s"]) / args.repos, 4
     )
-    result["prs"] = count_prs(fleets["platform"])
+    result["prs"] = min(r["prs"] for r in rows)
+    result["runs_detail"] = rows
     return result
 
 
@@ -251,6 +286,9 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=3, help="modules per repository")
     parser.add_argument("--concurrency", type=int, default=4, help="targets at once (both sides)")
     parser.add_argument("--skip-backfill", action="store_true", help="only orchestrator run")
+    parser.add_argument("--runs", type=int, default=1,
+                        help="rounds on fresh fleets, alternating which side goes first; "
+                        "medians (default 1)")  # fmt: skip
     parser.add_argument("--scale", type=int, default=0, help="run the scale run with N targets")
     parser.add_argument("--github", action="store_true",
                         help="platform vs all-repos on a GitHub API emulator: "
