@@ -208,9 +208,10 @@ def run_baseline(repos: list[Path], concurrency: int) -> Timing:
 def one_run(args: argparse.Namespace, work: Path, baseline_first: bool) -> dict:
     """One round on fresh fleets: the baseline and `orchestrator run` back to back (in the order
     given), then the backfill unless skipped; each side's wall and CPU seconds."""
-    say(f"generating 3 fleets of {args.repos} repositories ({args.files} modules each) in {work}")
-    fleets = {k: make_fleet(work / f"fleet-{k}", args.repos, args.files) for k in
-              ("platform", "backfill", "baseline")}  # fmt: skip
+    sides = ("platform", "baseline") if args.skip_backfill else ("platform", "backfill", "baseline")
+    say(f"generating {len(sides)} fleets of {args.repos} repositories ({args.files} modules each) "
+        f"in {work}")  # fmt: skip
+    fleets = {k: make_fleet(work / f"fleet-{k}", args.repos, args.files) for k in sides}
     row: dict = {}
 
     def baseline() -> None:

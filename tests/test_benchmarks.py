@@ -90,6 +90,35 @@ def test_github_mode_runs_all_repos_and_the_platform_against_the_emulator(tmp_pa
         assert 0 < row["first_write_s"] <= row["last_write_s"] <= row["s"]
 
 
+def test_github_mode_gives_the_time_a_run_would_have_taken_at_githubs_write_limit():
+    """A tool that sent 100 PRs half a second apart kept to no limit: at 80 writes a minute its
+    100th write could not have gone before 60 s after its 20th; one that waited is left as is."""
+    from types import SimpleNamespace
+
+    from benchmarks.github_mode import TimedCalls, measure, paced_time
+
+    def run(write_times: list[float]) -> dict:
+        calls = TimedCalls()
+        for t in write_times:
+            calls.append(SimpleNamespace(method="POST", path="/repos/o/r/pulls", status=201))
+            calls.times[-1] = t
+        calls.append(SimpleNamespace(method="GET", path="/git/o/r/info/refs", status=200))
+        calls.times[-1] = 0.0  # git traffic is not an API write
+        fake = SimpleNamespace(calls=calls, repos={}, max_writes_in_flight=1)
+        return measure(fake, 100, "head", started=1000.0)
+
+    eager = run([1010.0 + 0.5 * i for i in range(100)])  # writes from 10 s to 59.5 s
+    assert eager["max_writes_per_60s"] == 100 and eager["writes_at_limit"] == 0
+    assert (eager["first_write_s"], eager["last_write_s"]) == (10.0, 59.5)
+    assert eager["last_write_floor_s"] == 10.0 + 0.5 * 19 + 60  # 60 s after the 20th
+    assert paced_time(61.0, eager) == 61.0 - 59.5 + 79.5  # its 1.5 s after the last write kept
+    # the first 80 at once, the rest as the window let them: already at the limit
+    waited = run([1010.0] * 80 + [1070.5 + 0.01 * i for i in range(20)])
+    assert waited["max_writes_per_60s"] == 80 and waited["writes_at_limit"] == 20
+    assert paced_time(72.0, waited) == 72.0
+    assert paced_time(5.0, run([1001.0, 1002.0])) == 5.0  # under 80 writes: no floor
+
+
 @pytest.mark.usefixtures("bwrap")
 def test_the_benchmarks_count_the_cpu_of_what_bubblewrap_runs():
     from benchmarks.cpu import CpuGroup
