@@ -9,7 +9,10 @@ campaign — ruff's UP codemod, pytest as the verifier, commit, push, open a PR 
 peer tool all-repos (`all-repos-clone`, then an autofixer built on `all_repos.autofix_lib` that
 pushes through `all_repos.push.github_pull_request`) or with `orchestrator run` on the GitHub
 forge, alternating the two. The emulator's recorded requests give the requests per target and
-the pacing each tool used (content-creating requests in the busiest 60 s window).
+the pacing each tool used (content-creating requests in the busiest 60 s window), when its
+first and last writes went out, and what each run would have taken at least had it kept to
+GitHub's 80 writes a minute (`paced_s`, computed from its own write times; `peer_paced_s` and
+`ratio_to_paced_peer` in the summary).
 
 all-repos is installed into the benchmark's own virtualenv (.bench-venv/), never the project's.
 The same script, run by that virtualenv's Python as `github_mode.py peer-autofix …`, is the
