@@ -89,7 +89,7 @@ class Timing(NamedTuple):
 
     wall_s: float
     cpu_s: float
-    started: float = 0.0  # time.monotonic() when the command was started
+    started: float  # time.monotonic() when the command was started
 
 
 def time_orchestrator_run(path: Path, env: dict[str, str], log: Path | None = None) -> Timing:
@@ -202,7 +202,7 @@ def run_baseline(repos: list[Path], concurrency: int) -> Timing:
                         CODEMOD, VERIFIER]),
             input="\n".join(str(r) for r in repos), text=True, env=env, check=True,
         )  # fmt: skip
-        return Timing(time.monotonic() - started, group.seconds())
+        return Timing(time.monotonic() - started, group.seconds(), started)
 
 
 def one_run(args: argparse.Namespace, work: Path, baseline_first: bool) -> dict:
@@ -224,14 +224,13 @@ def one_run(args: argparse.Namespace, work: Path, baseline_first: bool) -> dict:
         say("platform (orchestrator run) …")
         timing = run_platform(work / "p", fleets["platform"], args.concurrency)
         row["platform_s"], row["platform_cpu_s"] = round(timing.wall_s, 2), round(timing.cpu_s, 2)
-        say(f"  {row['platform_s']} s, CPU {row['platform_cpu_s']} s, "
-            f"PRs: {count_prs(fleets['platform'])}")  # fmt: skip
+        row["prs"] = count_prs(fleets["platform"])
+        say(f"  {row['platform_s']} s, CPU {row['platform_cpu_s']} s, PRs: {row['prs']}")
 
     for side in (baseline, platform) if baseline_first else (platform, baseline):
         side()
     row["ratio"] = round(row["platform_s"] / row["baseline_s"], 3)
     row["cpu_ratio"] = round(row["platform_cpu_s"] / row["baseline_cpu_s"], 3)
-    row["prs"] = count_prs(fleets["platform"])
     if not args.skip_backfill:
         say("platform (backfill through the daemon's run queue) …")
         row["backfill_s"] = round(
@@ -253,17 +252,17 @@ def throughput(args: argparse.Namespace, work: Path) -> dict:
         say(f"  ratio {rows[-1]['ratio']}, CPU ratio {rows[-1]['cpu_ratio']}")
 
     def median(key: str) -> float:
-        return round(statistics.median(r[key] for r in rows), 3)
+        return statistics.median(r[key] for r in rows)
 
     result: dict = {"repos": args.repos, "files": args.files, "concurrency": args.concurrency,
                     "runs": args.runs, "cpu_method": cpu_method()}  # fmt: skip
     for key in ("baseline_s", "baseline_cpu_s", "platform_s", "platform_cpu_s"):
         result[key] = round(median(key), 2)
-    result["ratio"], result["cpu_ratio"] = median("ratio"), median("cpu_ratio")
+    result["ratio"], result["cpu_ratio"] = round(median("ratio"), 3), round(median("cpu_ratio"), 3)
     if not args.skip_backfill:
         result["backfill_s"], result["backfill_ratio"] = (
             round(median("backfill_s"), 2),
-            median("backfill_ratio"),
+            round(median("backfill_ratio"), 3),
         )
     result["overhead_per_target_s"] = round(
         (result["platform_s"] - result["baseline_s"]) / args.repos, 4
